@@ -1,0 +1,221 @@
+"""The ``lelp`` command: a thin Typer shell over ``core`` (spaCy's ``cli/`` shape).
+
+Each command parses arguments, calls the same core function the app calls, and prints what it
+produced with the artifact ids in the workspace. Expected failures (bad data, bad config, a
+missing checkpoint) print one clear line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import runpy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from core.config import ConfigError, RunConfig, dump_config, load_config
+
+app = typer.Typer(
+    name="lelp",
+    help="lelp-studio: distil few-class classifiers with LELP pseudo-subclasses.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigArg = Annotated[
+    Path | None, typer.Argument(help="YAML run config (see examples/); defaults apply if omitted")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.tau=4"),
+]
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace folder (default $LELP_WORKSPACE or ./workspace)"),
+]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from core.data import DataError
+    from core.store import WorkspaceError
+    from core.teachers import TeacherError
+
+    return (ConfigError, DataError, TeacherError, WorkspaceError)
+
+
+def friendly(fn: F) -> F:
+    """Turn expected user errors into one readable line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as err:
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> RunConfig:
+    return load_config(config, overrides or [])
+
+
+def _workspace(path: Path | None):  # noqa: ANN202 - Workspace imported lazily for start-up speed
+    from core.store import Workspace
+
+    return Workspace(path)
+
+
+def _tqdm_progress() -> Callable[[int, int, str], None]:
+    """A tqdm bar per stage, fed by the core ``progress(done, total, stage)`` callback."""
+    from tqdm.auto import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(done: int, total: int, stage: str) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="ex", file=sys.stderr)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+@app.command()
+@friendly
+def embed(config: ConfigArg = None, set_: SetOpt = None, workspace: WorkspaceOpt = None) -> None:
+    """Compute (or fetch from the cache) the teacher's embeddings, logits and W."""
+    from core import metrics as M
+    from core.pipeline import get_dataset, get_teacher_outputs
+
+    cfg = _load(config, set_)
+    ws = _workspace(workspace)
+    ds = get_dataset(cfg.dataset)
+    out, key, hit = get_teacher_outputs(ws, ds, cfg.teacher, _tqdm_progress())
+    typer.echo(f"teacher outputs: {key[:16]} ({'cache hit' if hit else 'computed'})")
+    for split, Z in out.Z.items():
+        acc = M.accuracy(Z, ds.splits[split].y)
+        typer.echo(f"  {split:5s} n={len(Z):>7d} d={out.dim} teacher accuracy {acc:.2f}%")
+
+
+@app.command()
+@friendly
+def subclasses(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    save_spec: Annotated[str | None, typer.Option(help="Save this setting under a name")] = None,
+) -> None:
+    """Build pseudo-subclasses and report their sizes and recovery of latent columns."""
+    import numpy as np
+
+    from core.pipeline import class_labels, fit_subclasses, get_dataset, get_teacher_outputs
+    from core.subclasses import recovery_scores
+
+    cfg = _load(config, set_)
+    ws = _workspace(workspace)
+    ds = get_dataset(cfg.dataset)
+    out, key, _ = get_teacher_outputs(ws, ds, cfg.teacher, _tqdm_progress())
+    sub = fit_subclasses(cfg.subclasses, out, ds)
+    H = np.asarray(out.H["train"], dtype=np.float32)
+    y = class_labels(cfg.subclasses, out, ds, "train")
+    targets = sub.targets(H, np.asarray(out.Z["train"]), tau=cfg.train.tau)
+    assign = sub.assign(H, y)
+    sha = ws.put_array(targets.astype(np.float32))
+    typer.echo(f"{cfg.subclasses.method}: sizes per class {list(sub.sizes_)}; targets {sha[:16]}")
+    counts = np.bincount(assign, minlength=int(sum(sub.sizes_)))
+    typer.echo(f"  examples per pseudo-subclass: {counts.tolist()}")
+    for col in ds.latent_columns:
+        rec = recovery_scores(assign, y, ds.splits["train"].latent[col])
+        typer.echo(f"  recovery of '{col}': {json.dumps(rec, default=float)}")
+    if save_spec:
+        name = ws.save_spec(save_spec, cfg.model_dump(mode="json"))
+        typer.echo(f"saved spec '{name}'")
+
+
+@app.command()
+@friendly
+def distill(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    spec: Annotated[str | None, typer.Option(help="Start from a spec saved in the app")] = None,
+) -> None:
+    """Distil one student as the config says; print student and teacher scores."""
+    from tqdm.auto import tqdm
+
+    from core.config import config_from_dict, parse_overrides
+    from core.pipeline import run_distill
+
+    ws = _workspace(workspace)
+    if spec is not None:
+        from core.config import _merge
+
+        data = _merge(ws.load_spec(spec), parse_overrides(set_ or []))
+        cfg = config_from_dict(data, f"spec {spec}")
+    else:
+        cfg = _load(config, set_)
+    bar = tqdm(total=None, desc="distill", unit="step", file=sys.stderr)
+
+    def on_step(info: dict[str, Any]) -> None:
+        bar.total = info.get("total_steps", bar.total)
+        bar.n = info.get("step", bar.n)
+        bar.set_postfix(epoch=info.get("epoch"), loss=f"{info.get('loss', float('nan')):.4f}")
+
+    rec = run_distill(cfg, ws, on_step, progress=_tqdm_progress())
+    bar.close()
+    s, t = rec["metrics"]["student"], rec["metrics"]["teacher"]
+    typer.echo(f"run {rec['run_id']}  ({rec['metrics']['wall_s']:.1f} s)")
+    typer.echo(f"  teacher  accuracy {t['accuracy']:6.2f}%")
+    typer.echo(
+        f"  student  accuracy {s['accuracy']:6.2f}%  agreement {s['agreement']:6.2f}%  "
+        f"KL {s['kl']:.4f}  ECE {s['ece']:.4f}"
+    )
+    typer.echo(f"  student saved in {rec['artifacts']['student_dir']}")
+
+
+@app.command("show-config")
+@friendly
+def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
+    """Print the fully resolved config (defaults filled in) as YAML."""
+    typer.echo(dump_config(_load(config, set_)), nl=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    which: Annotated[str, typer.Argument(help="quality or speed")] = "quality",
+) -> None:
+    """Run a benchmark script from bench/ (extra arguments are passed through)."""
+    script = Path(__file__).resolve().parent.parent / "bench" / f"{which}.py"
+    if not script.is_file():
+        typer.secho(f"error: no benchmark {script}; choose quality or speed", err=True)
+        raise typer.Exit(2)
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def _mount_jobs() -> None:
+    try:
+        from core.cli_jobs import jobs_app, worker
+    except ImportError:  # the jobs module is optional while it is being built
+        return
+    app.add_typer(jobs_app, name="jobs", help="List, cancel, retry and sweep background jobs.")
+    app.command("worker")(worker)
+
+
+_mount_jobs()
+
+if __name__ == "__main__":
+    app()

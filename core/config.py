@@ -1,0 +1,204 @@
+"""The run configuration: one pydantic schema shared by the CLI (YAML), the app and jobs.
+
+A setting found by eye in the app is saved as this config, so ``lelp distill config.yaml``
+re-runs it exactly. Unknown keys are errors (``extra="forbid"``) so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Where the data comes from.
+
+    ``source``: a built-in demo name (``digits-bin``, ``text-demo``), ``shared:<name>`` for a
+    folder of ``../shared/data``, or a path to a CSV/TSV/Parquet/JSONL file.
+    """
+
+    source: str = "text-demo"
+    text_col: str = "text"
+    label_col: str = "label"
+    latent_cols: list[str] = Field(default_factory=list)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    max_train: int | None = Field(None, gt=0)
+    seed: int = 0
+
+
+class TeacherSpec(_Strict):
+    """Which teacher produces H, Z and W.
+
+    kind ``minilm``: the bundled MiniLM encoder + linear head, ``mode`` frozen (fit the head on
+    frozen embeddings) or finetune (end to end). kind ``hf``: a sequence-classification
+    checkpoint (``path`` is a folder or hub id). kind ``arrays``: ``path`` to .npz/.parquet.
+    kind ``digits-mlp``: a small MLP on digit pixels.
+    """
+
+    kind: Literal["minilm", "hf", "arrays", "digits-mlp"] = "minilm"
+    path: str | None = None
+    mode: Literal["frozen", "finetune"] = "frozen"
+    max_length: int = Field(128, gt=0)
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(5e-5, gt=0)
+    hidden: int = Field(128, gt=0)
+    trust_remote_code: bool = False
+    seed: int = 0
+
+
+class SubclassSpec(_Strict):
+    """How pseudo-subclasses are built (see core/subclasses.py and ../shared/LELP.md).
+
+    ``n_subclasses`` is one S for all classes or a list with one S per class. ``directions``
+    optionally lists, per class, the principal components (0-based) that span its subspace.
+    """
+
+    method: Literal[
+        "lelp", "pca", "random", "kmeans", "agglomerative", "umap-kmeans", "oracle", "manual"
+    ] = "lelp"
+    n_subclasses: int | list[int] = 4
+    directions: list[list[int]] | None = None
+    beta: float = Field(1.0, gt=0)
+    null_space: bool = True
+    rotate: bool = True
+    standardize: bool = True
+    class_source: Literal["label", "teacher"] = "label"
+    latent_col: str | None = None
+    seed: int = 0
+
+    @field_validator("n_subclasses")
+    @classmethod
+    def _positive(cls, v: int | list[int]) -> int | list[int]:
+        vals = [v] if isinstance(v, int) else v
+        if not vals or any(s < 1 for s in vals):
+            raise ValueError(f"every n_subclasses must be >= 1, got {v!r}")
+        return v
+
+
+class StudentSpec(_Strict):
+    """Student architecture: ``mlp`` over features, ``bag`` (mean of token embeddings over the
+    teacher's tokenizer, then an MLP), or ``transformer`` (small BERT from a config)."""
+
+    kind: Literal["mlp", "bag", "transformer"] = "bag"
+    hidden: int = Field(64, gt=0)
+    embed_dim: int = Field(64, gt=0)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    max_length: int = Field(64, gt=0)
+    init: Literal["random", "teacher"] = "random"
+
+
+class TrainSpec(_Strict):
+    """Objective and optimisation. ``objective``: hard, kd, lelp (subclass targets from the
+    ``subclasses`` section, whatever its method)."""
+
+    objective: Literal["hard", "kd", "lelp"] = "lelp"
+    tau: float = Field(1.0, gt=0)
+    alpha: float = Field(0.0, ge=0)
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(128, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    seed: int = 0
+
+
+class RunConfig(_Strict):
+    """Everything one distillation run needs; saved with the run so it can be repeated."""
+
+    name: str | None = None
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    subclasses: SubclassSpec = Field(default_factory=SubclassSpec)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what and how to fix."""
+
+
+def _format_validation(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: the config is not valid:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{loc}': remove it or check its spelling")
+        else:
+            lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"--set {dotted}: '{k}' is not a section")
+    cur[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["train.tau=4", "subclasses.beta=0.5"]`` into a nested dict (values as YAML)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.tau=4")
+        key, raw = item.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, origin)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (``yaml.safe_load``: no tags that run code) plus ``--set`` items."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file; pass the path of a YAML file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{p}: not readable as YAML ({err}); check its syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        data = loaded
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return config_from_dict(data, origin)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The YAML that ``load_config`` reads back to an equal config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,687 @@
+"""Loading labelled text (or digit) data into :class:`core.types.Dataset`.
+
+Why one module with strict checks: a bad file discovered halfway through an hour of teacher
+inference wastes the hour, and a silently mangled one (a ';'-separated CSV read as one column,
+labels "pos " and "pos" counted as two classes, "NA" tweets turned into NaN) gives wrong
+results without any error. Every problem raises :class:`DataError` naming the file, the
+problem and the fix, before anything expensive runs.
+
+Sources (see docs/ARCHITECTURE.md): a single CSV/TSV/Parquet/JSONL file (split here into
+train/test), a folder in the ``../shared/data/<name>/`` format (``train.csv``, ``test.csv``,
+optional ``dev.csv``, ``labels.json``), and two built-in demos (:data:`DEMOS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.config import DatasetSpec
+from core.types import Dataset, Split
+
+__all__ = [
+    "DEMOS",
+    "MAX_CLASSES",
+    "MISSING",
+    "DataError",
+    "check_subclass_counts",
+    "dataset_from_frame",
+    "load_dataset",
+    "load_demo",
+    "load_file",
+    "load_shared",
+    "read_table",
+    "shared_data_root",
+]
+
+DEMOS = ("text-demo", "digits-bin")
+#: More distinct labels than this is almost surely a regression target or an id column.
+MAX_CLASSES = 1000
+#: Stand-in for a missing latent value: plotly hover and selection break on nulls.
+MISSING = "(missing)"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT / "sample_data"
+SPLIT_FILES = ("train", "test", "dev")
+
+_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+_SEPS = {"csv": ",", "tsv": "\t"}
+_SEP_NAMES = {",": "','", "\t": "tab", ";": "';'", "|": "'|'"}
+
+
+class DataError(ValueError):
+    """A data file or frame that cannot be used; the message names the problem and the fix."""
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _resolve_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        f = fmt.lower().lstrip(".")
+        if f not in _FORMATS:
+            raise DataError(f"{path.name}: unknown format {fmt!r}; use one of {list(_FORMATS)}")
+        return f
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise DataError(
+            f"{path.name}: cannot tell the format from the suffix {suffix!r}; rename the file "
+            f"to one of {sorted(_SUFFIXES)} or pass fmt= one of {list(_FORMATS)}"
+        )
+    return _SUFFIXES[suffix]
+
+
+def _decode_utf8(path: Path, raw: bytes) -> str:
+    """Decode strictly so a Latin-1 or UTF-16 file fails loudly instead of as mojibake."""
+    bom = b"\xef\xbb\xbf"
+    skip = len(bom) if raw.startswith(bom) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skip + err.start
+        line = raw.count(b"\n", 0, offset) + 1
+        bad = raw[offset : offset + 1].hex()
+        raise DataError(
+            f"{path.name}: not valid UTF-8: byte 0x{bad} at byte offset {offset} (line {line}); "
+            "re-save the file as UTF-8 (e.g. in a spreadsheet choose 'CSV UTF-8', or "
+            "`iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def _check_header(path: Path, names: Sequence[str]) -> None:
+    dups = sorted(n for n, k in Counter(names).items() if k > 1)
+    if dups:
+        raise DataError(
+            f"{path.name}: duplicate column names {dups} in the header; rename the columns so "
+            "each name is unique"
+        )
+
+
+def _read_delimited(path: Path, raw: bytes, fmt: str) -> pd.DataFrame:
+    if raw.startswith(b"PAR1"):
+        raise DataError(
+            f"{path.name}: this is a Parquet file, not {fmt.upper()}; rename it to .parquet or "
+            "pass fmt='parquet'"
+        )
+    text = _decode_utf8(path, raw)
+    sep = _SEPS[fmt]
+    try:
+        header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    except csv.Error as err:
+        raise DataError(f"{path.name}: cannot read the header row ({err})") from None
+    _check_header(path, header)
+    try:
+        # keep_default_na=False: a text or label "NA"/"null" stays a string, not NaN.
+        df = pd.read_csv(io.StringIO(text), sep=sep, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path.name}: the file has no header and no rows; add data") from None
+    except (pd.errors.ParserError, ValueError) as err:
+        raise DataError(
+            f"{path.name}: not readable as {fmt.upper()} ({err}); check the quoting and that "
+            f"every row has the same number of {_SEP_NAMES[sep]}-separated fields"
+        ) from None
+    if df.shape[1] == 1:
+        only = str(df.columns[0])
+        for cand in (",", "\t", ";", "|"):
+            if cand != sep and cand in only:
+                hint = (
+                    "rename it to .tsv or pass fmt='tsv'"
+                    if cand == "\t"
+                    else "rename it to .csv or pass fmt='csv'"
+                    if cand == ","
+                    else "re-save it with ',' as the delimiter"
+                )
+                raise DataError(
+                    f"{path.name}: only one column was found ({only!r}); the file looks "
+                    f"{_SEP_NAMES[cand]}-separated, not {_SEP_NAMES[sep]}-separated; {hint}"
+                )
+    return df
+
+
+def _read_parquet(path: Path, raw_head: bytes) -> pd.DataFrame:
+    if not raw_head.startswith(b"PAR1"):
+        looks = "text (probably a CSV)" if _looks_like_text(raw_head) else "not Parquet"
+        raise DataError(
+            f"{path.name}: not a Parquet file (it does not start with 'PAR1'; its content looks "
+            f"like {looks}); rename it to .csv/.tsv/.jsonl to match its content or pass fmt="
+        )
+    import pyarrow.parquet as pq
+
+    try:
+        _check_header(path, pq.read_schema(path).names)
+        return pd.read_parquet(path)
+    except DataError:
+        raise
+    except Exception as err:  # pyarrow raises many types for corrupt files
+        raise DataError(
+            f"{path.name}: cannot read the Parquet file ({err}); re-export it"
+        ) from None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start > len(head) - 4  # only a multi-byte char cut at the end
+    return True
+
+
+def _read_jsonl(path: Path, raw: bytes) -> pd.DataFrame:
+    text = _decode_utf8(path, raw)
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path.name}: line {lineno} is not valid JSON ({err.msg}); JSONL needs one "
+                "JSON object per line"
+            ) from None
+        if not isinstance(rec, dict):
+            raise DataError(
+                f"{path.name}: line {lineno} is a {type(rec).__name__}, not an object; write "
+                'one object per line, e.g. {"text": "...", "label": "pos"}'
+            )
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
+    """Read a CSV, TSV, Parquet or JSONL file (format from ``fmt`` or the suffix).
+
+    CSV/TSV are read with ``keep_default_na=False`` (empty cells become ``""``), so texts such
+    as "NA" or "null" survive; emptiness is checked later, by :func:`dataset_from_frame`.
+    """
+    p = Path(path)
+    f = _resolve_format(p, fmt)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file; check the path (relative paths start at {Path.cwd()})")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p.name}: the file is empty (0 bytes); it needs a header and rows")
+    if f == "parquet":
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+        return _read_parquet(p, head)
+    raw = p.read_bytes()
+    if f == "jsonl":
+        return _read_jsonl(p, raw)
+    return _read_delimited(p, raw, f)
+
+
+# --------------------------------------------------------------------------- frames -> Dataset
+
+
+def _rows(mask: np.ndarray, k: int = 5) -> str:
+    idx = np.flatnonzero(mask)[:k] + 1
+    more = ", ..." if mask.sum() > k else ""
+    return ", ".join(str(i) for i in idx) + more
+
+
+def _is_blank(s: pd.Series) -> np.ndarray:
+    """NaN/None or an all-whitespace string (CSV read with keep_default_na=False gives "")."""
+    blank = s.isna().to_numpy()
+    if s.dtype == object or pd.api.types.is_string_dtype(s):
+        blank = blank | s.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+    return blank
+
+
+def _check_columns(df: pd.DataFrame, origin: str, needed: dict[str, str]) -> None:
+    cols = [str(c) for c in df.columns]
+    dups = sorted(n for n, k in Counter(cols).items() if k > 1)
+    if dups:
+        raise DataError(
+            f"{origin}: duplicate column names {dups}; rename the columns so each is unique"
+        )
+    for col, flag in needed.items():
+        if col not in df.columns:
+            raise DataError(
+                f"{origin}: column {col!r} not found; columns are {cols}; pass {flag} "
+                "with one of them"
+            )
+
+
+def _label_values(s: pd.Series) -> np.ndarray:
+    """Canonical label values: int64/float64 for numeric columns, stripped str otherwise."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(str).to_numpy(object)
+    if pd.api.types.is_numeric_dtype(s):
+        a = s.to_numpy()
+        if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == a // 1):
+            a = a.astype(np.int64)
+        return a
+    return np.array([str(v).strip() for v in s], dtype=object)
+
+
+def _label_str(v: Any) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _latent_arrays(frames: dict[str, pd.DataFrame], col: str) -> dict[str, np.ndarray]:
+    """One column's values per split; when any split has gaps, all become str with MISSING."""
+    blanks = {k: _is_blank(df[col]) for k, df in frames.items()}
+    if not any(b.any() for b in blanks.values()):
+        return {k: df[col].to_numpy() for k, df in frames.items()}
+    return {
+        k: np.array(
+            [MISSING if b else _label_str(v) for v, b in zip(df[col], blanks[k], strict=True)],
+            dtype=object,
+        )
+        for k, df in frames.items()
+    }
+
+
+def _normalize_label_map(label_map: Mapping[Any, str]) -> dict[Any, str]:
+    out: dict[Any, str] = {}
+    for k, v in label_map.items():
+        key: Any = k
+        if isinstance(k, str) and k.strip().lstrip("-").isdigit():
+            key = int(k)
+        out[key] = str(v)
+    return out
+
+
+def dataset_from_frame(
+    df: pd.DataFrame,
+    name: str,
+    text_col: str = "text",
+    label_col: str = "label",
+    latent_cols: Sequence[str] = (),
+    test_df: pd.DataFrame | None = None,
+    dev_df: pd.DataFrame | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    min_per_class: int = 1,
+    *,
+    label_map: Mapping[Any, str] | None = None,
+    origins: Mapping[str, str] | None = None,
+) -> Dataset:
+    """Validate frames and build a :class:`Dataset` with y in 0..C-1.
+
+    Labels may be strings (classes in sorted order) or numbers (numeric order); string labels
+    are stripped of surrounding whitespace so "pos " and "pos" are one class. ``label_map``
+    (original value -> display name, in class order) fixes the classes instead, as
+    ``labels.json`` does for the shared data. ``origins`` names each split's source (e.g.
+    ``{"train": "train.csv"}``) for error messages. Without ``test_df`` the frame is split
+    stratified by label with ``test_size`` and ``seed``. Missing latent values become
+    :data:`MISSING`.
+    """
+    org = {s: f"{name} ({s})" for s in SPLIT_FILES}
+    org.update(origins or {})
+    frames = {"train": df}
+    if test_df is not None:
+        frames["test"] = test_df
+    if dev_df is not None:
+        frames["dev"] = dev_df
+    latent_cols = list(latent_cols)
+    needed = {text_col: "--text-col", label_col: "--label-col"}
+    needed.update({c: "--latent-col" for c in latent_cols if c not in needed})
+
+    labels: dict[str, np.ndarray] = {}
+    texts: dict[str, list[str]] = {}
+    for split, frame in frames.items():
+        origin = org[split]
+        _check_columns(frame, origin, needed)
+        if len(frame) == 0:
+            raise DataError(f"{origin}: no rows (only a header); add examples")
+        blank = _is_blank(frame[label_col])
+        if blank.any():
+            raise DataError(
+                f"{origin}: {int(blank.sum())} of {len(frame)} rows have an empty or missing "
+                f"label in column {label_col!r} (data rows {_rows(blank)}, counting from 1); "
+                "fill in those labels or remove the rows"
+            )
+        tblank = _is_blank(frame[text_col])
+        if tblank.any():
+            raise DataError(
+                f"{origin}: {int(tblank.sum())} of {len(frame)} rows have an empty text in "
+                f"column {text_col!r} (data rows {_rows(tblank)}, counting from 1); remove "
+                "those rows"
+            )
+        labels[split] = _label_values(frame[label_col])
+        texts[split] = [str(t) for t in frame[text_col]]
+
+    if not all(np.issubdtype(a.dtype, np.number) for a in labels.values()):
+        labels = {k: np.array([_label_str(v) for v in a], dtype=object) for k, a in labels.items()}
+
+    train_origin = org["train"]
+    if label_map is not None:
+        lm = _normalize_label_map(label_map)
+        if all(isinstance(k, int) for k in lm) and labels["train"].dtype == object:
+            lm = {str(k): v for k, v in lm.items()}
+        classes = list(lm)
+        label_names = list(lm.values())
+    else:
+        uniq = np.unique(labels["train"])
+        if len(uniq) > MAX_CLASSES:
+            raise DataError(
+                f"{train_origin}: column {label_col!r} has {len(uniq)} distinct values (more "
+                f"than {MAX_CLASSES}); it looks like a regression target or an id, not class "
+                "labels; pass --label-col with the column of class labels"
+            )
+        classes = uniq.tolist()
+        label_names = [_label_str(c) for c in classes]
+
+    ys: dict[str, np.ndarray] = {}
+    for split, a in labels.items():
+        codes = pd.Categorical(a, categories=classes).codes.astype(np.int64)
+        if (codes < 0).any():
+            unknown = sorted({_label_str(v) for v in a[codes < 0]})[:10]
+            where = "labels.json" if label_map is not None else "the training data"
+            raise DataError(
+                f"{org[split]}: label values {unknown} do not occur in {where}; fix those "
+                "labels or remove the rows"
+            )
+        ys[split] = codes
+
+    counts = np.bincount(ys["train"], minlength=len(classes))
+    present = int((counts > 0).sum())
+    if present < 2:
+        only = label_names[int(np.argmax(counts))]
+        raise DataError(
+            f"{train_origin}: only one class ({only!r}) in column {label_col!r}; a classifier "
+            "needs at least two classes; add examples of another class or check --label-col"
+        )
+    low = [i for i in range(len(classes)) if counts[i] < min_per_class and label_map is None]
+    if low:
+        detail = ", ".join(f"{label_names[i]!r}: {counts[i]}" for i in low[:10])
+        raise DataError(
+            f"{train_origin}: classes with fewer than {min_per_class} examples ({detail}); "
+            "add examples or remove those classes"
+        )
+
+    latent: dict[str, dict[str, np.ndarray]] = {k: {} for k in frames}
+    for col in latent_cols:
+        for split, arr in _latent_arrays(frames, col).items():
+            latent[split][col] = arr
+
+    if test_df is None:
+        splits = _split_single(
+            ys["train"], texts["train"], latent["train"], label_names, train_origin, test_size, seed
+        )
+    else:
+        splits = {s: Split(y=ys[s], texts=texts[s], latent=latent[s]) for s in frames}
+    if dev_df is not None and "dev" not in splits:
+        splits["dev"] = Split(y=ys["dev"], texts=texts["dev"], latent=latent["dev"])
+    return Dataset(name=name, label_names=label_names, splits=splits)
+
+
+def _split_single(
+    y: np.ndarray,
+    texts: list[str],
+    latent: dict[str, np.ndarray],
+    label_names: list[str],
+    origin: str,
+    test_size: float,
+    seed: int,
+) -> dict[str, Split]:
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y, minlength=len(label_names))
+    single = [label_names[i] for i in np.flatnonzero(counts == 1)]
+    if single:
+        raise DataError(
+            f"{origin}: classes {single[:10]} have only 1 example; a stratified train/test "
+            "split needs at least 2 per class; add examples, remove those rows, or give a "
+            "separate test file"
+        )
+    idx = np.arange(len(y))
+    try:
+        tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
+    except ValueError as err:
+        raise DataError(
+            f"{origin}: cannot split {len(y)} rows into train/test with test_size={test_size} "
+            f"({err}); change test_size or add examples"
+        ) from None
+    tr, te = np.sort(tr), np.sort(te)
+
+    def take(ix: np.ndarray) -> Split:
+        return Split(
+            y=y[ix],
+            texts=[texts[i] for i in ix],
+            latent={k: v[ix] for k, v in latent.items()},
+        )
+
+    return {"train": take(tr), "test": take(te)}
+
+
+def load_file(
+    path: str | Path,
+    text_col: str = "text",
+    label_col: str = "label",
+    latent_cols: Sequence[str] = (),
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """One CSV/TSV/Parquet/JSONL file, split stratified into train/test."""
+    p = Path(path)
+    df = read_table(p)
+    return dataset_from_frame(
+        df,
+        p.stem,
+        text_col=text_col,
+        label_col=label_col,
+        latent_cols=latent_cols,
+        test_size=test_size,
+        seed=seed,
+        origins={"train": p.name},
+    )
+
+
+# --------------------------------------------------------------------------- folders, demos
+
+
+def shared_data_root() -> Path | None:
+    """Folder of the shared datasets: env ``LELP_SHARED_DATA``, else ``../shared/data``."""
+    env = os.environ.get("LELP_SHARED_DATA")
+    root = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    return root if root.is_dir() else None
+
+
+def _load_folder(folder: Path, name: str) -> Dataset:
+    """The shared folder format: train/test(/dev).csv + labels.json; extra columns are latent."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such dataset folder")
+    for need in ("train.csv", "test.csv", "labels.json"):
+        if not (folder / need).is_file():
+            present = sorted(p.name for p in folder.iterdir())
+            raise DataError(
+                f"{folder}: {need} is missing (found {present}); a dataset folder needs "
+                "train.csv, test.csv and labels.json (dev.csv optional)"
+            )
+    lpath = folder / "labels.json"
+    try:
+        label_map = json.loads(lpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f'{lpath}: not valid JSON ({err}); write e.g. {{"0": "neg"}}') from None
+    if not isinstance(label_map, dict) or not label_map:
+        raise DataError(f'{lpath}: expected an object mapping id to name, e.g. {{"0": "neg"}}')
+    try:
+        label_map = dict(sorted(label_map.items(), key=lambda kv: int(kv[0])))
+    except ValueError:
+        raise DataError(
+            f"{lpath}: keys must be integer class ids 0..C-1, got {list(label_map)}"
+        ) from None
+
+    frames = {
+        s: read_table(folder / f"{s}.csv") for s in SPLIT_FILES if (folder / f"{s}.csv").is_file()
+    }
+    latent: list[str] = []
+    for df in frames.values():
+        latent += [str(c) for c in df.columns if c not in ("text", "label") and c not in latent]
+    for s, df in frames.items():
+        missing = [c for c in latent if c not in df.columns]
+        if missing:
+            frames[s] = df.assign(**dict.fromkeys(missing, ""))
+    return dataset_from_frame(
+        frames["train"],
+        name,
+        latent_cols=latent,
+        test_df=frames["test"],
+        dev_df=frames.get("dev"),
+        label_map=label_map,
+        origins={s: f"{folder.name}/{s}.csv" for s in frames},
+    )
+
+
+def load_shared(name: str, root: str | Path | None = None) -> Dataset:
+    """A dataset folder of ``../shared/data`` (or ``root``) by name, e.g. ``"sst2"``."""
+    base = Path(root) if root is not None else shared_data_root()
+    if base is None or not base.is_dir():
+        raise DataError(
+            "no shared data folder found (looked at $LELP_SHARED_DATA and "
+            f"{REPO_ROOT.parent / 'shared' / 'data'}); set LELP_SHARED_DATA to it"
+        )
+    folder = base / name
+    if not folder.is_dir():
+        names = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise DataError(f"shared:{name}: no folder {folder}; available: {names}")
+    return _load_folder(folder, name)
+
+
+def _digits() -> Dataset:
+    """sklearn's 8x8 digits as an even/odd task; the digit itself is the latent subclass."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    X = (d.data / 16.0).astype(np.float32)
+    digit = d.target.astype(np.int64)
+    y = digit % 2
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+    tr, te = np.sort(tr), np.sort(te)
+    splits = {
+        s: Split(y=y[ix], features=X[ix], latent={"digit": digit[ix]})
+        for s, ix in (("train", tr), ("test", te))
+    }
+    return Dataset(name="digits-bin", label_names=["even", "odd"], splits=splits)
+
+
+def load_demo(name: str) -> Dataset:
+    """A built-in demo: ``text-demo`` (synthetic reviews) or ``digits-bin``."""
+    if name == "digits-bin":
+        return _digits()
+    if name == "text-demo":
+        return _load_folder(SAMPLE_DIR / "text_demo", "text-demo")
+    raise DataError(f"unknown demo {name!r}; the demos are {list(DEMOS)}")
+
+
+def _subsample(ds: Dataset, max_train: int, seed: int) -> Dataset:
+    """Stratified, seeded subset of train (other splits untouched); order is preserved."""
+    from sklearn.model_selection import train_test_split
+
+    tr = ds.splits["train"]
+    n = len(tr)
+    if max_train >= n:
+        return ds
+    if max_train < ds.n_classes:
+        raise DataError(
+            f"{ds.name}: max_train={max_train} is below the number of classes "
+            f"({ds.n_classes}); a stratified subsample needs one example per class; raise it"
+        )
+    try:
+        keep, _ = train_test_split(
+            np.arange(n), train_size=max_train, random_state=seed, stratify=tr.y
+        )
+    except ValueError as err:
+        raise DataError(f"{ds.name}: cannot subsample train to {max_train} ({err})") from None
+    keep = np.sort(keep)
+    sub = Split(
+        y=tr.y[keep],
+        texts=None if tr.texts is None else [tr.texts[i] for i in keep],
+        features=None if tr.features is None else tr.features[keep],
+        latent={k: v[keep] for k, v in tr.latent.items()},
+    )
+    return Dataset(name=ds.name, label_names=ds.label_names, splits={**ds.splits, "train": sub})
+
+
+def load_dataset(spec: DatasetSpec) -> Dataset:
+    """Dispatch on ``spec.source``: a demo name, ``shared:<name>``, or a file path.
+
+    For demos and shared folders the columns are fixed (all extra columns are latent), so
+    ``text_col``/``label_col`` are not used; ``latent_cols``, when given, must exist.
+    """
+    src = spec.source.strip()
+    if src in DEMOS:
+        ds = load_demo(src)
+    elif src.startswith("shared:"):
+        ds = load_shared(src.split(":", 1)[1])
+    else:
+        p = Path(src).expanduser()
+        if not p.is_file():
+            raise DataError(
+                f"dataset source {src!r} is not a demo {list(DEMOS)}, not shared:<name>, and "
+                "no such file exists; fix the path or pick a demo"
+            )
+        ds = load_file(
+            p, spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed
+        )
+    missing = [c for c in spec.latent_cols if c not in ds.splits["train"].latent]
+    if missing:
+        raise DataError(
+            f"{ds.name}: latent columns {missing} not found; latent columns are "
+            f"{ds.latent_columns}; fix latent_cols"
+        )
+    if spec.max_train is not None:
+        ds = _subsample(ds, spec.max_train, spec.seed)
+    return ds
+
+
+def check_subclass_counts(
+    dataset_or_y: Dataset | np.ndarray | Sequence[int], n_subclasses: int | Sequence[int]
+) -> None:
+    """Raise DataError when a class has fewer training examples than requested subclasses.
+
+    A class with k examples spans at most k directions, so asking for more subclasses than
+    examples cannot work (and LELP's PCA would fail later with a less clear error).
+    """
+    if isinstance(dataset_or_y, Dataset):
+        y = np.asarray(dataset_or_y.splits["train"].y)
+        names = list(dataset_or_y.label_names)
+    else:
+        y = np.asarray(dataset_or_y)
+        names = []
+    n_cls = len(names) if names else int(y.max()) + 1 if y.size else 0
+    if isinstance(n_subclasses, (int, np.integer)):
+        per = [int(n_subclasses)] * n_cls
+    else:
+        per = [int(s) for s in n_subclasses]
+        if (names and len(per) != n_cls) or (not names and len(per) < n_cls):
+            raise DataError(
+                f"n_subclasses has {len(per)} entries but there are {n_cls} classes; give one "
+                "number per class or a single number for all"
+            )
+        n_cls = max(n_cls, len(per))
+    counts = np.bincount(y.astype(np.int64), minlength=n_cls) if y.size else np.zeros(n_cls, int)
+    bad = [c for c in range(n_cls) if counts[c] < per[c]]
+    if bad:
+        detail = "; ".join(
+            f"class {names[c] if names else c!r} has {counts[c]} examples but {per[c]} "
+            "subclasses were requested"
+            for c in bad
+        )
+        raise DataError(
+            f"too few examples for the requested subclasses: {detail}; lower n_subclasses "
+            "for those classes or add training examples"
+        )

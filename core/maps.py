@@ -1,0 +1,217 @@
+"""2-D projections of teacher embeddings for the Embedding map (pure functions, no Streamlit).
+
+A projection is fitted ONCE on the teacher's embeddings and then applied with ``transform`` to
+anything else (test rows, a student's embeddings, new data), so every point of every run lands
+in the same coordinates and comparisons across runs are not refits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from core.types import hash_arrays
+
+Method = Literal["pca", "umap", "lelp"]
+METHODS: tuple[str, ...] = ("pca", "umap", "lelp")
+Progress = Callable[[int, int, str], None]
+
+
+def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a seeded sample of at most ``n`` rows, keeping class proportions.
+
+    Why stratified: a map sampled at random can lose a small class entirely; here every class
+    keeps at least one point (when ``n`` allows) and the rest is proportional to class size.
+    """
+    y = np.asarray(y)
+    m = len(y)
+    if n <= 0:
+        raise ValueError(f"sample size n={n} must be >= 1")
+    if n >= m:
+        return np.arange(m)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts / m * n).astype(int)
+    quota = np.maximum(quota, np.minimum(1, counts))
+    # hand the remainder (or take the excess) by largest fractional share, deterministic
+    while quota.sum() < n:
+        room = counts - quota
+        share = counts / m * n - quota
+        share[room <= 0] = -np.inf
+        quota[int(np.argmax(share))] += 1
+    while quota.sum() > n:
+        share = counts / m * n - quota
+        share[quota <= 1] = np.inf
+        quota[int(np.argmin(share))] -= 1
+    picked = [
+        rng.choice(np.flatnonzero(y == c), size=int(q), replace=False)
+        for c, q in zip(classes, quota, strict=True)
+        if q > 0
+    ]
+    return np.sort(np.concatenate(picked))
+
+
+def projection_key(emb_key: str, method: str, params: dict[str, Any] | None = None) -> str:
+    """The workspace key of a projection: embeddings' key + method + every parameter."""
+    if method not in METHODS:
+        raise ValueError(f"projection method {method!r} is unknown; use one of {list(METHODS)}")
+    return hash_arrays("projection", emb_key, method, dict(params or {}))
+
+
+@dataclass
+class Projection:
+    """A fitted 2-D projection. ``transform(H)`` places any (n, d) rows in its coordinates.
+
+    ``xy`` holds the coordinates of the rows it was fitted on (the full ``H`` given to
+    ``fit_projection``); ``sample_idx`` the rows used to fit (all rows for PCA / LELP).
+    """
+
+    method: str
+    xy: np.ndarray
+    sample_idx: np.ndarray
+    axis_titles: tuple[str, str]
+    _fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_fit(self) -> int:
+        return int(len(self.sample_idx))
+
+    def transform(self, H: np.ndarray) -> np.ndarray:
+        """(n, d) -> (n, 2) float32 in the fitted coordinates."""
+        H = np.asarray(H, dtype=np.float32)
+        if H.ndim != 2:
+            raise ValueError(f"transform expects a 2-D array (n, d), got shape {H.shape}")
+        if len(H) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        return np.asarray(self._fn(H), dtype=np.float32)[:, :2]
+
+
+def _report(progress: Progress | None, done: int, total: int, stage: str) -> None:
+    if progress is not None:
+        progress(done, total, stage)
+
+
+def fit_projection(
+    H: np.ndarray,
+    method: str = "pca",
+    *,
+    sample: int = 50_000,
+    random_state: int = 0,
+    lelp_model: Any = None,
+    class_index: int = 0,
+    y: np.ndarray | None = None,
+    n_neighbors: int = 15,
+    progress: Progress | None = None,
+) -> Projection:
+    """Fit a 2-D projection of ``H`` (n, d).
+
+    Parameters
+    ----------
+    method : "pca" (sklearn PCA(2), on a seeded sample of at most ``sample`` rows), "umap"
+        (umap-learn fitted on a seeded sample of at most ``sample`` rows; the others placed by
+        ``transform``), or "lelp" (the first two directions of class ``class_index``'s LELP
+        subspace, read through ``lelp_model.coordinates``; a 1-direction subspace gets a zero
+        second axis).
+    y : optional labels; when given, the fitting sample is stratified by class.
+
+    Returns a :class:`Projection` whose ``xy`` are the coordinates of all rows of ``H``.
+    """
+    H = np.asarray(H, dtype=np.float32)
+    if H.ndim != 2 or len(H) == 0:
+        raise ValueError(f"fit_projection needs a non-empty 2-D array (n, d), got {H.shape}")
+    if method not in METHODS:
+        raise ValueError(f"projection method {method!r} is unknown; use one of {list(METHODS)}")
+    n = len(H)
+    labels = np.zeros(n, dtype=np.int64) if y is None else np.asarray(y)
+    idx = stratified_sample(labels, sample, random_state) if n > sample else np.arange(n)
+    params: dict[str, Any] = {"sample": int(sample), "random_state": int(random_state)}
+
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        _report(progress, 0, 1, "PCA")
+        pca = PCA(n_components=min(2, H.shape[1], len(idx)), random_state=random_state)
+        pca.fit(H[idx])
+        # sign convention: largest-magnitude loading of each component is positive, so equal
+        # data gives the same picture on every machine
+        signs = np.sign(
+            pca.components_[
+                np.arange(len(pca.components_)), np.argmax(np.abs(pca.components_), axis=1)
+            ]
+        )
+        signs[signs == 0] = 1
+        comps = pca.components_ * signs[:, None]
+        mean = pca.mean_.astype(np.float32)
+        comps = comps.astype(np.float32)
+
+        def fn(X: np.ndarray) -> np.ndarray:
+            out = (X - mean) @ comps.T
+            return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+        ratio = pca.explained_variance_ratio_
+        titles = tuple(f"PC{i + 1} ({100 * r:.1f}% var.)" for i, r in enumerate(ratio))
+        if len(titles) < 2:
+            titles = (*titles, "PC2")
+        _report(progress, 1, 1, "PCA")
+    elif method == "umap":
+        import umap
+
+        params["n_neighbors"] = int(n_neighbors)
+        _report(progress, 0, 2, f"UMAP: fitting on {len(idx):,} points")
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=min(n_neighbors, max(2, len(idx) - 1)),
+            random_state=random_state,
+            n_jobs=1,
+        )
+        fitted = reducer.fit_transform(H[idx]).astype(np.float32)
+        _report(progress, 1, 2, "UMAP: placing the other points")
+
+        def fn(X: np.ndarray) -> np.ndarray:
+            return reducer.transform(X)
+
+        titles = ("UMAP 1", "UMAP 2")
+    else:
+        if lelp_model is None:
+            raise ValueError(
+                "method='lelp' needs lelp_model: a fitted LELPSubclasses (fit it on the "
+                "Subspaces page or pick PCA)"
+            )
+        n_cls = len(lelp_model.sizes_)
+        if not 0 <= class_index < n_cls:
+            raise ValueError(f"class_index={class_index} is out of range 0..{n_cls - 1}")
+        params["class_index"] = int(class_index)
+        _report(progress, 0, 1, "LELP directions")
+
+        def fn(X: np.ndarray) -> np.ndarray:
+            z = np.asarray(lelp_model.coordinates(X)[class_index], dtype=np.float32)
+            if z.shape[1] < 2:
+                z = np.pad(z, ((0, 0), (0, 2 - z.shape[1])))
+            return z[:, :2]
+
+        titles = (f"class {class_index} direction 1", f"class {class_index} direction 2")
+        _report(progress, 1, 1, "LELP directions")
+
+    proj = Projection(
+        method=method,
+        xy=np.zeros((0, 2), np.float32),
+        sample_idx=idx,
+        axis_titles=titles,
+        _fn=fn,
+        params=params,
+    )
+    if method == "umap":
+        xy = np.empty((n, 2), dtype=np.float32)
+        xy[idx] = fitted
+        rest = np.setdiff1d(np.arange(n), idx)
+        if len(rest):
+            xy[rest] = proj.transform(H[rest])
+        _report(progress, 2, 2, "UMAP: done")
+    else:
+        xy = proj.transform(H)
+    proj.xy = xy
+    return proj

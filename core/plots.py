@@ -1,0 +1,473 @@
+"""Figures as pure functions: arrays and labels in, a plotly Figure out (no Streamlit).
+
+Pages only place these figures, so every figure is tested without a browser. Two pitfalls
+shape ``embedding_scatter``: a plotly selection's ``point_indices`` count within each trace,
+so the row id of every point travels in ``customdata``; and a null in hover data makes a
+selection come back empty, so hover fields are always strings ("" for missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+HOVER_CHARS = 160
+MAX_LEGEND_TRACES = 60  # more categories than this fall back to a continuous colour scale
+_PALETTE = tuple(qualitative.D3) + tuple(qualitative.Dark24)
+
+
+def truncate(text: object, n: int = HOVER_CHARS) -> str:
+    """A hover-safe string: never None/NaN, single line, at most ``n`` characters."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return ""
+    s = " ".join(str(text).split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _hover_strings(values: Sequence[object] | np.ndarray | None, m: int) -> np.ndarray:
+    if values is None:
+        return np.full(m, "", dtype=object)
+    out = np.array([truncate(v) for v in values], dtype=object)
+    if len(out) != m:
+        raise ValueError(f"hover_text has {len(out)} entries for {m} points")
+    return out
+
+
+def embedding_scatter(
+    xy: np.ndarray,
+    color: np.ndarray | Sequence[object],
+    *,
+    hover_text: Sequence[object] | np.ndarray | None = None,
+    labels: Sequence[object] | np.ndarray | None = None,
+    row_ids: np.ndarray | None = None,
+    color_title: str = "class",
+    continuous: bool = False,
+    axis_titles: tuple[str, str] = ("x", "y"),
+    marker_size: int = 5,
+    highlight: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """WebGL scatter of a 2-D map.
+
+    Categorical ``color``: one ``Scattergl`` trace per value (legend = values, sorted).
+    ``continuous=True``: a single trace with a colour bar. Every point's ``customdata`` is
+    ``[row_id, label, text]`` (strings for the last two, never null); read selections through
+    ``customdata[0]``, not ``point_indices``. ``highlight`` (row ids) adds a ring trace on top.
+    """
+    xy = np.asarray(xy, dtype=np.float32)
+    m = len(xy)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"xy must have shape (n, 2), got {xy.shape}")
+    color = np.asarray(color, dtype=object if not continuous else np.float64)
+    if len(color) != m:
+        raise ValueError(f"color has {len(color)} entries for {m} points")
+    rows = np.arange(m) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
+    text = _hover_strings(hover_text, m)
+    lab = _hover_strings(labels, m)
+    custom = np.empty((m, 3), dtype=object)
+    custom[:, 0] = rows
+    custom[:, 1] = lab
+    custom[:, 2] = text
+    hover = (
+        "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
+        + color_title
+        + ": %{meta}<br>%{customdata[2]}<extra></extra>"
+    )
+    fig = go.Figure()
+    if continuous:
+        c = np.nan_to_num(color.astype(np.float64), nan=0.0)
+        fig.add_trace(
+            go.Scattergl(
+                x=xy[:, 0],
+                y=xy[:, 1],
+                mode="markers",
+                customdata=custom,
+                marker={
+                    "size": marker_size,
+                    "color": c,
+                    "colorscale": "Viridis",
+                    "showscale": True,
+                    "colorbar": {"title": {"text": color_title}},
+                },
+                name=color_title,
+                hovertemplate=(
+                    "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
+                    + color_title
+                    + ": %{marker.color:.3f}<br>%{customdata[2]}<extra></extra>"
+                ),
+                showlegend=False,
+            )
+        )
+    else:
+        keys = np.array([truncate(v, 40) for v in color], dtype=object)
+        values = sorted(set(keys.tolist()), key=_natural_key)
+        for i, v in enumerate(values):
+            mask = keys == v
+            fig.add_trace(
+                go.Scattergl(
+                    x=xy[mask, 0],
+                    y=xy[mask, 1],
+                    mode="markers",
+                    customdata=custom[mask],
+                    marker={"size": marker_size, "color": _PALETTE[i % len(_PALETTE)]},
+                    name=v if v != "" else "(none)",
+                    meta=v,
+                    hovertemplate=hover,
+                )
+            )
+    if highlight is not None and len(highlight):
+        pos = {int(r): i for i, r in enumerate(rows)}
+        hi = np.array([pos[int(r)] for r in highlight if int(r) in pos], dtype=np.int64)
+        if len(hi):
+            fig.add_trace(
+                go.Scattergl(
+                    x=xy[hi, 0],
+                    y=xy[hi, 1],
+                    mode="markers",
+                    customdata=custom[hi],
+                    marker={
+                        "size": marker_size + 6,
+                        "color": "rgba(0,0,0,0)",
+                        "line": {"width": 2, "color": "black"},
+                    },
+                    name="highlighted",
+                    meta="highlighted",
+                    hovertemplate=hover,
+                )
+            )
+    fig.update_layout(
+        xaxis_title=axis_titles[0],
+        yaxis_title=axis_titles[1],
+        legend_title_text=color_title,
+        dragmode="lasso",
+        height=560,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        title=title,
+        uirevision="map",  # keep zoom when only colours change
+    )
+    return fig
+
+
+def _natural_key(v: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(v))
+    except ValueError:
+        return (1, v)
+
+
+def selected_row_ids(selection: Mapping[str, Any] | None) -> np.ndarray:
+    """Row ids of a Streamlit plotly selection event, read from each point's customdata."""
+    if not selection:
+        return np.zeros(0, dtype=np.int64)
+    sel = selection.get("selection", selection)
+    points = sel.get("points", []) if isinstance(sel, Mapping) else []
+    ids = []
+    for p in points:
+        cd = p.get("customdata")
+        if cd is None:
+            continue
+        first = cd[0] if isinstance(cd, (list, tuple)) else cd
+        try:
+            ids.append(int(first))
+        except (TypeError, ValueError):
+            continue
+    return np.unique(np.asarray(ids, dtype=np.int64))
+
+
+def spectrum_plot(
+    ratio_with_null: np.ndarray,
+    ratio_without: np.ndarray | None,
+    class_name: str,
+    *,
+    chosen: Sequence[int] = (),
+    max_components: int = 20,
+) -> go.Figure:
+    """Explained-variance ratio per principal component of one class, with and without the
+    null-space projection; chosen directions are marked."""
+    fig = go.Figure()
+    r1 = np.asarray(ratio_with_null, dtype=np.float64)[:max_components]
+    xs = np.arange(len(r1))
+    chosen_set = {int(c) for c in chosen}
+    fig.add_trace(
+        go.Bar(
+            x=xs,
+            y=r1,
+            name="after null-space projection",
+            marker_color=["#d62728" if i in chosen_set else "#1f77b4" for i in xs],
+        )
+    )
+    if ratio_without is not None:
+        r0 = np.asarray(ratio_without, dtype=np.float64)[:max_components]
+        fig.add_trace(
+            go.Scatter(x=np.arange(len(r0)), y=r0, mode="lines+markers", name="without projection")
+        )
+    fig.update_layout(
+        title=f"{class_name}: explained variance",
+        xaxis_title="principal component",
+        yaxis_title="explained variance ratio",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig
+
+
+def contingency_heatmap(
+    assign: np.ndarray,
+    latent: np.ndarray,
+    *,
+    assign_title: str = "pseudo-subclass",
+    latent_title: str = "latent value",
+) -> go.Figure:
+    """Counts of (pseudo-subclass, latent value) pairs as a heat map."""
+    a = np.asarray(assign).astype(str)
+    v = np.array([truncate(x, 40) for x in latent], dtype=object).astype(str)
+    rows = sorted(set(a.tolist()), key=_natural_key)
+    cols = sorted(set(v.tolist()), key=_natural_key)
+    ri = {r: i for i, r in enumerate(rows)}
+    ci = {c: i for i, c in enumerate(cols)}
+    counts = np.zeros((len(rows), len(cols)), dtype=np.int64)
+    np.add.at(counts, ([ri[x] for x in a], [ci[x] for x in v]), 1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=counts,
+            x=cols,
+            y=rows,
+            colorscale="Blues",
+            text=counts,
+            texttemplate="%{text}",
+            hovertemplate=f"{assign_title} %{{y}}<br>{latent_title} %{{x}}<br>"
+            "count %{z}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        xaxis_title=latent_title,
+        yaxis_title=assign_title,
+        yaxis_type="category",
+        xaxis_type="category",
+        height=max(240, 40 + 28 * len(rows)),
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+    )
+    return fig
+
+
+def target_bars(
+    target_row: np.ndarray,
+    class_names: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    teacher_probs: np.ndarray | None = None,
+) -> go.Figure:
+    """One example's C x S target distribution: one bar per (class, subclass), grouped by
+    class colour; the teacher's class probability is drawn as a line over each group."""
+    t = np.asarray(target_row, dtype=np.float64).ravel()
+    if int(sum(sizes)) != len(t):
+        raise ValueError(f"target has {len(t)} entries but sizes sum to {sum(sizes)}")
+    fig = go.Figure()
+    start = 0
+    for c, (name, s) in enumerate(zip(class_names, sizes, strict=True)):
+        xs = [f"{name}/{j}" for j in range(s)]
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=t[start : start + s],
+                name=str(name),
+                marker_color=_PALETTE[c % len(_PALETTE)],
+                hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+            )
+        )
+        if teacher_probs is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[xs[0], xs[-1]],
+                    y=[float(teacher_probs[c])] * 2,
+                    mode="lines",
+                    line={"dash": "dot", "color": "black"},
+                    name=f"teacher p({name})",
+                    showlegend=False,
+                    hovertemplate=f"teacher p({name}) = {float(teacher_probs[c]):.3f}"
+                    "<extra></extra>",
+                )
+            )
+        start += s
+    fig.update_layout(
+        xaxis_title="class / pseudo-subclass",
+        yaxis_title="target probability",
+        yaxis_range=[0, 1],
+        height=300,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        bargap=0.15,
+    )
+    return fig
+
+
+def reliability_diagram(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
+    """Reliability curves, one line per model.
+
+    Each curve is a mapping with ``confidence`` (mean confidence per bin) and ``accuracy``
+    (accuracy per bin); optional ``count``. Empty bins (NaN/None) are dropped.
+    """
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"dash": "dash", "color": "grey"},
+            name="perfect calibration",
+        )
+    )
+    for name, curve in curves.items():
+        conf = np.asarray(_curve_field(curve, "confidence", "mean_confidence", "conf"), float)
+        acc = np.asarray(_curve_field(curve, "accuracy", "acc"), float)
+        ok = np.isfinite(conf) & np.isfinite(acc)
+        fig.add_trace(go.Scatter(x=conf[ok], y=acc[ok], mode="lines+markers", name=str(name)))
+    fig.update_layout(
+        xaxis_title="confidence",
+        yaxis_title="accuracy",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1],
+        height=360,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+    )
+    return fig
+
+
+def _curve_field(curve: Mapping[str, Any], *names: str) -> list[float]:
+    for n in names:
+        if n in curve and curve[n] is not None:
+            return [np.nan if v is None else v for v in curve[n]]
+    raise KeyError(f"reliability curve needs one of {list(names)}; it has {sorted(curve)}")
+
+
+def confusion_heatmap(
+    cm: np.ndarray, class_names: Sequence[str], *, title: str | None = None
+) -> go.Figure:
+    """A confusion matrix (rows = true class, columns = predicted) with counts as text."""
+    cm = np.asarray(cm)
+    names = [str(c) for c in class_names]
+    fig = go.Figure(
+        go.Heatmap(
+            z=cm,
+            x=names,
+            y=names,
+            colorscale="Blues",
+            text=cm,
+            texttemplate="%{text}",
+            hovertemplate="true %{y}<br>predicted %{x}<br>count %{z}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+        xaxis_type="category",
+        yaxis_type="category",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10},
+    )
+    return fig
+
+
+def learning_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    x: str = "step",
+    metrics: Sequence[str] = ("loss", "val_acc"),
+) -> go.Figure:
+    """Loss and accuracy over training, one line per run and metric present in its history.
+
+    Accuracy-like metrics (names containing 'acc') go on a second y axis in [0, 1].
+    """
+    fig = go.Figure()
+    for name, hist in histories.items():
+        for metric in metrics:
+            pts = [
+                (h.get(x, i), h[metric])
+                for i, h in enumerate(hist)
+                if h.get(metric) is not None and np.isfinite(float(h[metric]))
+            ]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            is_acc = "acc" in metric
+            fig.add_trace(
+                go.Scatter(
+                    x=list(xs),
+                    y=list(ys),
+                    mode="lines+markers" if len(xs) < 40 else "lines",
+                    name=f"{name}: {metric}",
+                    yaxis="y2" if is_acc else "y",
+                    line={"dash": "solid" if is_acc else "dot"},
+                )
+            )
+    fig.update_layout(
+        xaxis_title=x,
+        yaxis={"title": {"text": "loss"}},
+        yaxis2={"title": {"text": "accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1]},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def subclass_sizes_bar(
+    sizes: Mapping[str, int] | Sequence[int], *, title: str | None = None
+) -> go.Figure:
+    """Number of examples per pseudo-subclass."""
+    if isinstance(sizes, Mapping):
+        xs, ys = [str(k) for k in sizes], list(sizes.values())
+    else:
+        xs, ys = [str(i) for i in range(len(sizes))], list(sizes)
+    fig = go.Figure(go.Bar(x=xs, y=ys, marker_color="#1f77b4"))
+    fig.update_layout(
+        title=title,
+        xaxis_title="pseudo-subclass",
+        yaxis_title="examples",
+        xaxis_type="category",
+        height=260,
+        margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10},
+    )
+    return fig
+
+
+def class_balance_bar(
+    y_by_split: Mapping[str, np.ndarray], class_names: Sequence[str]
+) -> go.Figure:
+    """Examples per class, one bar group per split."""
+    fig = go.Figure()
+    names = [str(c) for c in class_names]
+    for split, y in y_by_split.items():
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(names))[: len(names)]
+        fig.add_trace(go.Bar(x=names, y=counts, name=split))
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="class",
+        yaxis_title="examples",
+        xaxis_type="category",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+    )
+    return fig
+
+
+def length_histogram(texts: Sequence[str], *, unit: str = "words", nbins: int = 40) -> go.Figure:
+    """Distribution of text lengths (words by default) of one split."""
+    if unit == "words":
+        lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
+    else:
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    fig = go.Figure(go.Histogram(x=lengths, nbinsx=nbins, marker_color="#1f77b4"))
+    fig.update_layout(
+        xaxis_title=f"length ({unit})",
+        yaxis_title="examples",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+    )
+    return fig

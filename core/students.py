@@ -1,0 +1,412 @@
+"""Student networks, their inputs, and their checkpoints.
+
+Every student takes the dict made by ``encode_inputs`` (``{"x"}`` for features,
+``{"input_ids", "attention_mask"}`` for text) and returns logits ``(B, n_out)``; ``embed``
+returns the penultimate representation ``(B, h)``. Each student records its constructor
+arguments in ``self.args`` so ``save_student`` / ``load_student`` can rebuild it from JSON plus
+safetensors weights, without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from core.config import StudentSpec
+from core.types import Split
+
+WEIGHTS_FILE = "student.safetensors"
+META_FILE = "student.json"
+FORMAT_VERSION = 1
+# The BertConfig fields that define a BERT-shaped student (a teacher config may carry its own
+# model_type, architectures or label maps, which the student must not inherit).
+_BERT_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "pad_token_id",
+)
+
+
+def _mlp(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """``layers`` hidden Linear+ReLU blocks (the trunk; the head is separate)."""
+    blocks: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(d, hidden), nn.ReLU()]
+        d = hidden
+    return nn.Sequential(*blocks)
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` (B, L, h) over positions where ``mask`` (B, L) is 1; padding is ignored."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+class MLPStudent(nn.Module):
+    """An MLP over float features: ``layers`` hidden ReLU layers of width ``hidden``, then a
+    linear head. Input key ``"x"`` (B, in_dim)."""
+
+    kind = "mlp"
+
+    def __init__(self, in_dim: int, hidden: int, n_out: int, layers: int = 2) -> None:
+        super().__init__()
+        self.args = {"in_dim": in_dim, "hidden": hidden, "n_out": n_out, "layers": layers}
+        self.trunk = _mlp(in_dim, hidden, layers)
+        self.head = nn.Linear(hidden if layers > 0 else in_dim, n_out)
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.trunk(batch["x"].float())
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.head(self.embed(batch))
+
+
+class BagOfEmbeddingsStudent(nn.Module):
+    """Mean of token embeddings (padding masked out), then an MLP ``embed_dim -> hidden ->
+    hidden -> n_out`` (with the default ``layers=2``): the reference student of
+    ../shared/LELP.md. Inputs ``"input_ids"`` and ``"attention_mask"`` (B, L).
+
+    ``n_out`` is keyword-only so the argument order can follow the data flow (vocabulary,
+    embedding, hidden) while keeping the defaults.
+    """
+
+    kind = "bag"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        hidden: int = 64,
+        *,
+        n_out: int,
+        layers: int = 2,
+    ) -> None:
+        super().__init__()
+        self.args = {
+            "vocab_size": vocab_size,
+            "embed_dim": embed_dim,
+            "hidden": hidden,
+            "n_out": n_out,
+            "layers": layers,
+        }
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.trunk = _mlp(embed_dim, hidden, layers)
+        self.head = nn.Linear(hidden if layers > 0 else embed_dim, n_out)
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        pooled = _masked_mean(self.embedding(batch["input_ids"]), batch["attention_mask"])
+        return self.trunk(pooled)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.head(self.embed(batch))
+
+
+class TransformerStudent(nn.Module):
+    """A small BERT (``transformers.BertModel``, no pooler) + masked mean pooling + a linear
+    head. Built from explicit sizes or from a full ``bert_config`` dict (used when the
+    architecture is copied from a teacher, and by ``load_student``)."""
+
+    kind = "transformer"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_out: int,
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        max_length: int = 512,
+        bert_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        if bert_config is None:
+            if hidden % heads:
+                raise ValueError(
+                    f"transformer student: hidden={hidden} is not divisible by heads={heads}; "
+                    "pick student.embed_dim a multiple of student.heads"
+                )
+            cfg = BertConfig(
+                vocab_size=vocab_size,
+                hidden_size=hidden,
+                num_hidden_layers=layers,
+                num_attention_heads=heads,
+                intermediate_size=4 * hidden,
+                max_position_embeddings=max(max_length, 8),
+            )
+        else:
+            cfg = BertConfig.from_dict(bert_config)
+        self.bert = BertModel(cfg, add_pooling_layer=False)
+        self.head = nn.Linear(cfg.hidden_size, n_out)
+        # The full BERT config is what rebuilds the student; the sizes are kept for display.
+        full = cfg.to_dict()
+        self.args = {
+            "vocab_size": cfg.vocab_size,
+            "n_out": n_out,
+            "bert_config": _plain_bert_config(full),
+        }
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        mask = batch["attention_mask"]
+        out = self.bert(input_ids=batch["input_ids"], attention_mask=mask)
+        return _masked_mean(out.last_hidden_state, mask)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.head(self.embed(batch))
+
+
+STUDENT_CLASSES: dict[str, type[nn.Module]] = {
+    "mlp": MLPStudent,
+    "bag": BagOfEmbeddingsStudent,
+    "transformer": TransformerStudent,
+}
+
+
+def _bert_trunk(model: nn.Module) -> nn.Module:
+    """The BERT-like module (``.embeddings`` + ``.encoder.layer``) inside a transformers model
+    or a wrapper (e.g. a sequence-classification model or a teacher with a custom head)."""
+    for m in (model, getattr(model, "base_model", None), *model.modules()):
+        if (
+            m is not None
+            and hasattr(m, "embeddings")
+            and hasattr(getattr(m, "encoder", None), "layer")
+        ):
+            return m
+    raise ValueError(
+        f"init_from_teacher: {type(model).__name__} has no BERT-like encoder "
+        "(.embeddings and .encoder.layer); use student.init=random for this teacher"
+    )
+
+
+def init_from_teacher(student: TransformerStudent, teacher_model: nn.Module, k: int) -> None:
+    """Copy the teacher's embeddings and its first ``k`` encoder layers into ``student``.
+
+    The student must have the teacher's width (and layer shapes); the head stays random.
+    """
+    if not isinstance(student, TransformerStudent):
+        raise ValueError(
+            f"init_from_teacher needs a TransformerStudent, got {type(student).__name__}; "
+            "set student.kind=transformer"
+        )
+    src = _bert_trunk(teacher_model)
+    dst = student.bert
+    t_width = int(src.config.hidden_size)
+    s_width = int(dst.config.hidden_size)
+    if t_width != s_width:
+        raise ValueError(
+            f"init_from_teacher: student width {s_width} != teacher width {t_width}; set "
+            f"student.embed_dim={t_width} (and heads dividing it) or use student.init=random"
+        )
+    n_teacher = len(src.encoder.layer)
+    n_student = len(dst.encoder.layer)
+    if not 1 <= k <= min(n_teacher, n_student):
+        raise ValueError(
+            f"init_from_teacher: k={k} layers requested but the teacher has {n_teacher} and "
+            f"the student {n_student}; pick 1 <= k <= {min(n_teacher, n_student)}"
+        )
+    try:
+        dst.embeddings.load_state_dict(src.embeddings.state_dict())
+        for i in range(k):
+            dst.encoder.layer[i].load_state_dict(src.encoder.layer[i].state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"init_from_teacher: teacher and student layers differ in shape ({err}); build "
+            "the student with build_student(..., teacher_model=...) to copy the teacher's sizes"
+        ) from None
+
+
+def build_student(
+    spec: StudentSpec,
+    n_out: int,
+    *,
+    in_dim: int | None = None,
+    vocab_size: int | None = None,
+    teacher_model: nn.Module | None = None,
+) -> nn.Module:
+    """Make the student a ``StudentSpec`` describes, with ``n_out`` outputs.
+
+    ``mlp`` needs ``in_dim``; ``bag`` and ``transformer`` need ``vocab_size`` (the teacher's
+    tokenizer size). With ``init="teacher"`` (transformer only) the architecture (width,
+    heads, feed-forward size, vocabulary, positions) is the teacher's, ``spec.layers`` sets
+    how many of its first layers are copied, and ``spec.embed_dim``/``heads`` are ignored.
+    Seed torch before calling for a reproducible random initialisation.
+    """
+    if spec.init == "teacher" and spec.kind != "transformer":
+        raise ValueError(
+            f"student.init=teacher works only with student.kind=transformer, got {spec.kind!r}"
+        )
+    if spec.kind == "mlp":
+        if in_dim is None:
+            raise ValueError("mlp student: pass in_dim (the number of input features)")
+        model: nn.Module = MLPStudent(in_dim, spec.hidden, n_out, layers=spec.layers)
+    elif spec.kind == "bag":
+        if vocab_size is None:
+            raise ValueError("bag student: pass vocab_size (the teacher tokenizer's size)")
+        model = BagOfEmbeddingsStudent(
+            vocab_size, spec.embed_dim, spec.hidden, n_out=n_out, layers=spec.layers
+        )
+    elif spec.kind == "transformer":
+        if spec.init == "teacher":
+            if teacher_model is None:
+                raise ValueError(
+                    "transformer student with init=teacher: pass teacher_model (a "
+                    "transformers model), or set student.init=random"
+                )
+            trunk = _bert_trunk(teacher_model)
+            cfg = trunk.config.to_dict()
+            n_teacher = len(trunk.encoder.layer)
+            if spec.layers > n_teacher:
+                raise ValueError(
+                    f"student.layers={spec.layers} but the teacher has only {n_teacher} layers"
+                )
+            cfg["num_hidden_layers"] = spec.layers
+            model = TransformerStudent(
+                int(cfg["vocab_size"]), n_out, bert_config=_plain_bert_config(cfg)
+            )
+            init_from_teacher(model, teacher_model, spec.layers)
+        else:
+            if vocab_size is None:
+                raise ValueError("transformer student: pass vocab_size (the tokenizer's size)")
+            model = TransformerStudent(
+                vocab_size,
+                n_out,
+                hidden=spec.embed_dim,
+                layers=spec.layers,
+                heads=spec.heads,
+                max_length=spec.max_length,
+            )
+    else:  # pragma: no cover - StudentSpec's Literal already rejects other kinds
+        raise ValueError(f"unknown student kind {spec.kind!r}; valid: {sorted(STUDENT_CLASSES)}")
+    model.spec = spec  # type: ignore[assignment]  # recorded in student.json by save_student
+    return model
+
+
+def _plain_bert_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the BertConfig fields in ``_BERT_KEYS``."""
+    return {k: cfg[k] for k in _BERT_KEYS if k in cfg}
+
+
+def encode_inputs(split: Split, tokenizer: Any = None, max_length: int = 64) -> dict[str, Tensor]:
+    """Turn a split into the student's input tensors, once, so training only indexes them.
+
+    Features -> ``{"x": float32 (n, d)}``. Texts (with a tokenizer) -> ``{"input_ids": int64
+    (n, L), "attention_mask": int64 (n, L)}``, tokenised in one batched call with truncation
+    to ``max_length`` and padding to the longest text of the split. When a split has both,
+    a tokenizer selects the texts.
+    """
+    if split.texts is not None and (tokenizer is not None or split.features is None):
+        if tokenizer is None:
+            raise ValueError(
+                "encode_inputs: this split holds texts; pass the teacher's tokenizer "
+                "(core.teachers.load_tokenizer(spec))"
+            )
+        enc = tokenizer(
+            list(split.texts),
+            padding="longest",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return {
+            "input_ids": enc["input_ids"].long(),
+            "attention_mask": enc["attention_mask"].long(),
+        }
+    if split.features is None:
+        raise ValueError("encode_inputs: the split has neither texts nor features")
+    x = np.asarray(split.features, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"encode_inputs: features must be 2-D (n, d), got shape {x.shape}")
+    return {"x": torch.from_numpy(np.ascontiguousarray(x))}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under ``torch.compile`` (``_orig_mod``) or DataParallel (``module``)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_student(path_dir: str | os.PathLike[str], model: nn.Module, meta: dict) -> Path:
+    """Save ``model`` as ``student.safetensors`` + ``student.json`` in ``path_dir``.
+
+    The JSON holds the student kind and constructor arguments (so ``load_student`` rebuilds
+    it), the ``StudentSpec`` when the model came from ``build_student``, and ``meta``
+    (must be JSON-serialisable). Both files are written atomically.
+    """
+    model = unwrap(model)
+    kind = getattr(model, "kind", None)
+    if kind not in STUDENT_CLASSES:
+        raise ValueError(
+            f"save_student: {type(model).__name__} is not a lelp-studio student "
+            f"(kinds: {sorted(STUDENT_CLASSES)})"
+        )
+    out = Path(path_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = getattr(model, "spec", None)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "args": model.args,
+        "n_out": model.args["n_out"],
+        "in_dim": model.args.get("in_dim"),
+        "vocab_size": model.args.get("vocab_size"),
+        "spec": spec.model_dump(mode="json") if isinstance(spec, StudentSpec) else None,
+        "meta": meta,
+    }
+    text = json.dumps(info, indent=2)  # fail on unserialisable meta before touching disk
+    weights = out / WEIGHTS_FILE
+    tmp = out / (WEIGHTS_FILE + ".tmp")
+    save_model(model, str(tmp), metadata={"kind": kind})
+    os.replace(tmp, weights)
+    _atomic_write_text(out / META_FILE, text)
+    return out
+
+
+def load_student(path_dir: str | os.PathLike[str]) -> tuple[nn.Module, dict]:
+    """Rebuild a student saved by ``save_student``; returns ``(model on CPU in eval mode,
+    meta)``, where ``meta`` is the dict given to ``save_student``. Never unpickles."""
+    d = Path(path_dir)
+    info_path, weights = d / META_FILE, d / WEIGHTS_FILE
+    if not info_path.is_file() or not weights.is_file():
+        raise FileNotFoundError(
+            f"load_student: {d} needs {META_FILE} and {WEIGHTS_FILE} (written by save_student)"
+        )
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    kind = info.get("kind")
+    if kind not in STUDENT_CLASSES:
+        raise ValueError(f"load_student: {info_path} has unknown kind {kind!r}")
+    model = STUDENT_CLASSES[kind](**info["args"])
+    if info.get("spec") is not None:
+        model.spec = StudentSpec.model_validate(info["spec"])  # type: ignore[assignment]
+    load_model(model, str(weights), strict=True)
+    model.eval()
+    return model, info.get("meta") or {}

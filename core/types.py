@@ -1,0 +1,110 @@
+"""Shared value types that flow between the pipeline stages.
+
+They live in one small module so that data loading, teachers, the workspace and the app can
+exchange them without importing each other (data flows one way, see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def hash_arrays(*parts: object) -> str:
+    """Stable sha256 over arrays, strings and numbers; used for content addressing."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            a = np.ascontiguousarray(p)
+            h.update(str(a.dtype).encode())
+            h.update(str(a.shape).encode())
+            h.update(a.tobytes())
+        elif isinstance(p, (list, tuple)):
+            h.update(hash_arrays(*p).encode())
+        elif isinstance(p, dict):
+            h.update(hash_arrays(*[f"{k}={hash_arrays(v)}" for k, v in sorted(p.items())]).encode())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset.
+
+    Text datasets fill ``texts``; non-text data (digits) fills ``features``. ``y`` holds class
+    ids 0..C-1 (int64). ``latent`` maps a latent column name to its values (any dtype,
+    shape (n,)), e.g. ``{"topic": array([...])}``.
+    """
+
+    y: np.ndarray
+    texts: list[str] | None = None
+    features: np.ndarray | None = None
+    latent: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(len(self.y))
+
+    def fingerprint(self) -> str:
+        parts: list[object] = [np.asarray(self.y)]
+        if self.texts is not None:
+            parts.append("\n".join(self.texts))
+        if self.features is not None:
+            parts.append(np.asarray(self.features))
+        parts.append({k: np.asarray(v).astype(str) for k, v in self.latent.items()})
+        return hash_arrays(*parts)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled dataset with named splits ("train", "test", optionally "dev")."""
+
+    name: str
+    label_names: list[str]
+    splits: dict[str, Split]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def latent_columns(self) -> list[str]:
+        return sorted(self.splits["train"].latent)
+
+    @property
+    def is_text(self) -> bool:
+        return self.splits["train"].texts is not None
+
+    def fingerprint(self) -> str:
+        return hash_arrays(
+            self.name,
+            list(self.label_names),
+            {k: s.fingerprint() for k, s in sorted(self.splits.items())},
+        )
+
+
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """What a teacher gives the rest of the pipeline, per split.
+
+    ``H[split]``: (n, d) float32 embeddings, the input of the teacher's last linear layer.
+    ``Z[split]``: (n, C) float32 logits. ``W``: (C, d) last-layer weight; ``b``: (C,) bias.
+    ``meta``: free-form facts (teacher name, pooling, timing) kept in the catalogue.
+    """
+
+    H: dict[str, np.ndarray]
+    Z: dict[str, np.ndarray]
+    W: np.ndarray
+    b: np.ndarray
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.W.shape[0])

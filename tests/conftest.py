@@ -1,0 +1,68 @@
+"""Shared seeded fixtures: small datasets, a throwaway workspace, an offline environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.data import dataset_from_frame, load_demo
+from core.types import Dataset
+
+_TOPIC_WORDS = {
+    "food": ["pasta", "soup", "burger", "salad", "curry"],
+    "tech": ["laptop", "phone", "charger", "camera", "speaker"],
+}
+_SENTIMENT = {
+    "positive": ["was great", "was lovely", "worked well"],
+    "negative": ["was awful", "was broken", "was terrible"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test may reach the hub or write into the user's ./workspace."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("LELP_WORKSPACE", str(tmp_path_factory.mktemp("lelp_workspace")))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def tiny_text_frame(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    """n short texts: 2 labels x 2 topics, balanced; texts unique (index suffix)."""
+    r = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        topic = ("food", "tech")[i % 2]
+        label = ("negative", "positive")[(i // 2) % 2]
+        noun = r.choice(_TOPIC_WORDS[topic])
+        phrase = r.choice(_SENTIMENT[label])
+        rows.append({"text": f"the {noun} {phrase} #{i}", "label": label, "topic": topic})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def tiny_text_dataset() -> Dataset:
+    """~60 texts, classes negative/positive, latent 'topic' (food/tech), 45 train / 15 test."""
+    return dataset_from_frame(
+        tiny_text_frame(), "tiny-text", latent_cols=["topic"], test_size=0.25, seed=0
+    )
+
+
+@pytest.fixture
+def digits_dataset() -> Dataset:
+    return load_demo("digits-bin")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Any:
+    from core.store import Workspace  # lazy: core.store is written in parallel
+
+    return Workspace(tmp_path)

@@ -1,0 +1,120 @@
+"""The workspace: content addressing, the teacher-output cache, names, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.store import Workspace, WorkspaceError, safe_name
+from core.types import TeacherOutputs
+
+
+def _outputs(rng: np.random.Generator) -> TeacherOutputs:
+    H = {s: rng.normal(size=(n, 6)).astype(np.float32) for s, n in [("train", 20), ("test", 5)]}
+    W = rng.normal(size=(2, 6)).astype(np.float32)
+    b = np.zeros(2, np.float32)
+    return TeacherOutputs(H=H, Z={s: h @ W.T + b for s, h in H.items()}, W=W, b=b, meta={"t": 1})
+
+
+def test_arrays_are_content_addressed(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    h1, h2 = ws.put_array(a), ws.put_array(a.copy())
+    assert h1 == h2
+    assert ws.put_array(a.astype(np.float64)) != h1  # dtype is part of the content
+    loaded = ws.get_array(h1)
+    assert isinstance(loaded, np.memmap)
+    np.testing.assert_array_equal(loaded, a)
+
+
+def test_teacher_outputs_round_trip_as_float16(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    out = _outputs(np.random.default_rng(0))
+    key = ws.teacher_key("d", "t", "mean")
+    assert ws.load_teacher_outputs(key) is None
+    ws.save_teacher_outputs(key, out, dataset_fp="d", teacher_fp="t", pooling="mean")
+    back = ws.load_teacher_outputs(key)
+    assert back is not None
+    assert back.H["train"].dtype == np.float16
+    np.testing.assert_allclose(back.H["train"], out.H["train"], atol=1e-2)
+    np.testing.assert_array_equal(back.Z["test"], out.Z["test"])
+    np.testing.assert_array_equal(back.W, out.W)
+    assert back.meta["t"] == 1 and back.meta["cache_key"] == key
+    assert ws.teacher_key("d", "t", "cls") != key
+
+
+def test_catalogue_survives_reopen(tmp_path: Path) -> None:
+    Workspace(tmp_path).save_spec("my spec", {"subclasses": {"n_subclasses": 3}})
+    ws2 = Workspace(tmp_path)
+    assert ws2.list_specs() == ["my spec"]
+    assert ws2.load_spec("my spec") == {"subclasses": {"n_subclasses": 3}}
+    with pytest.raises(WorkspaceError, match="no saved spec named 'nope'"):
+        ws2.load_spec("nope")
+
+
+def test_runs_and_groups_and_projections(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.save_run({"run_id": "r1", "name": "x", "config": {"a": 1}, "metrics": {"acc": 0.5}})
+    assert [r["run_id"] for r in ws.list_runs()] == ["r1"]
+    assert ws.load_run("r1")["metrics"] == {"acc": 0.5}
+    ws.save_manual_group("fp", "sarcasm", np.array([5, 3, 3]))
+    np.testing.assert_array_equal(ws.list_manual_groups("fp")["sarcasm"], [3, 5])
+    ws.save_projection("k", np.ones((4, 2)))
+    assert ws.load_projection("k").shape == (4, 2)
+    assert ws.load_projection("other") is None
+
+
+@pytest.mark.parametrize(
+    "bad", ["../escape", "/etc/passwd", "a/b", "..", ".hidden", "", "x" * 101, "caf\u0065\u0301", "a\x00b"]
+)
+def test_unsafe_names_rejected(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match="not allowed"):
+        safe_name(bad)
+    ws = Workspace(tmp_path)
+    with pytest.raises(WorkspaceError):
+        ws.save_spec(bad, {})
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_fullwidth_lookalikes_rejected() -> None:
+    with pytest.raises(WorkspaceError):
+        safe_name("\uff0e\uff0e\uff0fx")  # fullwidth "../x" normalises to a traversal
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_workspace_is_a_clear_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(WorkspaceError, match="LELP_WORKSPACE"):
+        Workspace(ro / "ws")
+
+
+def test_killed_writer_leaves_previous_version(tmp_path: Path) -> None:
+    """A writer killed mid-way through an array write leaves no partial file under the name."""
+    target = tmp_path / "arr.npy"
+    from core.store import atomic_save_npy
+
+    atomic_save_npy(target, np.zeros(10))
+    script = textwrap.dedent(
+        f"""
+        import os, signal, numpy as np
+        import core.store as s
+        real = np.save
+        def slow_save(f, a, allow_pickle=False):
+            f.write(b"partial")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        s.np.save = slow_save
+        s.atomic_save_npy(__import__("pathlib").Path({str(target)!r}), np.ones(10))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+    assert proc.returncode == -9
+    np.testing.assert_array_equal(np.load(target), np.zeros(10))
