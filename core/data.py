@@ -135,8 +135,8 @@ def _read_delimited(path: Path, raw: bytes, fmt: str) -> pd.DataFrame:
         raise DataError(f"{path.name}: the file has no header and no rows; add data") from None
     except (pd.errors.ParserError, ValueError) as err:
         raise DataError(
-            f"{path.name}: not readable as {fmt.upper()} ({err}); check the quoting and that "
-            f"every row has the same number of {_SEP_NAMES[sep]}-separated fields"
+            f"{path.name}: not readable as {fmt.upper()} ({str(err).strip()}); check the quoting "
+            f"and that every row has the same number of {_SEP_NAMES[sep]}-separated fields"
         ) from None
     if df.shape[1] == 1:
         only = str(df.columns[0])
@@ -237,11 +237,19 @@ def _rows(mask: np.ndarray, k: int = 5) -> str:
     return ", ".join(str(i) for i in idx) + more
 
 
-def _is_blank(s: pd.Series) -> np.ndarray:
+#: Label strings that other tools write for a missing value (R writes NA, numpy nan).
+_NA_LABELS = frozenset({"nan", "na", "n/a", "null", "none"})
+
+
+def _is_blank(s: pd.Series, na_strings: frozenset[str] = frozenset()) -> np.ndarray:
     """NaN/None or an all-whitespace string (CSV read with keep_default_na=False gives "")."""
     blank = s.isna().to_numpy()
     if s.dtype == object or pd.api.types.is_string_dtype(s):
-        blank = blank | s.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(bool)
+
+        def empty(v: object) -> bool:
+            return isinstance(v, str) and (not v.strip() or v.strip().lower() in na_strings)
+
+        blank = blank | s.map(empty).to_numpy(bool)
     return blank
 
 
@@ -345,11 +353,12 @@ def dataset_from_frame(
         _check_columns(frame, origin, needed)
         if len(frame) == 0:
             raise DataError(f"{origin}: no rows (only a header); add examples")
-        blank = _is_blank(frame[label_col])
+        blank = _is_blank(frame[label_col], _NA_LABELS)
         if blank.any():
             raise DataError(
                 f"{origin}: {int(blank.sum())} of {len(frame)} rows have an empty or missing "
-                f"label in column {label_col!r} (data rows {_rows(blank)}, counting from 1); "
+                f"label (e.g. '', NaN, NA) in column {label_col!r} (data rows {_rows(blank)}, "
+                "counting from 1); "
                 "fill in those labels or remove the rows"
             )
         tblank = _is_blank(frame[text_col])
@@ -403,7 +412,8 @@ def dataset_from_frame(
             f"{train_origin}: only one class ({only!r}) in column {label_col!r}; a classifier "
             "needs at least two classes; add examples of another class or check --label-col"
         )
-    low = [i for i in range(len(classes)) if counts[i] < min_per_class and label_map is None]
+    # With label_map a class may legitimately be absent from train (labels.json lists all).
+    low = [i for i in np.flatnonzero(counts < min_per_class) if label_map is None or counts[i]]
     if low:
         detail = ", ".join(f"{label_names[i]!r}: {counts[i]}" for i in low[:10])
         raise DataError(

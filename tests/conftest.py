@@ -49,6 +49,12 @@ def tiny_text_frame(n: int = 60, seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.fixture
+def make_text_frame() -> Any:
+    """The builder behind ``tiny_text_dataset``, for tests that write it to files."""
+    return tiny_text_frame
+
+
+@pytest.fixture
 def tiny_text_dataset() -> Dataset:
     """~60 texts, classes negative/positive, latent 'topic' (food/tech), 45 train / 15 test."""
     return dataset_from_frame(

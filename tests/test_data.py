@@ -1,0 +1,609 @@
+"""Tests for core/data.py: formats, label mapping, folders, demos, subsampling, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.config import DatasetSpec
+from core.data import (
+    DEMOS,
+    MISSING,
+    DataError,
+    check_subclass_counts,
+    dataset_from_frame,
+    load_dataset,
+    load_demo,
+    load_file,
+    load_shared,
+    read_table,
+    shared_data_root,
+)
+from core.types import Dataset
+
+
+def write_table(df: pd.DataFrame, path: Path) -> Path:
+    fmt = path.suffix
+    if fmt == ".csv":
+        df.to_csv(path, index=False)
+    elif fmt == ".tsv":
+        df.to_csv(path, sep="\t", index=False)
+    elif fmt == ".parquet":
+        df.to_parquet(path, index=False)
+    elif fmt == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    else:
+        raise AssertionError(fmt)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def all_texts(ds: Dataset) -> list[str]:
+    return [t for s in ds.splits.values() for t in (s.texts or [])]
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
+def test_each_format_loads_the_same(
+    tmp_path: Path, suffix: str, make_text_frame: Callable[..., pd.DataFrame]
+) -> None:
+    df = make_text_frame()
+    path = write_table(df, tmp_path / f"tiny{suffix}")
+    ds = load_file(path, latent_cols=["topic"], test_size=0.25, seed=0)
+    assert ds.name == "tiny"
+    assert ds.label_names == ["negative", "positive"]
+    assert set(ds.splits) == {"train", "test"}
+    assert len(ds.splits["train"]) == 45 and len(ds.splits["test"]) == 15
+    assert sorted(all_texts(ds)) == sorted(df["text"])
+    # every row keeps its own label and topic
+    orig = df.set_index("text")
+    for split in ds.splits.values():
+        assert split.y.dtype == np.int64
+        for t, y, topic in zip(split.texts, split.y, split.latent["topic"], strict=True):
+            assert ds.label_names[y] == orig.loc[t, "label"]
+            assert topic == orig.loc[t, "topic"]
+
+
+def test_formats_give_identical_datasets(
+    tmp_path: Path, make_text_frame: Callable[..., pd.DataFrame]
+) -> None:
+    df = make_text_frame()
+    fps = {
+        sfx: load_file(write_table(df, tmp_path / f"t{sfx}"), latent_cols=["topic"]).fingerprint()
+        for sfx in (".csv", ".tsv", ".parquet", ".jsonl")
+    }
+    assert len(set(fps.values())) == 1
+
+
+def test_fmt_overrides_suffix(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "data.txt", "text,label\na,x\nb,y\n")
+    df = read_table(path, fmt="csv")
+    assert list(df.columns) == ["text", "label"] and df["label"].tolist() == ["x", "y"]
+
+
+def test_csv_keeps_na_like_texts_and_strips_bom(tmp_path: Path) -> None:
+    path = tmp_path / "na.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nNA,pos\nnull,neg\nNaN,pos\nok,neg\n")
+    df = read_table(path)
+    assert list(df.columns) == ["text", "label"]
+    assert df["text"].tolist() == ["NA", "null", "NaN", "ok"]
+
+
+def test_split_is_stratified_and_seeded(make_text_frame: Callable[..., pd.DataFrame]) -> None:
+    df = make_text_frame(80)
+    a = dataset_from_frame(df, "x", test_size=0.25, seed=3)
+    b = dataset_from_frame(df, "x", test_size=0.25, seed=3)
+    c = dataset_from_frame(df, "x", test_size=0.25, seed=4)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    assert np.bincount(a.splits["test"].y).tolist() == [10, 10]
+    assert not set(a.splits["train"].texts) & set(a.splits["test"].texts)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_string_labels_sorted_and_stripped() -> None:
+    df = pd.DataFrame(
+        {"text": list("abcdef"), "label": ["zeta", "alpha ", "mid", "alpha"] + ["zeta", "mid"]}
+    )
+    ds = dataset_from_frame(df, "s", test_df=df)
+    assert ds.label_names == ["alpha", "mid", "zeta"]
+    assert ds.splits["train"].y.tolist() == [2, 0, 1, 0, 2, 1]
+
+
+def test_int_labels_in_numeric_order() -> None:
+    df = pd.DataFrame({"text": list("abcdef"), "label": [10, 2, 1, 10, 2, 1]})
+    ds = dataset_from_frame(df, "i", test_df=df)
+    assert ds.label_names == ["1", "2", "10"]  # numeric, not string, order
+    assert ds.splits["train"].y.tolist() == [2, 1, 0, 2, 1, 0]
+    assert ds.splits["train"].y.dtype == np.int64
+
+
+def test_integral_float_labels_become_ints() -> None:
+    df = pd.DataFrame({"text": list("abcd"), "label": [1.0, 0.0, 1.0, 0.0]})
+    assert dataset_from_frame(df, "f", test_df=df).label_names == ["0", "1"]
+
+
+def test_test_and_dev_frames_are_mapped_with_train_classes() -> None:
+    tr = pd.DataFrame({"text": list("abcd"), "label": ["b", "a", "b", "a"]})
+    te = pd.DataFrame({"text": list("ef"), "label": ["b", "b"]})
+    dv = pd.DataFrame({"text": ["g"], "label": ["a"]})
+    ds = dataset_from_frame(tr, "t", test_df=te, dev_df=dv)
+    assert list(ds.splits) == ["train", "test", "dev"]
+    assert ds.splits["test"].y.tolist() == [1, 1] and ds.splits["dev"].y.tolist() == [0]
+
+
+def test_latent_missing_values_filled(tmp_path: Path) -> None:
+    path = write_text(
+        tmp_path / "lat.csv", "text,label,topic,n\na,x,food,1\nb,y,,2\nc,x,tech,\nd,y,food,4\n"
+    )
+    ds = dataset_from_frame(
+        read_table(path), "lat", latent_cols=["topic", "n"], test_df=read_table(path)
+    )
+    lat = ds.splits["train"].latent
+    assert lat["topic"].tolist() == ["food", MISSING, "tech", "food"]
+    assert lat["n"].tolist() == ["1", "2", MISSING, "4"]
+
+
+def test_latent_nan_in_parquet_filled(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {"text": list("abcd"), "label": [0, 1, 0, 1], "score": [1.0, np.nan, 3.0, 4.5]}
+    )
+    ds = dataset_from_frame(df, "p", latent_cols=["score"], test_df=df)
+    assert ds.splits["train"].latent["score"].tolist() == ["1", MISSING, "3", "4.5"]
+
+
+def test_latent_without_gaps_keeps_dtype() -> None:
+    df = pd.DataFrame({"text": list("abcd"), "label": [0, 1, 0, 1], "k": [3, 1, 2, 1]})
+    lat = dataset_from_frame(df, "k", latent_cols=["k"], test_df=df).splits["test"].latent
+    assert lat["k"].dtype == np.int64 and lat["k"].tolist() == [3, 1, 2, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="abcXYZ_-é0", min_size=1, max_size=6), min_size=2, max_size=5, unique=True
+    ),
+    st.lists(st.integers(0, 4), min_size=0, max_size=25),
+)
+def test_property_labels_round_trip(names: list[str], extra: list[int]) -> None:
+    labels = names + [names[i % len(names)] for i in extra]
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label": labels})
+    ds = dataset_from_frame(df, "h", test_df=df)
+    y = ds.splits["train"].y
+    assert ds.label_names == sorted(set(labels))
+    assert y.min() == 0 and y.max() == len(set(labels)) - 1
+    assert [ds.label_names[i] for i in y] == labels
+
+
+# --------------------------------------------------------------------------- shared folders
+
+
+def make_folder(root: Path, name: str = "toy", dev: bool = True) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text(json.dumps({"0": "neg", "1": "pos"}), encoding="utf-8")
+    write_text(folder / "train.csv", "text,label,domain\nNA,0,books\nb,1,\nc,0,dvd\nd,1,dvd\n")
+    write_text(folder / "test.csv", "text,label,domain\ne,1,books\nf,0,dvd\n")
+    if dev:
+        write_text(folder / "dev.csv", "text,label,domain\ng,0,books\n")
+    return root
+
+
+def test_load_shared_folder_format(tmp_path: Path) -> None:
+    ds = load_shared("toy", root=make_folder(tmp_path))
+    assert ds.name == "toy" and ds.label_names == ["neg", "pos"]
+    assert list(ds.splits) == ["train", "test", "dev"]
+    tr = ds.splits["train"]
+    assert tr.texts == ["NA", "b", "c", "d"]  # "NA" is a text, not a missing value
+    assert tr.y.tolist() == [0, 1, 0, 1]
+    assert tr.latent["domain"].tolist() == ["books", MISSING, "dvd", "dvd"]
+    assert ds.splits["dev"].latent["domain"].tolist() == ["books"]
+
+
+def test_load_shared_without_dev(tmp_path: Path) -> None:
+    assert list(load_shared("toy", root=make_folder(tmp_path, dev=False)).splits) == [
+        "train",
+        "test",
+    ]
+
+
+def test_load_shared_unknown_name_lists_available(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no folder .*available: \['toy'\]"):
+        load_shared("nope", root=make_folder(tmp_path))
+
+
+def test_load_shared_label_not_in_labels_json(tmp_path: Path) -> None:
+    root = make_folder(tmp_path)
+    write_text(root / "toy" / "test.csv", "text,label,domain\ne,7,books\n")
+    with pytest.raises(
+        DataError, match=r"toy/test.csv: label values \['7'\] do not occur in labels.json"
+    ):
+        load_shared("toy", root=root)
+
+
+def test_shared_data_root_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LELP_SHARED_DATA", str(tmp_path))
+    assert shared_data_root() == tmp_path
+    monkeypatch.setenv("LELP_SHARED_DATA", str(tmp_path / "absent"))
+    assert shared_data_root() is None
+
+
+def test_load_shared_real_trec() -> None:
+    root = shared_data_root()
+    if root is None or not (root / "trec").is_dir():
+        pytest.skip("shared data (../shared/data/trec) not present")
+    ds = load_shared("trec")
+    names = json.loads((root / "trec" / "labels.json").read_text())
+    assert ds.label_names == [names[str(i)] for i in range(len(names))]
+    assert ds.latent_columns == ["fine_label"]
+    raw = pd.read_csv(root / "trec" / "test.csv", keep_default_na=False)
+    assert ds.splits["test"].y.tolist() == raw["label"].tolist()
+    assert ds.splits["test"].texts == raw["text"].astype(str).tolist()
+
+
+# --------------------------------------------------------------------------- demos
+
+
+def test_text_demo() -> None:
+    ds = load_demo("text-demo")
+    tr, te = ds.splits["train"], ds.splits["test"]
+    assert ds.label_names == ["negative", "positive"] and ds.is_text
+    assert len(tr) >= 1200 and len(te) >= 300
+    assert set(ds.latent_columns) >= {"topic"}
+    assert set(tr.latent["topic"]) == {"food", "electronics", "media", "travel"}
+    # the label does not reveal the topic: exactly balanced labels within each topic
+    for split in (tr, te):
+        for topic in set(split.latent["topic"]):
+            counts = np.bincount(split.y[split.latent["topic"] == topic], minlength=2)
+            assert counts[0] == counts[1]
+    assert len(set(tr.texts)) == len(tr) and len(set(te.texts)) == len(te)
+    assert not set(tr.texts) & set(te.texts)
+
+
+def test_text_demo_files_are_small() -> None:
+    folder = Path(__file__).resolve().parents[1] / "sample_data" / "text_demo"
+    assert sum(p.stat().st_size for p in folder.glob("*.csv")) < 300_000
+
+
+def test_digits_demo(digits_dataset: Dataset) -> None:
+    ds = digits_dataset
+    tr, te = ds.splits["train"], ds.splits["test"]
+    assert ds.label_names == ["even", "odd"] and not ds.is_text
+    assert len(tr) + len(te) == 1797 and len(te) == 360
+    assert tr.features.shape == (len(tr), 64) and tr.features.dtype == np.float32
+    assert tr.features.min() >= 0.0 and tr.features.max() <= 1.0
+    assert np.array_equal(tr.y, tr.latent["digit"] % 2)
+    assert set(tr.latent["digit"].tolist()) == set(range(10))
+    assert abs(tr.y.mean() - te.y.mean()) < 0.01  # stratified
+    assert ds.fingerprint() == load_demo("digits-bin").fingerprint()
+
+
+def test_demos_listed_and_unknown_demo() -> None:
+    assert DEMOS == ("text-demo", "digits-bin")
+    with pytest.raises(
+        DataError, match=r"unknown demo 'nope'; the demos are \['text-demo', 'digits-bin'\]"
+    ):
+        load_demo("nope")
+
+
+def test_tiny_fixture(tiny_text_dataset: Dataset) -> None:
+    ds = tiny_text_dataset
+    assert ds.n_classes == 2 and ds.latent_columns == ["topic"]
+    assert len(ds.splits["train"]) + len(ds.splits["test"]) == 60
+
+
+# --------------------------------------------------------------------------- load_dataset
+
+
+def test_load_dataset_dispatch(
+    tmp_path: Path, make_text_frame: Callable[..., pd.DataFrame]
+) -> None:
+    assert load_dataset(DatasetSpec(source="text-demo")).name == "text-demo"
+    path = write_table(make_text_frame(), tmp_path / "mine.csv")
+    ds = load_dataset(DatasetSpec(source=str(path), latent_cols=["topic"], test_size=0.25))
+    assert ds.name == "mine" and len(ds.splits["test"]) == 15
+
+
+def test_load_dataset_shared_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LELP_SHARED_DATA", str(make_folder(tmp_path)))
+    assert load_dataset(DatasetSpec(source="shared:toy")).label_names == ["neg", "pos"]
+
+
+def test_load_dataset_bad_source() -> None:
+    with pytest.raises(DataError, match=r"'no/such.csv' is not a demo .*no such file"):
+        load_dataset(DatasetSpec(source="no/such.csv"))
+
+
+def test_load_dataset_unknown_latent() -> None:
+    with pytest.raises(
+        DataError,
+        match=r"latent columns \['genre'\] not found; latent columns are \['aspect', 'topic'\]",
+    ):
+        load_dataset(DatasetSpec(source="text-demo", latent_cols=["genre"]))
+
+
+def test_max_train_stratified_and_seeded() -> None:
+    full = load_demo("text-demo")
+    spec = DatasetSpec(source="text-demo", max_train=200, seed=1)
+    a, b = load_dataset(spec), load_dataset(spec)
+    c = load_dataset(DatasetSpec(source="text-demo", max_train=200, seed=2))
+    tr = a.splits["train"]
+    assert len(tr) == 200
+    assert np.bincount(tr.y).tolist() == [100, 100]  # full train is balanced
+    assert tr.texts == b.splits["train"].texts  # seeded
+    assert tr.texts != c.splits["train"].texts
+    assert set(tr.texts) <= set(full.splits["train"].texts)
+    assert a.splits["test"].texts == full.splits["test"].texts  # test untouched
+    pos = {t: i for i, t in enumerate(full.splits["train"].texts)}
+    assert [pos[t] for t in tr.texts] == sorted(pos[t] for t in tr.texts)  # order kept
+
+
+def test_max_train_keeps_class_ratio(digits_dataset: Dataset) -> None:
+    ds = load_dataset(DatasetSpec(source="digits-bin", max_train=100))
+    full = np.bincount(digits_dataset.splits["train"].y) / len(digits_dataset.splits["train"])
+    sub = np.bincount(ds.splits["train"].y)
+    assert np.abs(sub - 100 * full).max() <= 1
+    assert ds.splits["train"].features.shape == (100, 64)
+
+
+def test_max_train_above_size_is_noop() -> None:
+    ds = load_dataset(DatasetSpec(source="text-demo", max_train=10**6))
+    assert len(ds.splits["train"]) == 1440
+
+
+def test_max_train_below_class_count() -> None:
+    with pytest.raises(DataError, match=r"max_train=1 is below the number of classes \(2\)"):
+        load_dataset(DatasetSpec(source="text-demo", max_train=1))
+
+
+# --------------------------------------------------------------------------- subclass counts
+
+
+@pytest.mark.parametrize("n_sub", [3, [3, 2], [1, 3]])
+def test_check_subclass_counts_ok(n_sub: int | list[int]) -> None:
+    check_subclass_counts(np.array([0, 0, 0, 1, 1, 1]), n_sub)
+
+
+@pytest.mark.parametrize(
+    ("n_sub", "msg"),
+    [
+        (4, r"class 0 has 3 examples but 4 subclasses were requested"),
+        ([1, 5], r"class 1 has 3 examples but 5 subclasses"),
+    ],
+)
+def test_check_subclass_counts_too_few(n_sub: int | list[int], msg: str) -> None:
+    with pytest.raises(DataError, match=msg + r".*lower n_subclasses"):
+        check_subclass_counts(np.array([0, 0, 0, 1, 1, 1]), n_sub)
+
+
+def test_check_subclass_counts_dataset_names_class(tiny_text_dataset: Dataset) -> None:
+    n = int(np.bincount(tiny_text_dataset.splits["train"].y)[0])
+    check_subclass_counts(tiny_text_dataset, n)
+    with pytest.raises(DataError, match=rf"class 'negative' has {n} examples but {n + 1}"):
+        check_subclass_counts(tiny_text_dataset, [n + 1, 1])
+
+
+def test_check_subclass_counts_wrong_list_length(tiny_text_dataset: Dataset) -> None:
+    with pytest.raises(DataError, match=r"n_subclasses has 3 entries but there are 2 classes"):
+        check_subclass_counts(tiny_text_dataset, [1, 1, 1])
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        (
+            {"text_col": "review"},
+            r"column 'review' not found; columns are \['text', 'label', 'topic'\]; pass --text-col",
+        ),
+        (
+            {"label_col": "y"},
+            r"column 'y' not found; columns are \['text', 'label', 'topic'\]; pass --label-col",
+        ),
+        (
+            {"latent_cols": ["genre"]},
+            r"column 'genre' not found; columns are \['text', 'label', 'topic'\]; "
+            r"pass --latent-col",
+        ),
+    ],
+    ids=["text", "label", "latent"],
+)
+def test_missing_column(
+    tmp_path: Path, kwargs: dict, msg: str, make_text_frame: Callable[..., pd.DataFrame]
+) -> None:
+    path = write_table(make_text_frame(), tmp_path / "cols.csv")
+    with pytest.raises(DataError, match=r"cols\.csv: " + msg):
+        load_file(path, **kwargs)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "empty.csv", "")
+    with pytest.raises(DataError, match=r"empty\.csv: the file is empty \(0 bytes\)"):
+        load_file(path)
+
+
+def test_header_only_no_rows(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "hdr.csv", "text,label\n")
+    with pytest.raises(DataError, match=r"hdr\.csv: no rows \(only a header\); add examples"):
+        load_file(path)
+
+
+def test_only_one_class(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "one.csv", "text,label\na,pos\nb,pos\nc,pos\n")
+    with pytest.raises(DataError, match=r"one\.csv: only one class \('pos'\).*at least two"):
+        load_file(path)
+
+
+def test_empty_labels_counted(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "lab.csv", "text,label\na,pos\nb,\nc,neg\nd,  \ne,pos\n")
+    with pytest.raises(
+        DataError, match=r"lab\.csv: 2 of 5 rows have an empty or missing label .*rows 2, 4"
+    ):
+        load_file(path)
+
+
+def test_na_strings_as_labels_are_missing(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "na.csv", "text,label\na,pos\nb,NaN\nc,neg\nd,NA\ne,null\n")
+    with pytest.raises(DataError, match=r"na\.csv: 3 of 5 rows have an empty or missing label"):
+        load_file(path)
+
+
+def test_nan_labels_counted_parquet(tmp_path: Path) -> None:
+    df = pd.DataFrame({"text": list("abcd"), "label": [1.0, np.nan, 0.0, np.nan]})
+    path = write_table(df, tmp_path / "nan.parquet")
+    with pytest.raises(
+        DataError, match=r"nan\.parquet: 2 of 4 rows have an empty or missing label"
+    ):
+        load_file(path)
+
+
+def test_non_utf8_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ncaf\xe9 ok,pos\n".encode("latin-1"))
+    with pytest.raises(
+        DataError,
+        match=r"latin\.csv: not valid UTF-8: byte 0xe9 at byte offset 14 \(line 2\); "
+        r"re-save the file as UTF-8",
+    ):
+        load_file(path)
+
+
+def test_parquet_that_is_csv(tmp_path: Path, make_text_frame: Callable[..., pd.DataFrame]) -> None:
+    path = write_table(make_text_frame(), tmp_path / "fake.csv").rename(tmp_path / "fake.parquet")
+    with pytest.raises(
+        DataError, match=r"fake\.parquet: not a Parquet file .*probably a CSV.*rename it"
+    ):
+        load_file(path)
+
+
+def test_csv_that_is_parquet(tmp_path: Path, make_text_frame: Callable[..., pd.DataFrame]) -> None:
+    path = write_table(make_text_frame(), tmp_path / "real.parquet").rename(tmp_path / "real.csv")
+    with pytest.raises(
+        DataError, match=r"real\.csv: this is a Parquet file, not CSV; rename it to \.parquet"
+    ):
+        load_file(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "msg"),
+    [
+        (
+            "semi.csv",
+            "text;label\na;x\nb;y\n",
+            r"looks ';'-separated, not ','-separated; re-save it with ','",
+        ),
+        (
+            "tabs.csv",
+            "text\tlabel\na\tx\nb\ty\n",
+            r"looks tab-separated, not ','-separated; rename it to \.tsv",
+        ),
+        (
+            "commas.tsv",
+            "text,label\na,x\nb,y\n",
+            r"looks ','-separated, not tab-separated; rename it to \.csv",
+        ),
+    ],
+)
+def test_wrong_delimiter(tmp_path: Path, name: str, body: str, msg: str) -> None:
+    path = write_text(tmp_path / name, body)
+    with pytest.raises(DataError, match=r"only one column was found .*" + msg):
+        load_file(path)
+
+
+def test_duplicate_header_csv(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "dup.csv", "text,label,text\na,x,b\nc,y,d\n")
+    with pytest.raises(
+        DataError, match=r"dup\.csv: duplicate column names \['text'\] in the header; rename"
+    ):
+        load_file(path)
+
+
+def test_duplicate_columns_in_frame() -> None:
+    df = pd.DataFrame([["a", "x", "b"], ["c", "y", "d"]], columns=["text", "label", "label"])
+    with pytest.raises(DataError, match=r"duplicate column names \['label'\]"):
+        dataset_from_frame(df, "d", test_df=df)
+
+
+def test_empty_texts_counted(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "txt.csv", 'text,label\na,x\n,y\n"   ",x\nd,y\n,x\n')
+    with pytest.raises(
+        DataError,
+        match=r"txt\.csv: 3 of 5 rows have an empty text .*rows 2, 3, 5.*remove those rows",
+    ):
+        load_file(path)
+
+
+def test_too_many_distinct_labels(tmp_path: Path) -> None:
+    n = 1001
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(n)], "label": np.arange(n) * 0.5})
+    path = write_table(df, tmp_path / "reg.parquet")
+    with pytest.raises(
+        DataError,
+        match=r"reg\.parquet: column 'label' has 1001 distinct values .*"
+        r"looks like a regression target or an id",
+    ):
+        load_file(path)
+
+
+def test_class_with_single_example_cannot_split() -> None:
+    df = pd.DataFrame({"text": list("abcde"), "label": ["x", "x", "y", "y", "z"]})
+    with pytest.raises(DataError, match=r"classes \['z'\] have only 1 example; a stratified"):
+        dataset_from_frame(df, "s")
+
+
+def test_min_per_class() -> None:
+    df = pd.DataFrame({"text": list("abcde"), "label": ["x", "x", "x", "y", "y"]})
+    with pytest.raises(DataError, match=r"fewer than 3 examples \('y': 2\)"):
+        dataset_from_frame(df, "m", test_df=df, min_per_class=3)
+
+
+def test_test_label_unseen_in_train() -> None:
+    tr = pd.DataFrame({"text": list("abcd"), "label": ["x", "y", "x", "y"]})
+    te = pd.DataFrame({"text": ["e"], "label": ["w"]})
+    with pytest.raises(
+        DataError, match=r"u \(test\): label values \['w'\] do not occur in the training data"
+    ):
+        dataset_from_frame(tr, "u", test_df=te)
+
+
+def test_unknown_suffix(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "data.xlsx", "x")
+    with pytest.raises(
+        DataError, match=r"data\.xlsx: cannot tell the format from the suffix '\.xlsx'"
+    ):
+        read_table(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"absent\.csv: no such file"):
+        read_table(tmp_path / "absent.csv")
+
+
+def test_bad_jsonl_line(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "bad.jsonl", '{"text": "a", "label": 1}\n{"text": oops}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 2 is not valid JSON"):
+        read_table(path)
+
+
+def test_ragged_csv(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "rag.csv", "text,label\na,x\nb,y,z,w\n")
+    with pytest.raises(
+        DataError, match=r"rag\.csv: not readable as CSV .*same number of ','-separated fields"
+    ):
+        read_table(path)
