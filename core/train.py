@@ -1,0 +1,507 @@
+"""The student training loop, in one function you can read top to bottom (nanoGPT style).
+
+``train(student, data, config, on_step)``: device, dtype and autocast are decided once at the
+top; inputs live on the device and batches are taken by indexing a seeded permutation (no
+DataLoader, no per-example Python); then one loop: forward, loss, backward, clip, step, zero
+grads; every ``log_every`` steps and at each epoch end report through ``on_step`` (which can
+cancel), evaluate and checkpoint at epoch ends. The loop imports neither SQLite nor Streamlit.
+
+Checkpoints (``checkpoint_dir``): ``last.safetensors`` holds the model weights (``model.*``)
+and the optimizer's tensors (``optim.*``); ``last.json`` holds the epoch, step, config,
+history, best metric and the optimizer's non-tensor state. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from core import losses
+from core.students import unwrap
+
+OnStep = Callable[[dict[str, Any]], "bool | None"]
+
+CKPT_WEIGHTS = "last.safetensors"
+CKPT_META = "last.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a student. ``objective``: hard, kd or lelp (see core/losses.py);
+    ``alpha`` weights the ground-truth term added to kd/lelp; ``grad_clip`` <= 0 disables
+    clipping; ``log_every``: steps between ``on_step`` reports inside an epoch."""
+
+    objective: str = "lelp"
+    tau: float = 1.0
+    alpha: float = 0.0
+    epochs: int = 8
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    device: str = "auto"
+    seed: int = 0
+    grad_clip: float = 1.0
+    eval_every_epoch: bool = True
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    log_every: int = 50
+
+
+@dataclass
+class TrainData:
+    """Tensors for one training run (CPU or device; ``train`` moves them).
+
+    ``train_inputs``/``eval_inputs``: dicts from ``core.students.encode_inputs``. ``y``: (n,)
+    class ids. ``teacher_logits``: (n, C), needed for kd. ``targets``: (n, sum S_c) and
+    ``sizes`` (S_c per class), needed for lelp. ``eval_*``: optional held-out split for the
+    per-epoch accuracy and teacher agreement.
+    """
+
+    train_inputs: dict[str, Tensor]
+    y: Tensor
+    teacher_logits: Tensor | None = None
+    targets: Tensor | None = None
+    sizes: list[int] | None = None
+    eval_inputs: dict[str, Tensor] | None = None
+    eval_y: Tensor | None = None
+    eval_teacher_logits: Tensor | None = None
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns. ``history``: one dict per evaluation (epoch, step, loss,
+    eval_accuracy, eval_agreement, examples_per_s, lr). ``eval_class_logits``: (n_eval, C)
+    per-class log-probabilities on the eval split after training (CPU), None without eval
+    data. ``resumed_from_epoch``: the epoch a checkpoint restored, None for a fresh run."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    eval_class_logits: Tensor | None = None
+    wall_s: float = 0.0
+    device: str = "cpu"
+    resumed_from_epoch: int | None = None
+    cancelled: bool = False
+    epochs_done: int = 0
+    steps: int = 0
+    batch_size: int = 0
+
+
+def pick_device(pref: str = "auto") -> torch.device:
+    """``auto``: cuda, else mps, else cpu. An explicit device that is absent is an error."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if pref == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if pref == "cuda" and not cuda:
+        raise ValueError("train.device=cuda but no CUDA GPU is visible; use auto or cpu")
+    if pref == "mps" and not mps:
+        raise ValueError("train.device=mps but MPS is not available; use auto or cpu")
+    if pref not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"train.device={pref!r}; valid: auto, cpu, cuda, mps")
+    return torch.device(pref)
+
+
+def n_outputs(objective: str, n_classes: int, sizes: list[int] | None = None) -> int:
+    """Student head width: C for hard/kd, sum of subclass counts for lelp."""
+    losses.get_loss(objective)
+    if objective == "lelp":
+        if not sizes:
+            raise ValueError("objective lelp needs sizes (the subclass count of each class)")
+        return int(sum(sizes))
+    return int(n_classes)
+
+
+def class_logits(
+    student_out: Tensor, objective: str, sizes: list[int] | None = None, tau: float = 1.0
+) -> Tensor:
+    """Per-class log-probabilities for prediction: log_softmax for hard/kd; for lelp the
+    class sums of softmax(u / tau) (``losses.class_log_probs``, LELP.md step 7)."""
+    if objective == "lelp":
+        if sizes is None:
+            raise ValueError("class_logits: objective lelp needs sizes")
+        return losses.class_log_probs(student_out, sizes, tau)
+    return F.log_softmax(student_out.float(), dim=-1)
+
+
+def _take(inputs: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
+    """Rows ``idx`` of every input; token inputs are cut to the batch's last used column, so
+    a batch of short texts is not padded to the longest text of the split."""
+    batch = {k: v[idx] for k, v in inputs.items()}
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.shape[1] > 1:
+        used = mask.any(dim=0)
+        width = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+        if width < mask.shape[1]:
+            batch = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}
+    return batch
+
+
+def _autocast(device: torch.device) -> tuple[Any, torch.dtype | None]:
+    """bf16 autocast on CUDA where supported, fp16 otherwise; none off CUDA."""
+    if device.type != "cuda":
+        return nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
+
+
+def predict(student: nn.Module, inputs: dict[str, Tensor], batch_size: int = 1024) -> Tensor:
+    """Raw student outputs (n, n_out) as float32 on CPU: eval mode, inference mode, batched,
+    on the device the student's parameters are on. The student's train/eval mode is kept."""
+    device = next(student.parameters()).device
+    autocast, _ = _autocast(device)
+    n = next(iter(inputs.values())).shape[0]
+    was_training = student.training
+    student.eval()
+    outs = []
+    try:
+        with torch.inference_mode(), autocast():
+            for i in range(0, n, batch_size):
+                idx = torch.arange(i, min(i + batch_size, n))
+                batch = {k: v.to(device, non_blocking=True) for k, v in _take(inputs, idx).items()}
+                outs.append(student(batch).float().cpu())
+    finally:
+        student.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def predict_class_logits(
+    student: nn.Module,
+    inputs: dict[str, Tensor],
+    objective: str,
+    sizes: list[int] | None = None,
+    tau: float = 1.0,
+    batch_size: int = 1024,
+) -> Tensor:
+    """``class_logits`` of ``predict``: per-class log-probabilities (n, C) on CPU."""
+    return class_logits(predict(student, inputs, batch_size), objective, sizes, tau)
+
+
+def _check_data(data: TrainData, config: TrainConfig) -> None:
+    losses.get_loss(config.objective)  # unknown objective -> lists the valid names
+    n = data.y.shape[0]
+    for k, v in data.train_inputs.items():
+        if v.shape[0] != n:
+            raise ValueError(f"train_inputs[{k!r}] has {v.shape[0]} rows but y has {n}")
+    if config.objective == "kd" and (
+        data.teacher_logits is None or data.teacher_logits.shape[0] != n
+    ):
+        raise ValueError("objective kd needs teacher_logits with one row per example")
+    if config.objective == "lelp":
+        if data.targets is None or data.sizes is None:
+            raise ValueError("objective lelp needs targets (n, sum S_c) and sizes")
+        if tuple(data.targets.shape) != (n, sum(data.sizes)):
+            raise ValueError(
+                f"lelp targets have shape {tuple(data.targets.shape)}, expected "
+                f"({n}, {sum(data.sizes)}) for sizes {data.sizes}"
+            )
+    if config.batch_size < 1 or config.epochs < 1:
+        raise ValueError("train.batch_size and train.epochs must be >= 1")
+
+
+def _save_checkpoint(
+    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Model + optimizer tensors in safetensors, the rest in JSON; each written atomically,
+    the JSON last (it names the epoch the weights belong to)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"model.{k}": v.detach().cpu().contiguous().clone()
+        for k, v in unwrap(student).state_dict().items()
+    }
+    opt_state = opt.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in opt_state["state"].items():
+        for name, val in st.items():
+            if isinstance(val, Tensor):
+                tensors[f"optim.{pid}.{name}"] = val.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[name] = val
+    tmp = ckpt_dir / (CKPT_WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp), metadata={"epoch": str(state["epoch"])})
+    os.replace(tmp, ckpt_dir / CKPT_WEIGHTS)
+    meta = dict(state, optim_param_groups=opt_state["param_groups"], optim_scalars=scalars)
+    tmp_json = ckpt_dir / (CKPT_META + ".tmp")
+    tmp_json.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    os.replace(tmp_json, ckpt_dir / CKPT_META)
+
+
+def _load_checkpoint(
+    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer
+) -> dict[str, Any] | None:
+    """Restore model and optimizer from ``ckpt_dir``; None when there is no checkpoint."""
+    meta_path, weights = ckpt_dir / CKPT_META, ckpt_dir / CKPT_WEIGHTS
+    if not meta_path.is_file() or not weights.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    model_sd: dict[str, Tensor] = {}
+    optim_state: dict[int, dict[str, Any]] = {}
+    with safe_open(str(weights), framework="pt") as f:
+        saved_epoch = (f.metadata() or {}).get("epoch")
+        if saved_epoch != str(meta["epoch"]):
+            raise ValueError(
+                f"{ckpt_dir}: {CKPT_WEIGHTS} is from epoch {saved_epoch} but {CKPT_META} says "
+                f"{meta['epoch']}; delete the folder or set resume=False"
+            )
+        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+            kind, rest = key.split(".", 1)
+            if kind == "model":
+                model_sd[rest] = f.get_tensor(key)
+            else:
+                pid, name = rest.split(".", 1)
+                optim_state.setdefault(int(pid), {})[name] = f.get_tensor(key)
+    for pid, vals in meta.get("optim_scalars", {}).items():
+        optim_state.setdefault(int(pid), {}).update(vals)
+    try:
+        unwrap(student).load_state_dict(model_sd)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{ckpt_dir}: the checkpoint does not fit this student ({err}); use a fresh "
+            "checkpoint_dir or set resume=False"
+        ) from None
+    opt.load_state_dict({"state": optim_state, "param_groups": meta["optim_param_groups"]})
+    return meta
+
+
+def train(
+    student: nn.Module,
+    data: TrainData,
+    config: TrainConfig,
+    on_step: OnStep | None = None,
+) -> TrainResult:
+    """Train ``student`` in place on ``data`` and return the history and final eval outputs.
+
+    ``on_step(info)`` gets dict(step, total_steps, epoch, epochs, loss, examples_per_s, lr)
+    every ``config.log_every`` steps and at each epoch end (then also eval_accuracy,
+    eval_agreement); returning True stops cleanly with ``result.cancelled = True`` (a
+    checkpoint keeps the last complete epoch, so a resume redoes a cancelled partial one).
+    A CUDA out-of-memory error propagates as ``torch.OutOfMemoryError`` (see
+    ``train_with_oom_retry``).
+    """
+    t_start = time.perf_counter()
+    _check_data(data, config)
+
+    # ---- device, dtype, autocast: decided once ----
+    device = pick_device(config.device)
+    autocast, amp_dtype = _autocast(device)
+    # A gradient scaler is only needed for fp16 (bf16 has float32's exponent range).
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    # ---- seeds: torch for init/dropout, a private generator for the shuffling ----
+    torch.manual_seed(config.seed)
+    gen = torch.Generator()
+
+    # ---- data on the device, once ----
+    objective, tau, sizes = config.objective, config.tau, data.sizes
+    inputs = {k: v.to(device) for k, v in data.train_inputs.items()}
+    y = data.y.to(device).long()
+    teacher = data.teacher_logits.to(device).float() if objective == "kd" else None
+    targets = data.targets.to(device).float() if objective == "lelp" else None
+    n = y.shape[0]
+    n_label = int(y.max()) + 1  # hard: the head needs at least this many outputs
+    # The head width the objective needs: C (the teacher's) for kd, sum S_c for lelp.
+    width: int | None = None
+    if objective == "kd":
+        width = int(teacher.shape[1])
+    elif objective == "lelp":
+        width = int(sum(sizes))
+    eval_inputs = (
+        {k: v.to(device) for k, v in data.eval_inputs.items()} if data.eval_inputs else None
+    )
+    eval_y = data.eval_y.long() if data.eval_y is not None else None
+    eval_teacher_pred = (
+        data.eval_teacher_logits.argmax(-1) if data.eval_teacher_logits is not None else None
+    )
+
+    student.to(device)
+    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    bs = min(config.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    total_steps = config.epochs * steps_per_epoch
+
+    # ---- resume ----
+    result = TrainResult(device=str(device), batch_size=bs)
+    start_epoch, step, best = 0, 0, None
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    if ckpt_dir is not None and config.resume:
+        meta = _load_checkpoint(ckpt_dir, student, opt)
+        if meta is not None:
+            if meta["config"]["objective"] != objective:
+                raise ValueError(
+                    f"{ckpt_dir}: checkpoint trained objective {meta['config']['objective']!r}, "
+                    f"this run asks for {objective!r}; use another checkpoint_dir"
+                )
+            start_epoch, step, best = int(meta["epoch"]), int(meta["step"]), meta.get("best")
+            result.history = list(meta.get("history", []))
+            result.resumed_from_epoch = start_epoch
+
+    def loss_fn(out: Tensor, idx: Tensor) -> Tensor:
+        if (width is not None and out.shape[-1] != width) or out.shape[-1] < n_label:
+            raise ValueError(
+                f"the student has {out.shape[-1]} outputs but objective {objective!r} needs "
+                f"{width or n_label}; build it with n_out=core.train.n_outputs(...)"
+            )
+        yb = y[idx]
+        if objective == "hard":
+            return losses.hard(out, yb)
+        if objective == "kd":
+            return losses.with_hard(losses.kd(out, teacher[idx], tau), out, yb, config.alpha)
+        return losses.with_hard(
+            losses.lelp(out, targets[idx], tau),
+            losses.class_log_probs(out, sizes, tau),
+            yb,
+            config.alpha,
+        )
+
+    def evaluate() -> dict[str, float | None]:
+        if eval_inputs is None:
+            return {"eval_accuracy": None, "eval_agreement": None}
+        pred = predict_class_logits(student, eval_inputs, objective, sizes, tau).argmax(-1)
+        acc = float((pred == eval_y).float().mean()) if eval_y is not None else None
+        agree = (
+            float((pred == eval_teacher_pred).float().mean())
+            if eval_teacher_pred is not None
+            else None
+        )
+        return {"eval_accuracy": acc, "eval_agreement": agree}
+
+    # ---- the loop ----
+    result.epochs_done = start_epoch
+    for epoch in range(start_epoch, config.epochs):
+        # Re-seeding per epoch makes a resumed run shuffle (and drop out) exactly as an
+        # uninterrupted one would.
+        gen.manual_seed(config.seed * 1_000_003 + epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen).to(device)
+        student.train()
+        t_epoch = t_log = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        seen_log = 0
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            with autocast():
+                out = student(_take(inputs, idx)).float()
+            loss = loss_fn(out, idx)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss_sum += loss.detach() * idx.shape[0]
+            step += 1
+            seen_log += idx.shape[0]
+            if on_step is not None and step % config.log_every == 0 and i < steps_per_epoch - 1:
+                now = time.perf_counter()
+                info = {
+                    "step": step,
+                    "total_steps": total_steps,
+                    "epoch": epoch + 1,
+                    "epochs": config.epochs,
+                    "loss": float(loss.detach()),  # this batch's loss (one sync per report)
+                    "examples_per_s": seen_log / max(now - t_log, 1e-9),
+                    "lr": opt.param_groups[0]["lr"],
+                }
+                t_log, seen_log = now, 0
+                if on_step(info):
+                    result.cancelled = True
+                    break
+        if result.cancelled:
+            break
+
+        # ---- epoch end: evaluate, report, checkpoint ----
+        epoch_loss = float(loss_sum) / n  # mean training loss over the epoch (syncs the GPU)
+        elapsed = time.perf_counter() - t_epoch
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": epoch_loss,
+            "examples_per_s": n / max(elapsed, 1e-9),
+            "lr": opt.param_groups[0]["lr"],
+        }
+        if config.eval_every_epoch or epoch == config.epochs - 1:
+            entry.update(evaluate())
+            acc = entry["eval_accuracy"]
+            if acc is not None and (best is None or acc > best):
+                best = acc
+        result.history.append(entry)
+        result.epochs_done = epoch + 1
+        if ckpt_dir is not None:
+            _save_checkpoint(
+                ckpt_dir,
+                student,
+                opt,
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "config": asdict(config),
+                    "best": best,
+                    "history": result.history,
+                },
+            )
+        if on_step is not None and on_step(
+            dict(entry, total_steps=total_steps, epochs=config.epochs)
+        ):
+            result.cancelled = True
+            break
+
+    if eval_inputs is not None:
+        result.eval_class_logits = predict_class_logits(student, eval_inputs, objective, sizes, tau)
+    result.steps = step
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def train_with_oom_retry(
+    student_factory: Callable[[], nn.Module],
+    data: TrainData,
+    config: TrainConfig,
+    on_step: OnStep | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """``train`` a fresh student; on CUDA out-of-memory retry once with half the batch size,
+    and if that also runs out, raise a RuntimeError that says what to change.
+
+    Returns ``(student, result)``; ``result.batch_size`` is the batch size that worked.
+    """
+    try:
+        student = student_factory()
+        return student, train(student, data, config, on_step)
+    except torch.OutOfMemoryError:
+        pass
+    _free_cuda()
+    half = max(1, config.batch_size // 2)
+    retry = dataclasses.replace(config, batch_size=half)
+    try:
+        student = student_factory()
+        return student, train(student, data, retry, on_step)
+    except torch.OutOfMemoryError as err:
+        _free_cuda()
+        raise RuntimeError(
+            f"out of GPU memory at batch size {config.batch_size} and again at {half}; "
+            "lower train.batch_size, student.max_length or the student size, or set "
+            "train.device=cpu"
+        ) from err
+
+
+def _free_cuda() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
