@@ -72,3 +72,12 @@ def workspace(tmp_path: Path) -> Any:
     from core.store import Workspace  # lazy: core.store is written in parallel
 
     return Workspace(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def shared_workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One workspace for the whole session, so the MiniLM embeddings of the text demo are
+    computed once (about 30 s on a 2-core CPU) and every later request is a cache hit."""
+    from core.store import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("shared_workspace"))

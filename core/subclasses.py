@@ -1,0 +1,1072 @@
+"""Pseudo-subclasses: LELP projections (../shared/LELP.md) and the paper's baselines.
+
+Every builder is a scikit-learn style estimator with the same surface, so the pipeline, the
+CLI and the app never branch on the method:
+
+- ``fit(H, y, W=None) -> self`` learns per-class structure from the training embeddings;
+- ``assign(H, y) -> (n,)`` global pseudo-subclass id of each example within its own class;
+- ``targets(H, Z, tau=1.0, beta=None) -> (n, sum S_c)`` the C x S target, class-major;
+- ``sizes_`` (S_c per class) and ``offsets_`` (length C + 1; class c owns columns
+  ``offsets_[c]:offsets_[c + 1]``).
+
+``LELPSubclasses`` gives soft targets (Eq. 5 of Loo et al. 2024); ``ClusterSubclasses``,
+``LatentSubclasses`` (the oracle) and ``ManualSubclasses`` give hard ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+from scipy.special import entr, log_softmax
+from sklearn.base import BaseEstimator
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+
+from core.config import SubclassSpec
+
+__all__ = [
+    "ClusterSubclasses",
+    "LELPSubclasses",
+    "LatentSubclasses",
+    "ManualSubclasses",
+    "class_ids",
+    "make_subclasser",
+    "recovery_scores",
+    "target_entropy",
+    "targets_from_coordinates",
+]
+
+_FLOATS = (np.float64, np.float32, np.float16)
+# Rows per block when fit streams over H: bounds the float64 copy to ~50 MB at d = 384.
+_FIT_CHUNK = 16_384
+# A direction whose variance is below this fraction of the class's largest variance (times d)
+# counts as empty: eigh's round-off on an exact zero is about eps * largest eigenvalue.
+_RANK_RTOL = 10 * np.finfo(np.float64).eps
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_embeddings(H: Any, name: str = "H") -> np.ndarray:
+    """2-D float array without copying large float arrays (memmaps stay memmaps).
+
+    Finiteness of big arrays is checked chunk by chunk where they are read (``_blocks``).
+    """
+    if isinstance(H, np.ndarray) and H.dtype in _FLOATS:
+        if H.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, d); got an array of shape {H.shape}")
+        if H.shape[0] < 1 or H.shape[1] < 1:
+            raise ValueError(f"{name} is empty (shape {H.shape}); pass at least one row")
+        return H
+    return check_array(H, dtype=list(_FLOATS), input_name=name)
+
+
+def _blocks(H: np.ndarray, rows: np.ndarray | None, chunk: int, name: str = "H") -> Iterator:
+    """Yield ``(slice into the output, validated block of H)``; ``rows`` selects rows."""
+    n = H.shape[0] if rows is None else len(rows)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        block = H[start:stop] if rows is None else H[rows[start:stop]]
+        yield slice(start, stop), check_array(block, dtype=list(_FLOATS), input_name=name)
+
+
+def _check_chunk_size(chunk_size: int | None, n: int) -> int:
+    if chunk_size is None:
+        return max(n, 1)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise TypeError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
+    return int(chunk_size)
+
+
+def _check_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
+    """Integer class ids 0..C-1, one per row of H."""
+    y = column_or_1d(np.asarray(y), warn=False)
+    if len(y) != n:
+        raise ValueError(f"{name} has {len(y)} entries but H has {n} rows; pass one per row")
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(
+                f"{name} must hold integer class ids 0..C-1; got dtype {y.dtype} "
+                "(map string labels to ids first, e.g. with core.data)"
+            )
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise ValueError(f"{name} must hold class ids >= 0; got {int(y.min())}")
+    return y
+
+
+def _check_positive(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number; got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    return v
+
+
+def _check_logits(Z: Any, n: int, n_classes: int) -> np.ndarray:
+    Z = check_array(Z, dtype=[np.float64, np.float32], input_name="Z")
+    if Z.shape != (n, n_classes):
+        raise ValueError(
+            f"Z has shape {Z.shape} but expected ({n}, {n_classes}): one row of teacher logits "
+            f"per row of H and one column per class the subclasser was fitted on"
+        )
+    return Z
+
+
+def _resolve_sizes(n_subclasses: Any, n_classes: int) -> list[int]:
+    """One S per class from an int or a per-class list."""
+    if isinstance(n_subclasses, (int, np.integer)) and not isinstance(n_subclasses, bool):
+        sizes = [int(n_subclasses)] * n_classes
+    elif isinstance(n_subclasses, (list, tuple, np.ndarray)):
+        sizes = [int(s) for s in n_subclasses]
+        if len(sizes) != n_classes:
+            raise ValueError(
+                f"n_subclasses has {len(sizes)} entries but y has {n_classes} classes; "
+                "pass one int for all classes or one per class"
+            )
+    else:
+        raise TypeError(
+            f"n_subclasses must be an int or a list of ints (one per class); got {n_subclasses!r}"
+        )
+    for c, s in enumerate(sizes):
+        if s < 1:
+            raise ValueError(f"n_subclasses must be >= 1 for every class; got {s} for class {c}")
+    return sizes
+
+
+def _class_counts(y: np.ndarray) -> np.ndarray:
+    counts = np.bincount(y)
+    missing = np.flatnonzero(counts == 0)
+    if len(missing):
+        raise ValueError(
+            f"class {int(missing[0])} has no examples in y (classes must be 0..C-1, all present); "
+            "relabel the classes or add examples"
+        )
+    return counts
+
+
+# --------------------------------------------------------------------------- linear algebra
+
+
+def _sign_fix(V: np.ndarray) -> np.ndarray:
+    """Flip each column so its largest-|.| entry is positive (first one on ties).
+
+    SVD and eigh return directions up to sign; fixing it makes equal seeds give equal targets
+    on every machine and LAPACK (scikit-learn's PCA does the same for the same reason).
+    """
+    if V.size == 0:
+        return V
+    rows = np.argmax(np.abs(V), axis=0)
+    signs = np.sign(V[rows, np.arange(V.shape[1])])
+    signs[signs == 0] = 1.0
+    return V * signs
+
+
+def _eigh_desc(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and sign-fixed eigenvectors of a symmetric PSD."""
+    w, v = scipy.linalg.eigh(S, driver="evd")  # divide and conquer: fastest here
+    order = np.argsort(w)[::-1]
+    return np.clip(w[order], 0.0, None), _sign_fix(v[:, order])
+
+
+def _rank(eigvals: np.ndarray, d: int) -> int:
+    top = float(eigvals[0]) if len(eigvals) else 0.0
+    if top <= 0:
+        return 0
+    return int(np.sum(eigvals > top * max(d, 1) * _RANK_RTOL))
+
+
+def _random_orthogonal(k: int, rng: np.random.RandomState) -> np.ndarray:
+    """A Haar-random k x k orthogonal matrix: QR of a Gaussian with R's diagonal made positive.
+
+    The sign fix makes the result unique given the Gaussian draw, so it does not depend on the
+    LAPACK's QR sign convention; RandomState streams are frozen across numpy versions.
+    """
+    if k == 1:
+        return np.ones((1, 1))
+    return _orthonormal_columns(rng.standard_normal((k, k)))
+
+
+def _orthonormal_columns(A: np.ndarray) -> np.ndarray:
+    Q, R = np.linalg.qr(A)
+    d = np.sign(np.diag(R))
+    d[d == 0] = 1.0
+    return Q * d
+
+
+def _class_scatter(H: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and centred scatter matrix ``(X - m)^T (X - m)`` of ``H[rows]`` in float64.
+
+    Two passes in blocks (mean, then scatter of centred blocks): exact, numerically stable,
+    and never holds more than one float64 block, so a float16 memmap of millions of rows fits.
+    """
+    d = H.shape[1]
+    total = np.zeros(d)
+    for _, block in _blocks(H, rows, _FIT_CHUNK):
+        total += block.sum(axis=0, dtype=np.float64)
+    mean = total / len(rows)
+    scatter = np.zeros((d, d))
+    for _, block in _blocks(H, rows, _FIT_CHUNK):
+        X = block.astype(np.float64) - mean
+        scatter += X.T @ X
+    return mean, (scatter + scatter.T) / 2
+
+
+def _null_space_projector(W: Any, d: int) -> np.ndarray:
+    """``P = I - pinv(W) @ W``: the projector onto directions that leave the logits unchanged."""
+    W = check_array(W, dtype=[np.float64, np.float32], input_name="W").astype(np.float64)
+    if W.shape[1] != d:
+        raise ValueError(
+            f"W has {W.shape[1]} columns but H has {d}: W must be the teacher's last-layer "
+            f"weight of shape (n_classes, {d})"
+        )
+    P = np.eye(d) - np.linalg.pinv(W) @ W
+    return (P + P.T) / 2
+
+
+def _nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest center (squared Euclidean) for each row of X."""
+    X = X.astype(np.float64, copy=False)
+    d2 = (centers**2).sum(1)[None, :] - 2.0 * (X @ centers.T)
+    return np.argmin(d2, axis=1)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets_from_coordinates(
+    coords: Sequence[np.ndarray], Z: Any, tau: float = 1.0, beta: float = 1.0
+) -> np.ndarray:
+    """LELP targets (Eq. 5) from precomputed coordinates: a pure function of its inputs.
+
+    Split out of ``LELPSubclasses.targets`` so the app can change ``tau`` or ``beta`` live
+    without redoing the projection. Computed in log space
+    (``log_softmax(Z/tau)[c] + log_softmax(z_c/beta)``) so large logits never overflow.
+
+    Parameters
+    ----------
+    coords : list of C arrays, each (n, S_c), from ``LELPSubclasses.coordinates``.
+    Z : (n, C) teacher logits.
+    tau, beta : teacher and subclass temperatures, > 0.
+
+    Returns
+    -------
+    (n, sum S_c) non-negative rows summing to 1, class-major; float32 if the coordinates are.
+
+    Example
+    -------
+    >>> t = targets_from_coordinates([np.zeros((1, 2)), np.zeros((1, 1))], np.zeros((1, 2)))
+    >>> t.round(2).tolist()
+    [[0.25, 0.25, 0.5]]
+    """
+    tau = _check_positive("tau", tau)
+    beta = _check_positive("beta", beta)
+    coords = [np.asarray(z) for z in coords]
+    if not coords or any(z.ndim != 2 for z in coords):
+        raise ValueError("coords must be a non-empty list of (n, S_c) arrays, one per class")
+    n = coords[0].shape[0]
+    if any(z.shape[0] != n for z in coords):
+        raise ValueError(f"coords have different row counts {[z.shape[0] for z in coords]}")
+    Z = _check_logits(Z, n, len(coords))
+    dtype = np.result_type(*[z.dtype for z in coords], np.float32)
+    log_pc = log_softmax(Z.astype(dtype, copy=False) / dtype.type(tau), axis=1)
+    sizes = [z.shape[1] for z in coords]
+    out = np.empty((n, sum(sizes)), dtype=dtype)
+    start = 0
+    for c, z in enumerate(coords):
+        s = z.shape[1]
+        log_ps = log_softmax(z.astype(dtype, copy=False) / dtype.type(beta), axis=1)
+        np.exp(log_ps + log_pc[:, c : c + 1], out=out[:, start : start + s])
+        start += s
+    return out
+
+
+def _hard_targets(
+    codes: Sequence[np.ndarray], sizes: Sequence[int], Z: np.ndarray, tau: float, smooth: float
+) -> np.ndarray:
+    """``softmax(Z/tau)[c] * ((1 - smooth) * onehot(a_c(x)) + smooth / S_c)``, class-major."""
+    pc = np.exp(log_softmax(Z.astype(np.float64) / tau, axis=1))
+    n = Z.shape[0]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    out = np.empty((n, offsets[-1]))
+    rows = np.arange(n)
+    for c, (a, s) in enumerate(zip(codes, sizes, strict=True)):
+        block = out[:, offsets[c] : offsets[c + 1]]
+        block[:] = (pc[:, c] * (smooth / s))[:, None]
+        block[rows, a] += pc[:, c] * (1.0 - smooth)
+    return out
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class _SubclasserBase(BaseEstimator):
+    """Shared layout (``sizes_``, ``offsets_``) and the checks every method needs."""
+
+    def _set_layout(self, sizes: Sequence[int], n_features: int) -> None:
+        self.sizes_ = [int(s) for s in sizes]
+        self.offsets_ = np.concatenate([[0], np.cumsum(self.sizes_)]).astype(np.int64)
+        self.n_classes_ = len(self.sizes_)
+        self.n_outputs_ = int(self.offsets_[-1])
+        self.n_features_in_ = int(n_features)
+
+    def _check_input(self, H: Any) -> np.ndarray:
+        check_is_fitted(self, "sizes_")
+        H = _check_embeddings(H)
+        if H.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"H has {H.shape[1]} columns but {type(self).__name__} was fitted on "
+                f"{self.n_features_in_}; pass embeddings from the same teacher"
+            )
+        return H
+
+    def _check_own_class(self, y: Any, n: int) -> np.ndarray:
+        y = _check_labels(y, n)
+        if y.size and y.max() >= self.n_classes_:
+            raise ValueError(
+                f"y holds class {int(y.max())} but the subclasser was fitted on "
+                f"{self.n_classes_} classes (0..{self.n_classes_ - 1})"
+            )
+        return y
+
+    @property
+    def subclass_names_(self) -> list[str]:
+        """``"c/s"`` per output column, class-major (the app's axis labels)."""
+        check_is_fitted(self, "sizes_")
+        return [f"{c}/{s}" for c, k in enumerate(self.sizes_) for s in range(k)]
+
+
+# --------------------------------------------------------------------------- LELP
+
+
+class LELPSubclasses(_SubclasserBase):
+    """LELP pseudo-subclasses: per-class principal directions of the teacher's embeddings.
+
+    Why: a few-class teacher's class probabilities carry little "dark knowledge"; directions
+    inside each class, away from what the logits already show (the null space of W), turn
+    into ``sum_c S_c`` soft pseudo-subclasses (Loo et al. 2024, ../shared/LELP.md).
+
+    Parameters
+    ----------
+    n_subclasses : int or list of int (one per class), S_c.
+    directions : None, or per class a list of 0-based principal-component indices (or None
+        for that class's top S_c); then ``S_c = len(directions[c])``.
+    beta : subclass temperature used by ``targets`` when it is not given there; > 0.
+    null_space : project onto the null space of W before the PCA (needs ``W`` in ``fit``).
+    rotate : multiply each V_c by a seeded random orthonormal S_c x S_c matrix (equalises the
+        PCA variances in expectation); ``rotate=False`` is plain PCA.
+    standardize : divide each coordinate by its standard deviation (ddof=0) over the class's
+        examples, which makes ``beta`` scale-free (our choice).
+    projection : ``"pca"`` or ``"random"`` (random orthonormal directions in the (null) space:
+        the paper's Appendix C ablation; ``directions`` must then be None).
+    random_state : int, RandomState or None; the only source of randomness.
+
+    Attributes
+    ----------
+    sizes_ : list of S_c.  offsets_ : (C + 1,) column offsets, class-major.
+    components_ : list of (d, S_c) V_c after rotation (columns orthonormal, in range(P)).
+    means_ : list of (d,) mu_c, the class means in the projected space.
+    scales_ : list of (S_c,) standard deviations (ones when ``standardize`` is off).
+    rotations_ : list of (S_c, S_c) Q_c (identity when ``rotate`` is off).
+    explained_variance_, explained_variance_ratio_ : list of (min(n_c, d),) spectra after the
+        null-space projection (variance with ddof=1, like scikit-learn's PCA).
+    explained_variance_ratio_raw_ : the same without the projection (the app's comparison).
+    ranks_ : list of int, the rank of each class's (projected) centred embeddings.
+    projector_ : (d, d) P, or None when ``null_space`` is off.
+
+    Notes
+    -----
+    The PCA is the eigendecomposition of the class's centred scatter matrix ``P S_c P``
+    (equal to the SVD of ``G_c - mu_c``: right singular vectors = eigenvectors, s^2 =
+    eigenvalues); it is accumulated in row blocks so ``fit`` streams over a float16 memmap.
+    Sign convention: each principal direction is flipped so its largest-|.| entry is positive.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> H, y = rng.normal(size=(40, 5)), np.repeat([0, 1], 20)
+    >>> W = rng.normal(size=(2, 5))
+    >>> sub = LELPSubclasses(n_subclasses=2).fit(H, y, W)
+    >>> sub.targets(H, H @ W.T).shape
+    (40, 4)
+    """
+
+    def __init__(
+        self,
+        n_subclasses: int | list[int] = 4,
+        directions: list[list[int] | None] | None = None,
+        beta: float = 1.0,
+        null_space: bool = True,
+        rotate: bool = True,
+        standardize: bool = True,
+        projection: str = "pca",
+        random_state: int | np.random.RandomState | None = 0,
+    ) -> None:
+        self.n_subclasses = n_subclasses
+        self.directions = directions
+        self.beta = beta
+        self.null_space = null_space
+        self.rotate = rotate
+        self.standardize = standardize
+        self.projection = projection
+        self.random_state = random_state
+
+    def _resolve(self, n_classes: int) -> tuple[list[int], list[list[int] | None]]:
+        if self.projection not in ("pca", "random"):
+            raise ValueError(f"projection must be 'pca' or 'random'; got {self.projection!r}")
+        if self.directions is None:
+            return _resolve_sizes(self.n_subclasses, n_classes), [None] * n_classes
+        if self.projection == "random":
+            raise ValueError(
+                "directions picks principal components, so it needs projection='pca'; "
+                f"got projection='random' with directions={self.directions!r}"
+            )
+        if len(self.directions) != n_classes:
+            raise ValueError(
+                f"directions has {len(self.directions)} entries but y has {n_classes} classes; "
+                "give one list of PC indices (or None) per class"
+            )
+        default = _resolve_sizes(self.n_subclasses, n_classes)
+        sizes: list[int] = []
+        dirs: list[list[int] | None] = []
+        for c, dc in enumerate(self.directions):
+            if dc is None:
+                sizes.append(default[c])
+                dirs.append(None)
+                continue
+            idx = [int(i) for i in dc]
+            if not idx or min(idx) < 0 or len(set(idx)) != len(idx):
+                raise ValueError(
+                    f"directions[{c}] must be distinct PC indices >= 0 (0-based); got {dc!r}"
+                )
+            sizes.append(len(idx))
+            dirs.append(idx)
+        return sizes, dirs
+
+    def fit(self, H: Any, y: Any, W: Any = None) -> LELPSubclasses:
+        """Learn V_c, mu_c and the scales from training embeddings ``H`` (n, d), classes ``y``
+        (n,) and the teacher's last-layer weight ``W`` (C, d); returns ``self``."""
+        H = _check_embeddings(H)
+        n, d = H.shape
+        y = _check_labels(y, n)
+        counts = _class_counts(y)
+        n_classes = len(counts)
+        _check_positive("beta", self.beta)
+        sizes, dirs = self._resolve(n_classes)
+        for c, s in enumerate(sizes):
+            if counts[c] < 2:
+                raise ValueError(
+                    f"class {c} has {counts[c]} example(s); LELP needs at least 2 per class "
+                    "(add examples or drop the class)"
+                )
+            if s > min(counts[c] - 1, d):
+                raise ValueError(
+                    f"class {c} has {counts[c]} examples and d={d}, so at most "
+                    f"{min(counts[c] - 1, d)} pseudo-subclasses fit; requested S={s}: "
+                    "lower n_subclasses (or give a per-class list)"
+                )
+        if self.null_space:
+            if W is None:
+                raise ValueError(
+                    "null_space=True needs W, the teacher's last-layer weight (n_classes, d): "
+                    "pass fit(H, y, W) or set null_space=False"
+                )
+            P = _null_space_projector(W, d)
+            p_rank = int(round(np.trace(P)))
+        else:
+            P, p_rank = None, d
+        rng = check_random_state(self.random_state)
+
+        fits = [
+            self._fit_class(H, np.flatnonzero(y == c), c, sizes[c], dirs[c], P, p_rank, rng)
+            for c in range(n_classes)
+        ]
+        comps, means, scales, rots, ranks, ev, evr, evr_raw = (
+            list(t) for t in zip(*fits, strict=True)
+        )
+
+        self._set_layout(sizes, d)
+        self.components_ = comps
+        self.means_ = means
+        self.scales_ = scales
+        self.rotations_ = rots
+        self.ranks_ = ranks
+        self.explained_variance_ = ev
+        self.explained_variance_ratio_ = evr
+        self.explained_variance_ratio_raw_ = evr_raw
+        self.projector_ = P
+        self.class_counts_ = counts
+        # z(x) = h @ (P V / s) - mu @ V / s for all classes in one matmul (LELP step 4).
+        PV = [V if P is None else P @ V for V in comps]
+        self._A = np.concatenate([pv / sc for pv, sc in zip(PV, scales, strict=True)], axis=1)
+        self._b = np.concatenate(
+            [(m @ pv) / sc for m, pv, sc in zip(means, PV, scales, strict=True)]
+        )
+        return self
+
+    def _fit_class(
+        self,
+        H: np.ndarray,
+        rows: np.ndarray,
+        c: int,
+        s: int,
+        idx: list[int] | None,
+        P: np.ndarray | None,
+        p_rank: int,
+        rng: np.random.RandomState,
+    ) -> tuple[Any, ...]:
+        """LELP steps 1-4 for class c: (V_c, mu_c, scale_c, Q_c, rank, ev, ev ratio, raw)."""
+        n_c, d = len(rows), H.shape[1]
+        mean_raw, scatter_raw = _class_scatter(H, rows)
+        raw_vals, raw_vecs = _eigh_desc(scatter_raw)
+        if P is None:
+            mu, scatter, vals, vecs = mean_raw, scatter_raw, raw_vals, raw_vecs
+            space, fix = "", "lower n_subclasses"
+        else:
+            mu, scatter = mean_raw @ P, P @ scatter_raw @ P
+            vals, vecs = _eigh_desc(scatter)
+            space = "after the null-space projection "
+            fix = "lower n_subclasses or set null_space=False"
+        rank = _rank(vals, d)
+        if self.projection == "pca":
+            pcs = idx if idx is not None else list(range(s))
+            if max(pcs) >= rank:
+                what = (
+                    f"directions[{c}]={pcs} has an index >= {rank}"
+                    if idx is not None
+                    else f"requested S={s}"
+                )
+                raise ValueError(
+                    f"class {c}: its {n_c} embeddings {space}span only {rank} directions "
+                    f"(PC indices 0..{rank - 1}); {what}: {fix}"
+                )
+            V = vecs[:, pcs]
+        else:
+            if s > p_rank:
+                raise ValueError(
+                    f"class {c}: the null space of W has {p_rank} dimensions, fewer than the "
+                    f"requested S={s}: {fix}"
+                )
+            A = rng.standard_normal((d, s))
+            V = _orthonormal_columns(A if P is None else P @ A)
+        Q = _random_orthogonal(s, rng) if self.rotate else np.eye(s)
+        V = V @ Q
+        # Per-direction variance over class-c examples (ddof=0) straight from the scatter.
+        var = np.einsum("ij,ij->j", scatter @ V, V) / n_c
+        if self.standardize:
+            sd = np.sqrt(np.clip(var, 0.0, None))
+            scale = np.where(sd > np.sqrt(vals[0] / n_c) * 1e-12, sd, 1.0)  # guard zero std
+        else:
+            scale = np.ones(s)
+        k = min(n_c, d)
+        total, raw_total = vals.sum(), raw_vals.sum()
+        ratio = vals[:k] / total if total > 0 else np.zeros(k)
+        raw_ratio = raw_vals[:k] / raw_total if raw_total > 0 else np.zeros(k)
+        return V, mu, scale, Q, rank, vals[:k] / (n_c - 1), ratio, raw_ratio
+
+    def _coords_matrix(self, H: Any, chunk_size: int | None) -> np.ndarray:
+        H = self._check_input(H)
+        dtype = np.float64 if H.dtype == np.float64 else np.float32
+        A, b = self._A.astype(dtype), self._b.astype(dtype)
+        out = np.empty((H.shape[0], self.n_outputs_), dtype=dtype)
+        for sl, block in _blocks(H, None, _check_chunk_size(chunk_size, H.shape[0])):
+            np.matmul(block.astype(dtype, copy=False), A, out=out[sl])
+            out[sl] -= b
+        return out
+
+    def _split(self, M: np.ndarray) -> list[np.ndarray]:
+        return [M[:, self.offsets_[c] : self.offsets_[c + 1]] for c in range(self.n_classes_)]
+
+    def coordinates(self, H: Any, chunk_size: int | None = None) -> list[np.ndarray]:
+        """``z_c(x)`` for every example and every class: a list of C arrays (n, S_c).
+
+        Computed as ``H @ (P V_c) - mu_c @ V_c`` (P is symmetric and idempotent and mu_c is
+        already projected), so no (n, d) projected copy is formed. ``chunk_size`` processes H
+        in row blocks (float16 / memmap input is cast one block at a time). Float64 input
+        gives float64 coordinates; other floats give float32.
+        """
+        return self._split(self._coords_matrix(H, chunk_size))
+
+    def assign(self, H: Any, y: Any, chunk_size: int | None = None) -> np.ndarray:
+        """Global pseudo-subclass id ``offsets_[y] + argmax_s z_y(x)`` (LELP step 8), (n,)."""
+        M = self._coords_matrix(H, chunk_size)
+        y = self._check_own_class(y, M.shape[0])
+        out = np.empty(len(y), dtype=np.int64)
+        for c in range(self.n_classes_):
+            rows = np.flatnonzero(y == c)
+            lo, hi = self.offsets_[c], self.offsets_[c + 1]
+            out[rows] = lo + np.argmax(M[rows, lo:hi], axis=1)
+        return out
+
+    def targets(
+        self,
+        H: Any,
+        Z: Any,
+        tau: float = 1.0,
+        beta: float | None = None,
+        chunk_size: int | None = None,
+    ) -> np.ndarray:
+        """Eq. 5 targets ``softmax(Z/tau)[c] * softmax(z_c/beta)[s]``, (n, sum S_c).
+
+        ``beta=None`` uses the estimator's ``beta``. With ``chunk_size`` neither H nor the
+        coordinates are held in full beyond one block plus the output.
+        """
+        beta = self.beta if beta is None else beta
+        H = self._check_input(H)
+        n = H.shape[0]
+        Z = _check_logits(Z, n, self.n_classes_)
+        step = _check_chunk_size(chunk_size, n)
+        if step >= n:
+            return targets_from_coordinates(self.coordinates(H), Z, tau, beta)
+        out: np.ndarray | None = None
+        for start in range(0, n, step):
+            sl = slice(start, min(n, start + step))
+            part = targets_from_coordinates(self.coordinates(H[sl]), Z[sl], tau, beta)
+            if out is None:
+                out = np.empty((n, part.shape[1]), dtype=part.dtype)
+            out[sl] = part
+        assert out is not None
+        return out
+
+
+# --------------------------------------------------------------------------- hard methods
+
+
+class _HardSubclasser(_SubclasserBase):
+    """Hard assignments: class c's block of the target is ``softmax(Z/tau)[c]`` on the
+    subclass of class c that x falls into, ``a_c(x)``, smoothed by ``smooth``.
+
+    ``a_c(x)`` is defined for every class, not only x's own (our choice, mirroring LELP where
+    ``z_c(x)`` is computed for every class): the nearest subclass of class c.
+    """
+
+    smooth: float
+
+    def _codes(
+        self, H: np.ndarray, chunk_size: int | None = None, **kw: Any
+    ) -> list[np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _check_smooth(self) -> float:
+        s = float(self.smooth)
+        if not 0.0 <= s < 1.0:
+            raise ValueError(f"smooth must be in [0, 1); got {self.smooth!r}")
+        return s
+
+    def assign(self, H: Any, y: Any, chunk_size: int | None = None, **kw: Any) -> np.ndarray:
+        """Global pseudo-subclass id of each example within its own class y, (n,)."""
+        H = self._check_input(H)
+        y = self._check_own_class(y, H.shape[0])
+        codes = self._codes(H, chunk_size, **kw)
+        a = np.stack(codes)[y, np.arange(len(y))]
+        return self.offsets_[y] + a
+
+    def targets(
+        self,
+        H: Any,
+        Z: Any,
+        tau: float = 1.0,
+        beta: float | None = None,
+        chunk_size: int | None = None,
+        **kw: Any,
+    ) -> np.ndarray:
+        """``softmax(Z/tau)[c] * ((1 - smooth) onehot(a_c(x)) + smooth / S_c)``, (n, sum S_c).
+
+        ``smooth`` spreads that share of each class's mass uniformly over its subclasses
+        (label smoothing within the class); ``beta`` is accepted so every subclasser takes
+        the same call, and ignored (the assignment is hard). ``chunk_size`` bounds the rows
+        clustering methods assign at once (keyed methods only look values up).
+        """
+        tau = _check_positive("tau", tau)
+        H = self._check_input(H)
+        Z = _check_logits(Z, H.shape[0], self.n_classes_)
+        codes = self._codes(H, chunk_size, **kw)
+        return _hard_targets(codes, self.sizes_, Z, tau, self._check_smooth())
+
+
+class ClusterSubclasses(_HardSubclasser):
+    """Clustering baselines (the paper's Table 1): cluster each class's embeddings.
+
+    Why: the paper compares LELP against hard pseudo-subclasses from clustering.
+
+    Parameters
+    ----------
+    method : ``"kmeans"`` (KMeans, n_init=4), ``"agglomerative"`` (Ward on at most
+        ``max_samples`` sampled rows, centroids of its clusters) or ``"umap-kmeans"``
+        (UMAP to 5-D fitted on at most ``max_samples`` rows, then KMeans).
+    n_subclasses : int or list per class.
+    smooth : label smoothing over a class's subclasses, in [0, 1).
+    max_samples : cap on the rows that agglomerative / UMAP are fitted on.
+    random_state : seed for sampling, KMeans and UMAP.
+
+    Attributes
+    ----------
+    centers_ : list of (S_c, d) centroids (in UMAP space for umap-kmeans).
+    reducers_ : list of fitted UMAP models (umap-kmeans only, else None).
+
+    Every example (training rows included) is assigned to the nearest centroid, so training
+    and new rows are treated alike.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> H, y = rng.normal(size=(40, 3)), np.repeat([0, 1], 20)
+    >>> int(ClusterSubclasses(n_subclasses=2).fit(H, y).assign(H, y).max())
+    3
+    """
+
+    _METHODS = ("kmeans", "agglomerative", "umap-kmeans")
+
+    def __init__(
+        self,
+        method: str = "kmeans",
+        n_subclasses: int | list[int] = 4,
+        smooth: float = 0.0,
+        max_samples: int = 3000,
+        random_state: int | np.random.RandomState | None = 0,
+    ) -> None:
+        self.method = method
+        self.n_subclasses = n_subclasses
+        self.smooth = smooth
+        self.max_samples = max_samples
+        self.random_state = random_state
+
+    def fit(self, H: Any, y: Any, W: Any = None) -> ClusterSubclasses:
+        """Cluster each class of ``H`` (n, d); ``W`` is accepted for API symmetry and unused."""
+        from sklearn.cluster import AgglomerativeClustering, KMeans
+
+        if self.method not in self._METHODS:
+            raise ValueError(f"method must be one of {list(self._METHODS)}; got {self.method!r}")
+        self._check_smooth()
+        if int(self.max_samples) < 2:
+            raise ValueError(f"max_samples must be >= 2; got {self.max_samples!r}")
+        H = _check_embeddings(H)
+        n, d = H.shape
+        y = _check_labels(y, n)
+        counts = _class_counts(y)
+        sizes = _resolve_sizes(self.n_subclasses, len(counts))
+        for c, s in enumerate(sizes):
+            if s > counts[c]:
+                raise ValueError(
+                    f"class {c} has {counts[c]} examples, fewer than the requested S={s} "
+                    "clusters: lower n_subclasses"
+                )
+        rng = check_random_state(self.random_state)
+        centers, reducers = [], []
+        for c, s in enumerate(sizes):
+            rows = np.flatnonzero(y == c)
+            seed = int(rng.randint(2**31 - 1))
+            X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
+            reducer = None
+            if self.method == "kmeans":
+                km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(X)
+                C = km.cluster_centers_.astype(np.float64)
+            else:
+                sub = X
+                if len(X) > self.max_samples:
+                    pick = np.sort(
+                        np.random.RandomState(seed).choice(len(X), self.max_samples, False)
+                    )
+                    sub = X[pick]
+                if self.method == "agglomerative":
+                    lab = AgglomerativeClustering(n_clusters=s, linkage="ward").fit_predict(sub)
+                    C = np.stack([sub[lab == k].mean(0) for k in range(s)]).astype(np.float64)
+                else:
+                    reducer = self._umap(sub, seed)
+                    E = reducer.embedding_
+                    km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(E)
+                    C = km.cluster_centers_.astype(np.float64)
+            centers.append(C)
+            reducers.append(reducer)
+        self._set_layout(sizes, d)
+        self.centers_ = centers
+        self.reducers_ = reducers
+        return self
+
+    @staticmethod
+    def _umap(X: np.ndarray, seed: int) -> Any:
+        try:
+            import umap  # lazy: numba compilation is slow and only this method needs it
+        except ImportError as err:  # pragma: no cover
+            raise ImportError(
+                "method 'umap-kmeans' needs umap-learn: pip install umap-learn"
+            ) from err
+        n_comp = min(5, max(1, len(X) - 2))
+        return umap.UMAP(
+            n_components=n_comp,
+            n_neighbors=max(2, min(15, len(X) - 1)),
+            init="spectral" if len(X) > n_comp + 2 else "random",
+            random_state=seed,
+            n_jobs=1,  # a seed forces one thread anyway; saying so avoids umap's warning
+        ).fit(X)
+
+    def _codes(self, H: np.ndarray, chunk_size: int | None = None) -> list[np.ndarray]:
+        out = [np.empty(H.shape[0], dtype=np.int64) for _ in self.sizes_]
+        step = 65_536 if chunk_size is None else _check_chunk_size(chunk_size, H.shape[0])
+        for sl, block in _blocks(H, None, step):
+            for c, C in enumerate(self.centers_):
+                X = block if self.reducers_[c] is None else self.reducers_[c].transform(block)
+                out[c][sl] = _nearest(np.asarray(X), C)
+        return out
+
+
+class _KeyedSubclasser(_HardSubclasser):
+    """Subclasses named by a key per row (a latent value, a manual group id).
+
+    Class c's subclasses are the distinct keys seen in class c (sorted). A row whose key is
+    not among class c's falls to the nearest subclass centroid of class c in H.
+    """
+
+    def _fit_keys(self, H: Any, y: Any, keys: Any, name: str) -> None:
+        H = _check_embeddings(H)
+        n, d = H.shape
+        y = _check_labels(y, n)
+        counts = _class_counts(y)
+        self._check_smooth()
+        k = self._as_keys(keys, n, name)
+        values, centers = [], []
+        for c in range(len(counts)):
+            rows = np.flatnonzero(y == c)
+            kc = self._order(np.unique(k[rows]))
+            X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
+            centers.append(np.stack([X[k[rows] == v].mean(0) for v in kc]).astype(np.float64))
+            values.append(kc)
+        self._set_layout([len(v) for v in values], d)
+        self.values_ = values
+        self.centers_ = centers
+        self._fit_keys_arr = k
+
+    @staticmethod
+    def _order(uniq: np.ndarray) -> np.ndarray:
+        return uniq
+
+    def _as_keys(self, keys: Any, n: int, name: str) -> np.ndarray:
+        k = np.asarray(keys)
+        if k.ndim != 1 or len(k) != n:
+            raise ValueError(f"{name} must have one value per row of H ({n}); got shape {k.shape}")
+        return k.astype(str)
+
+    def _keys_for(self, H: np.ndarray, keys: Any, name: str) -> np.ndarray:
+        if keys is None:
+            if H.shape[0] != len(self._fit_keys_arr):
+                raise ValueError(
+                    f"{name}=None means 'the rows given to fit', which had "
+                    f"{len(self._fit_keys_arr)} rows, but H has {H.shape[0]}: pass {name}= for "
+                    "these rows"
+                )
+            return self._fit_keys_arr
+        return self._as_keys(keys, H.shape[0], name)
+
+    def _codes_from_keys(self, H: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
+        codes = []
+        for vals, C in zip(self.values_, self.centers_, strict=True):
+            sorted_idx = np.argsort(vals)
+            pos = np.searchsorted(vals[sorted_idx], k).clip(0, len(vals) - 1)
+            code = sorted_idx[pos]
+            miss = vals[code] != k
+            if miss.any():
+                code[miss] = _nearest(np.asarray(H[miss], dtype=np.float64), C)
+            codes.append(code.astype(np.int64))
+        return codes
+
+
+class LatentSubclasses(_KeyedSubclasser):
+    """Oracle subclasses from a known latent column (the paper's "oracle" row).
+
+    Why: the upper reference for what true subclasses give the student. The subclasses of
+    class c are the distinct latent values seen in class c (sorted as strings).
+
+    Parameters
+    ----------
+    values : (n,) latent values of the training rows; ``fit(..., latent=...)`` overrides it.
+    smooth : label smoothing over a class's subclasses, in [0, 1).
+
+    ``assign`` / ``targets`` take ``latent=`` for the rows of H; ``None`` means H holds the
+    rows given to ``fit`` in the same order. A value not seen in class c goes to the nearest
+    centroid of class c's subclasses.
+
+    Example
+    -------
+    >>> H, y = np.eye(4), np.array([0, 0, 1, 1])
+    >>> LatentSubclasses().fit(H, y, latent=["a", "b", "a", "a"]).sizes_
+    [2, 1]
+    """
+
+    def __init__(self, values: Any = None, smooth: float = 0.0) -> None:
+        self.values = values
+        self.smooth = smooth
+
+    def fit(self, H: Any, y: Any, W: Any = None, latent: Any = None) -> LatentSubclasses:
+        """Subclasses of each class = its distinct latent values; ``W`` is unused."""
+        keys = latent if latent is not None else self.values
+        if keys is None:
+            raise ValueError(
+                "LatentSubclasses needs the latent values of the training rows: pass "
+                "fit(H, y, latent=...) or LatentSubclasses(values=...)"
+            )
+        self._fit_keys(H, y, keys, "latent")
+        return self
+
+    def _codes(
+        self, H: np.ndarray, chunk_size: int | None = None, latent: Any = None
+    ) -> list[np.ndarray]:
+        return self._codes_from_keys(H, self._keys_for(H, latent, "latent"))
+
+    @property
+    def subclass_names_(self) -> list[str]:
+        check_is_fitted(self, "sizes_")
+        return [f"{c}/{v}" for c, vals in enumerate(self.values_) for v in vals]
+
+
+class ManualSubclasses(_KeyedSubclasser):
+    """Subclasses drawn by a user: one integer group id per training row.
+
+    Why: the app lets a user lasso groups on a map and train with them. Class c's subclasses
+    are the groups seen in class c, plus a "rest" subclass (last) when some of its rows are
+    unassigned (-1).
+
+    Parameters
+    ----------
+    assignment : (n,) int group ids of the training rows, -1 = unassigned.
+    smooth : label smoothing over a class's subclasses, in [0, 1).
+
+    ``assign`` / ``targets`` take ``assignment=`` for other rows (None = the fit rows).
+
+    Example
+    -------
+    >>> H, y = np.eye(4), np.array([0, 0, 1, 1])
+    >>> ManualSubclasses(np.array([3, -1, 3, 3])).fit(H, y).sizes_
+    [2, 1]
+    """
+
+    def __init__(self, assignment: Any = None, smooth: float = 0.0) -> None:
+        self.assignment = assignment
+        self.smooth = smooth
+
+    def fit(self, H: Any, y: Any, W: Any = None) -> ManualSubclasses:
+        """Subclasses of each class = its group ids (+ "rest"); ``W`` is unused."""
+        if self.assignment is None:
+            raise ValueError("ManualSubclasses needs assignment= (one group id per row, -1 = none)")
+        self._fit_keys(H, y, self.assignment, "assignment")
+        return self
+
+    def _as_keys(self, keys: Any, n: int, name: str) -> np.ndarray:
+        k = np.asarray(keys)
+        if k.ndim != 1 or len(k) != n:
+            raise ValueError(f"{name} must have one value per row of H ({n}); got shape {k.shape}")
+        if k.dtype.kind not in "iu" or (k.size and k.min() < -1):
+            raise ValueError(
+                f"{name} must hold integer group ids >= 0, or -1 for unassigned; "
+                f"got dtype {k.dtype}" + (f", min {k.min()}" if k.dtype.kind in "iuf" else "")
+            )
+        return k.astype(np.int64)
+
+    @staticmethod
+    def _order(uniq: np.ndarray) -> np.ndarray:
+        return np.concatenate([uniq[uniq >= 0], uniq[uniq < 0]])  # "rest" (-1) last
+
+    def _codes(
+        self, H: np.ndarray, chunk_size: int | None = None, assignment: Any = None
+    ) -> list[np.ndarray]:
+        return self._codes_from_keys(H, self._keys_for(H, assignment, "assignment"))
+
+    @property
+    def subclass_names_(self) -> list[str]:
+        check_is_fitted(self, "sizes_")
+        return [
+            f"{c}/{'rest' if v < 0 else v}" for c, vals in enumerate(self.values_) for v in vals
+        ]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_subclasser(spec: SubclassSpec, latent: Any = None, manual: Any = None) -> _SubclasserBase:
+    """The estimator a ``SubclassSpec`` describes (unfitted).
+
+    ``latent``: training-row values of ``spec.latent_col`` (method "oracle");
+    ``manual``: training-row group ids (method "manual").
+    """
+    m = spec.method
+    if m in ("lelp", "pca", "random"):
+        return LELPSubclasses(
+            n_subclasses=spec.n_subclasses,
+            directions=spec.directions if m != "random" else None,
+            beta=spec.beta,
+            null_space=spec.null_space,
+            rotate=spec.rotate if m != "pca" else False,
+            standardize=spec.standardize,
+            projection="random" if m == "random" else "pca",
+            random_state=spec.seed,
+        )
+    if m in ClusterSubclasses._METHODS:
+        return ClusterSubclasses(method=m, n_subclasses=spec.n_subclasses, random_state=spec.seed)
+    if m == "oracle":
+        if latent is None:
+            raise ValueError(
+                f"method 'oracle' needs the values of the latent column {spec.latent_col!r} for "
+                "the training rows; set subclasses.latent_col to a column the dataset has"
+            )
+        return LatentSubclasses(values=latent)
+    if m == "manual":
+        if manual is None:
+            raise ValueError(
+                "method 'manual' needs a group id per training row (manual=...); draw groups "
+                "in the app or choose another method"
+            )
+        return ManualSubclasses(assignment=np.asarray(manual))
+    raise ValueError(f"unknown subclass method {m!r}")
+
+
+def class_ids(y: Any, Z: Any, class_source: str = "label") -> np.ndarray:
+    """Classes that define the class-conditional sets: ``"label"`` (ground truth ``y``) or
+    ``"teacher"`` (argmax of the teacher logits ``Z``, for unlabeled transfer data)."""
+    if class_source == "label":
+        if y is None:
+            raise ValueError("class_source='label' needs y; pass labels or use 'teacher'")
+        return _check_labels(y, len(np.asarray(y)))
+    if class_source == "teacher":
+        Z = check_array(Z, dtype=[np.float64, np.float32], input_name="Z")
+        return np.argmax(Z, axis=1).astype(np.int64)
+    raise ValueError(f"class_source must be 'label' or 'teacher'; got {class_source!r}")
+
+
+def recovery_scores(assign: Any, y: Any, latent: Any) -> dict[str, Any]:
+    """How well pseudo-subclasses recover a known latent column, within each class.
+
+    Returns ``{"ari", "nmi"}`` (class-size-weighted means over classes) and ``"per_class"``:
+    ``{str(c): {"ari", "nmi", "n"}}``. Plain floats and ints, ready for JSON.
+    """
+    a = np.asarray(assign).ravel()
+    y = _check_labels(y, len(a))
+    v = np.asarray(latent).ravel()
+    if len(v) != len(a):
+        raise ValueError(f"latent has {len(v)} entries but assign has {len(a)}")
+    v = v.astype(str)
+    per: dict[str, dict[str, float | int]] = {}
+    for c in np.unique(y):
+        rows = y == c
+        per[str(int(c))] = {
+            "ari": float(adjusted_rand_score(v[rows], a[rows])),
+            "nmi": float(normalized_mutual_info_score(v[rows], a[rows])),
+            "n": int(rows.sum()),
+        }
+    ns = np.array([p["n"] for p in per.values()], dtype=float)
+    mean = lambda key: float(np.dot([p[key] for p in per.values()], ns) / ns.sum())  # noqa: E731
+    return {"ari": mean("ari"), "nmi": mean("nmi"), "per_class": per}
+
+
+def target_entropy(targets: Any) -> np.ndarray:
+    """Entropy (nats) of each target row, (n,); 0 log 0 = 0. High = spread-out targets."""
+    T = check_array(targets, dtype=[np.float64, np.float32], input_name="targets")
+    return entr(T.astype(np.float64)).sum(axis=1)

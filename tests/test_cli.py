@@ -1,0 +1,107 @@
+"""The `lelp` command: thin over core, prints artifacts, exits 2 with one line on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.cli import app
+
+runner = CliRunner()
+DIGITS = ["--set", "dataset.source=digits-bin", "--set", "teacher.kind=digits-mlp"]
+
+
+def test_distill_prints_student_and_teacher_scores(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["distill", "examples/digits-kd.yaml", "-w", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "teacher  accuracy" in res.output
+    assert "agreement" in res.output and "student saved in" in res.output
+
+
+def test_embed_then_cache_hit(tmp_path: Path) -> None:
+    args = ["embed", *DIGITS, "-w", str(tmp_path)]
+    first = runner.invoke(app, args)
+    second = runner.invoke(app, args)
+    assert first.exit_code == 0 and "(computed)" in first.output
+    assert second.exit_code == 0 and "(cache hit)" in second.output
+    assert "teacher accuracy" in second.output
+
+
+def test_subclasses_reports_and_saves_spec(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "subclasses",
+            *DIGITS,
+            "--set",
+            "subclasses.n_subclasses=3",
+            "-w",
+            str(tmp_path),
+            "--save-spec",
+            "three",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "sizes per class [3, 3]" in res.output
+    assert "recovery of 'digit'" in res.output
+    assert "saved spec 'three'" in res.output
+    again = runner.invoke(
+        app,
+        [
+            "distill",
+            "--spec",
+            "three",
+            "--set",
+            "student.kind=mlp",
+            "--set",
+            "train.epochs=2",
+            "-w",
+            str(tmp_path),
+        ],
+    )
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["distill", "--set", "train.temperature=4"], "unknown key 'train.temperature'"),
+        (["distill", "nope.yaml"], "no such config file"),
+        (["embed", "--set", "dataset.source=/no/such/file.csv"], "file.csv"),
+        (["distill", "--spec", "missing"], "no saved spec named 'missing'"),
+        (["subclasses", "--spec-name-typo"], "No such option"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    res = runner.invoke(app, [*args, "-w", str(tmp_path)])
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_show_config_is_valid_yaml_round_trip(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["show-config", "examples/text-demo-lelp.yaml", "--set", "train.tau=4"]
+    )
+    assert res.exit_code == 0
+    p = tmp_path / "c.yaml"
+    p.write_text(res.output)
+    from core.config import load_config
+
+    assert load_config(p).train.tau == 4.0
+
+
+@pytest.mark.slow
+def test_documented_text_demo_config_under_five_minutes(shared_workspace) -> None:  # type: ignore[no-untyped-def]
+    """Issue acceptance: the README's example config completes on CPU and prints scores."""
+    import time
+
+    t0 = time.perf_counter()
+    res = runner.invoke(
+        app, ["distill", "examples/text-demo-lelp.yaml", "-w", str(shared_workspace.root)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "teacher  accuracy" in res.output and "agreement" in res.output
+    assert time.perf_counter() - t0 < 300

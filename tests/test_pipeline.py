@@ -1,0 +1,110 @@
+"""The pipeline end to end: dataset -> teacher outputs (cached) -> subclasses -> student."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core import pipeline
+from core.config import ConfigError, load_config
+from core.store import Workspace
+
+DIGITS = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=mlp"]
+
+
+def _cfg(*extra: str) -> Any:
+    return load_config(None, [*DIGITS, "train.epochs=6", *extra])
+
+
+@pytest.mark.parametrize(
+    "objective, extra",
+    [
+        ("hard", []),
+        ("kd", ["train.tau=4"]),
+        ("lelp", ["subclasses.n_subclasses=3"]),
+        ("lelp", ["subclasses.method=kmeans", "subclasses.n_subclasses=2"]),
+        ("lelp", ["subclasses.method=oracle", "subclasses.n_subclasses=5"]),
+    ],
+)
+def test_run_distill_on_digits(objective: str, extra: list[str], workspace: Workspace) -> None:
+    rec = pipeline.run_distill(_cfg(f"train.objective={objective}", *extra), workspace)
+    s, t = rec["metrics"]["student"], rec["metrics"]["teacher"]
+    assert t["accuracy"] > 90
+    assert s["accuracy"] > 80 and s["agreement"] > 80
+    assert 0 <= s["ece"] <= 1 and s["kl"] >= 0
+    assert (workspace.run_dir(rec["run_id"]) / "student" / "student.safetensors").is_file()
+    assert workspace.load_run(rec["run_id"])["metrics"]["student"] == s
+    logits = workspace.get_array(rec["artifacts"]["eval_logits"])
+    assert logits.shape == (360, 2)  # class logits, whatever the subclass layout
+
+
+def test_lelp_records_recovery_of_the_latent_digit(workspace: Workspace) -> None:
+    rec = pipeline.run_distill(_cfg("train.objective=lelp", "subclasses.n_subclasses=5"), workspace)
+    rec_digit = rec["metrics"]["recovery"]["digit"]
+    assert 0.0 < rec_digit["ari"] <= 1.0  # pseudo-subclasses carry digit information
+
+
+def test_teacher_outputs_second_request_is_a_cache_hit(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg()
+    ds = pipeline.get_dataset(cfg.dataset)
+    out1, key1, hit1 = pipeline.get_teacher_outputs(workspace, ds, cfg.teacher)
+    assert not hit1
+
+    import core.teachers
+
+    def boom(*a: Any, **k: Any) -> None:
+        raise AssertionError("teacher recomputed despite the cache")
+
+    monkeypatch.setattr(core.teachers, "compute_teacher_outputs", boom)
+    out2, key2, hit2 = pipeline.get_teacher_outputs(Workspace(workspace.root), ds, cfg.teacher)
+    assert hit2 and key1 == key2
+    np.testing.assert_array_equal(out1.Z["test"], out2.Z["test"])
+    np.testing.assert_array_equal(out1.H["train"], out2.H["train"])
+    # A different teacher setting is a different key.
+    other = load_config(None, [*DIGITS, "teacher.hidden=64"]).teacher
+    monkeypatch.undo()
+    _, key3, hit3 = pipeline.get_teacher_outputs(workspace, ds, other)
+    assert key3 != key1 and not hit3
+
+
+def test_teacher_argmax_as_class_source(workspace: Workspace) -> None:
+    cfg = _cfg("subclasses.class_source=teacher")
+    ds = pipeline.get_dataset(cfg.dataset)
+    out, _, _ = pipeline.get_teacher_outputs(workspace, ds, cfg.teacher)
+    y = pipeline.class_labels(cfg.subclasses, out, ds, "train")
+    np.testing.assert_array_equal(y, np.asarray(out.Z["train"]).argmax(1))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["student.kind=bag"], "student.kind 'bag' needs text"),
+        (
+            ["subclasses.method=oracle", "dataset.source=digits-bin", "subclasses.latent_col=nope"],
+            "needs a latent column",
+        ),
+    ],
+)
+def test_mismatched_settings_are_clear_errors(
+    overrides: list[str], message: str, workspace: Workspace
+) -> None:
+    base = [o for o in DIGITS if not o.startswith("student") or "student.kind" not in overrides[0]]
+    cfg = load_config(None, [*base, *overrides])
+    with pytest.raises(ConfigError, match=message):
+        pipeline.run_distill(cfg, workspace)
+    assert workspace.list_runs() == []  # nothing half-recorded
+
+
+def test_text_demo_lelp_beats_nothing_and_records(shared_workspace: Workspace) -> None:
+    """The documented text-demo config, shortened to 2 epochs, on the real MiniLM teacher."""
+    cfg = load_config(
+        "examples/text-demo-lelp.yaml", ["train.epochs=2", "subclasses.n_subclasses=2"]
+    )
+    rec = pipeline.run_distill(cfg, shared_workspace)
+    assert rec["metrics"]["teacher"]["accuracy"] > 90
+    assert rec["metrics"]["student"]["accuracy"] > 60
+    assert set(rec["metrics"]["recovery"]) == {"topic", "aspect"}
