@@ -38,7 +38,9 @@ SetOpt = Annotated[
 ]
 WorkspaceOpt = Annotated[
     Path | None,
-    typer.Option("--workspace", "-w", help="Workspace folder (default $LELP_WORKSPACE or ./workspace)"),
+    typer.Option(
+        "--workspace", "-w", help="Workspace folder (default $LELP_WORKSPACE or ./workspace)"
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def get_teacher_outputs(
     return stored, key, False
 
 
-def class_labels(spec: SubclassSpec, out: TeacherOutputs, dataset: Dataset, split: str) -> np.ndarray:
+def class_labels(
+    spec: SubclassSpec, out: TeacherOutputs, dataset: Dataset, split: str
+) -> np.ndarray:
     """The class that defines each class-conditional set: ground truth or teacher argmax."""
     if spec.class_source == "teacher":
         return np.asarray(out.Z[split]).argmax(1)
@@ -99,53 +102,61 @@ def _eval_split(dataset: Dataset) -> str:
     return "test" if "test" in dataset.splits else "dev"
 
 
-def run_distill(
-    cfg: RunConfig,
-    ws: Workspace,
-    on_step: OnStep | None = None,
-    *,
-    run_id: str | None = None,
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    progress: ProgressFn | None = None,
-) -> dict[str, Any]:
-    """Distil one student as ``cfg`` says and record the run in the workspace.
+@dataclass
+class Prepared:
+    """What every student run on one (dataset, teacher, student inputs) shares, made once.
 
-    Returns the run record: ``run_id``, ``name``, ``config``, ``metrics`` (student and teacher
-    scores on the evaluation split, training history, wall time) and ``artifacts`` (student
-    folder, stored logits).
+    Why: a sweep or a benchmark trains many students on the same data; loading, running the
+    teacher and tokenising are then paid once instead of per run. ``train_student`` checks
+    that a run's config names the same dataset, teacher and input length.
     """
+
+    cfg: RunConfig
+    dataset: Dataset
+    out: TeacherOutputs
+    teacher_key: str
+    cache_hit: bool
+    eval_split: str
+    train_inputs: dict[str, Any]
+    eval_inputs: dict[str, Any]
+    in_dim: int | None = None
+    vocab_size: int | None = None
+    teacher_model: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StudentRun:
+    """One trained student: the model, its training result and its eval-split scores."""
+
+    student: Any
+    result: Any
+    eval_class_logits: np.ndarray
+    scores: dict[str, Any]
+    sizes: list[int] | None
+    recovery: dict[str, Any]
+    wall_s: float
+
+
+def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -> Prepared:
+    """Load the dataset, get the teacher outputs (cached) and encode the student inputs."""
     import torch
 
-    from core.students import build_student, encode_inputs, save_student
+    from core.students import encode_inputs
     from core.teachers import load_teacher_encoder, load_tokenizer
-    from core.train import TrainConfig, TrainData, predict, train
 
-    t0 = time.perf_counter()
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
     dataset = get_dataset(cfg.dataset)
+    timings["dataset_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     out, teacher_key, cache_hit = get_teacher_outputs(ws, dataset, cfg.teacher, progress)
+    timings["teacher_s"] = time.perf_counter() - t
     ev = _eval_split(dataset)
     train_split, eval_split = dataset.splits["train"], dataset.splits[ev]
 
-    targets = sizes = None
-    recovery: dict[str, Any] = {}
-    if cfg.train.objective == "lelp":
-        sub = fit_subclasses(cfg.subclasses, out, dataset)
-        H_train = np.asarray(out.H["train"], dtype=np.float32)
-        targets = sub.targets(H_train, np.asarray(out.Z["train"]), tau=cfg.train.tau)
-        sizes = list(sub.sizes_)
-        if dataset.latent_columns:
-            from core.subclasses import recovery_scores
-
-            y_cls = class_labels(cfg.subclasses, out, dataset, "train")
-            assign = sub.assign(H_train, y_cls)
-            recovery = {
-                col: recovery_scores(assign, y_cls, train_split.latent[col])
-                for col in dataset.latent_columns
-            }
-
     # Student inputs: the teacher's tokenizer for text, raw features otherwise.
+    t = time.perf_counter()
     tokenizer = vocab_size = in_dim = teacher_model = None
     if dataset.is_text:
         if cfg.student.kind == "mlp":
@@ -169,20 +180,119 @@ def run_distill(
                 "features; use student.kind: mlp"
             )
         in_dim = int(np.asarray(train_split.features).shape[1])
+    enc = {"tokenizer": tokenizer, "max_length": cfg.student.max_length}
+    with torch.no_grad():
+        train_inputs = encode_inputs(train_split, **enc)
+        eval_inputs = encode_inputs(eval_split, **enc)
+    timings["encode_s"] = time.perf_counter() - t
+    return Prepared(
+        cfg=cfg,
+        dataset=dataset,
+        out=out,
+        teacher_key=teacher_key,
+        cache_hit=cache_hit,
+        eval_split=ev,
+        train_inputs=train_inputs,
+        eval_inputs=eval_inputs,
+        in_dim=in_dim,
+        vocab_size=vocab_size,
+        teacher_model=teacher_model,
+        timings=timings,
+    )
+
+
+def _check_same_inputs(prep: Prepared, cfg: RunConfig) -> None:
+    """A run may only reuse ``prep`` when its data, teacher and student inputs are the same."""
+    a, b = prep.cfg, cfg
+    if a.dataset != b.dataset or a.teacher != b.teacher:
+        raise ValueError(
+            "train_student: cfg names another dataset or teacher than the prepared one; "
+            "call prepare(cfg, ws) for it"
+        )
+    if (a.student.kind, a.student.max_length, a.student.init) != (
+        b.student.kind,
+        b.student.max_length,
+        b.student.init,
+    ):
+        raise ValueError(
+            "train_student: student kind, max_length or init differ from the prepared inputs; "
+            "call prepare(cfg, ws) for this student"
+        )
+
+
+def subclass_targets(
+    prep: Prepared, spec: SubclassSpec, tau: float, sub: Any = None
+) -> tuple[np.ndarray, list[int], dict[str, Any], Any]:
+    """Training targets (n, sum S_c) for ``spec`` at teacher temperature ``tau``.
+
+    Returns ``(targets, sizes, recovery, fitted subclasser)``; pass the subclasser back as
+    ``sub`` to reuse the fit for another tau or beta (the fit depends on neither).
+    ``recovery`` holds ARI/NMI of the pseudo-subclasses against each latent column.
+    """
+    out, dataset = prep.out, prep.dataset
+    if sub is None:
+        sub = fit_subclasses(spec, out, dataset)
+    H_train = np.asarray(out.H["train"], dtype=np.float32)
+    kw = {"beta": spec.beta} if spec.method in ("lelp", "pca", "random") else {}
+    targets = sub.targets(H_train, np.asarray(out.Z["train"]), tau=tau, **kw)
+    recovery: dict[str, Any] = {}
+    if dataset.latent_columns:
+        from core.subclasses import recovery_scores
+
+        train_split = dataset.splits["train"]
+        y_cls = class_labels(spec, out, dataset, "train")
+        assign = sub.assign(H_train, y_cls)
+        recovery = {
+            col: recovery_scores(assign, y_cls, train_split.latent[col])
+            for col in dataset.latent_columns
+        }
+    return targets, list(sub.sizes_), recovery, sub
+
+
+def train_student(
+    prep: Prepared,
+    cfg: RunConfig,
+    on_step: OnStep | None = None,
+    *,
+    sub: Any = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> StudentRun:
+    """Train and score one student on prepared inputs (nothing is written to the workspace).
+
+    ``sub``: an already fitted subclasser for ``cfg.subclasses`` (see ``subclass_targets``).
+    """
+    import torch
+
+    from core.students import build_student
+    from core.train import TrainConfig, TrainData, class_logits, predict, train
+
+    t0 = time.perf_counter()
+    _check_same_inputs(prep, cfg)
+    out, dataset, ev = prep.out, prep.dataset, prep.eval_split
+    train_split, eval_split = dataset.splits["train"], dataset.splits[ev]
+
+    targets = sizes = None
+    recovery: dict[str, Any] = {}
+    if cfg.train.objective == "lelp":
+        targets, sizes, recovery, _ = subclass_targets(prep, cfg.subclasses, cfg.train.tau, sub)
 
     n_out = sum(sizes) if sizes else dataset.n_classes
     torch.manual_seed(cfg.train.seed)
     student = build_student(
-        cfg.student, n_out, in_dim=in_dim, vocab_size=vocab_size, teacher_model=teacher_model
+        cfg.student,
+        n_out,
+        in_dim=prep.in_dim,
+        vocab_size=prep.vocab_size,
+        teacher_model=prep.teacher_model,
     )
-    enc = {"tokenizer": tokenizer, "max_length": cfg.student.max_length}
     data = TrainData(
-        train_inputs=encode_inputs(train_split, **enc),
+        train_inputs=prep.train_inputs,
         y=torch.as_tensor(train_split.y, dtype=torch.long),
         teacher_logits=torch.as_tensor(np.asarray(out.Z["train"]), dtype=torch.float32),
         targets=None if targets is None else torch.as_tensor(targets, dtype=torch.float32),
         sizes=sizes,
-        eval_inputs=encode_inputs(eval_split, **enc),
+        eval_inputs=prep.eval_inputs,
         eval_y=torch.as_tensor(eval_split.y, dtype=torch.long),
         eval_teacher_logits=torch.as_tensor(np.asarray(out.Z[ev]), dtype=torch.float32),
     )
@@ -201,13 +311,47 @@ def run_distill(
     )
     result = train(student, data, tcfg, on_step=on_step)
 
-    from core.train import class_logits
-
     raw_eval = predict(student, data.eval_inputs, batch_size=512)
     student_eval = class_logits(raw_eval, cfg.train.objective, sizes, cfg.train.tau)
     student_eval = np.asarray(student_eval.detach().cpu().float())
     latent_eval = eval_split.latent or None
-    student_scores = M.summarize(student_eval, np.asarray(out.Z[ev]), eval_split.y, latent_eval)
+    scores = M.summarize(student_eval, np.asarray(out.Z[ev]), eval_split.y, latent_eval)
+    return StudentRun(
+        student=student,
+        result=result,
+        eval_class_logits=student_eval,
+        scores=scores,
+        sizes=sizes,
+        recovery=recovery,
+        wall_s=time.perf_counter() - t0,
+    )
+
+
+def run_distill(
+    cfg: RunConfig,
+    ws: Workspace,
+    on_step: OnStep | None = None,
+    *,
+    run_id: str | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Distil one student as ``cfg`` says and record the run in the workspace.
+
+    Returns the run record: ``run_id``, ``name``, ``config``, ``metrics`` (student and teacher
+    scores on the evaluation split, training history, wall time) and ``artifacts`` (student
+    folder, stored logits).
+    """
+    from core.students import save_student
+
+    t0 = time.perf_counter()
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    prep = prepare(cfg, ws, progress)
+    run = train_student(prep, cfg, on_step, checkpoint_dir=checkpoint_dir, resume=resume)
+    out, dataset, ev = prep.out, prep.dataset, prep.eval_split
+    eval_split = dataset.splits[ev]
+    student_eval, result, sizes = run.eval_class_logits, run.result, run.sizes
     teacher_scores = {
         "accuracy": M.accuracy(np.asarray(out.Z[ev]), eval_split.y),
         "ece": M.ece(M.softmax(np.asarray(out.Z[ev])), eval_split.y),
@@ -216,14 +360,14 @@ def run_distill(
     rdir = ws.run_dir(run_id)
     save_student(
         rdir / "student",
-        student,
-        {"config": cfg.model_dump(mode="json"), "sizes": sizes, "teacher_key": teacher_key},
+        run.student,
+        {"config": cfg.model_dump(mode="json"), "sizes": sizes, "teacher_key": prep.teacher_key},
     )
     artifacts = {
         "student_dir": str(rdir / "student"),
         "eval_logits": ws.put_array(student_eval.astype(np.float32)),
         "eval_split": ev,
-        "teacher_key": teacher_key,
+        "teacher_key": prep.teacher_key,
         "dataset_fp": dataset.fingerprint(),
     }
     record = {
@@ -231,13 +375,13 @@ def run_distill(
         "name": cfg.name or run_id,
         "config": cfg.model_dump(mode="json"),
         "metrics": {
-            "student": student_scores,
+            "student": run.scores,
             "teacher": teacher_scores,
             "history": result.history,
-            "recovery": recovery,
+            "recovery": run.recovery,
             "cancelled": bool(getattr(result, "cancelled", False)),
             "resumed_from_epoch": getattr(result, "resumed_from_epoch", None),
-            "teacher_cache_hit": cache_hit,
+            "teacher_cache_hit": prep.cache_hit,
             "device": str(getattr(result, "device", "")),
             "wall_s": time.perf_counter() - t0,
             "train_s": float(getattr(result, "wall_s", 0.0)),

@@ -71,7 +71,18 @@ def test_runs_and_groups_and_projections(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["../escape", "/etc/passwd", "a/b", "..", ".hidden", "", "x" * 101, "caf\u0065\u0301", "a\x00b"]
+    "bad",
+    [
+        "../escape",
+        "/etc/passwd",
+        "a/b",
+        "..",
+        ".hidden",
+        "",
+        "x" * 101,
+        "caf\u0065\u0301",
+        "a\x00b",
+    ],
 )
 def test_unsafe_names_rejected(bad: str, tmp_path: Path) -> None:
     with pytest.raises(WorkspaceError, match="not allowed"):
