@@ -44,7 +44,8 @@ def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         quota[int(np.argmax(share))] += 1
     while quota.sum() > n:
         share = counts / m * n - quota
-        share[quota <= 1] = np.inf
+        floor = 1 if (quota > 1).any() else 0  # keep one per class while n allows it
+        share[quota <= floor] = np.inf
         quota[int(np.argmin(share))] -= 1
     picked = [
         rng.choice(np.flatnonzero(y == c), size=int(q), replace=False)

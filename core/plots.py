@@ -378,13 +378,15 @@ def learning_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]],
     *,
     x: str = "step",
-    metrics: Sequence[str] = ("loss", "val_acc"),
+    metrics: Sequence[str] = ("loss", "eval_accuracy", "eval_agreement"),
 ) -> go.Figure:
     """Loss and accuracy over training, one line per run and metric present in its history.
 
-    Accuracy-like metrics (names containing 'acc') go on a second y axis in [0, 1].
+    Accuracy-like metrics (names containing 'acc' or 'agree') go on a second y axis, in [0, 1]
+    when every value is a fraction (percentages are drawn as they are).
     """
     fig = go.Figure()
+    acc_max = 0.0
     for name, hist in histories.items():
         for metric in metrics:
             pts = [
@@ -395,7 +397,9 @@ def learning_curves(
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
-            is_acc = "acc" in metric
+            is_acc = "acc" in metric or "agree" in metric
+            if is_acc:
+                acc_max = max(acc_max, max(float(v) for v in ys))
             fig.add_trace(
                 go.Scatter(
                     x=list(xs),
@@ -409,7 +413,12 @@ def learning_curves(
     fig.update_layout(
         xaxis_title=x,
         yaxis={"title": {"text": "loss"}},
-        yaxis2={"title": {"text": "accuracy"}, "overlaying": "y", "side": "right", "range": [0, 1]},
+        yaxis2={
+            "title": {"text": "accuracy"},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 1] if acc_max <= 1.0 else [0, 100],
+        },
         height=320,
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
         legend={"orientation": "h", "y": -0.25},

@@ -1,0 +1,40 @@
+"""lelp-studio: the Streamlit entry point.
+
+Declares the pages, draws the shared sidebar (workspace, current dataset and teacher) so its
+values survive page switches, then runs the chosen page. Pages are thin scripts in pages/;
+all data, math and storage live in core/.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import app_state
+
+st.set_page_config(layout="wide", page_title="lelp-studio", page_icon=":material/scatter_plot:")
+app_state.init_session()
+
+PAGES = [
+    st.Page("pages/1_data.py", title="Data & teacher", icon=":material/database:", default=True),
+    st.Page("pages/2_map.py", title="Embedding map", icon=":material/scatter_plot:"),
+    st.Page("pages/3_subspaces.py", title="Subspaces", icon=":material/stacked_line_chart:"),
+    st.Page("pages/4_distill.py", title="Distill", icon=":material/model_training:"),
+    st.Page("pages/5_compare.py", title="Compare", icon=":material/compare_arrows:"),
+]
+pg = st.navigation(PAGES)
+
+with st.sidebar:
+    st.text_input(
+        "Workspace folder",
+        key="ws_root",
+        help="Folder holding the catalogue, cached embeddings, specs and runs. The CLI and "
+        "job workers use the same folder (env LELP_WORKSPACE).",
+    )
+    ds, t = app_state.dataset_spec(), app_state.teacher_spec()
+    teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
+    if t.path:
+        teacher_desc += f": {t.path}"
+    st.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")
+    st.caption("Change them on the *Data & teacher* page.")
+
+pg.run()

@@ -1,0 +1,315 @@
+"""Data & teacher: choose the dataset and the teacher; see the data and the teacher's accuracy.
+
+The chosen specs are committed to ``st.session_state["dataset_spec"/"teacher_spec"]`` (shared
+by every page); widgets here carry the ``data_`` prefix and are re-initialised from the
+committed specs when the page is opened again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import app_state, plots
+from core.config import DatasetSpec, TeacherSpec
+from core.data import DEMOS, read_table, shared_data_root
+
+app_state.init_session()
+ss = st.session_state
+ERRORS = app_state.user_errors()
+SOURCE_TYPES = ["Built-in demo", "File (upload or path)", "Shared data folder"]
+TEACHER_KINDS = {
+    "minilm": "Bundled MiniLM encoder + linear head",
+    "hf": "Local sequence-classification checkpoint",
+    "arrays": "Precomputed arrays (.npz / .parquet)",
+    "digits-mlp": "Small MLP on numeric features",
+}
+
+st.title("Data & teacher")
+st.caption(
+    "Pick the data and the teacher whose embedding space the other pages explore. Teacher "
+    "outputs are computed once and cached in the workspace: coming back is instant."
+)
+
+committed_ds = app_state.dataset_spec()
+committed_t = app_state.teacher_spec()
+src = committed_ds.source
+if src in DEMOS:
+    init_type = SOURCE_TYPES[0]
+elif src.startswith("shared:"):
+    init_type = SOURCE_TYPES[2]
+else:
+    init_type = SOURCE_TYPES[1]
+ss.setdefault("data_source_type", init_type)
+ss.setdefault("data_demo", src if src in DEMOS else DEMOS[0])
+ss.setdefault("data_path", "" if init_type != SOURCE_TYPES[1] else src)
+ss.setdefault("data_shared", src.split(":", 1)[1] if src.startswith("shared:") else "")
+ss.setdefault("data_max_train", committed_ds.max_train or 0)
+ss.setdefault("data_test_size", float(committed_ds.test_size))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _columns(path: str) -> list[str]:
+    return [str(c) for c in read_table(path).columns]
+
+
+def _save_upload(upload: object) -> str:
+    """Store an uploaded file in the workspace so jobs and the CLI can read it by path."""
+    data = upload.getvalue()  # type: ignore[attr-defined]
+    name = Path(upload.name).name  # type: ignore[attr-defined]
+    folder = app_state.workspace().root / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(name).suffix.lower()}"
+    if not target.exists():
+        target.write_bytes(data)
+    return str(target)
+
+
+# -- dataset choice -------------------------------------------------------------------------
+left, right = st.columns([1, 1])
+with left:
+    st.subheader("Dataset")
+    source_type = st.radio(
+        "Source",
+        SOURCE_TYPES,
+        key="data_source_type",
+        horizontal=True,
+        help="A built-in demo needs nothing; a file is split into train/test here; a shared "
+        "folder holds train.csv, test.csv and labels.json.",
+    )
+    new_ds: DatasetSpec | None = None
+    try:
+        if source_type == SOURCE_TYPES[0]:
+            demo = st.selectbox(
+                "Demo",
+                list(DEMOS),
+                key="data_demo",
+                help="text-demo: 1,800 synthetic reviews (sentiment; topic and aspect are "
+                "latent). digits-bin: sklearn digits as even/odd (the digit is latent).",
+            )
+            new_ds = DatasetSpec(source=demo)
+        elif source_type == SOURCE_TYPES[1]:
+            upload = st.file_uploader(
+                "Upload a file",
+                type=["csv", "tsv", "parquet", "jsonl"],
+                key="data_upload",
+                help="CSV, TSV, Parquet or JSONL with one example per row. Files above 200 MB: "
+                "give their path below instead.",
+            )
+            if upload is not None:
+                ss["data_path"] = _save_upload(upload)
+            path = st.text_input(
+                "…or a path on this machine",
+                key="data_path",
+                help="Path of a CSV/TSV/Parquet/JSONL file readable by the app.",
+            ).strip()
+            if not path:
+                st.info("Upload a file or type its path to map its columns.")
+            else:
+                cols = _columns(path)
+                for k, guess in (("data_text_col", "text"), ("data_label_col", "label")):
+                    if ss.get(k) not in cols:
+                        ss[k] = guess if guess in cols else cols[0]
+                ss.setdefault("data_latent_cols", [])
+                ss["data_latent_cols"] = [c for c in ss["data_latent_cols"] if c in cols]
+                c1, c2 = st.columns(2)
+                text_col = c1.selectbox(
+                    "Text column", cols, key="data_text_col", help="The input text."
+                )
+                label_col = c2.selectbox(
+                    "Label column", cols, key="data_label_col", help="The class (string or int)."
+                )
+                latent = st.multiselect(
+                    "Latent columns (optional)",
+                    [c for c in cols if c not in (text_col, label_col)],
+                    key="data_latent_cols",
+                    help="Known sub-groups (e.g. domain). Used to score how well pseudo-"
+                    "subclasses recover them (ARI/NMI) and for the oracle baseline.",
+                )
+                test_size = st.slider(
+                    "Test fraction",
+                    0.05,
+                    0.5,
+                    key="data_test_size",
+                    help="Share of rows held out (stratified, seeded) for evaluation.",
+                )
+                new_ds = DatasetSpec(
+                    source=path,
+                    text_col=text_col,
+                    label_col=label_col,
+                    latent_cols=latent,
+                    test_size=test_size,
+                )
+        else:
+            root = shared_data_root()
+            names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root else []
+            if not names:
+                st.info(
+                    "No shared data folder was found (set LELP_SHARED_DATA to a folder of "
+                    "datasets). Pick a demo or a file instead."
+                )
+            else:
+                if ss.get("data_shared") not in names:
+                    ss["data_shared"] = names[0]
+                name = st.selectbox(
+                    "Folder",
+                    names,
+                    key="data_shared",
+                    help=f"Datasets under {root}.",
+                )
+                new_ds = DatasetSpec(source=f"shared:{name}")
+        st.number_input(
+            "Max training rows (0 = all)",
+            min_value=0,
+            step=1000,
+            key="data_max_train",
+            help="A stratified, seeded subset of the training split: large sets embed slowly "
+            "on a CPU, so start small.",
+        )
+    except ERRORS as err:
+        st.error(str(err))
+        new_ds = None
+
+if new_ds is not None:
+    mt = int(ss["data_max_train"]) or None
+    new_ds = new_ds.model_copy(update={"max_train": mt})
+    if app_state.spec_json(new_ds) != app_state.spec_json(committed_ds):
+        ss["dataset_spec"] = new_ds.model_dump(mode="json")
+
+# -- load the dataset -----------------------------------------------------------------------
+try:
+    ds = app_state.dataset()
+except ERRORS as err:
+    st.error(f"{err}")
+    st.info("Fix the column mapping or pick another source; a demo always works.")
+    st.stop()
+
+# -- teacher choice -------------------------------------------------------------------------
+kinds = ["minilm", "hf", "arrays"] if ds.is_text else ["digits-mlp", "arrays"]
+if committed_t.kind not in kinds:
+    committed_t = app_state.default_teacher_for(app_state.dataset_spec(), ds.is_text)
+    if committed_t.kind not in kinds:
+        committed_t = TeacherSpec(kind=kinds[0])
+    ss["teacher_spec"] = committed_t.model_dump(mode="json")
+    ss["data_teacher_kind"] = committed_t.kind
+if ss.get("data_teacher_kind") not in kinds:
+    ss["data_teacher_kind"] = committed_t.kind
+ss.setdefault("data_teacher_mode", committed_t.mode)
+ss.setdefault("data_teacher_path", committed_t.path or "")
+
+with right:
+    st.subheader("Teacher")
+    kind = st.selectbox(
+        "Teacher",
+        kinds,
+        format_func=lambda k: TEACHER_KINDS[k],
+        key="data_teacher_kind",
+        help="The model whose last-layer embeddings H, logits Z and head W drive LELP.",
+    )
+    fields: dict[str, object] = {"kind": kind}
+    if kind == "minilm":
+        fields["mode"] = st.radio(
+            "Head training",
+            ["frozen", "finetune"],
+            key="data_teacher_mode",
+            horizontal=True,
+            help="frozen: fit a linear head on fixed MiniLM embeddings (about 30 s on a CPU "
+            "for the text demo). finetune: train the encoder end to end (slow without a GPU).",
+        )
+    elif kind in ("hf", "arrays"):
+        fields["path"] = (
+            st.text_input(
+                "Checkpoint folder" if kind == "hf" else "Arrays file",
+                key="data_teacher_path",
+                help="hf: a local folder with config.json, safetensors weights and tokenizer. "
+                "arrays: a .npz with H_<split>, Z_<split>, W, b (or .parquet with a sidecar).",
+            ).strip()
+            or None
+        )
+    new_t = TeacherSpec(**fields)  # type: ignore[arg-type]
+    if app_state.spec_json(new_t) != app_state.spec_json(committed_t):
+        ss["teacher_spec"] = new_t.model_dump(mode="json")
+
+# -- dataset summary ------------------------------------------------------------------------
+st.divider()
+st.subheader(f"Dataset summary: {ds.name}")
+cols = st.columns(4 + len(ds.splits))
+cols[0].metric("Classes", ds.n_classes, help="Number of classes C.")
+for i, (split, s) in enumerate(ds.splits.items()):
+    cols[1 + i].metric(f"{split} rows", f"{len(s):,}")
+cols[1 + len(ds.splits)].metric("Input", "text" if ds.is_text else "features")
+cols[2 + len(ds.splits)].metric("Latent columns", len(ds.latent_columns))
+cols[3 + len(ds.splits)].metric(
+    "Smallest class (train)", int(np.bincount(ds.splits["train"].y).min())
+)
+st.caption(
+    "Classes: "
+    + ", ".join(ds.label_names)
+    + (f" · latent columns: {', '.join(ds.latent_columns)}" if ds.latent_columns else "")
+)
+g1, g2 = st.columns(2)
+with g1:
+    st.markdown("**Class balance**")
+    st.plotly_chart(
+        plots.class_balance_bar({k: s.y for k, s in ds.splits.items()}, ds.label_names),
+        key="data_balance",
+    )
+with g2:
+    train = ds.splits["train"]
+    if train.texts is not None:
+        st.markdown("**Text length (train)**")
+        st.plotly_chart(plots.length_histogram(train.texts), key="data_lengths")
+    else:
+        st.markdown("**Features**")
+        st.write(f"{np.asarray(train.features).shape[1]} numeric features per example.")
+with st.expander("First rows of the training split"):
+    head = {"label": [ds.label_names[int(v)] for v in train.y[:20]]}
+    if train.texts is not None:
+        head["text"] = train.texts[:20]
+    for k, v in train.latent.items():
+        head[k] = [str(x) for x in v[:20]]
+    st.dataframe(pd.DataFrame(head), hide_index=True)
+
+# -- teacher outputs ------------------------------------------------------------------------
+st.divider()
+st.subheader("Teacher")
+try:
+    got = app_state.teacher(compute=False)
+    is_demo = app_state.dataset_spec().source in DEMOS
+    if got is None and (
+        is_demo
+        or st.button(
+            "Compute teacher outputs",
+            type="primary",
+            key="data_compute",
+            help="Runs the teacher over every split once and stores H, Z and W in the workspace.",
+        )
+    ):
+        cb, bar = app_state.st_progress("Computing teacher outputs")
+        got = app_state.teacher(compute=True, progress=cb)
+        bar.empty()
+except ERRORS as err:
+    st.error(str(err))
+    st.info("Pick another teacher, fix its path, or choose a demo.")
+    st.stop()
+
+if got is None:
+    st.info(
+        "Teacher outputs are not computed yet for this dataset and teacher: press "
+        "**Compute teacher outputs** (large sets: lower *Max training rows* first)."
+    )
+    st.stop()
+out, key = got
+acc_cols = st.columns(len(out.Z) + 2)
+for i, split in enumerate(out.Z):
+    z = np.asarray(out.Z[split])
+    acc = float((z.argmax(1) == ds.splits[split].y).mean())
+    acc_cols[i].metric(f"Teacher accuracy ({split})", f"{100 * acc:.1f}%")
+acc_cols[len(out.Z)].metric("Embedding dim d", out.dim)
+acc_cols[len(out.Z) + 1].metric("Teacher", str(out.meta.get("kind", app_state.teacher_spec().kind)))
+st.caption(f"Cached in the workspace under key `{key[:12]}`. Next: explore the **Embedding map**.")
+st.page_link("pages/2_map.py", label="Open the Embedding map", icon=":material/arrow_forward:")

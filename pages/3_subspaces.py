@@ -1,0 +1,431 @@
+"""Subspaces: shape LELP pseudo-subclasses by eye and save the setting for distillation.
+
+Speed: the LELP fit and its coordinates are cached per (teacher key, S, directions,
+null_space, rotate, seed, standardize, class source); moving beta or tau only recomputes the
+targets from the cached coordinates (core.subclasses.targets_from_coordinates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import app_state, plots
+from core.config import RunConfig, SubclassSpec, TrainSpec, dump_config
+from core.subclasses import recovery_scores, target_entropy
+
+app_state.init_session()
+ss = st.session_state
+ERRORS = (*app_state.user_errors(), ValueError)
+BETAS = [0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
+TAUS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
+COMPARE = {
+    "kmeans": "k-means",
+    "agglomerative": "agglomerative",
+    "umap-kmeans": "UMAP + k-means",
+    "oracle": "oracle (latent column)",
+    "manual": "manual groups",
+}
+
+st.title("Subspaces")
+ds, out, key = app_state.require_teacher()
+ws = app_state.workspace()
+names = ds.label_names
+C = ds.n_classes
+
+with st.expander("What am I looking at? (null space, rotation, beta, tau)"):
+    st.markdown(
+        "- **Pseudo-subclasses.** For each class, LELP finds principal directions of the "
+        "teacher's embeddings of that class. Each direction is one pseudo-subclass; the "
+        "student learns a C x S target instead of C class probabilities.\n"
+        "- **Null space.** Directions along the rows of the teacher's last layer W already "
+        "reach the student through its class probabilities, so LELP first removes them "
+        "(projects onto the null space of W) and looks elsewhere.\n"
+        "- **Rotation.** PCA variances are very unequal, so one subclass would dominate; a "
+        "seeded random rotation inside the chosen subspace equalises them in expectation.\n"
+        "- **beta** (subclass temperature): small beta makes each example belong sharply to "
+        "one direction; large beta spreads it over all S.\n"
+        "- **tau** (teacher temperature): softens the teacher's class probabilities that "
+        "each class's subclasses share.\n"
+        "- **Standardize**: each coordinate is divided by its spread within the class, which "
+        "makes beta mean the same thing for every class and teacher."
+    )
+
+committed = app_state.subclass_spec()
+S0 = committed.n_subclasses if isinstance(committed.n_subclasses, int) else 4
+ss.setdefault("sub_S", int(S0))
+ss.setdefault("sub_per_class", isinstance(committed.n_subclasses, list))
+ss.setdefault("sub_beta", min(BETAS, key=lambda b: abs(b - committed.beta)))
+ss.setdefault("sub_tau", min(TAUS, key=lambda t: abs(t - float(ss["tau"]))))
+ss.setdefault("sub_null", committed.null_space)
+ss.setdefault("sub_rotate", committed.rotate)
+ss.setdefault("sub_standardize", committed.standardize)
+ss.setdefault("sub_seed", committed.seed)
+ss.setdefault("sub_class_source", committed.class_source)
+
+ctrl, main = st.columns([1, 3], gap="medium")
+with ctrl:
+    st.subheader("Setting")
+    S = st.number_input(
+        "S (pseudo-subclasses per class)",
+        min_value=1,
+        max_value=64,
+        key="sub_S",
+        help="Number of directions (= pseudo-subclasses) kept per class. The paper uses 4-8.",
+    )
+    per_class = st.checkbox(
+        "Set S per class", key="sub_per_class", help="Give each class its own S."
+    )
+    sizes: list[int] = []
+    for c in range(C):
+        if per_class:
+            ss.setdefault(f"sub_S_{c}", int(S))
+            sizes.append(
+                int(
+                    st.number_input(
+                        f"S for {names[c]}",
+                        min_value=1,
+                        max_value=64,
+                        key=f"sub_S_{c}",
+                        help=f"Pseudo-subclasses of class '{names[c]}'.",
+                    )
+                )
+            )
+        else:
+            sizes.append(int(S))
+    beta = st.select_slider(
+        "beta (subclass temperature)",
+        BETAS,
+        key="sub_beta",
+        help="Low: sharp, one direction per example. High: spread over all directions.",
+    )
+    tau = st.select_slider(
+        "tau (teacher temperature)",
+        TAUS,
+        key="sub_tau",
+        help="Temperature of the teacher's class probabilities in the targets.",
+    )
+    null_space = st.checkbox(
+        "Null-space projection",
+        key="sub_null",
+        help="Remove the directions the teacher's head W already uses before the PCA.",
+    )
+    rotate = st.checkbox(
+        "Random rotation",
+        key="sub_rotate",
+        help="Rotate the chosen directions (seeded) to equalise their variances.",
+    )
+    seed = st.number_input(
+        "Seed", min_value=0, step=1, key="sub_seed", help="Seed of the random rotation."
+    )
+    standardize = st.checkbox(
+        "Standardize coordinates",
+        key="sub_standardize",
+        help="Divide each coordinate by its standard deviation within the class, so beta is "
+        "scale-free.",
+    )
+    class_source = st.radio(
+        "Class sets from",
+        ["label", "teacher"],
+        key="sub_class_source",
+        horizontal=True,
+        help="label: ground truth. teacher: the teacher's prediction (for unlabeled data).",
+    )
+    max_dir = min(32, out.dim)
+    directions: list[list[int] | None] = []
+    with st.expander("Directions per class (default: top S)"):
+        for c in range(C):
+            picked = st.multiselect(
+                f"{names[c]}",
+                list(range(max_dir)),
+                key=f"sub_dirs_{c}",
+                help="Principal components (0-based) spanning this class's subspace; leave "
+                "empty for the top S. Picking k directions sets S for this class to k.",
+            )
+            directions.append(sorted(picked) or None)
+any_dirs = any(d is not None for d in directions)
+
+try:
+    spec = SubclassSpec(
+        method="lelp",
+        n_subclasses=sizes if per_class else int(S),
+        directions=[d or list(range(s)) for d, s in zip(directions, sizes, strict=True)]
+        if any_dirs
+        else None,
+        beta=float(beta),
+        null_space=null_space,
+        rotate=rotate,
+        standardize=standardize,
+        class_source=class_source,
+        seed=int(seed),
+    )
+    ss["subclass_spec"] = spec.model_dump(mode="json")
+    ss["tau"] = float(tau)
+    args = app_state.lelp_fit_args(spec, key, C)
+    model = app_state.fit_lelp(*args)
+    coords = app_state.lelp_coordinates(args, "train")
+except ERRORS as err:
+    main.error(f"{err}")
+    main.info("Lower S or pick fewer directions: a class cannot have more than its rank.")
+    st.stop()
+
+Z = np.asarray(out.Z["train"])
+y = app_state.split_labels(ds, out, "train", class_source)
+sizes_fit = [z.shape[1] for z in coords]
+assign = app_state.assign_from_coordinates(coords, y)
+targets = app_state.targets_from_coordinates(Z, coords, float(tau), float(beta))
+entropy = target_entropy(targets)
+sub_names = app_state.subclass_names(names, sizes_fit)
+texts = app_state.display_texts(ds, "train")
+
+with main:
+    st.caption(
+        "S per class: "
+        + ", ".join(f"{n} = {s}" for n, s in zip(names, sizes_fit, strict=True))
+        + f" · {sum(sizes_fit)} pseudo-subclasses · {len(y):,} training rows"
+    )
+    st.markdown("**Explained variance per class** (red: chosen directions)")
+    spec_cols = st.columns(min(C, 3))
+    for c in range(C):
+        chosen = (spec.directions[c] if spec.directions else None) or list(range(sizes_fit[c]))
+        raw = getattr(model, "explained_variance_ratio_raw_", None)
+        spec_cols[c % len(spec_cols)].plotly_chart(
+            plots.spectrum_plot(
+                model.explained_variance_ratio_[c],
+                None if raw is None else raw[c],
+                names[c],
+                chosen=chosen,
+            ),
+            key=f"sub_spectrum_{c}",
+        )
+
+    xy, titles = app_state.map_xy(key, "train", "pca", 50_000)
+    from core.maps import stratified_sample
+
+    idx = stratified_sample(y, 50_000, 0)
+    color = np.array([sub_names[a] for a in assign], dtype=object)
+    fig = plots.embedding_scatter(
+        xy[idx],
+        color[idx],
+        hover_text=[texts[i] for i in idx],
+        labels=[names[int(v)] for v in ds.splits["train"].y[idx]],
+        row_ids=idx,
+        color_title="pseudo-subclass",
+        axis_titles=titles,
+        highlight=np.array([int(ss["inspect_row"])]),
+    )
+    st.markdown("**Map coloured by pseudo-subclass** (PCA of the teacher's embeddings)")
+    st.plotly_chart(fig, key="sub_map", theme=None)
+
+    # per pseudo-subclass table
+    rows = []
+    offsets = np.concatenate([[0], np.cumsum(sizes_fit)])
+    for g, name in enumerate(sub_names):
+        c = int(np.searchsorted(offsets, g, side="right") - 1)
+        s = g - offsets[c]
+        members = np.flatnonzero(assign == g)
+        cls_rows = np.flatnonzero(y == c)
+        top = cls_rows[np.argsort(-coords[c][cls_rows, s])[:3]]
+        rows.append(
+            {
+                "pseudo-subclass": name,
+                "size": len(members),
+                "mean target entropy": float(entropy[members].mean()) if len(members) else 0.0,
+                "furthest along its direction": " | ".join(
+                    plots.truncate(texts[i], 80) for i in top
+                ),
+            }
+        )
+    st.markdown("**Pseudo-subclasses**")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="sub_table")
+
+# -- recovery of latent columns + comparison with baselines -----------------------------------
+st.divider()
+st.subheader("Compare with other pseudo-subclasses")
+latent_col = None
+if ds.latent_columns:
+    ss.setdefault("sub_latent", ds.latent_columns[0])
+    latent_col = st.selectbox(
+        "Latent column to score against",
+        ds.latent_columns,
+        key="sub_latent",
+        help="A known grouping; ARI/NMI (within each class) say how well each method recovers it.",
+    )
+else:
+    st.caption("This dataset has no latent column, so ARI/NMI and the oracle are not available.")
+ss.setdefault("sub_compare", ["kmeans"])
+options = [m for m in COMPARE if m != "oracle" or latent_col]
+compare = st.multiselect(
+    "Methods to compare",
+    options,
+    key="sub_compare",
+    format_func=COMPARE.get,
+    help="Clustering baselines (hard pseudo-subclasses) fitted on the same embeddings and S. "
+    "UMAP + k-means compiles UMAP on first use (~30 s). Manual groups come from lasso "
+    "selections saved on the Embedding map.",
+)
+
+
+@st.cache_resource(show_spinner="Fitting the baseline…", max_entries=32)
+def _baseline_assign(
+    ws_root: str,
+    tkey: str,
+    ds_json: str,
+    method: str,
+    sizes: tuple,
+    seed: int,
+    source: str,
+    latent: str | None,
+    groups_key: str,
+) -> np.ndarray:
+    from core.subclasses import ClusterSubclasses, LatentSubclasses, ManualSubclasses
+
+    d = app_state.dataset_from_json(ds_json)
+    H = app_state.float_H(ws_root, tkey, "train")
+    yy = app_state.split_labels(d, out, "train", source)
+    n_sub = list(sizes) if len(set(sizes)) > 1 else int(sizes[0])
+    if method == "oracle":
+        m = LatentSubclasses().fit(H, yy, latent=d.splits["train"].latent[latent])
+        return m.assign(H, yy)
+    if method == "manual":
+        groups = ws.list_manual_groups(d.fingerprint())
+        a = np.full(len(yy), -1, dtype=np.int64)
+        for gi, rows_ in enumerate(groups.values()):
+            a[np.asarray(rows_, dtype=np.int64)] = gi
+        m = ManualSubclasses(assignment=a).fit(H, yy)
+        return m.assign(H, yy)
+    m = ClusterSubclasses(method=method, n_subclasses=n_sub, random_state=seed).fit(H, yy)
+    return m.assign(H, yy)
+
+
+groups = ws.list_manual_groups(ds.fingerprint())
+methods = {"LELP": assign}
+for m in compare:
+    if m == "manual" and not groups:
+        st.info("No manual groups yet: lasso some points on the **Embedding map** and save them.")
+        continue
+    try:
+        methods[COMPARE[m]] = _baseline_assign(
+            str(ws.root),
+            key,
+            app_state.spec_json(app_state.dataset_spec()),
+            m,
+            tuple(sizes_fit),
+            int(seed),
+            class_source,
+            latent_col,
+            ",".join(sorted(groups)),
+        )
+    except ERRORS as err:
+        st.error(f"{COMPARE[m]}: {err}")
+
+summary = []
+latent_vals = ds.splits["train"].latent[latent_col] if latent_col else None
+for mname, a in methods.items():
+    row: dict[str, object] = {"method": mname, "pseudo-subclasses": int(len(np.unique(a)))}
+    row["smallest"] = int(np.bincount(a).min()) if len(a) else 0
+    if latent_vals is not None:
+        sc = recovery_scores(a, y, latent_vals)
+        row["ARI"], row["NMI"] = round(sc["ari"], 3), round(sc["nmi"], 3)
+    summary.append(row)
+st.dataframe(pd.DataFrame(summary), hide_index=True, key="sub_summary")
+if latent_vals is not None:
+    heat_cols = st.columns(min(len(methods), 3))
+    for i, (mname, a) in enumerate(methods.items()):
+        with heat_cols[i % len(heat_cols)]:
+            st.markdown(f"**{mname}** vs {latent_col}")
+            labels_a = np.array(
+                [sub_names[v] if mname == "LELP" else str(v) for v in a], dtype=object
+            )
+            st.plotly_chart(
+                plots.contingency_heatmap(labels_a, latent_vals, latent_title=latent_col),
+                key=f"sub_heat_{i}",
+            )
+
+# -- save / export ------------------------------------------------------------------------
+st.divider()
+st.subheader("Save this setting")
+cfg = RunConfig(
+    name=None,
+    dataset=app_state.dataset_spec(),
+    teacher=app_state.teacher_spec(),
+    subclasses=spec,
+    train=TrainSpec(objective="lelp", tau=float(tau)),
+)
+s1, s2, s3 = st.columns([2, 1, 1])
+spec_name = s1.text_input(
+    "Spec name",
+    key="sub_spec_name",
+    placeholder="e.g. amazon S8 beta0.5",
+    help="Saved in the workspace; the Distill page and `lelp distill --spec NAME` can use it.",
+)
+if s2.button("Save spec", key="sub_save", type="primary", help="Store this setting by name."):
+    try:
+        if not spec_name.strip():
+            raise ValueError("give the spec a name first")
+        saved = ws.save_spec(
+            spec_name.strip(),
+            cfg.model_copy(update={"name": spec_name.strip()}).model_dump(mode="json"),
+        )
+        st.success(f"Saved spec '{saved}': pick it on the **Distill** page.")
+    except ERRORS as err:
+        st.error(str(err))
+s3.download_button(
+    "Export YAML",
+    dump_config(cfg),
+    file_name="lelp-config.yaml",
+    mime="application/x-yaml",
+    key="sub_yaml",
+    help="The config `lelp distill config.yaml` reads, reproducing this setting headless.",
+)
+
+# -- target inspector ---------------------------------------------------------------------
+st.divider()
+st.subheader("Target inspector")
+n = len(y)
+i1, i2 = st.columns([2, 1])
+query = i1.text_input(
+    "Search the training texts",
+    key="sub_search",
+    help="Type a few words; the first match is inspected (or pick a row id).",
+)
+if query.strip():
+    q = query.strip().lower()
+    hits = [i for i, t in enumerate(texts) if q in t.lower()][:50]
+    if hits:
+        row = st.selectbox(
+            f"{len(hits)} matches",
+            hits,
+            format_func=lambda i: f"{i}: {plots.truncate(texts[i], 90)}",
+            key="sub_hit",
+            help="Pick one of the matching examples.",
+        )
+        ss["inspect_row"] = int(row)
+    else:
+        st.info("No training text contains that; try other words or a row id.")
+ss["inspect_row"] = min(max(int(ss["inspect_row"]), 0), n - 1)
+row = int(
+    i2.number_input(
+        "Row id",
+        min_value=0,
+        max_value=n - 1,
+        value=int(ss["inspect_row"]),
+        help="Training row to inspect (also set from the Embedding map).",
+    )
+)
+ss["inspect_row"] = row
+t_probs = app_state.softmax(Z[row : row + 1], float(tau))[0]
+st.markdown(
+    f"**Row {row}** · label **{names[int(ds.splits['train'].y[row])]}** · "
+    f"pseudo-subclass **{sub_names[assign[row]]}** · target entropy {entropy[row]:.3f}"
+)
+st.write(texts[row])
+st.caption(
+    "Teacher probabilities (tau = "
+    + f"{tau}): "
+    + ", ".join(f"{n_} {p:.3f}" for n_, p in zip(names, t_probs, strict=True))
+)
+st.plotly_chart(
+    plots.target_bars(targets[row], names, sizes_fit, teacher_probs=t_probs), key="sub_target"
+)

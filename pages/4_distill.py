@@ -1,0 +1,236 @@
+"""Distill: choose a student and objective(s), queue runs as background jobs, watch them.
+
+Runs go through core.jobs (submit + ensure_worker), so they outlive a page rerun or an app
+restart; the job list is a fragment that re-reads the jobs table every 2 seconds.
+``LELP_APP_AUTOSTART_WORKER=0`` stops the page from starting a local worker (tests, or when a
+worker is run by hand with ``lelp jobs worker``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from core import app_state, plots
+from core.config import RunConfig, StudentSpec, TrainSpec, config_from_dict
+
+app_state.init_session()
+ss = st.session_state
+ERRORS = (*app_state.user_errors(), ValueError)
+CURRENT = "(current Subspaces setting)"
+
+st.title("Distill")
+st.caption(
+    "Train a small student from the teacher. Each objective becomes one background job; "
+    "results appear on the **Compare** page."
+)
+ws = app_state.workspace()
+try:
+    from core import jobs
+except ImportError:  # pragma: no cover - only while core.jobs is missing
+    jobs = None  # type: ignore[assignment]
+
+try:
+    ds = app_state.dataset()
+except ERRORS as err:
+    st.error(f"{err}\n\nFix the dataset on the **Data & teacher** page.")
+    st.stop()
+
+specs = ws.list_specs()
+ss.setdefault("distill_base", CURRENT)
+if ss["distill_base"] not in [CURRENT, *specs]:
+    ss["distill_base"] = CURRENT
+kinds = ["bag", "transformer"] if ds.is_text else ["mlp"]
+ss.setdefault("distill_kind", kinds[0])
+if ss["distill_kind"] not in kinds:
+    ss["distill_kind"] = kinds[0]
+defaults_s, defaults_t = StudentSpec(), TrainSpec()
+for k, v in {
+    "distill_objectives": ["lelp"],
+    "distill_hidden": defaults_s.hidden,
+    "distill_embed": defaults_s.embed_dim,
+    "distill_layers": defaults_s.layers,
+    "distill_init": defaults_s.init,
+    "distill_epochs": 4 if not ds.is_text else defaults_t.epochs,
+    "distill_lr": defaults_t.lr,
+    "distill_batch": defaults_t.batch_size,
+    "distill_alpha": defaults_t.alpha,
+    "distill_seed": 0,
+    "distill_name": "",
+}.items():
+    ss.setdefault(k, v)
+ss.setdefault("distill_tau", float(ss.get("tau", 1.0)))
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    st.subheader("Setting")
+    base = st.selectbox(
+        "Pseudo-subclass setting",
+        [CURRENT, *specs],
+        key="distill_base",
+        help="The LELP setting shaped on the Subspaces page, or a spec saved there by name.",
+    )
+    objectives = st.multiselect(
+        "Objectives",
+        ["hard", "kd", "lelp"],
+        key="distill_objectives",
+        help="hard: labels only. kd: the teacher's class probabilities (Hinton). lelp: the "
+        "C x S pseudo-subclass targets. One job per objective, so they compare directly.",
+    )
+    name = st.text_input(
+        "Run name (optional)",
+        key="distill_name",
+        help="A label for the Compare page; the objective is appended.",
+    )
+with c2:
+    st.subheader("Student")
+    kind = st.selectbox(
+        "Architecture",
+        kinds,
+        key="distill_kind",
+        help="bag: mean of token embeddings over the teacher's tokenizer, then an MLP. "
+        "transformer: a small BERT. mlp: for numeric features.",
+    )
+    hidden = st.number_input(
+        "Hidden units", 8, 2048, key="distill_hidden", help="Width of the MLP layers."
+    )
+    embed = st.number_input(
+        "Embedding dim",
+        8,
+        1024,
+        key="distill_embed",
+        help="Token embedding size (bag and transformer students).",
+        disabled=kind == "mlp",
+    )
+    layers = st.number_input(
+        "Layers", 1, 12, key="distill_layers", help="MLP layers or transformer blocks."
+    )
+    init = st.selectbox(
+        "Initialisation",
+        ["random", "teacher"],
+        key="distill_init",
+        help="teacher: copy the teacher encoder's first layers (transformer student only).",
+        disabled=kind != "transformer",
+    )
+with c3:
+    st.subheader("Training")
+    tau = st.number_input(
+        "tau", 0.1, 20.0, step=0.5, key="distill_tau", help="Temperature for kd and lelp."
+    )
+    alpha = st.number_input(
+        "alpha",
+        0.0,
+        10.0,
+        step=0.1,
+        key="distill_alpha",
+        help="Weight of the hard-label loss added to kd/lelp (the paper uses 0).",
+    )
+    epochs = st.number_input("Epochs", 1, 200, key="distill_epochs", help="Passes over train.")
+    lr = st.number_input(
+        "Learning rate", 1e-6, 1.0, format="%.5f", key="distill_lr", help="Adam learning rate."
+    )
+    batch = st.number_input("Batch size", 1, 4096, key="distill_batch", help="Examples per step.")
+    seed = st.number_input("Seed", 0, 10_000, key="distill_seed", help="Student seed.")
+
+
+def _configs() -> list[RunConfig]:
+    if base == CURRENT:
+        bcfg = RunConfig(
+            dataset=app_state.dataset_spec(),
+            teacher=app_state.teacher_spec(),
+            subclasses=app_state.subclass_spec(),
+        )
+    else:
+        bcfg = config_from_dict(ws.load_spec(base), f"spec {base!r}")
+    student = StudentSpec(
+        kind=kind,
+        hidden=int(hidden),
+        embed_dim=int(embed),
+        layers=int(layers),
+        init=init if kind == "transformer" else "random",
+    )
+    out = []
+    for obj in objectives:
+        train = TrainSpec(
+            objective=obj,
+            tau=float(tau),
+            alpha=float(alpha),
+            epochs=int(epochs),
+            lr=float(lr),
+            batch_size=int(batch),
+            seed=int(seed),
+        )
+        label = f"{name.strip() or ds.name} {obj}"
+        if obj == "lelp":
+            sc = bcfg.subclasses
+            label += f" S={sc.n_subclasses} beta={sc.beta}"
+        out.append(bcfg.model_copy(update={"student": student, "train": train, "name": label}))
+    return out
+
+
+if st.button(
+    "Queue run",
+    type="primary",
+    key="distill_queue",
+    disabled=not objectives,
+    help="Submit one background job per objective; a local worker is started if none runs.",
+):
+    try:
+        if jobs is None:
+            raise RuntimeError("core.jobs is not available; run `lelp distill` from a shell")
+        ids = [jobs.submit(ws, "distill", cfg) for cfg in _configs()]
+        if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
+            jobs.ensure_worker(ws)
+        st.success(f"Queued job(s) {', '.join(f'#{i}' for i in ids)}.")
+    except ERRORS as err:
+        st.error(str(err))
+if not objectives:
+    st.info("Pick at least one objective to queue a run.")
+
+st.divider()
+st.subheader("Jobs")
+
+
+@st.fragment(run_every=2)
+def job_list() -> None:
+    """Live job status: re-reads the jobs table every 2 s without rerunning the page."""
+    if jobs is None:
+        st.info("Background jobs are not available in this build.")
+        return
+    all_jobs = jobs.list_jobs(ws)[:20]
+    if not all_jobs:
+        st.info("No jobs yet: set a student and objective above and press **Queue run**.")
+        return
+    for job in all_jobs:
+        with st.container(border=True):
+            h1, h2, h3 = st.columns([4, 1, 1])
+            h1.markdown(f"**#{job.id} {job.name}** · `{job.state}`")
+            prog = job.progress or {}
+            text = prog.get("stage") or prog.get("message") or job.state
+            h1.progress(job.fraction, text=str(text))
+            if job.state in ("queued", "running") and h2.button(
+                "Cancel", key=f"distill_cancel_{job.id}", help="Stop this job (within seconds)."
+            ):
+                jobs.request_cancel(ws, job.id)
+                st.rerun(scope="fragment")
+            if job.state in ("failed", "cancelled") and h3.button(
+                "Retry",
+                key=f"distill_retry_{job.id}",
+                help="Re-queue; resumes from its checkpoint.",
+            ):
+                jobs.retry(ws, job.id)
+                if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
+                    jobs.ensure_worker(ws)
+                st.rerun(scope="fragment")
+            if job.error:
+                st.error(job.error)
+            if job.metrics:
+                with st.expander("Loss and accuracy", expanded=job.state == "running"):
+                    st.plotly_chart(
+                        plots.learning_curves({job.name: job.metrics}),
+                        key=f"distill_curve_{job.id}_{len(job.metrics)}",
+                    )
+
+
+job_list()

@@ -1,0 +1,245 @@
+"""Compare: finished runs side by side against their teacher, and where they disagree.
+
+Everything here is read from the workspace (run records, stored evaluation logits, cached
+teacher outputs), so it works for runs made by the app, the CLI or a job worker alike.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import app_state, plots
+from core import metrics as M
+from core.config import DatasetSpec
+
+app_state.init_session()
+ss = st.session_state
+ERRORS = (*app_state.user_errors(), ValueError)
+
+st.title("Compare")
+ws = app_state.workspace()
+runs = ws.list_runs()
+if not runs:
+    st.info(
+        f"No runs yet in workspace `{ws.root}`: queue one on the **Distill** page (or run "
+        "`lelp distill`)."
+    )
+    st.page_link("pages/4_distill.py", label="Open Distill", icon=":material/arrow_forward:")
+    st.stop()
+
+by_id = {r["run_id"]: r for r in runs}
+ss.setdefault("cmp_runs", [r["run_id"] for r in runs[:3]])
+ss["cmp_runs"] = [r for r in ss["cmp_runs"] if r in by_id]
+picked = st.multiselect(
+    "Runs",
+    list(by_id),
+    key="cmp_runs",
+    format_func=lambda rid: f"{by_id[rid]['name']} ({rid})",
+    help="Runs recorded in this workspace, newest first.",
+)
+if not picked:
+    st.info("Pick at least one run above.")
+    st.stop()
+sel = [by_id[r] for r in picked]
+
+
+def _fmt(v: Any) -> Any:
+    return round(float(v), 4) if isinstance(v, (int, float)) and v is not None else v
+
+
+rows = []
+for r in sel:
+    m, cfg = r["metrics"], r["config"]
+    s, t = m.get("student", {}), m.get("teacher", {})
+    rows.append(
+        {
+            "run": r["name"],
+            "dataset": cfg.get("dataset", {}).get("source"),
+            "objective": cfg.get("train", {}).get("objective"),
+            "student": cfg.get("student", {}).get("kind"),
+            "accuracy": _fmt(s.get("accuracy")),
+            "teacher accuracy": _fmt(s.get("teacher_accuracy", t.get("accuracy"))),
+            "agreement": _fmt(s.get("agreement")),
+            "KL(teacher||student)": _fmt(s.get("kl")),
+            "ECE": _fmt(s.get("ece")),
+            "teacher ECE": _fmt(t.get("ece")),
+            "worst latent acc.": _fmt(s.get("worst_subclass_accuracy")),
+        }
+    )
+st.dataframe(pd.DataFrame(rows), hide_index=True, key="cmp_table")
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _eval_data(ws_root: str, run_id: str) -> dict[str, Any] | None:
+    """Evaluation labels, texts and teacher/student logits of one run (None if missing)."""
+    r = ws.load_run(run_id)
+    art = r.get("artifacts", {})
+    if "eval_logits" not in art or "teacher_key" not in art:
+        return None
+    ds = app_state.dataset_from_json(
+        app_state.spec_json(DatasetSpec.model_validate(r["config"]["dataset"]))
+    )
+    out = ws.load_teacher_outputs(art["teacher_key"])
+    split = art.get("eval_split", "test")
+    if out is None or split not in ds.splits:
+        return None
+    return {
+        "ds": ds,
+        "split": split,
+        "y": np.asarray(ds.splits[split].y),
+        "teacher": np.asarray(out.Z[split], dtype=np.float64),
+        "student": np.asarray(ws.get_array(art["eval_logits"]), dtype=np.float64),
+        "teacher_key": art["teacher_key"],
+    }
+
+
+try:
+    data = {r["run_id"]: _eval_data(str(ws.root), r["run_id"]) for r in sel}
+except ERRORS as err:
+    st.error(f"{err}")
+    st.stop()
+usable = {k: v for k, v in data.items() if v is not None}
+if not usable:
+    st.warning(
+        "The selected runs have no stored evaluation logits (or their teacher outputs are gone "
+        "from this workspace): re-run them from the Distill page."
+    )
+    st.stop()
+
+g1, g2 = st.columns(2)
+with g1:
+    st.markdown("**Reliability diagram**")
+    curves: dict[str, Any] = {}
+    first = next(iter(usable.values()))
+    curves["teacher"] = M.reliability_curve(M.softmax(first["teacher"]), first["y"])
+    for rid, d in usable.items():
+        curves[by_id[rid]["name"]] = M.reliability_curve(M.softmax(d["student"]), d["y"])
+    st.plotly_chart(plots.reliability_diagram(curves), key="cmp_reliability")
+with g2:
+    st.markdown("**Learning curves**")
+    hist = {r["name"]: r["metrics"].get("history", []) for r in sel}
+    if any(hist.values()):
+        st.plotly_chart(plots.learning_curves(hist), key="cmp_curves")
+    else:
+        st.info("These runs recorded no training history.")
+
+st.markdown("**Confusion matrices** (evaluation split)")
+cm_cols = st.columns(min(len(usable) + 1, 4))
+names = first["ds"].label_names
+cm_cols[0].plotly_chart(
+    plots.confusion_heatmap(
+        M.confusion(first["teacher"].argmax(1), first["y"], len(names)), names, title="teacher"
+    ),
+    key="cmp_cm_teacher",
+)
+for i, (rid, d) in enumerate(usable.items(), start=1):
+    cm_cols[i % len(cm_cols)].plotly_chart(
+        plots.confusion_heatmap(
+            M.confusion(d["student"].argmax(1), d["y"], len(d["ds"].label_names)),
+            d["ds"].label_names,
+            title=by_id[rid]["name"],
+        ),
+        key=f"cmp_cm_{i}",
+    )
+
+per = {}
+for r in sel:
+    for col, vals in (r["metrics"].get("student", {}).get("per_subclass") or {}).items():
+        for v, acc in vals.items():
+            per.setdefault((col, v), {})[r["name"]] = round(float(acc), 2)
+if per:
+    st.markdown("**Accuracy per latent subclass** (%)")
+    df = pd.DataFrame.from_dict(per, orient="index")
+    df.index = [f"{c} = {v}" for c, v in df.index]
+    st.dataframe(df, key="cmp_latent")
+
+# -- disagreements ------------------------------------------------------------------------
+st.divider()
+st.subheader("Where student and teacher disagree")
+ss.setdefault("cmp_focus", next(iter(usable)))
+if ss["cmp_focus"] not in usable:
+    ss["cmp_focus"] = next(iter(usable))
+focus = st.selectbox(
+    "Run",
+    list(usable),
+    key="cmp_focus",
+    format_func=lambda rid: by_id[rid]["name"],
+    help="Which run's disagreements to list and map.",
+)
+d = usable[focus]
+ds_f, split = d["ds"], d["split"]
+sp, tp = d["student"].argmax(1), d["teacher"].argmax(1)
+dis = np.flatnonzero(sp != tp)
+texts = app_state.display_texts(ds_f, split)
+lab = ds_f.label_names
+st.caption(
+    f"{len(dis):,} of {len(sp):,} {split} examples ({100 * len(dis) / max(1, len(sp)):.1f}%)"
+)
+if len(dis):
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "row": dis,
+                "label": [lab[int(d["y"][i])] for i in dis],
+                "teacher": [lab[int(tp[i])] for i in dis],
+                "student": [lab[int(sp[i])] for i in dis],
+                "text": [texts[i] for i in dis],
+            }
+        ),
+        hide_index=True,
+        height=240,
+        key="cmp_dis",
+    )
+    try:
+        xy, titles = app_state.map_xy(d["teacher_key"], split, "pca", 50_000)
+        colour = np.where(sp != tp, "disagrees", "agrees").astype(object)
+        st.plotly_chart(
+            plots.embedding_scatter(
+                xy,
+                colour,
+                hover_text=texts,
+                labels=[lab[int(v)] for v in d["y"]],
+                color_title="student vs teacher",
+                axis_titles=titles,
+            ),
+            key="cmp_map",
+            theme=None,
+        )
+    except ERRORS as err:
+        st.info(f"The map is not available for this run ({err}).")
+
+# -- download -----------------------------------------------------------------------------
+st.divider()
+st.subheader("Download the student")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _zip_dir(path: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(Path(path).rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(path))
+    return buf.getvalue()
+
+
+sdir = by_id[focus]["artifacts"].get("student_dir")
+if sdir and Path(sdir).is_dir():
+    st.download_button(
+        f"Download {by_id[focus]['name']} (safetensors + config)",
+        _zip_dir(sdir),
+        file_name=f"{focus}-student.zip",
+        mime="application/zip",
+        key="cmp_download",
+        help="The student's safetensors weights and its JSON config; load with "
+        "core.students.load_student.",
+    )
+else:
+    st.info("This run's student folder is not in the workspace any more.")

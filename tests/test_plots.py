@@ -1,0 +1,176 @@
+"""core/plots.py: figures have the traces, axes and hover data the pages rely on."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from core import plots
+
+
+@pytest.fixture
+def points() -> dict[str, object]:
+    rng = np.random.default_rng(0)
+    n = 40
+    return {
+        "xy": rng.normal(size=(n, 2)),
+        "color": np.array(["neg", "pos"] * (n // 2)),
+        "texts": [None if i == 3 else ("word " * (i * 20)) for i in range(n)],
+        "labels": ["neg", "pos"] * (n // 2),
+        "row_ids": np.arange(100, 100 + n),
+    }
+
+
+def _all_custom(fig: go.Figure) -> list[list[object]]:
+    return [list(row) for tr in fig.data for row in tr.customdata]
+
+
+def test_scatter_one_webgl_trace_per_category_with_row_ids(points):
+    fig = plots.embedding_scatter(
+        points["xy"],
+        points["color"],
+        hover_text=points["texts"],
+        labels=points["labels"],
+        row_ids=points["row_ids"],
+        color_title="class",
+        axis_titles=("PC1", "PC2"),
+    )
+    assert [tr.name for tr in fig.data] == ["neg", "pos"]
+    assert all(isinstance(tr, go.Scattergl) for tr in fig.data)
+    assert fig.layout.xaxis.title.text == "PC1" and fig.layout.yaxis.title.text == "PC2"
+    custom = _all_custom(fig)
+    assert sorted(int(c[0]) for c in custom) == list(range(100, 140))
+    # point i of trace "pos" is row 100 + (2 * i + 1): the selection mapping goes through ids
+    pos = fig.data[1]
+    assert [int(c[0]) for c in pos.customdata[:3]] == [101, 103, 105]
+    np.testing.assert_allclose(pos.x[:3], points["xy"][[1, 3, 5], 0])
+
+
+def test_scatter_hover_has_no_nulls_and_is_truncated(points):
+    fig = plots.embedding_scatter(
+        points["xy"],
+        points["color"],
+        hover_text=points["texts"],
+        labels=points["labels"],
+        row_ids=points["row_ids"],
+    )
+    custom = _all_custom(fig)
+    assert all(v is not None for row in custom for v in row)
+    texts = {int(c[0]): c[2] for c in custom}
+    assert texts[103] == ""  # the None text became an empty string
+    assert max(len(t) for t in texts.values()) <= plots.HOVER_CHARS
+    assert texts[139].endswith("…")
+
+
+def test_scatter_continuous_is_one_trace_with_colorbar(points):
+    conf = np.linspace(0.5, 1.0, 40)
+    conf[5] = np.nan
+    fig = plots.embedding_scatter(
+        points["xy"], conf, row_ids=points["row_ids"], color_title="confidence", continuous=True
+    )
+    assert len(fig.data) == 1
+    assert fig.data[0].marker.showscale
+    assert np.isfinite(np.asarray(fig.data[0].marker.color, float)).all()
+
+
+def test_scatter_highlight_adds_a_ring_trace(points):
+    fig = plots.embedding_scatter(
+        points["xy"], points["color"], row_ids=points["row_ids"], highlight=np.array([101, 999])
+    )
+    assert len(fig.data) == 3 and fig.data[-1].name == "highlighted"
+    assert [int(c[0]) for c in fig.data[-1].customdata] == [101]
+
+
+def test_scatter_rejects_mismatched_lengths(points):
+    with pytest.raises(ValueError, match="color has 3 entries for 40 points"):
+        plots.embedding_scatter(points["xy"], ["a", "b", "c"])
+
+
+def test_selected_row_ids_reads_customdata_not_point_index():
+    event = {
+        "selection": {
+            "points": [
+                {"point_index": 0, "curve_number": 1, "customdata": [103, "pos", "x"]},
+                {"point_index": 0, "curve_number": 0, "customdata": [100, "neg", "y"]},
+                {"point_index": 2, "curve_number": 0, "customdata": [100, "neg", "y"]},
+                {"point_index": 1},
+            ]
+        }
+    }
+    assert plots.selected_row_ids(event).tolist() == [100, 103]
+    assert plots.selected_row_ids(None).tolist() == []
+
+
+def test_spectrum_plot_traces_and_axes():
+    fig = plots.spectrum_plot(
+        np.array([0.5, 0.3, 0.2]), np.array([0.6, 0.3, 0.1]), "pos", chosen=[1]
+    )
+    assert len(fig.data) == 2
+    assert fig.layout.xaxis.title.text == "principal component"
+    assert "pos" in fig.layout.title.text
+    assert list(fig.data[0].marker.color).count("#d62728") == 1
+    assert len(plots.spectrum_plot(np.array([1.0]), None, "c").data) == 1
+
+
+def test_contingency_heatmap_counts():
+    fig = plots.contingency_heatmap(np.array([0, 0, 1, 1, 1]), np.array(["a", "b", "b", "b", None]))
+    z = np.asarray(fig.data[0].z)
+    assert list(fig.data[0].y) == ["0", "1"]
+    assert list(fig.data[0].x) == ["", "a", "b"]
+    assert z.tolist() == [[0, 1, 1], [1, 0, 2]]
+    assert z.sum() == 5
+
+
+def test_target_bars_groups_by_class():
+    fig = plots.target_bars(
+        np.array([0.1, 0.2, 0.3, 0.15, 0.25]),
+        ["neg", "pos"],
+        [2, 3],
+        teacher_probs=np.array([0.3, 0.7]),
+    )
+    bars = [tr for tr in fig.data if isinstance(tr, go.Bar)]
+    assert [len(b.x) for b in bars] == [2, 3]
+    assert list(bars[1].x) == ["pos/0", "pos/1", "pos/2"]
+    assert fig.layout.yaxis.title.text == "target probability"
+    with pytest.raises(ValueError, match="sizes sum to 4"):
+        plots.target_bars(np.ones(5) / 5, ["a", "b"], [2, 2])
+
+
+def test_reliability_diagram_one_line_per_model_plus_diagonal():
+    curves = {
+        "teacher": {"confidence": [0.55, 0.8, None], "accuracy": [0.5, 0.9, None]},
+        "student": {"confidence": [0.6, 0.9, 0.95], "accuracy": [0.6, 0.7, 0.9]},
+    }
+    fig = plots.reliability_diagram(curves)
+    assert len(fig.data) == 3
+    assert len(fig.data[1].x) == 2  # the empty bin is dropped
+    assert fig.layout.xaxis.title.text == "confidence"
+
+
+def test_confusion_heatmap_axes():
+    fig = plots.confusion_heatmap(np.array([[5, 1], [2, 7]]), ["neg", "pos"])
+    assert fig.layout.xaxis.title.text == "predicted" and fig.layout.yaxis.title.text == "true"
+    assert np.asarray(fig.data[0].z).tolist() == [[5, 1], [2, 7]]
+
+
+def test_learning_curves_traces_per_run_and_metric():
+    hist = [{"step": 1, "loss": 1.0, "val_acc": 0.5}, {"step": 2, "loss": 0.5, "val_acc": None}]
+    fig = plots.learning_curves(
+        {"a": hist, "b": [{"step": 1, "loss": 0.9}]}, metrics=("loss", "val_acc")
+    )
+    names = [tr.name for tr in fig.data]
+    assert names == ["a: loss", "a: val_acc", "b: loss"]
+    assert fig.data[1].yaxis == "y2" and len(fig.data[1].x) == 1
+
+
+def test_small_bars_and_histogram():
+    fig = plots.subclass_sizes_bar({"neg/0": 3, "neg/1": 5})
+    assert list(fig.data[0].y) == [3, 5]
+    fig = plots.class_balance_bar(
+        {"train": np.array([0, 1, 1]), "test": np.array([0])}, ["neg", "pos"]
+    )
+    assert [list(tr.y) for tr in fig.data] == [[1, 2], [1, 0]]
+    fig = plots.length_histogram(["a b c", "a", ""])
+    assert sorted(fig.data[0].x) == [0, 1, 3]
+    assert fig.layout.xaxis.title.text == "length (words)"
