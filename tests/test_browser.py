@@ -1,0 +1,204 @@
+"""What a person sees: the real app in headless Chromium (Debian's package, never a download).
+
+Starts ``streamlit run app.py`` on a free localhost port, walks every page, makes a box
+selection on the embedding map, and saves a screenshot of each page under
+``test-artifacts/screenshots/`` (``LELP_SCREENSHOT_DIR`` overrides it; the README's pictures in
+``docs/screenshots/`` come from this test). Skipped cleanly where Chromium is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
+]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGES = ["Data & teacher", "Embedding map", "Subspaces", "Distill", "Compare"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    env = dict(os.environ)
+    env |= {
+        "LELP_WORKSPACE": str(tmp_path_factory.mktemp("browser_ws")),
+        "LELP_APP_AUTOSTART_WORKER": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    log = open(tmp_path_factory.mktemp("browser_log") / "streamlit.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not answer its health check within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str) -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 800})
+        pg.set_default_timeout(180_000)
+        pg.goto(app_url)
+        yield pg
+        browser.close()
+
+
+def _shot_dir() -> Path:
+    d = Path(os.environ.get("LELP_SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _idle(pg) -> None:  # type: ignore[no-untyped-def]
+    """Wait until Streamlit has finished the current run (no 'Running...' status widget)."""
+    pg.wait_for_timeout(500)
+    pg.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=240_000
+    )
+    pg.wait_for_timeout(300)
+
+
+def _goto(pg, title: str) -> None:  # type: ignore[no-untyped-def]
+    pg.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    pg.get_by_role("heading", name=title).first.wait_for()
+    _idle(pg)
+
+
+def _shoot(pg, name: str) -> Path:  # type: ignore[no-untyped-def]
+    path = _shot_dir() / f"{name}.png"
+    pg.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000  # a real rendering, not a blank page
+    return path
+
+
+def _no_exception(pg) -> None:  # type: ignore[no-untyped-def]
+    assert pg.get_by_test_id("stException").count() == 0, pg.get_by_test_id(
+        "stException"
+    ).first.inner_text()
+
+
+def test_data_page_shows_the_demo_and_teacher(page) -> None:  # type: ignore[no-untyped-def]
+    _goto(page, "Data & teacher")
+    body = page.locator("section.main, [data-testid='stMain']").first
+    body.get_by_text("accuracy", exact=False).first.wait_for()
+    text = body.inner_text()
+    assert "text-demo" in text or "Text demo" in text or "text demo" in text
+    assert any(ch.isdigit() for ch in text)
+    _no_exception(page)
+    _shoot(page, "1_data")
+
+
+def test_map_box_selection_lists_rows(page) -> None:  # type: ignore[no-untyped-def]
+    _goto(page, "Embedding map")
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    assert page.locator("canvas").count() > 0  # Scattergl draws into WebGL canvases
+    _shoot(page, "2_map")
+    # Box-select the middle of the plot area with plotly's own modebar tool.
+    plot.hover()
+    page.locator(".modebar-btn[data-val='select']").first.click()
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2
+    x1, y1 = box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    heading = page.get_by_role("heading", name="Selected examples")
+    page.wait_for_function(
+        "() => /Selected examples \\(([1-9][0-9,]*)\\)/.test(document.body.innerText)",
+        timeout=60_000,
+    )
+    _idle(page)
+    assert heading.count() == 1
+    assert page.get_by_test_id("stDataFrame").count() >= 1
+    _no_exception(page)
+    _shoot(page, "2_map_selection")
+
+
+def test_subspaces_page_shows_spectra_and_table(page) -> None:  # type: ignore[no-untyped-def]
+    _goto(page, "Subspaces")
+    page.locator(".js-plotly-plot").first.wait_for()
+    assert page.locator(".js-plotly-plot").count() >= 2  # spectra + map at least
+    assert page.get_by_test_id("stDataFrame").count() >= 1 or page.locator("table").count() >= 1
+    _no_exception(page)
+    _shoot(page, "3_subspaces")
+
+
+def test_distill_page_offers_a_run(page) -> None:  # type: ignore[no-untyped-def]
+    _goto(page, "Distill")
+    assert page.get_by_role("button", name="Queue", exact=False).count() >= 1
+    _no_exception(page)
+    _shoot(page, "4_distill")
+
+
+def test_compare_page_renders(page) -> None:  # type: ignore[no-untyped-def]
+    _goto(page, "Compare")
+    text = page.locator("[data-testid='stMain']").first.inner_text()
+    assert "Compare" in text
+    _no_exception(page)
+    _shoot(page, "5_compare")
