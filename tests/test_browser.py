@@ -36,6 +36,20 @@ ARGS = [
 PAGES = ["Data & teacher", "Embedding map", "Subspaces", "Distill", "Compare"]
 
 
+def _stop_workers(ws_root: str) -> None:
+    """The Distill page starts a detached worker; stop it with the app."""
+    import signal
+
+    from core import jobs
+    from core.store import Workspace
+
+    for w in jobs.list_workers(Workspace(ws_root), fresh_within=1e9):
+        try:
+            os.kill(int(w["pid"]), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,6 +87,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    ws_root = env["LELP_WORKSPACE"]
     try:
         for _ in range(120):
             try:
@@ -85,6 +100,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail("streamlit did not answer its health check within 60 s")
         yield url
     finally:
+        _stop_workers(ws_root)
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -189,16 +205,25 @@ def test_subspaces_page_shows_spectra_and_table(page) -> None:  # type: ignore[n
     _shoot(page, "3_subspaces")
 
 
-def test_distill_page_offers_a_run(page) -> None:  # type: ignore[no-untyped-def]
+def test_distill_queues_a_job_and_shows_progress(page) -> None:  # type: ignore[no-untyped-def]
     _goto(page, "Distill")
-    assert page.get_by_role("button", name="Queue", exact=False).count() >= 1
+    page.get_by_role("button", name="Queue run").click()
+    page.get_by_text("Queued job(s)", exact=False).first.wait_for()
+    # The job list is a fragment re-reading the jobs table: the state moves on by itself.
+    page.get_by_text("running", exact=True).or_(
+        page.get_by_text("succeeded", exact=True)
+    ).first.wait_for(timeout=120_000)
+    assert page.get_by_test_id("stProgress").count() >= 1
+    page.get_by_text("succeeded", exact=True).first.wait_for(timeout=300_000)
     _no_exception(page)
     _shoot(page, "4_distill")
 
 
-def test_compare_page_renders(page) -> None:  # type: ignore[no-untyped-def]
+def test_compare_page_shows_the_finished_run(page) -> None:  # type: ignore[no-untyped-def]
     _goto(page, "Compare")
+    page.locator(".js-plotly-plot").first.wait_for()
     text = page.locator("[data-testid='stMain']").first.inner_text()
-    assert "Compare" in text
+    assert "No runs yet" not in text
+    assert page.get_by_test_id("stDataFrame").count() >= 1
     _no_exception(page)
     _shoot(page, "5_compare")
