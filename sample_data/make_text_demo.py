@@ -27,6 +27,8 @@ from pathlib import Path
 SEED = 20240601
 TRAIN_PER_CELL = 60  # 4 topics x 2 labels x 3 aspects x 60 = 1,440 train texts
 TEST_PER_CELL = 15  # 4 x 2 x 3 x 15 = 360 test texts
+NOISY_PER_CELL = 4  # train labels flipped per cell (both directions alike, so balance holds)
+MIXED_P = 0.3  # share of reviews that praise one aspect and fault another
 LABELS = {0: "negative", 1: "positive"}
 ASPECTS = ("price", "quality", "service")
 
@@ -303,8 +305,8 @@ CLOSERS = {
 }
 
 
-def make_text(rng: random.Random, topic: str, aspect: str, label: int) -> str:
-    """Compose one review; every choice comes from ``rng`` so the output is reproducible."""
+def make_clause(rng: random.Random, topic: str, aspect: str, label: int) -> str:
+    """One main clause about ``aspect`` of ``topic`` with sentiment ``label``."""
     t = TOPICS[topic]
     if aspect == "service":
         clause = (
@@ -316,7 +318,20 @@ def make_text(rng: random.Random, topic: str, aspect: str, label: int) -> str:
     else:
         key = "quality_pos" if label == 1 else "quality_neg"
         clause = f"{rng.choice(t['nouns'])} {rng.choice(t[key])}"
-    if rng.random() < 0.2:
+    return clause
+
+
+def make_text(rng: random.Random, topic: str, aspect: str, label: int) -> str:
+    """Compose one review; every choice comes from ``rng`` so the output is reproducible.
+
+    A mixed review first praises (or faults) another aspect with the opposite sentiment and
+    then gives the verdict on ``aspect``; the label follows the verdict, as a reader would.
+    """
+    clause = make_clause(rng, topic, aspect, label)
+    if rng.random() < MIXED_P:
+        other = rng.choice([a for a in ASPECTS if a != aspect])
+        first = make_clause(rng, topic, other, 1 - label) + ", but " + clause
+    elif rng.random() < 0.2:
         first = rng.choice(CONCESSIONS[label]) + clause
     else:
         first = rng.choice(OPENERS) + clause
@@ -347,6 +362,8 @@ def generate(seed: int = SEED) -> tuple[list[dict[str, object]], list[dict[str, 
                         seen.add(text)
                         cell.append(text)
                 rows = [{"text": s, "label": label, "topic": topic, "aspect": aspect} for s in cell]
+                for row in rows[:NOISY_PER_CELL]:  # annotation noise, train only
+                    row["label"] = 1 - label
                 train.extend(rows[:TRAIN_PER_CELL])
                 test.extend(rows[TRAIN_PER_CELL:])
     rng.shuffle(train)
@@ -381,8 +398,14 @@ How a text is built (see `make_text` in the script):
    topic-specific; price and service phrases are shared by all topics.
 2. lead-in: with probability 0.2 a concession of the opposite sentiment ("The wait was long,
    but ..."), otherwise a neutral opener (often empty).
+   With probability {mixed_p} the review is *mixed*: a clause of the opposite sentiment about
+   another aspect comes first ("The pasta was delicious, but the waiter ... treated us
+   rudely."); the label follows the final verdict.
 3. with probability 0.6 a closing sentence of the same sentiment ("Never again.").
-4. duplicates are rejected; each cell's first {train_cell} distinct texts go to train and the
+4. annotation noise: in train only, the label of the first {noisy} texts of every
+   (topic, label, aspect) cell is flipped (the same count each way, so balance holds); the
+   test labels are clean.
+5. duplicates are rejected; each cell's first {train_cell} distinct texts go to train and the
    next {test_cell} to test, so no text is in both splits. Rows are then shuffled.
 
 Intended use: a fast, offline demo with a known hidden structure (`topic` inside each
@@ -405,6 +428,8 @@ def write(out_dir: Path, seed: int = SEED) -> None:
     n_topics, n_cells = len(TOPICS), len(TOPICS) * len(LABELS) * len(ASPECTS)
     readme = README.format(
         seed=seed,
+        mixed_p=MIXED_P,
+        noisy=NOISY_PER_CELL,
         n_train=len(train),
         n_test=len(test),
         train_label=len(train) // len(LABELS),

@@ -105,6 +105,6 @@ def test_text_demo_lelp_beats_nothing_and_records(shared_workspace: Workspace) -
         "examples/text-demo-lelp.yaml", ["train.epochs=2", "subclasses.n_subclasses=2"]
     )
     rec = pipeline.run_distill(cfg, shared_workspace)
-    assert rec["metrics"]["teacher"]["accuracy"] > 90
+    assert rec["metrics"]["teacher"]["accuracy"] > 80
     assert rec["metrics"]["student"]["accuracy"] > 60
     assert set(rec["metrics"]["recovery"]) == {"topic", "aspect"}
