@@ -47,9 +47,10 @@ WorkspaceOpt = Annotated[
 def _user_errors() -> tuple[type[BaseException], ...]:
     from core.data import DataError
     from core.store import WorkspaceError
+    from core.subclasses import SubclassError
     from core.teachers import TeacherError
 
-    return (ConfigError, DataError, TeacherError, WorkspaceError)
+    return (ConfigError, DataError, SubclassError, TeacherError, WorkspaceError)
 
 
 def friendly(fn: F) -> F:

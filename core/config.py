@@ -8,7 +8,7 @@ falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -97,11 +97,108 @@ class StudentSpec(_Strict):
     init: Literal["random", "teacher"] = "random"
 
 
+class FitNetSpec(_Strict):
+    """FitNet (Romero et al. 2015): ``weight * MSE(A h_s, h_t)`` with a learned linear map A,
+    plus ``kd_weight`` times KD at ``train.tau`` and ``train.alpha`` times hard-label CE.
+    "Alone" is ``kd_weight: 0`` with ``train.alpha > 0`` (the head needs some class signal)."""
+
+    weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    normalize: bool = False
+
+
+class SEASpec(_Strict):
+    """SEA (Srivastava et al. 2021): regress the teacher embedding reduced by PCA to the
+    student's width, PCA fitted on ``sample_size`` training rows picked at random or by
+    k-means++ seeding (``sampling: diverse``, our stand-in for the paper's k-DPP)."""
+
+    weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    sample_size: int = Field(1000, gt=1)
+    sampling: Literal["random", "diverse"] = "random"
+
+
+class CompRessSpec(_Strict):
+    """CompRess (Abbasi Koohpayegani et al. 2020): KL between softmaxed similarities to queued
+    anchors, T = ``temperature``; ``queues: one`` uses the teacher's queue for both (the
+    student embedding mapped to the teacher's width). ``queue_size`` None: min(128000, n)."""
+
+    weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    queues: Literal["two", "one"] = "two"
+    queue_size: int | None = Field(None, gt=0)
+    temperature: float = Field(0.04, gt=0)
+
+
+class ReAugKDSpec(_Strict):
+    """ReAugKD (Zhang et al. 2023): supervised-contrastive teacher projection, relational
+    loss (weight, temperature) + KD, and retrieval at inference (k neighbours, lambda)."""
+
+    weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    k: int = Field(8, ge=1)
+    lam: float = Field(0.5, ge=0, le=1)
+    retrieval_temperature: float = Field(0.1, gt=0)
+    proj_epochs: int = Field(10, ge=1)
+    proj_lr: float = Field(1e-3, gt=0)
+    supcon_temperature: float = Field(0.1, gt=0)
+
+
+class SubclassDistillSpec(_Strict):
+    """Subclass Distillation (Müller, Kornblith & Hinton 2020): the teacher head is retrained
+    on the cached embeddings with ``n_subclasses`` outputs per class and the auxiliary loss;
+    the student then learns ``alpha * tau^2 * CE(soft) + (1 - alpha) * CE(y)`` (its own
+    ``tau`` and ``alpha``, the paper's defaults; ``train.tau``/``train.alpha`` are unused)."""
+
+    n_subclasses: int = Field(4, ge=1)
+    tau: float = Field(4.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    aux_weight: float = Field(1.0, ge=0)
+    aux_temperature: float = Field(1.0, gt=0)
+    head_epochs: int = Field(60, ge=1)
+    head_lr: float = Field(1e-2, gt=0)
+
+
+class DWTSpec(_Strict):
+    """DWT (Lee et al. 2023), a student larger than its teacher:
+    ``hard_weight * CE(y) + a_s * KD``; a_s is ``soft_start`` throughout (``schedule:
+    constant``) or decays linearly from ``soft_start`` to ``soft_end`` (``linear``).
+    ``remap``: initialise the student from the teacher's layers (the paper found it hurts)."""
+
+    hard_weight: float = Field(1.0, ge=0)
+    schedule: Literal["constant", "linear"] = "linear"
+    soft_start: float = Field(4.0, ge=0)
+    soft_end: float = Field(1.0, ge=0)
+    remap: bool = False
+
+
+class DiSKSpec(_Strict):
+    """Scaffolding / DiSK (Kag et al. 2023): a gate g(x) in [0, 1] boosts the student's logits
+    on the teacher's ``top_k`` classes and the true class by ``boost * g(x)`` during training,
+    within a budget ``budget * (1 + cos(pi t)) / 2`` enforced by a dual variable."""
+
+    top_k: int | None = Field(None, ge=1)
+    boost: float = Field(4.0, gt=0)
+    budget: float = Field(0.3, ge=0, le=1)
+    gate_hidden: int = Field(32, gt=0)
+    gate_lr: float = Field(1e-2, gt=0)
+    dual_lr: float = Field(0.5, gt=0)
+
+
+Objective = Literal[
+    "hard", "kd", "lelp", "fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk"
+]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+
+
 class TrainSpec(_Strict):
     """Objective and optimisation. ``objective``: hard, kd, lelp (subclass targets from the
-    ``subclasses`` section, whatever its method)."""
+    ``subclasses`` section, whatever its method), or one of the other seed methods (fitnet,
+    sea, compress, reaugkd, subclass-distill, dwt, disk; see core/methods.py), whose own
+    parameters live in the sub-section of the same name (``train.compress.queue_size``)."""
 
-    objective: Literal["hard", "kd", "lelp"] = "lelp"
+    objective: Objective = "lelp"
     tau: float = Field(1.0, gt=0)
     alpha: float = Field(0.0, ge=0)
     epochs: int = Field(8, ge=1)
@@ -110,6 +207,13 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
+    fitnet: FitNetSpec = Field(default_factory=FitNetSpec)
+    sea: SEASpec = Field(default_factory=SEASpec)
+    compress: CompRessSpec = Field(default_factory=CompRessSpec)
+    reaugkd: ReAugKDSpec = Field(default_factory=ReAugKDSpec)
+    subclass_distill: SubclassDistillSpec = Field(default_factory=SubclassDistillSpec)
+    dwt: DWTSpec = Field(default_factory=DWTSpec)
+    disk: DiSKSpec = Field(default_factory=DiSKSpec)
 
 
 class RunConfig(_Strict):
@@ -128,14 +232,23 @@ class ConfigError(ValueError):
 
 
 def _format_validation(err: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: the config is not valid:"]
+    """All problems on one line: the CLI promises one line per error, and logs stay greppable."""
+    problems = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{loc}': remove it or check its spelling")
+            problems.append(f"unknown key '{loc}': remove it or check its spelling")
         else:
-            lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return f"{origin}: the config is not valid: " + "; ".join(problems)
+
+
+def _yaml_problem(err: Exception) -> str:
+    """A YAML error as one line with its position (PyYAML's own text spans several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
@@ -187,8 +300,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: no such config file; pass the path of a YAML file")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{p}: not readable as YAML ({err}); check its syntax") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{p}: not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset "
+                f"{err.start}); re-save the file as UTF-8"
+            ) from None
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"{p}: not readable as YAML ({_yaml_problem(err)}); check its syntax"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -34,6 +34,7 @@ __all__ = [
     "MISSING",
     "DataError",
     "check_subclass_counts",
+    "check_upload_size",
     "dataset_from_frame",
     "load_dataset",
     "load_demo",
@@ -41,6 +42,7 @@ __all__ = [
     "load_shared",
     "read_table",
     "shared_data_root",
+    "upload_limit_mb",
 ]
 
 DEMOS = ("text-demo", "digits-bin")
@@ -694,4 +696,43 @@ def check_subclass_counts(
         raise DataError(
             f"too few examples for the requested subclasses: {detail}; lower n_subclasses "
             "for those classes or add training examples"
+        )
+
+
+#: Streamlit's own default for ``server.maxUploadSize`` (MB), used when the config omits it.
+DEFAULT_UPLOAD_MB = 200
+
+
+def upload_limit_mb(config_path: str | Path | None = None) -> int:
+    """The upload limit in MB: ``server.maxUploadSize`` of ``.streamlit/config.toml``.
+
+    One number, kept where Streamlit reads it, so the app's widget and this check agree.
+    """
+    import tomllib
+
+    path = (
+        Path(config_path) if config_path is not None else REPO_ROOT / ".streamlit" / "config.toml"
+    )
+    try:
+        conf = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return DEFAULT_UPLOAD_MB
+    value = conf.get("server", {}).get("maxUploadSize", DEFAULT_UPLOAD_MB)
+    return int(value) if isinstance(value, (int, float)) and value > 0 else DEFAULT_UPLOAD_MB
+
+
+def check_upload_size(n_bytes: int, limit_mb: float | None = None, name: str = "upload") -> None:
+    """Raise DataError when an upload of ``n_bytes`` exceeds ``limit_mb`` (MB = 2**20 bytes).
+
+    Why here and not only in Streamlit: a path given on the Data page or the CLI bypasses the
+    widget's limit, and the message should say what to do instead (pass a path).
+    """
+    limit = upload_limit_mb() if limit_mb is None else limit_mb
+    if n_bytes < 0:
+        raise DataError(f"{name}: size {n_bytes} bytes is negative; pass the size in bytes")
+    if n_bytes > limit * 2**20:
+        raise DataError(
+            f"{name}: {n_bytes / 2**20:.1f} MB is over the upload limit of {limit:g} MB; give "
+            "the file's path on the Data page (or to the CLI) instead of uploading it, or raise "
+            "server.maxUploadSize in .streamlit/config.toml"
         )

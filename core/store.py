@@ -165,7 +165,10 @@ class Workspace:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (SQLITE_FULL, IOERR); a second
+                # ROLLBACK would raise and hide the real error.
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
             else:
                 con.execute("COMMIT")
