@@ -21,28 +21,11 @@ import numpy as np
 import streamlit as st
 
 from core.config import ConfigError, DatasetSpec, SubclassSpec, TeacherSpec
-from core.store import Workspace, WorkspaceError
+from core.errors import user_errors
+from core.store import Workspace
 from core.types import Dataset, TeacherOutputs
 
 Progress = Callable[[int, int, str], None]
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that carry a message for the user (shown with st.error, never a traceback)."""
-    errs: list[type[BaseException]] = [ConfigError, WorkspaceError]
-    try:
-        from core.data import DataError
-
-        errs.append(DataError)
-    except ImportError:
-        pass
-    try:
-        from core.teachers import TeacherError
-
-        errs.append(TeacherError)
-    except ImportError:
-        pass
-    return tuple(errs)
 
 
 # -- defaults ---------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from core.config import ConfigError, RunConfig, dump_config, load_config
+from core.config import RunConfig, dump_config, load_config
+from core.errors import user_errors
 
 app = typer.Typer(
     name="lelp",
@@ -44,15 +45,6 @@ WorkspaceOpt = Annotated[
 ]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from core.data import DataError
-    from core.store import WorkspaceError
-    from core.subclasses import SubclassError
-    from core.teachers import TeacherError
-
-    return (ConfigError, DataError, SubclassError, TeacherError, WorkspaceError)
-
-
 def friendly(fn: F) -> F:
     """Turn expected user errors into one readable line and exit status 2."""
 
@@ -60,7 +52,7 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as err:
+        except user_errors() as err:
             typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
 

@@ -17,6 +17,7 @@ import streamlit as st
 from core import app_state, plots
 from core.config import DatasetSpec, TeacherSpec
 from core.data import DEMOS, read_table, shared_data_root
+from core.store import atomic_write_bytes
 
 app_state.init_session()
 ss = st.session_state
@@ -65,7 +66,7 @@ def _save_upload(upload: object) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(name).suffix.lower()}"
     if not target.exists():
-        target.write_bytes(data)
+        atomic_write_bytes(target, data)  # a crash mid-write never leaves a partial file
     return str(target)
 
 
@@ -230,6 +231,15 @@ with right:
             ).strip()
             or None
         )
+    if kind == "hf":
+        fields["trust_remote_code"] = st.checkbox(
+            "Trust remote code",
+            key="data_teacher_trust",
+            help="Lets the checkpoint run its own Python code when it loads. Only for "
+            "checkpoints whose code you have read: it can do anything your user can.",
+        )
+        if fields["trust_remote_code"]:
+            st.warning("Remote code is trusted: the checkpoint's own Python code will run.")
     new_t = TeacherSpec(**fields)  # type: ignore[arg-type]
     if app_state.spec_json(new_t) != app_state.spec_json(committed_t):
         ss["teacher_spec"] = new_t.model_dump(mode="json")
