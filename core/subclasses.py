@@ -33,6 +33,7 @@ __all__ = [
     "LELPSubclasses",
     "LatentSubclasses",
     "ManualSubclasses",
+    "SubclassError",
     "class_ids",
     "make_subclasser",
     "recovery_scores",
@@ -43,12 +44,26 @@ __all__ = [
 _FLOATS = (np.float64, np.float32, np.float16)
 # Rows per block when fit streams over H: bounds the float64 copy to ~50 MB at d = 384.
 _FIT_CHUNK = 16_384
+# From this many rows, fit accumulates float16/float32 input in float32 (torch's GEMM, 2-3x
+# numpy's here) over 65,536-row blocks, each checked for NaN/inf through its own scatter's
+# diagonal instead of a full scan: 1.6M x 384 in seconds. Smaller inputs stay exact float64.
+_FAST_FIT_ROWS = 200_000
+_FAST_CHUNK = 65_536
+_TARGET_CHUNK = 32_768
 # A direction whose variance is below this fraction of the class's largest variance (times d)
 # counts as empty: eigh's round-off on an exact zero is about eps * largest eigenvalue.
 _RANK_RTOL = 10 * np.finfo(np.float64).eps
 
 
 # --------------------------------------------------------------------------- validation
+
+
+class SubclassError(ValueError):
+    """Inputs or settings a subclasser cannot use (S too large, beta <= 0, bad shapes).
+
+    A ``ValueError`` as scikit-learn raises, under its own name so the CLI and the job runner
+    can report it as one clear line instead of a traceback; the message says what to change.
+    """
 
 
 def _check_embeddings(H: Any, name: str = "H") -> np.ndarray:
@@ -58,9 +73,11 @@ def _check_embeddings(H: Any, name: str = "H") -> np.ndarray:
     """
     if isinstance(H, np.ndarray) and H.dtype in _FLOATS:
         if H.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (n_samples, d); got an array of shape {H.shape}")
+            raise SubclassError(
+                f"{name} must be 2-D (n_samples, d); got an array of shape {H.shape}"
+            )
         if H.shape[0] < 1 or H.shape[1] < 1:
-            raise ValueError(f"{name} is empty (shape {H.shape}); pass at least one row")
+            raise SubclassError(f"{name} is empty (shape {H.shape}); pass at least one row")
         return H
     return check_array(H, dtype=list(_FLOATS), input_name=name)
 
@@ -80,7 +97,7 @@ def _check_chunk_size(chunk_size: int | None, n: int) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
         raise TypeError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None; got {chunk_size}")
+        raise SubclassError(f"chunk_size must be >= 1 or None; got {chunk_size}")
     return int(chunk_size)
 
 
@@ -88,18 +105,18 @@ def _check_labels(y: Any, n: int, name: str = "y") -> np.ndarray:
     """Integer class ids 0..C-1, one per row of H."""
     y = column_or_1d(np.asarray(y), warn=False)
     if len(y) != n:
-        raise ValueError(f"{name} has {len(y)} entries but H has {n} rows; pass one per row")
+        raise SubclassError(f"{name} has {len(y)} entries but H has {n} rows; pass one per row")
     if y.dtype.kind not in "iub":
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
         else:
-            raise ValueError(
+            raise SubclassError(
                 f"{name} must hold integer class ids 0..C-1; got dtype {y.dtype} "
                 "(map string labels to ids first, e.g. with core.data)"
             )
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
-        raise ValueError(f"{name} must hold class ids >= 0; got {int(y.min())}")
+        raise SubclassError(f"{name} must hold class ids >= 0; got {int(y.min())}")
     return y
 
 
@@ -109,14 +126,14 @@ def _check_positive(name: str, value: Any) -> float:
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a positive number; got {value!r}") from None
     if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}")
+        raise SubclassError(f"{name} must be > 0; got {value!r}")
     return v
 
 
 def _check_logits(Z: Any, n: int, n_classes: int) -> np.ndarray:
     Z = check_array(Z, dtype=[np.float64, np.float32], input_name="Z")
     if Z.shape != (n, n_classes):
-        raise ValueError(
+        raise SubclassError(
             f"Z has shape {Z.shape} but expected ({n}, {n_classes}): one row of teacher logits "
             f"per row of H and one column per class the subclasser was fitted on"
         )
@@ -130,7 +147,7 @@ def _resolve_sizes(n_subclasses: Any, n_classes: int) -> list[int]:
     elif isinstance(n_subclasses, (list, tuple, np.ndarray)):
         sizes = [int(s) for s in n_subclasses]
         if len(sizes) != n_classes:
-            raise ValueError(
+            raise SubclassError(
                 f"n_subclasses has {len(sizes)} entries but y has {n_classes} classes; "
                 "pass one int for all classes or one per class"
             )
@@ -140,7 +157,7 @@ def _resolve_sizes(n_subclasses: Any, n_classes: int) -> list[int]:
         )
     for c, s in enumerate(sizes):
         if s < 1:
-            raise ValueError(f"n_subclasses must be >= 1 for every class; got {s} for class {c}")
+            raise SubclassError(f"n_subclasses must be >= 1 for every class; got {s} for class {c}")
     return sizes
 
 
@@ -148,7 +165,7 @@ def _class_counts(y: np.ndarray) -> np.ndarray:
     counts = np.bincount(y)
     missing = np.flatnonzero(counts == 0)
     if len(missing):
-        raise ValueError(
+        raise SubclassError(
             f"class {int(missing[0])} has no examples in y (classes must be 0..C-1, all present); "
             "relabel the classes or add examples"
         )
@@ -204,29 +221,69 @@ def _orthonormal_columns(A: np.ndarray) -> np.ndarray:
     return Q * d
 
 
-def _class_scatter(H: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and centred scatter matrix ``(X - m)^T (X - m)`` of ``H[rows]`` in float64.
+def _gram32(X: np.ndarray) -> np.ndarray:
+    """``X^T X`` of a float32 block, through torch when installed (MKL/oneDNN beat OpenBLAS)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch ships with the app
+        return (X.T @ X).astype(np.float64)
+    t = torch.from_numpy(X)
+    return (t.T @ t).numpy().astype(np.float64)
 
-    Two passes in blocks (mean, then scatter of centred blocks): exact, numerically stable,
-    and never holds more than one float64 block, so a float16 memmap of millions of rows fits.
+
+def _class_scatters(
+    H: np.ndarray, y: np.ndarray, n_classes: int, fast: bool
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per class: mean and centred scatter ``(X - m)^T (X - m)`` of its rows, in float64.
+
+    One pass over contiguous row blocks (a memmap is read once, in order, whatever the class
+    layout). Each class is centred on a shift ``s_c`` (the mean of its rows in the first block
+    that has any), then ``S = sum (x - s)(x - s)^T - n (m - s)(m - s)^T``: as stable as two
+    passes because ``m - s`` is small. ``fast`` accumulates each block in float32 (see
+    ``_FAST_FIT_ROWS``); the sums across blocks are float64 either way.
     """
     d = H.shape[1]
-    total = np.zeros(d)
-    for _, block in _blocks(H, rows, _FIT_CHUNK):
-        total += block.sum(axis=0, dtype=np.float64)
-    mean = total / len(rows)
-    scatter = np.zeros((d, d))
-    for _, block in _blocks(H, rows, _FIT_CHUNK):
-        X = block.astype(np.float64) - mean
-        scatter += X.T @ X
-    return mean, (scatter + scatter.T) / 2
+    sums = [np.zeros(d) for _ in range(n_classes)]
+    scatters = [np.zeros((d, d)) for _ in range(n_classes)]
+    shifts: list[np.ndarray | None] = [None] * n_classes
+    counts = np.zeros(n_classes, dtype=np.int64)
+    chunk = _FAST_CHUNK if fast else _FIT_CHUNK
+    work = np.float32 if fast else np.float64
+    for start in range(0, H.shape[0], chunk):
+        stop = min(H.shape[0], start + chunk)
+        block = H[start:stop]
+        if not fast:
+            block = check_array(block, dtype=list(_FLOATS), input_name="H")
+        yb = y[start:stop]
+        for c in np.unique(yb):
+            X = block[yb == c].astype(work)
+            if shifts[c] is None:
+                shifts[c] = X.mean(axis=0, dtype=np.float64)
+            X -= np.asarray(shifts[c], dtype=work)
+            S = _gram32(X) if fast else X.T @ X
+            part = X.sum(axis=0, dtype=np.float64)
+            if fast and not (np.isfinite(np.diagonal(S)).all() and np.isfinite(part).all()):
+                raise SubclassError(
+                    f"H contains NaN or infinity (or values too large for float32) in rows "
+                    f"{start}..{stop - 1}; fix or drop those rows"
+                )
+            scatters[c] += S
+            sums[c] += part
+            counts[c] += len(X)
+    means, out = [], []
+    for c in range(n_classes):
+        delta = sums[c] / counts[c]
+        means.append(np.asarray(shifts[c]) + delta)
+        S = scatters[c] - counts[c] * np.outer(delta, delta)
+        out.append((S + S.T) / 2)
+    return means, out
 
 
 def _null_space_projector(W: Any, d: int) -> np.ndarray:
     """``P = I - pinv(W) @ W``: the projector onto directions that leave the logits unchanged."""
     W = check_array(W, dtype=[np.float64, np.float32], input_name="W").astype(np.float64)
     if W.shape[1] != d:
-        raise ValueError(
+        raise SubclassError(
             f"W has {W.shape[1]} columns but H has {d}: W must be the teacher's last-layer "
             f"weight of shape (n_classes, {d})"
         )
@@ -273,21 +330,29 @@ def targets_from_coordinates(
     beta = _check_positive("beta", beta)
     coords = [np.asarray(z) for z in coords]
     if not coords or any(z.ndim != 2 for z in coords):
-        raise ValueError("coords must be a non-empty list of (n, S_c) arrays, one per class")
+        raise SubclassError("coords must be a non-empty list of (n, S_c) arrays, one per class")
     n = coords[0].shape[0]
     if any(z.shape[0] != n for z in coords):
-        raise ValueError(f"coords have different row counts {[z.shape[0] for z in coords]}")
+        raise SubclassError(f"coords have different row counts {[z.shape[0] for z in coords]}")
     Z = _check_logits(Z, n, len(coords))
     dtype = np.result_type(*[z.dtype for z in coords], np.float32)
-    log_pc = log_softmax(Z.astype(dtype, copy=False) / dtype.type(tau), axis=1)
     sizes = [z.shape[1] for z in coords]
     out = np.empty((n, sum(sizes)), dtype=dtype)
-    start = 0
-    for c, z in enumerate(coords):
-        s = z.shape[1]
-        log_ps = log_softmax(z.astype(dtype, copy=False) / dtype.type(beta), axis=1)
-        np.exp(log_ps + log_pc[:, c : c + 1], out=out[:, start : start + s])
-        start += s
+    # Row blocks keep the temporaries in cache: 1.6M rows x 8 subclasses take well under 1 s.
+    for start in range(0, n, _TARGET_CHUNK):
+        sl = slice(start, min(n, start + _TARGET_CHUNK))
+        log_pc = log_softmax(Z[sl].astype(dtype, copy=False) / dtype.type(tau), axis=1)
+        col = 0
+        for c, z in enumerate(coords):
+            s = z.shape[1]
+            # log_softmax(z / beta) + log p_c, with the row max subtracted before exp.
+            t = z[sl].astype(dtype, copy=True)
+            t /= dtype.type(beta)
+            t -= t.max(axis=1, keepdims=True)
+            t -= np.log(np.exp(t).sum(axis=1, keepdims=True))
+            t += log_pc[:, c : c + 1]
+            np.exp(t, out=out[sl, col : col + s])
+            col += s
     return out
 
 
@@ -324,7 +389,7 @@ class _SubclasserBase(BaseEstimator):
         check_is_fitted(self, "sizes_")
         H = _check_embeddings(H)
         if H.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise SubclassError(
                 f"H has {H.shape[1]} columns but {type(self).__name__} was fitted on "
                 f"{self.n_features_in_}; pass embeddings from the same teacher"
             )
@@ -333,7 +398,7 @@ class _SubclasserBase(BaseEstimator):
     def _check_own_class(self, y: Any, n: int) -> np.ndarray:
         y = _check_labels(y, n)
         if y.size and y.max() >= self.n_classes_:
-            raise ValueError(
+            raise SubclassError(
                 f"y holds class {int(y.max())} but the subclasser was fitted on "
                 f"{self.n_classes_} classes (0..{self.n_classes_ - 1})"
             )
@@ -423,16 +488,16 @@ class LELPSubclasses(_SubclasserBase):
 
     def _resolve(self, n_classes: int) -> tuple[list[int], list[list[int] | None]]:
         if self.projection not in ("pca", "random"):
-            raise ValueError(f"projection must be 'pca' or 'random'; got {self.projection!r}")
+            raise SubclassError(f"projection must be 'pca' or 'random'; got {self.projection!r}")
         if self.directions is None:
             return _resolve_sizes(self.n_subclasses, n_classes), [None] * n_classes
         if self.projection == "random":
-            raise ValueError(
+            raise SubclassError(
                 "directions picks principal components, so it needs projection='pca'; "
                 f"got projection='random' with directions={self.directions!r}"
             )
         if len(self.directions) != n_classes:
-            raise ValueError(
+            raise SubclassError(
                 f"directions has {len(self.directions)} entries but y has {n_classes} classes; "
                 "give one list of PC indices (or None) per class"
             )
@@ -446,7 +511,7 @@ class LELPSubclasses(_SubclasserBase):
                 continue
             idx = [int(i) for i in dc]
             if not idx or min(idx) < 0 or len(set(idx)) != len(idx):
-                raise ValueError(
+                raise SubclassError(
                     f"directions[{c}] must be distinct PC indices >= 0 (0-based); got {dc!r}"
                 )
             sizes.append(len(idx))
@@ -465,19 +530,19 @@ class LELPSubclasses(_SubclasserBase):
         sizes, dirs = self._resolve(n_classes)
         for c, s in enumerate(sizes):
             if counts[c] < 2:
-                raise ValueError(
+                raise SubclassError(
                     f"class {c} has {counts[c]} example(s); LELP needs at least 2 per class "
                     "(add examples or drop the class)"
                 )
             if s > min(counts[c] - 1, d):
-                raise ValueError(
+                raise SubclassError(
                     f"class {c} has {counts[c]} examples and d={d}, so at most "
                     f"{min(counts[c] - 1, d)} pseudo-subclasses fit; requested S={s}: "
                     "lower n_subclasses (or give a per-class list)"
                 )
         if self.null_space:
             if W is None:
-                raise ValueError(
+                raise SubclassError(
                     "null_space=True needs W, the teacher's last-layer weight (n_classes, d): "
                     "pass fit(H, y, W) or set null_space=False"
                 )
@@ -487,8 +552,12 @@ class LELPSubclasses(_SubclasserBase):
             P, p_rank = None, d
         rng = check_random_state(self.random_state)
 
+        fast = H.dtype != np.float64 and n >= _FAST_FIT_ROWS
+        stats = _class_scatters(H, y, n_classes, fast)
         fits = [
-            self._fit_class(H, np.flatnonzero(y == c), c, sizes[c], dirs[c], P, p_rank, rng)
+            self._fit_class(
+                (stats[0][c], stats[1][c]), int(counts[c]), d, c, sizes[c], dirs[c], P, p_rank, rng
+            )
             for c in range(n_classes)
         ]
         comps, means, scales, rots, ranks, ev, evr, evr_raw = (
@@ -516,8 +585,9 @@ class LELPSubclasses(_SubclasserBase):
 
     def _fit_class(
         self,
-        H: np.ndarray,
-        rows: np.ndarray,
+        stats: tuple[np.ndarray, np.ndarray],
+        n_c: int,
+        d: int,
         c: int,
         s: int,
         idx: list[int] | None,
@@ -526,8 +596,7 @@ class LELPSubclasses(_SubclasserBase):
         rng: np.random.RandomState,
     ) -> tuple[Any, ...]:
         """LELP steps 1-4 for class c: (V_c, mu_c, scale_c, Q_c, rank, ev, ev ratio, raw)."""
-        n_c, d = len(rows), H.shape[1]
-        mean_raw, scatter_raw = _class_scatter(H, rows)
+        mean_raw, scatter_raw = stats
         raw_vals, raw_vecs = _eigh_desc(scatter_raw)
         if P is None:
             mu, scatter, vals, vecs = mean_raw, scatter_raw, raw_vals, raw_vecs
@@ -546,14 +615,14 @@ class LELPSubclasses(_SubclasserBase):
                     if idx is not None
                     else f"requested S={s}"
                 )
-                raise ValueError(
+                raise SubclassError(
                     f"class {c}: its {n_c} embeddings {space}span only {rank} directions "
                     f"(PC indices 0..{rank - 1}); {what}: {fix}"
                 )
             V = vecs[:, pcs]
         else:
             if s > p_rank:
-                raise ValueError(
+                raise SubclassError(
                     f"class {c}: the null space of W has {p_rank} dimensions, fewer than the "
                     f"requested S={s}: {fix}"
                 )
@@ -578,10 +647,27 @@ class LELPSubclasses(_SubclasserBase):
         H = self._check_input(H)
         dtype = np.float64 if H.dtype == np.float64 else np.float32
         A, b = self._A.astype(dtype), self._b.astype(dtype)
-        out = np.empty((H.shape[0], self.n_outputs_), dtype=dtype)
-        for sl, block in _blocks(H, None, _check_chunk_size(chunk_size, H.shape[0])):
-            np.matmul(block.astype(dtype, copy=False), A, out=out[sl])
+        n = H.shape[0]
+        out = np.empty((n, self.n_outputs_), dtype=dtype)
+        step = _check_chunk_size(chunk_size, n)
+        if n < _FAST_FIT_ROWS:
+            for sl, block in _blocks(H, None, step):
+                np.matmul(block.astype(dtype, copy=False), A, out=out[sl])
+                out[sl] -= b
+            return out
+        # Large input: never cast all of H at once, and validate through the output (a NaN or
+        # inf anywhere in a row of H makes that row's coordinates non-finite) instead of a
+        # second full scan of H.
+        step = min(step, _FAST_CHUNK)
+        for start in range(0, n, step):
+            sl = slice(start, min(n, start + step))
+            np.matmul(np.asarray(H[sl]).astype(dtype, copy=False), A, out=out[sl])
             out[sl] -= b
+            if not np.isfinite(out[sl]).all():
+                raise SubclassError(
+                    f"H contains NaN or infinity in rows {sl.start}..{sl.stop - 1}; fix or "
+                    "drop those rows"
+                )
         return out
 
     def _split(self, M: np.ndarray) -> list[np.ndarray]:
@@ -660,7 +746,7 @@ class _HardSubclasser(_SubclasserBase):
     def _check_smooth(self) -> float:
         s = float(self.smooth)
         if not 0.0 <= s < 1.0:
-            raise ValueError(f"smooth must be in [0, 1); got {self.smooth!r}")
+            raise SubclassError(f"smooth must be in [0, 1); got {self.smooth!r}")
         return s
 
     def assign(self, H: Any, y: Any, chunk_size: int | None = None, **kw: Any) -> np.ndarray:
@@ -746,10 +832,10 @@ class ClusterSubclasses(_HardSubclasser):
         from sklearn.cluster import AgglomerativeClustering, KMeans
 
         if self.method not in self._METHODS:
-            raise ValueError(f"method must be one of {list(self._METHODS)}; got {self.method!r}")
+            raise SubclassError(f"method must be one of {list(self._METHODS)}; got {self.method!r}")
         self._check_smooth()
         if int(self.max_samples) < 2:
-            raise ValueError(f"max_samples must be >= 2; got {self.max_samples!r}")
+            raise SubclassError(f"max_samples must be >= 2; got {self.max_samples!r}")
         H = _check_embeddings(H)
         n, d = H.shape
         y = _check_labels(y, n)
@@ -757,7 +843,7 @@ class ClusterSubclasses(_HardSubclasser):
         sizes = _resolve_sizes(self.n_subclasses, len(counts))
         for c, s in enumerate(sizes):
             if s > counts[c]:
-                raise ValueError(
+                raise SubclassError(
                     f"class {c} has {counts[c]} examples, fewer than the requested S={s} "
                     "clusters: lower n_subclasses"
                 )
@@ -853,13 +939,15 @@ class _KeyedSubclasser(_HardSubclasser):
     def _as_keys(self, keys: Any, n: int, name: str) -> np.ndarray:
         k = np.asarray(keys)
         if k.ndim != 1 or len(k) != n:
-            raise ValueError(f"{name} must have one value per row of H ({n}); got shape {k.shape}")
+            raise SubclassError(
+                f"{name} must have one value per row of H ({n}); got shape {k.shape}"
+            )
         return k.astype(str)
 
     def _keys_for(self, H: np.ndarray, keys: Any, name: str) -> np.ndarray:
         if keys is None:
             if H.shape[0] != len(self._fit_keys_arr):
-                raise ValueError(
+                raise SubclassError(
                     f"{name}=None means 'the rows given to fit', which had "
                     f"{len(self._fit_keys_arr)} rows, but H has {H.shape[0]}: pass {name}= for "
                     "these rows"
@@ -910,7 +998,7 @@ class LatentSubclasses(_KeyedSubclasser):
         """Subclasses of each class = its distinct latent values; ``W`` is unused."""
         keys = latent if latent is not None else self.values
         if keys is None:
-            raise ValueError(
+            raise SubclassError(
                 "LatentSubclasses needs the latent values of the training rows: pass "
                 "fit(H, y, latent=...) or LatentSubclasses(values=...)"
             )
@@ -956,16 +1044,20 @@ class ManualSubclasses(_KeyedSubclasser):
     def fit(self, H: Any, y: Any, W: Any = None) -> ManualSubclasses:
         """Subclasses of each class = its group ids (+ "rest"); ``W`` is unused."""
         if self.assignment is None:
-            raise ValueError("ManualSubclasses needs assignment= (one group id per row, -1 = none)")
+            raise SubclassError(
+                "ManualSubclasses needs assignment= (one group id per row, -1 = none)"
+            )
         self._fit_keys(H, y, self.assignment, "assignment")
         return self
 
     def _as_keys(self, keys: Any, n: int, name: str) -> np.ndarray:
         k = np.asarray(keys)
         if k.ndim != 1 or len(k) != n:
-            raise ValueError(f"{name} must have one value per row of H ({n}); got shape {k.shape}")
+            raise SubclassError(
+                f"{name} must have one value per row of H ({n}); got shape {k.shape}"
+            )
         if k.dtype.kind not in "iu" or (k.size and k.min() < -1):
-            raise ValueError(
+            raise SubclassError(
                 f"{name} must hold integer group ids >= 0, or -1 for unassigned; "
                 f"got dtype {k.dtype}" + (f", min {k.min()}" if k.dtype.kind in "iuf" else "")
             )
@@ -1013,19 +1105,19 @@ def make_subclasser(spec: SubclassSpec, latent: Any = None, manual: Any = None) 
         return ClusterSubclasses(method=m, n_subclasses=spec.n_subclasses, random_state=spec.seed)
     if m == "oracle":
         if latent is None:
-            raise ValueError(
+            raise SubclassError(
                 f"method 'oracle' needs the values of the latent column {spec.latent_col!r} for "
                 "the training rows; set subclasses.latent_col to a column the dataset has"
             )
         return LatentSubclasses(values=latent)
     if m == "manual":
         if manual is None:
-            raise ValueError(
+            raise SubclassError(
                 "method 'manual' needs a group id per training row (manual=...); draw groups "
                 "in the app or choose another method"
             )
         return ManualSubclasses(assignment=np.asarray(manual))
-    raise ValueError(f"unknown subclass method {m!r}")
+    raise SubclassError(f"unknown subclass method {m!r}")
 
 
 def class_ids(y: Any, Z: Any, class_source: str = "label") -> np.ndarray:
@@ -1033,12 +1125,12 @@ def class_ids(y: Any, Z: Any, class_source: str = "label") -> np.ndarray:
     ``"teacher"`` (argmax of the teacher logits ``Z``, for unlabeled transfer data)."""
     if class_source == "label":
         if y is None:
-            raise ValueError("class_source='label' needs y; pass labels or use 'teacher'")
+            raise SubclassError("class_source='label' needs y; pass labels or use 'teacher'")
         return _check_labels(y, len(np.asarray(y)))
     if class_source == "teacher":
         Z = check_array(Z, dtype=[np.float64, np.float32], input_name="Z")
         return np.argmax(Z, axis=1).astype(np.int64)
-    raise ValueError(f"class_source must be 'label' or 'teacher'; got {class_source!r}")
+    raise SubclassError(f"class_source must be 'label' or 'teacher'; got {class_source!r}")
 
 
 def recovery_scores(assign: Any, y: Any, latent: Any) -> dict[str, Any]:
@@ -1051,7 +1143,7 @@ def recovery_scores(assign: Any, y: Any, latent: Any) -> dict[str, Any]:
     y = _check_labels(y, len(a))
     v = np.asarray(latent).ravel()
     if len(v) != len(a):
-        raise ValueError(f"latent has {len(v)} entries but assign has {len(a)}")
+        raise SubclassError(f"latent has {len(v)} entries but assign has {len(a)}")
     v = v.astype(str)
     per: dict[str, dict[str, float | int]] = {}
     for c in np.unique(y):
