@@ -1,0 +1,496 @@
+"""Speed and scale benchmark (issue 7): naive vs tuned embedding extraction, and LELP at 1.6M rows.
+
+One run records, side by side and with their ratio:
+
+- extraction of SST-2 sentences with the bundled MiniLM-L6 (``/work/shared/data/sst2``, else
+  the text demo): the naive loop (float32, padding to 128 tokens, batch 32, dataset order)
+  against ``core.teachers.extract``'s tuned path, on CPU always (float32 and, where the CPU
+  has native bf16, bf16) and on CUDA when available (plus the model-only figure on
+  pre-tokenised batches, the ceiling the tuned path is measured against);
+- LELP on 1,600,000 x 384 synthetic float16 memory-mapped embeddings (two classes, four planted
+  latent groups per class): fit, targets for all rows, a beta-only change, peak RSS, each in
+  its own process so peaks do not mix, against a naive in-memory float32 version.
+
+Results go to ``<out>/speed.json`` and ``<out>/speed.md`` with the machine, versions, date and
+the load average (the 2-core machine is shared, so wall times carry the load; CPU times are
+recorded next to them).
+
+    python bench/speed.py                      # everything, results in bench/results/
+    python bench/speed.py --cpu-texts 300 --lelp-rows 200000 --out /tmp/speed   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make ``core`` importable
+    sys.path.insert(0, str(REPO))
+
+SST2 = Path("/work/shared/data/sst2")
+N_LATENT = 4
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _rss_peak_mb() -> float:
+    """Peak resident set (VmHWM) of this process in MB; includes memory-mapped file pages."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_info() -> dict[str, Any]:
+    import numpy
+    import tokenizers
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from core.teachers import cpu_has_native_bf16
+
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gb"] = round(int(mem) / 2**20, 1)
+    except (OSError, IndexError):
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def load_sentences(n: int) -> tuple[list[str], str]:
+    """The first ``n`` SST-2 sentences (train, test, dev), repeated if more are asked for."""
+    import pandas as pd
+
+    texts: list[str] = []
+    source = "sst2"
+    if SST2.is_dir():
+        for split in ("train", "test", "dev"):
+            f = SST2 / f"{split}.csv"
+            if f.is_file():
+                texts += pd.read_csv(f)["text"].astype(str).tolist()
+    if not texts:
+        from core.data import load_demo
+
+        ds = load_demo("text-demo")
+        texts = [t for s in ds.splits.values() for t in (s.texts or [])]
+        source = "text-demo (sst2 absent)"
+    reps = -(-n // len(texts))
+    return (texts * reps)[:n], source
+
+
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def bench_extraction(device: str, n: int, naive_n: int) -> dict[str, Any]:
+    """Naive vs tuned on ``device``; cosine between the two on the rows both embedded."""
+    import torch
+
+    from core import teachers
+
+    encoder, tok = teachers._load_minilm()
+    encoder.to(device).eval()
+    fn = teachers._minilm_fn(encoder)
+    texts, source = load_sentences(max(n, naive_n))
+    n_tok = [len(x) for x in tok(texts[:2000])["input_ids"]]
+    quiet = lambda *a: None  # noqa: E731
+    res: dict[str, Any] = {
+        "device": device,
+        "source": source,
+        "mean_tokens": round(float(np.mean(n_tok)), 1),
+        "max_length": 128,
+    }
+    # Warm-up: first calls pay for allocator growth and kernel selection.
+    teachers.extract(fn, tok, texts[:64], 128, 32, quiet, device=device)
+    teachers.extract(fn, tok, texts[:64], 128, 32, quiet, device=device, naive=True)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def run(k: int, **kw: Any) -> tuple[np.ndarray, dict[str, float]]:
+        def go() -> np.ndarray:
+            (H,) = teachers.extract(fn, tok, texts[:k], 128, 32, quiet, device=device, **kw)
+            sync()
+            return H
+
+        H, wall, cpu = _timed(go)
+        return H, {"n": k, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+                   "per_s": round(k / wall, 1)}  # fmt: skip
+
+    H_naive, res["naive"] = run(naive_n, naive=True)
+    variants = {"tuned": {"precision": "auto"}}
+    if device == "cpu" and teachers.cpu_has_native_bf16():
+        variants["tuned_bf16"] = {"precision": "bf16"}
+    for name, kw in variants.items():
+        H, res[name] = run(n, **kw)
+        a, b = H[:naive_n], H_naive
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        res[name]["min_cosine_to_naive"] = round(float(cos.min()), 6)
+        res[name]["ratio_to_naive"] = round(res[name]["per_s"] / res["naive"]["per_s"], 2)
+    if device == "cuda":
+        res["model_only"] = _model_only_cuda(encoder, tok, texts[:n])
+    return res
+
+
+def _model_only_cuda(encoder: Any, tok: Any, texts: list[str]) -> dict[str, Any]:
+    """GPU work alone: pre-tokenised, length-bucketed batches of 4,096 already on the GPU."""
+    import torch
+
+    from core.teachers import mean_pool
+
+    enc = tok(texts, truncation=True, max_length=128)["input_ids"]
+    order = np.argsort([len(x) for x in enc])
+    batches = []
+    for s in range(0, len(order), 4096):
+        rows = order[s : s + 4096]
+        b = tok.pad({"input_ids": [enc[i] for i in rows]}, return_tensors="pt")
+        batches.append({k: v.cuda() for k, v in b.items()})
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for b in batches:
+            mean_pool(encoder(**b).last_hidden_state, b["attention_mask"])
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    return {"n": len(texts), "seconds": round(wall, 3), "per_s": round(len(texts) / wall, 1)}
+
+
+# --------------------------------------------------------------------------- LELP at scale
+
+
+def make_synthetic(folder: Path, n: int, d: int, seed: int = 0) -> dict[str, Path]:
+    """Float16 (n, d) memmap with two classes, each made of four latent groups (planted
+    directions), plus y, latent group and teacher logits Z = H W^T + b. Reused if present."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {k: folder / f"{k}_{n}x{d}.npy" for k in ("H", "y", "latent", "Z", "W")}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    latent = rng.integers(0, N_LATENT, n)
+    w = rng.standard_normal(d).astype(np.float32)
+    w /= np.linalg.norm(w)
+    groups = rng.standard_normal((2, N_LATENT, d)).astype(np.float32) * 0.5
+    W = np.stack([-w, w]) * 4.0
+    H = np.lib.format.open_memmap(folder / "tmp_H.npy", mode="w+", dtype=np.float16, shape=(n, d))
+    Z = np.empty((n, 2), dtype=np.float32)
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        x = rng.standard_normal((e - s, d), dtype=np.float32) * 0.3
+        x += groups[y[s:e], latent[s:e]]
+        x += np.where(y[s:e, None] == 1, 0.5, -0.5).astype(np.float32) * w
+        H[s:e] = x
+        Z[s:e] = H[s:e].astype(np.float32) @ W.T
+    H.flush()
+    del H
+    os.replace(folder / "tmp_H.npy", paths["H"])
+    for k, a in (("y", y), ("latent", latent), ("Z", Z), ("W", W)):
+        np.save(paths[k], a)
+    return paths
+
+
+def lelp_tuned(paths: dict[str, str], S: int) -> dict[str, Any]:
+    """The library path: fit streams over the memmap, targets in row blocks."""
+    import torch  # noqa: F401  (the app has it loaded; its import is not part of the fit)
+    from sklearn.metrics import adjusted_rand_score
+
+    from core.subclasses import LELPSubclasses, targets_from_coordinates
+
+    H = np.load(paths["H"], mmap_mode="r")
+    y, Z, W = (np.load(paths[k]) for k in ("y", "Z", "W"))
+    sub, fit_s, fit_cpu = _timed(lambda: LELPSubclasses(n_subclasses=S).fit(H, y, W))
+    coords, coord_s, coord_cpu = _timed(lambda: sub.coordinates(H))
+    T, tfc_s, tfc_cpu = _timed(lambda: targets_from_coordinates(coords, Z, 1.0, 1.0))
+    T2, beta_s, beta_cpu = _timed(lambda: targets_from_coordinates(coords, Z, 1.0, 0.5))
+    assert T.shape == (len(y), 2 * S) and np.allclose(T2.sum(1), 1.0, atol=1e-4)
+    latent = np.load(paths["latent"])
+    sample = np.random.default_rng(0).choice(len(y), 200_000, replace=False)
+    a = sub.assign(H[np.sort(sample)], y[np.sort(sample)])
+    ari = adjusted_rand_score(latent[np.sort(sample)] + 10 * y[np.sort(sample)], a)
+    return {
+        "fit_s": round(fit_s, 2), "fit_cpu_s": round(fit_cpu, 2),
+        "targets_s": round(coord_s + tfc_s, 2), "targets_cpu_s": round(coord_cpu + tfc_cpu, 2),
+        "fit_plus_targets_s": round(fit_s + coord_s + tfc_s, 2),
+        "beta_only_s": round(beta_s, 3), "beta_only_cpu_s": round(beta_cpu, 3),
+        "peak_rss_mb": round(_rss_peak_mb()), "ari_latent_sample": round(float(ari), 3),
+        "targets_checksum": float(T[:1000].sum()),
+    }  # fmt: skip
+
+
+def lelp_naive(paths: dict[str, str], S: int) -> dict[str, Any]:
+    """What one writes first: everything in memory as float32, projected copies of H."""
+    from scipy.special import softmax
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    H = np.load(paths["H"]).astype(np.float32)
+    y, Z, W = (np.load(paths[k]) for k in ("y", "Z", "W"))
+    P = (np.eye(H.shape[1]) - np.linalg.pinv(W.astype(np.float64)) @ W).astype(np.float32)
+    rng = np.random.RandomState(0)
+    fits = []
+    for c in range(2):
+        G = H[y == c] @ P
+        mu = G.mean(0)
+        G -= mu
+        vals, vecs = np.linalg.eigh(G.T @ G)
+        V = vecs[:, ::-1][:, :S] @ np.linalg.qr(rng.standard_normal((S, S)))[0]
+        sd = (G @ V).std(0)
+        fits.append((mu, V.astype(np.float32), sd))
+        del G
+    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t1, c1 = time.perf_counter(), time.process_time()
+    Hp = H @ P
+    pc = softmax(Z, axis=1)
+    T = np.concatenate(
+        [softmax((Hp - mu) @ V / sd, axis=1) * pc[:, [c]] for c, (mu, V, sd) in enumerate(fits)],
+        axis=1,
+    )
+    tgt_s, tgt_cpu = time.perf_counter() - t1, time.process_time() - c1
+    assert T.shape == (len(y), 2 * S)
+    return {
+        "fit_s": round(fit_s, 2), "fit_cpu_s": round(fit_cpu, 2),
+        "targets_s": round(tgt_s, 2), "targets_cpu_s": round(tgt_cpu, 2),
+        "fit_plus_targets_s": round(fit_s + tgt_s, 2), "peak_rss_mb": round(_rss_peak_mb()),
+    }  # fmt: skip
+
+
+def _in_subprocess(which: str, paths: dict[str, Path], S: int) -> dict[str, Any]:
+    """Run one LELP variant in a fresh interpreter so its peak RSS is its own."""
+    arg = json.dumps({"which": which, "S": S, "paths": {k: str(v) for k, v in paths.items()}})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", arg], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout)[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_lelp(folder: Path, n: int, d: int, S: int, naive: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    paths = make_synthetic(folder, n, d)
+    res: dict[str, Any] = {"rows": n, "dim": d, "n_subclasses": S, "storage": "float16 memmap",
+                           "synth_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    res["tuned"] = _in_subprocess("tuned", paths, S)
+    if naive:
+        res["naive"] = _in_subprocess("naive", paths, S)
+        t, nv = res["tuned"], res["naive"]
+        if "error" not in t and "error" not in nv:
+            res["ratio_fit_plus_targets"] = round(
+                nv["fit_plus_targets_s"] / t["fit_plus_targets_s"], 2
+            )
+            res["ratio_peak_rss"] = round(nv["peak_rss_mb"] / t["peak_rss_mb"], 2)
+    return res
+
+
+# --------------------------------------------------------------------------- report
+
+NOTES = [
+    "Peak RSS is VmHWM of a fresh process per version; it includes the memory-mapped float16 "
+    "file pages (1.2 GB at 1.6M x 384) and torch's own footprint.",
+    "LELP fit is bound by the per-class scatter, n d^2 = 236 G multiply-adds at 1.6M x 384, "
+    "run as float32 GEMMs (torch) on 65,536-row blocks; CPU seconds close to wall seconds "
+    "mean the run had about one free core of the two (other work on the shared machine).",
+    "tuned = precision 'auto' (float32 on CPU); tuned_bf16 = bf16 autocast, used on CPU only "
+    "when the CPU has native bf16 (AVX512-BF16/AMX); cosines are per row against the naive "
+    "float32 rows, in the same order.",
+]
+
+GOALS = {"cpu_ratio": 5.0, "gpu_per_s": 100_000, "lelp_s": 10.0, "lelp_rss_mb": 4096, "beta_s": 1.0}
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# Speed and scale (issue 7)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
+        f"{m.get('memory_gb', '?')} GB; GPU: {m['gpu'] or 'none'}. torch {m['torch']}, numpy "
+        f"{m['numpy']}, transformers {m['transformers']}, tokenizers {m['tokenizers']}; "
+        f"{m['date']}. Load average at start {m['load_average_start']}, at end "
+        f"{r.get('load_average_end')} (the machine is shared: wall times include that load; CPU "
+        "seconds are shown too).",
+        "",
+    ]
+    for key, ex in r.get("extraction", {}).items():
+        if "error" in ex:
+            lines += [f"## Extraction on {key}: failed", "", f"```\n{ex['error']}\n```", ""]
+            continue
+        lines += [
+            f"## Extraction on {key} (MiniLM-L6, {ex['source']}, mean {ex['mean_tokens']} tokens)",
+            "",
+            "| path | sentences | seconds | CPU s | sentences/s | x naive | min cosine to naive |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in ("naive", "tuned", "tuned_bf16", "model_only"):
+            if name in ex:
+                e = ex[name]
+                lines.append(
+                    f"| {name} | {e['n']} | {e['seconds']} | {e.get('cpu_seconds', '')} | "
+                    f"{e['per_s']} | {e.get('ratio_to_naive', '')} | "
+                    f"{e.get('min_cosine_to_naive', '')} |"
+                )
+        lines.append("")
+    lp = r.get("lelp")
+    if lp:
+        lines += [
+            f"## LELP on {lp['rows']:,} x {lp['dim']} {lp['storage']} (S={lp['n_subclasses']})",
+            "",
+            "| version | fit s (CPU s) | targets s (CPU s) | fit + targets s | beta only s | "
+            "peak RSS MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in ("tuned", "naive"):
+            e = lp.get(name)
+            if not e:
+                continue
+            if "error" in e:
+                lines.append(f"| {name} | failed: {e['error'][-200:]!r} | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {e['fit_s']} ({e['fit_cpu_s']}) | {e['targets_s']} "
+                f"({e['targets_cpu_s']}) | {e['fit_plus_targets_s']} | "
+                f"{e.get('beta_only_s', 'refit')} | {e['peak_rss_mb']} |"
+            )
+        if "ratio_fit_plus_targets" in lp:
+            lines.append(
+                f"\nNaive / tuned: time x{lp['ratio_fit_plus_targets']}, peak memory "
+                f"x{lp['ratio_peak_rss']}. Planted-group recovery (ARI on a 200k sample): "
+                f"{lp['tuned'].get('ari_latent_sample')}."
+            )
+        lines.append("")
+    lines += ["## Goals", ""] + [f"- {g}" for g in r.get("goals", [])] + [""]
+    lines += ["## Notes", ""] + [f"- {x}" for x in NOTES] + [""]
+    return "\n".join(lines)
+
+
+def judge(r: dict[str, Any]) -> list[str]:
+    out = []
+    cpu = r.get("extraction", {}).get("cpu", {})
+    for name in ("tuned", "tuned_bf16"):
+        if name in cpu:
+            ratio = cpu[name]["ratio_to_naive"]
+            out.append(f"CPU {name} >= {GOALS['cpu_ratio']}x naive: x{ratio} "
+                       f"({'met' if ratio >= GOALS['cpu_ratio'] else 'NOT met'})")  # fmt: skip
+    gpu = r.get("extraction", {}).get("cuda")
+    if gpu and "tuned" in gpu:
+        v = gpu["tuned"]["per_s"]
+        out.append(f"GPU tuned >= {GOALS['gpu_per_s']:,}/s: {v:,}/s "
+                   f"({'met' if v >= GOALS['gpu_per_s'] else 'NOT met'})")  # fmt: skip
+    elif "extraction" in r:
+        out.append("GPU goal: not measured (no CUDA device in this run)")
+    t = r.get("lelp", {}).get("tuned", {})
+    if t and "error" not in t:
+        for label, v, goal, unit in (
+            ("LELP fit + targets", t["fit_plus_targets_s"], GOALS["lelp_s"], "s"),
+            ("LELP peak RSS", t["peak_rss_mb"], GOALS["lelp_rss_mb"], "MB"),
+            ("beta-only change", t["beta_only_s"], GOALS["beta_s"], "s"),
+        ):
+            out.append(f"{label} < {goal} {unit}: {v} {unit} ({'met' if v < goal else 'NOT met'})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--cpu-texts", type=int, default=1000, help="tuned CPU sentences")
+    ap.add_argument("--cpu-naive-texts", type=int, default=600, help="naive CPU sentences")
+    ap.add_argument("--gpu-texts", type=int, default=200_000)
+    ap.add_argument("--gpu-naive-texts", type=int, default=20_000)
+    ap.add_argument("--lelp-rows", type=int, default=1_600_000)
+    ap.add_argument("--lelp-dim", type=int, default=384)
+    ap.add_argument("--lelp-s", type=int, default=4)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/lelp_speed_cache"),
+                    help="where the synthetic memmap is written once and reused")  # fmt: skip
+    ap.add_argument("--skip-extraction", action="store_true")
+    ap.add_argument("--skip-lelp", action="store_true")
+    ap.add_argument("--skip-naive-lelp", action="store_true")
+    ap.add_argument("--render", action="store_true", help="rewrite speed.md from speed.json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.render:
+        r = json.loads((args.out / "speed.json").read_text())
+        r["goals"] = judge(r)
+        (args.out / "speed.md").write_text(to_markdown(r))
+        return 0
+    if args.worker:
+        job = json.loads(args.worker)
+        fn = lelp_tuned if job["which"] == "tuned" else lelp_naive
+        print(json.dumps(fn(job["paths"], job["S"])))
+        return 0
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    r: dict[str, Any] = {"machine": machine_info()}
+    if not args.skip_extraction:
+        r["extraction"] = {}
+        r["extraction"]["cpu"] = bench_extraction("cpu", args.cpu_texts, args.cpu_naive_texts)
+        print(json.dumps(r["extraction"]["cpu"]), flush=True)
+        if torch.cuda.is_available():
+            try:
+                r["extraction"]["cuda"] = bench_extraction(
+                    "cuda", args.gpu_texts, args.gpu_naive_texts
+                )
+            except Exception as err:  # record, keep the CPU figures
+                r["extraction"]["cuda"] = {"error": f"{type(err).__name__}: {err}"}
+            print(json.dumps(r["extraction"]["cuda"]), flush=True)
+    if not args.skip_lelp:
+        r["lelp"] = bench_lelp(
+            args.cache, args.lelp_rows, args.lelp_dim, args.lelp_s, not args.skip_naive_lelp
+        )
+        print(json.dumps(r["lelp"]), flush=True)
+    r["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    r["goals"] = judge(r)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(r, indent=2) + "\n")
+    (args.out / "speed.md").write_text(to_markdown(r))
+    print("\n".join(r["goals"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
