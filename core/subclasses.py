@@ -239,42 +239,59 @@ def _class_scatters(
     One pass over contiguous row blocks (a memmap is read once, in order, whatever the class
     layout). Each class is centred on a shift ``s_c`` (the mean of its rows in the first block
     that has any), then ``S = sum (x - s)(x - s)^T - n (m - s)(m - s)^T``: as stable as two
-    passes because ``m - s`` is small. ``fast`` accumulates each block in float32 (see
-    ``_FAST_FIT_ROWS``); the sums across blocks are float64 either way.
+    passes because ``m - s`` is small. A column of ones appended to each centred block makes
+    one GEMM give the scatter, the column sums and the count. ``fast`` accumulates each block
+    in float32 (see ``_FAST_FIT_ROWS``) and reads the next block in a thread while the GEMM
+    runs; the sums across blocks are float64 either way.
     """
-    d = H.shape[1]
-    sums = [np.zeros(d) for _ in range(n_classes)]
-    scatters = [np.zeros((d, d)) for _ in range(n_classes)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, d = H.shape
+    grams = [np.zeros((d + 1, d + 1)) for _ in range(n_classes)]
     shifts: list[np.ndarray | None] = [None] * n_classes
-    counts = np.zeros(n_classes, dtype=np.int64)
     chunk = _FAST_CHUNK if fast else _FIT_CHUNK
     work = np.float32 if fast else np.float64
-    for start in range(0, H.shape[0], chunk):
-        stop = min(H.shape[0], start + chunk)
-        block = H[start:stop]
+
+    def prepare(start: int) -> list[tuple[int, np.ndarray]]:
+        """Read rows start.. of H, split them by class, cast and centre (with the ones column).
+        Runs in one worker thread, in block order, so ``shifts`` has a single writer."""
+        block = H[start : start + chunk]
         if not fast:
             block = check_array(block, dtype=list(_FLOATS), input_name="H")
-        yb = y[start:stop]
+        yb = y[start : start + chunk]
+        parts = []
         for c in np.unique(yb):
-            X = block[yb == c].astype(work)
+            raw = block[yb == c]
             if shifts[c] is None:
-                shifts[c] = X.mean(axis=0, dtype=np.float64)
-            X -= np.asarray(shifts[c], dtype=work)
-            S = _gram32(X) if fast else X.T @ X
-            part = X.sum(axis=0, dtype=np.float64)
-            if fast and not (np.isfinite(np.diagonal(S)).all() and np.isfinite(part).all()):
-                raise SubclassError(
-                    f"H contains NaN or infinity (or values too large for float32) in rows "
-                    f"{start}..{stop - 1}; fix or drop those rows"
-                )
-            scatters[c] += S
-            sums[c] += part
-            counts[c] += len(X)
+                shifts[c] = raw.mean(axis=0, dtype=np.float64)
+            X = np.empty((len(raw), d + 1), dtype=work)
+            X[:, d] = 1.0
+            np.subtract(raw, np.asarray(shifts[c], dtype=work), out=X[:, :d])  # cast + centre
+            parts.append((int(c), X))
+        return parts
+
+    starts = list(range(0, n, chunk))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lelp-read") as pool:
+        ahead = pool.submit(prepare, starts[0])
+        for k, start in enumerate(starts):
+            parts = ahead.result()
+            if k + 1 < len(starts):
+                ahead = pool.submit(prepare, starts[k + 1])
+            for c, X in parts:
+                G = _gram32(X) if fast else X.T @ X
+                if fast and not np.isfinite(np.diagonal(G)).all():
+                    raise SubclassError(
+                        f"H contains NaN or infinity (or values too large for float32) in rows "
+                        f"{start}..{min(n, start + chunk) - 1}; fix or drop those rows"
+                    )
+                grams[c] += G
     means, out = [], []
     for c in range(n_classes):
-        delta = sums[c] / counts[c]
+        G = grams[c]
+        count = G[d, d]
+        delta = G[:d, d] / count
         means.append(np.asarray(shifts[c]) + delta)
-        S = scatters[c] - counts[c] * np.outer(delta, delta)
+        S = G[:d, :d] - count * np.outer(delta, delta)
         out.append((S + S.T) / 2)
     return means, out
 
@@ -655,19 +672,27 @@ class LELPSubclasses(_SubclasserBase):
                 np.matmul(block.astype(dtype, copy=False), A, out=out[sl])
                 out[sl] -= b
             return out
-        # Large input: never cast all of H at once, and validate through the output (a NaN or
-        # inf anywhere in a row of H makes that row's coordinates non-finite) instead of a
-        # second full scan of H.
+        # Large input: never cast all of H at once, two blocks at a time in threads (numpy
+        # releases the GIL), and validate through the output (a NaN or inf anywhere in a row
+        # of H makes that row's coordinates non-finite) instead of a second full scan of H.
+        from concurrent.futures import ThreadPoolExecutor
+
         step = min(step, _FAST_CHUNK)
-        for start in range(0, n, step):
+
+        def project(start: int) -> bool:
             sl = slice(start, min(n, start + step))
             np.matmul(np.asarray(H[sl]).astype(dtype, copy=False), A, out=out[sl])
             out[sl] -= b
-            if not np.isfinite(out[sl]).all():
-                raise SubclassError(
-                    f"H contains NaN or infinity in rows {sl.start}..{sl.stop - 1}; fix or "
-                    "drop those rows"
-                )
+            return bool(np.isfinite(out[sl]).all())
+
+        starts = range(0, n, step)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lelp-project") as pool:
+            for start, ok in zip(starts, pool.map(project, starts), strict=True):
+                if not ok:
+                    raise SubclassError(
+                        f"H contains NaN or infinity in rows {start}..{min(n, start + step) - 1}"
+                        "; fix or drop those rows"
+                    )
         return out
 
     def _split(self, M: np.ndarray) -> list[np.ndarray]:

@@ -268,10 +268,12 @@ def _plan_batches(
     order = np.argsort(-chars, kind="stable")
     sample = order[np.linspace(0, n - 1, num=min(n, 256)).astype(np.int64)]
     lens = [len(ids) for ids in tokenizer([texts[i] for i in sample])["input_ids"]]
-    ratio = float(np.quantile(np.asarray(lens) / (chars[sample] + 1.0), 0.9))
+    special = int(tokenizer.num_special_tokens_to_add())
+    body = (np.asarray(lens) - special) / np.maximum(chars[sample], 1)
+    ratio = float(np.quantile(body, 0.9))
     budget = token_budget or _TOKEN_BUDGET.get(device.type, _TOKEN_BUDGET["cpu"])
     cap = max(min_rows, _MAX_ROWS.get(device.type, _MAX_ROWS["cpu"]))
-    est = np.minimum(max_length, np.ceil(chars[order] * ratio).astype(np.int64) + 2)
+    est = np.minimum(max_length, np.ceil(chars[order] * ratio).astype(np.int64) + special)
     bounds, start = [0], 0
     while start < n:
         rows = int(np.clip(budget // max(1, int(est[start])), min_rows, cap))

@@ -1,0 +1,238 @@
+"""Fast paths of issue 7 give the same numbers as the plain ones.
+
+Tuned extraction (length-sorted, token-budgeted batches tokenised in background threads,
+scattered into the output) must equal the naive loop row for row; fit on a float16 memmap
+through the float32 block path must equal the exact float64 fit; outputs can be memmaps.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from core import subclasses, teachers
+from core.subclasses import LELPSubclasses, SubclassError, targets_from_coordinates
+from core.teachers import TeacherError, extract, open_embedding_memmap
+
+transformers = pytest.importorskip("transformers")
+
+WORDS = (
+    "the", "film", "was", "a", "quietly", "moving", ",", "funny", "and", "sometimes",
+    "baffling", "piece", "of", "work",
+)  # fmt: skip
+
+
+def _varied_texts(n: int = 50, seed: int = 0) -> list[str]:
+    """Lengths from empty to past max_length (truncation), in shuffled order, one repeated."""
+    rng = np.random.default_rng(seed)
+    lens = rng.permutation(np.r_[0, 1, 2, 200, rng.integers(3, 60, n - 4)])
+    texts = [" ".join(rng.choice(WORDS, size=int(k))) for k in lens]
+    texts[7] = texts[31]  # a duplicate must get the same row wherever it sits
+    return texts
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    encoder, tok = teachers._load_minilm()
+    encoder.eval()
+    return teachers._minilm_fn(encoder), tok
+
+
+@pytest.fixture(scope="module")
+def naive_rows(minilm):
+    fn, tok = minilm
+    texts = _varied_texts()
+    (H,) = extract(fn, tok, texts, 64, 32, lambda *a: None, naive=True)
+    return texts, H
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+BF16 = pytest.mark.skipif(
+    not teachers.cpu_has_native_bf16(), reason="CPU bf16 is emulated (slow) on this CPU"
+)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"token_budget": 96, "workers": 2},  # many small batches, two tokenizer threads
+        pytest.param({"precision": "bf16"}, marks=BF16),
+    ],
+    ids=["default", "small-batches", "bf16"],
+)
+def test_tuned_equals_naive_row_by_row(minilm, naive_rows, kw):
+    fn, tok = minilm
+    texts, H_naive = naive_rows
+    (H,) = extract(fn, tok, texts, 64, 4, lambda *a: None, **kw)
+    assert H.shape == H_naive.shape == (50, 384) and H.dtype == np.float32
+    cos = _cosines(H, H_naive)
+    assert cos.min() > (0.999 if kw.get("precision") == "bf16" else 0.99999), cos.min()
+    # Row order: each row is far closer to its own naive row than to any other text's.
+    sim = (H / np.linalg.norm(H, axis=1, keepdims=True)) @ (
+        H_naive / np.linalg.norm(H_naive, axis=1, keepdims=True)
+    ).T
+    np.fill_diagonal(sim, -1.0)
+    sim[7, 31] = sim[31, 7] = -1.0  # the planted duplicate
+    assert (cos > sim.max(1)).all()
+    np.testing.assert_allclose(H[7], H[31], atol=1e-5)
+
+
+def test_tuned_keeps_order_exactly(minilm):
+    """The mask length of each row, read back through the model, is that text's own."""
+    _, tok = minilm
+    texts = _varied_texts(40, seed=3)
+    (lengths,) = extract(
+        lambda b: b["attention_mask"].sum(1, keepdim=True), tok, texts, 32, 2, lambda *a: None,
+        token_budget=40,
+    )  # fmt: skip
+    expected = [len(tok(t, truncation=True, max_length=32)["input_ids"]) for t in texts]
+    np.testing.assert_array_equal(lengths[:, 0], expected)
+
+
+def test_batches_cover_rows_once_longest_first(minilm):
+    _, tok = minilm
+    texts = _varied_texts(50, seed=1)
+    order, bounds = teachers._plan_batches(tok, texts, 64, 4, teachers.torch.device("cpu"), 120)
+    np.testing.assert_array_equal(np.sort(order), np.arange(50))
+    chars = np.array([len(texts[i]) for i in order])
+    assert (np.diff(chars) <= 0).all()
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == 50 and (sizes[:-1] >= 4).all()
+    assert sizes.max() > sizes[0]  # short texts get bigger batches under the token budget
+
+
+def test_writes_into_float16_memmap(minilm, naive_rows, tmp_path):
+    fn, tok = minilm
+    texts, H_naive = naive_rows
+    out = open_embedding_memmap(tmp_path / "h.npy", len(texts), 384)
+    (H,) = extract(fn, tok, texts, 64, 8, lambda *a: None, out=out)
+    assert H is out
+    out.flush()
+    back = np.load(tmp_path / "h.npy", mmap_mode="r")
+    assert back.dtype == np.float16 and back.shape == (50, 384)
+    # float16 keeps about 3 significant digits of every value.
+    np.testing.assert_allclose(back.astype(np.float32), H_naive, rtol=2e-3, atol=2e-4)
+
+
+def test_two_outputs_with_one_given_array(minilm):
+    _, tok = minilm
+    texts = _varied_texts(40, seed=2)
+    given = np.zeros((40, 1), dtype=np.float64)
+
+    def fn(b):
+        n_tok = b["attention_mask"].sum(1, keepdim=True).float()
+        return n_tok, 2 * n_tok
+
+    a, b = extract(fn, tok, texts, 32, 2, lambda *a: None, out=[given, None], token_budget=30)
+    assert a is given and b.dtype == np.float32
+    np.testing.assert_array_equal(b, 2 * a)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"out": np.zeros((3, 384), np.float32)}, r"out\[0\] has shape \(3, 384\) but output 0"),
+        ({"precision": "fp8"}, r"precision must be 'auto', 'float32' or 'bf16'; got 'fp8'"),
+    ],
+)
+def test_bad_arguments_are_named(minilm, kw, message):
+    fn, tok = minilm
+    with pytest.raises(TeacherError, match=message):
+        extract(fn, tok, ["a b", "c"], 16, 2, lambda *a: None, **kw)
+
+
+# --------------------------------------------------------------------------- LELP at scale
+
+
+def _structured(n: int = 4000, d: int = 16, seed: int = 0):
+    """Two interleaved classes with unequal, well separated variances (stable PCA)."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 2, n)
+    H = r.normal(size=(n, d)) * np.linspace(3.0, 0.3, d) + 1.5 * y[:, None] + 40.0
+    W = r.normal(size=(2, d))
+    return H, y, W, H @ W.T
+
+
+@pytest.fixture
+def fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small thresholds so the 1.6M-row code path (float32 blocks, output checks) runs here."""
+    monkeypatch.setattr(subclasses, "_FAST_FIT_ROWS", 100)
+    monkeypatch.setattr(subclasses, "_FAST_CHUNK", 333)
+    monkeypatch.setattr(subclasses, "_TARGET_CHUNK", 257)
+
+
+def _memmap(tmp_path, H: np.ndarray) -> np.ndarray:
+    mm = open_embedding_memmap(tmp_path / "h.npy", *H.shape)
+    mm[:] = H
+    mm.flush()
+    return np.load(tmp_path / "h.npy", mmap_mode="r")
+
+
+@pytest.mark.parametrize("kw", [{}, {"null_space": False, "rotate": False}])
+def test_chunked_fit_on_float16_memmap_equals_in_memory(tmp_path, fast_path, kw):
+    H, y, W, Z = _structured()
+    ro = _memmap(tmp_path, H)
+    big = LELPSubclasses(n_subclasses=3, **kw).fit(ro, y, W)
+    ref = LELPSubclasses(n_subclasses=3, **kw).fit(np.asarray(ro, np.float64), y, W)
+    for name in ("means_", "scales_", "explained_variance_ratio_"):
+        for a, b in zip(getattr(big, name), getattr(ref, name), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(big.components_, ref.components_, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    T = big.targets(ro, Z, tau=2.0, beta=0.5)
+    T_ref = ref.targets(np.asarray(ro, np.float64), Z, tau=2.0, beta=0.5)
+    assert T.dtype == np.float32
+    np.testing.assert_allclose(T, T_ref, atol=1e-5)
+    np.testing.assert_allclose(T.sum(1), 1.0, atol=1e-5)
+
+
+def test_beta_only_change_reuses_coordinates(tmp_path, fast_path):
+    H, y, W, Z = _structured(1500)
+    ro = _memmap(tmp_path, H)
+    sub = LELPSubclasses(n_subclasses=2).fit(ro, y, W)
+    coords = sub.coordinates(ro)
+    for beta in (0.25, 3.0):
+        np.testing.assert_allclose(
+            targets_from_coordinates(coords, Z, 1.5, beta), sub.targets(ro, Z, 1.5, beta),
+            atol=1e-6,
+        )  # fmt: skip
+
+
+def test_blocked_targets_match_log_space_formula(fast_path):
+    """Eq. 5 computed block by block (257 rows) equals the direct log-space formula, even for
+    coordinates and logits large enough to overflow a plain softmax."""
+    r = np.random.default_rng(0)
+    n = 1000
+    coords = [r.normal(size=(n, 3)) * 300, r.normal(size=(n, 2))]
+    Z = r.normal(size=(n, 2)) * 500
+    T = targets_from_coordinates(coords, Z, tau=0.5, beta=0.1)
+    lp = log_softmax(Z / 0.5, axis=1)
+    ref = np.concatenate(
+        [np.exp(log_softmax(z / 0.1, axis=1) + lp[:, [c]]) for c, z in enumerate(coords)], axis=1
+    )
+    assert np.isfinite(T).all()
+    np.testing.assert_allclose(T, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("where", ["fit", "targets"])
+def test_nan_in_large_memmap_is_reported_with_rows(tmp_path, fast_path, where):
+    H, y, W, Z = _structured(1000)
+    sub = LELPSubclasses(n_subclasses=2).fit(H.astype(np.float32), y, W) if where != "fit" else None
+    H = H.astype(np.float32)
+    H[700, 3] = np.nan
+    ro = _memmap(tmp_path, H)
+    with pytest.raises(SubclassError, match=r"H contains NaN or infinity .*rows 666\.\.998"):
+        if sub is None:
+            LELPSubclasses(n_subclasses=2).fit(ro, y, W)
+        else:
+            sub.targets(ro, Z)
