@@ -18,7 +18,6 @@ import datetime as _dt
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -112,28 +111,10 @@ class Setting:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    """What the timings depend on: host, CPU model, core count, torch and its threads."""
-    import torch
+    """What the timings depend on (bench/machine.py), with the torch threads used."""
+    from bench.machine import machine_info as base
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "gpu": gpu,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": threads,
-    }
+    return base() | {"cpu_count": os.cpu_count(), "torch_threads": threads}
 
 
 # --------------------------------------------------------------------------- settings

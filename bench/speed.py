@@ -22,10 +22,8 @@ recorded next to them).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -59,41 +57,18 @@ def _rss_peak_mb() -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    import numpy
+    """bench/machine.py's facts plus the tokenizer stack and native bf16 support."""
     import tokenizers
-    import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import machine_info as base
     from core.teachers import cpu_has_native_bf16
 
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+    return base() | {
         "cpu_native_bf16": cpu_has_native_bf16(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    try:
-        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-        info["memory_gb"] = round(int(mem) / 2**20, 1)
-    except (OSError, IndexError):
-        pass
-    return info
 
 
 # --------------------------------------------------------------------------- extraction

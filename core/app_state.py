@@ -200,10 +200,21 @@ def split_labels(ds: Dataset, out: TeacherOutputs, split: str, source: str) -> n
 
 
 def softmax(z: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64) / tau
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Class probabilities ``softmax(z / tau)`` (core.metrics' stable version)."""
+    from core.metrics import softmax as _softmax
+
+    return _softmax(z, T=tau)
+
+
+@st.cache_resource(show_spinner="Reading the class statistics of the embeddings…", max_entries=8)
+def class_stats(ws_root: str, key: str, ds_json: str, class_source: str) -> Any:
+    """Per-class means and scatters of the train embeddings: the one pass over H that LELP's
+    fit needs, shared by every S / directions / rotation / seed setting."""
+    from core.subclasses import class_statistics
+
+    out = _stored_teacher(ws_root, key)
+    y = split_labels(dataset_from_json(ds_json), out, "train", class_source)
+    return class_statistics(float_H(ws_root, key, "train"), y)
 
 
 @st.cache_resource(show_spinner="Fitting LELP subspaces…", max_entries=16)
@@ -235,7 +246,8 @@ def fit_lelp(
         standardize=standardize,
         random_state=seed,
     )
-    return model.fit(float_H(ws_root, key, "train"), y, W=np.asarray(out.W))
+    stats = class_stats(ws_root, key, ds_json, class_source)
+    return model.fit(float_H(ws_root, key, "train"), y, W=np.asarray(out.W), class_stats=stats)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -253,26 +265,17 @@ def targets_from_coordinates(
 ) -> np.ndarray:
     """LELP Eq. 5 from precomputed coordinates: softmax(Z/tau)[c] * softmax(z_c/beta)[s].
 
-    Uses core.subclasses' own function when it exists, so the app and training agree."""
-    try:
-        from core.subclasses import targets_from_coordinates as core_fn
+    Core's function, so the app and training agree exactly."""
+    from core.subclasses import targets_from_coordinates as core_fn
 
-        return np.asarray(core_fn(coords, Z, tau=tau, beta=beta))
-    except ImportError:
-        pass
-    p = softmax(Z, tau)
-    parts = [p[:, [c]] * softmax(z, beta) for c, z in enumerate(coords)]
-    return np.concatenate(parts, axis=1)
+    return np.asarray(core_fn(coords, Z, tau=tau, beta=beta))
 
 
 def assign_from_coordinates(coords: list[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Global pseudo-subclass id: class offset + argmax_s z_c(x) for the row's class c."""
-    offsets = np.concatenate([[0], np.cumsum([z.shape[1] for z in coords])[:-1]])
-    out = np.empty(len(y), dtype=np.int64)
-    for c, z in enumerate(coords):
-        m = y == c
-        out[m] = offsets[c] + z[m].argmax(1)
-    return out
+    """Global pseudo-subclass id of each row within its own class (core's pure function)."""
+    from core.subclasses import assign_from_coordinates as core_fn
+
+    return core_fn(coords, y)
 
 
 def subclass_names(class_names: list[str], sizes: list[int]) -> list[str]:

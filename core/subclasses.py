@@ -15,7 +15,9 @@ CLI and the app never branch on the method:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -296,6 +298,46 @@ def _class_scatters(
     return means, out
 
 
+@dataclass
+class ClassStats:
+    """Per-class sufficient statistics of the training embeddings: counts, means, scatters.
+
+    Why: LELP's fit reads H only to build these (one pass over all rows); everything else is
+    d x d work. Computing them once with :func:`class_statistics` and passing them to
+    ``LELPSubclasses.fit(..., class_stats=...)`` makes a change of S, directions, rotation,
+    seed or standardisation cost milliseconds instead of a pass over H, which is what the
+    Subspaces page needs. Eigen-decompositions are memoised per (class, projector).
+    """
+
+    counts: np.ndarray
+    means: list[np.ndarray]
+    scatters: list[np.ndarray]
+    n_features: int
+    _memo: dict[tuple[int, str], tuple[Any, ...]] = field(default_factory=dict, repr=False)
+
+    def projected(self, c: int, P: np.ndarray | None) -> tuple[Any, Any, Any, Any]:
+        """Class c's (mean, scatter, eigenvalues, eigenvectors) after the projector P (raw
+        when None); eigenpairs in descending order. Memoised: the d x d products and the
+        eigen-decomposition are the costly part of a refit once H has been read."""
+        key = (c, "raw" if P is None else hashlib.sha1(np.ascontiguousarray(P)).hexdigest())
+        if key not in self._memo:
+            mean, scatter = self.means[c], self.scatters[c]
+            if P is not None:
+                mean, scatter = mean @ P, P @ scatter @ P
+            self._memo[key] = (mean, scatter, *_eigh_desc(scatter))
+        return self._memo[key]
+
+
+def class_statistics(H: Any, y: Any) -> ClassStats:
+    """One pass over ``H`` (n, d) for the per-class means and scatters LELP's fit needs."""
+    H = _check_embeddings(H)
+    y = _check_labels(y, H.shape[0])
+    counts = _class_counts(y)
+    fast = H.dtype != np.float64 and H.shape[0] >= _FAST_FIT_ROWS
+    means, scatters = _class_scatters(H, y, len(counts), fast)
+    return ClassStats(counts, list(means), list(scatters), int(H.shape[1]))
+
+
 def _null_space_projector(W: Any, d: int) -> np.ndarray:
     """``P = I - pinv(W) @ W``: the projector onto directions that leave the logits unchanged."""
     W = check_array(W, dtype=[np.float64, np.float32], input_name="W").astype(np.float64)
@@ -370,6 +412,21 @@ def targets_from_coordinates(
             t += log_pc[:, c : c + 1]
             np.exp(t, out=out[sl, col : col + s])
             col += s
+    return out
+
+
+def assign_from_coordinates(coords: Sequence[np.ndarray], y: Any) -> np.ndarray:
+    """Global pseudo-subclass id ``offset_c + argmax_s z_c(x)`` for each row's own class c.
+
+    A pure function of cached coordinates (LELP step 8), so the app recolours the map after a
+    beta or tau change without touching H.
+    """
+    y = np.asarray(y)
+    offsets = np.concatenate([[0], np.cumsum([z.shape[1] for z in coords])])
+    out = np.empty(len(y), dtype=np.int64)
+    for c, z in enumerate(coords):
+        rows = np.flatnonzero(y == c)
+        out[rows] = offsets[c] + np.argmax(z[rows], axis=1)
     return out
 
 
@@ -535,13 +592,25 @@ class LELPSubclasses(_SubclasserBase):
             dirs.append(idx)
         return sizes, dirs
 
-    def fit(self, H: Any, y: Any, W: Any = None) -> LELPSubclasses:
+    def fit(
+        self, H: Any, y: Any, W: Any = None, class_stats: ClassStats | None = None
+    ) -> LELPSubclasses:
         """Learn V_c, mu_c and the scales from training embeddings ``H`` (n, d), classes ``y``
-        (n,) and the teacher's last-layer weight ``W`` (C, d); returns ``self``."""
-        H = _check_embeddings(H)
-        n, d = H.shape
+        (n,) and the teacher's last-layer weight ``W`` (C, d); returns ``self``.
+
+        ``class_stats``: the output of ``class_statistics(H, y)`` for these same H and y;
+        given, H is not read again (see :class:`ClassStats`).
+        """
+        if class_stats is None:
+            class_stats = class_statistics(H, y)
+        n, d = np.shape(H)
         y = _check_labels(y, n)
         counts = _class_counts(y)
+        if class_stats.n_features != d or not np.array_equal(class_stats.counts, counts):
+            raise SubclassError(
+                "class_stats were computed on other data (feature count or class counts "
+                "differ); recompute them with class_statistics(H, y)"
+            )
         n_classes = len(counts)
         _check_positive("beta", self.beta)
         sizes, dirs = self._resolve(n_classes)
@@ -569,12 +638,8 @@ class LELPSubclasses(_SubclasserBase):
             P, p_rank = None, d
         rng = check_random_state(self.random_state)
 
-        fast = H.dtype != np.float64 and n >= _FAST_FIT_ROWS
-        stats = _class_scatters(H, y, n_classes, fast)
         fits = [
-            self._fit_class(
-                (stats[0][c], stats[1][c]), int(counts[c]), d, c, sizes[c], dirs[c], P, p_rank, rng
-            )
+            self._fit_class(class_stats, int(counts[c]), d, c, sizes[c], dirs[c], P, p_rank, rng)
             for c in range(n_classes)
         ]
         comps, means, scales, rots, ranks, ev, evr, evr_raw = (
@@ -602,7 +667,7 @@ class LELPSubclasses(_SubclasserBase):
 
     def _fit_class(
         self,
-        stats: tuple[np.ndarray, np.ndarray],
+        stats: ClassStats,
         n_c: int,
         d: int,
         c: int,
@@ -613,14 +678,11 @@ class LELPSubclasses(_SubclasserBase):
         rng: np.random.RandomState,
     ) -> tuple[Any, ...]:
         """LELP steps 1-4 for class c: (V_c, mu_c, scale_c, Q_c, rank, ev, ev ratio, raw)."""
-        mean_raw, scatter_raw = stats
-        raw_vals, raw_vecs = _eigh_desc(scatter_raw)
+        raw_vals = stats.projected(c, None)[2]
+        mu, scatter, vals, vecs = stats.projected(c, P)
         if P is None:
-            mu, scatter, vals, vecs = mean_raw, scatter_raw, raw_vals, raw_vecs
             space, fix = "", "lower n_subclasses"
         else:
-            mu, scatter = mean_raw @ P, P @ scatter_raw @ P
-            vals, vecs = _eigh_desc(scatter)
             space = "after the null-space projection "
             fix = "lower n_subclasses or set null_space=False"
         rank = _rank(vals, d)
@@ -712,12 +774,7 @@ class LELPSubclasses(_SubclasserBase):
         """Global pseudo-subclass id ``offsets_[y] + argmax_s z_y(x)`` (LELP step 8), (n,)."""
         M = self._coords_matrix(H, chunk_size)
         y = self._check_own_class(y, M.shape[0])
-        out = np.empty(len(y), dtype=np.int64)
-        for c in range(self.n_classes_):
-            rows = np.flatnonzero(y == c)
-            lo, hi = self.offsets_[c], self.offsets_[c + 1]
-            out[rows] = lo + np.argmax(M[rows, lo:hi], axis=1)
-        return out
+        return assign_from_coordinates(self._split(M), y)
 
     def targets(
         self,

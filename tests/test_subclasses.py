@@ -625,3 +625,38 @@ def test_property_targets_are_distributions(n, d, C, S, tau, beta, null_space, r
     pc = softmax(Z / tau, axis=1)
     for c in range(C):
         np.testing.assert_allclose(T[:, c * S : (c + 1) * S].sum(axis=1), pc[:, c], atol=1e-10)
+
+
+@pytest.mark.parametrize("null_space", [True, False])
+@pytest.mark.parametrize("n_subclasses", [1, 3, [2, 4]])
+def test_fit_with_precomputed_class_stats_equals_plain_fit(
+    null_space: bool, n_subclasses: int | list[int]
+) -> None:
+    """The Subspaces page reuses one ClassStats across S / seed changes: same result."""
+    from core.subclasses import class_statistics
+
+    rng = np.random.default_rng(3)
+    H = rng.normal(size=(120, 10))
+    y = np.repeat([0, 1], 60)
+    W = rng.normal(size=(2, 10))
+    stats = class_statistics(H, y)
+    kw = dict(n_subclasses=n_subclasses, null_space=null_space, random_state=5)
+    plain = LELPSubclasses(**kw).fit(H, y, W)
+    cached = LELPSubclasses(**kw).fit(H, y, W, class_stats=stats)
+    Z = rng.normal(size=(120, 2))
+    np.testing.assert_allclose(cached.targets(H, Z), plain.targets(H, Z), rtol=1e-10)
+    # The memo is reused: a second fit with another S adds no eigen-decomposition.
+    n_eig = len(stats._memo)
+    LELPSubclasses(n_subclasses=2, null_space=null_space).fit(H, y, W, class_stats=stats)
+    assert len(stats._memo) == n_eig
+
+
+def test_class_stats_from_other_data_are_refused() -> None:
+    from core.subclasses import SubclassError, class_statistics
+
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(40, 6))
+    y = np.repeat([0, 1], 20)
+    stats = class_statistics(H[:30], y[:30])
+    with pytest.raises(SubclassError, match="class_stats were computed on other data"):
+        LELPSubclasses(n_subclasses=2, null_space=False).fit(H, y, class_stats=stats)
