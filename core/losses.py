@@ -8,6 +8,7 @@ name up and lists the valid ones when it is unknown.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -94,6 +95,222 @@ def with_hard(loss: Tensor, class_logits: Tensor, y: Tensor, alpha: float) -> Te
     if alpha == 0:
         return loss
     return loss + alpha * hard(class_logits, y)
+
+
+# ---- the seed papers' other objectives (used through core/methods.py) ----
+
+
+def embedding_mse(pred: Tensor, target: Tensor, normalize: bool = False) -> Tensor:
+    """Embedding regression for FitNet hints (Romero et al. 2015, "FitNets: Hints for Thin
+    Deep Nets", ICLR) and SEA (Srivastava et al. 2021, ICASSP).
+
+    ``mean((pred - target)^2)`` over batch AND features (``F.mse_loss``), so the scale does not
+    grow with the teacher's width. ``normalize=True`` first L2-normalises both rows, which makes
+    the loss ``(1 - cos) / d`` per row and insensitive to the teacher's embedding norm.
+
+    Parameters: ``pred`` (B, d) the mapped student embedding, ``target`` (B, d).
+    """
+    pred, target = pred.float(), target.float()
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"embedding_mse: prediction {tuple(pred.shape)} and target {tuple(target.shape)} "
+            "differ; map the student embedding to the target width first"
+        )
+    if normalize:
+        pred, target = F.normalize(pred, dim=-1), F.normalize(target, dim=-1)
+    return F.mse_loss(pred, target)
+
+
+def similarity_kl(
+    query_s: Tensor,
+    query_t: Tensor,
+    anchors_s: Tensor,
+    anchors_t: Tensor,
+    temperature: float,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """CompRess similarity-distribution matching (Abbasi Koohpayegani, Tejankar & Pirsiavash
+    2020, "CompRess: Self-Supervised Learning by Compressing Representations", NeurIPS).
+
+    ``p_t = softmax(A_t q_t / T)``, ``p_s = softmax(A_s q_s / T)`` over the K anchors,
+    ``KL(p_t || p_s)`` averaged over the batch. Queries and anchors are L2-normalised here
+    (the paper's cosine similarities), so callers may pass raw embeddings. No ``T^2`` factor:
+    the paper uses the plain KL at T = 0.04. ``mask`` (B, K) True marks anchors to ignore for
+    a query (e.g. itself when a batch serves as its own anchors).
+
+    Parameters: ``query_s`` (B, d_s), ``query_t`` (B, d_t), ``anchors_s`` (K, d_s),
+    ``anchors_t`` (K, d_t); for the one-queue variant pass the teacher anchors for both and
+    the student query mapped to d_t.
+    """
+    qs, qt = F.normalize(query_s.float(), dim=-1), F.normalize(query_t.float(), dim=-1)
+    a_s, a_t = F.normalize(anchors_s.float(), dim=-1), F.normalize(anchors_t.float(), dim=-1)
+    logit_s, logit_t = qs @ a_s.T / temperature, qt @ a_t.T / temperature
+    if mask is not None:
+        # A large negative instead of -inf keeps 0 * (-inf) = NaN out of the KL.
+        logit_s = logit_s.masked_fill(mask, -1e4)
+        logit_t = logit_t.masked_fill(mask, -1e4)
+    return F.kl_div(
+        F.log_softmax(logit_s, dim=-1),
+        F.log_softmax(logit_t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+def relational_kl(student_query: Tensor, teacher_keys: Tensor, temperature: float) -> Tensor:
+    """ReAugKD's relational loss (Zhang, Lou, Tang, Schuurmans & Le 2023, "ReAugKD:
+    Retrieval-Augmented Knowledge Distillation for Pre-trained Language Models", ACL; the
+    exact form is our choice, ../shared/METHODS.md).
+
+    Within a batch, ``KL(softmax(cos(t_i, t_j) / T) || softmax(cos(s_i, t_j) / T))`` over j,
+    averaged over i: the student query must rank the teacher keys as the teacher's own key
+    does, which is what retrieval at inference needs. The diagonal (j = i) is kept: finding
+    one's own key is the point. Zero when each ``s_i`` points along ``t_i``.
+
+    Parameters: ``student_query`` (B, d) and ``teacher_keys`` (B, d), same width.
+    """
+    s, t = F.normalize(student_query.float(), dim=-1), F.normalize(teacher_keys.float(), dim=-1)
+    log_p_t = F.log_softmax(t @ t.T / temperature, dim=-1)
+    log_p_s = F.log_softmax(s @ t.T / temperature, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+
+
+def supcon(z: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, NeurIPS; the "L_out" form), used to
+    train ReAugKD's teacher-side projection: examples with the same label are positives.
+
+    ``-mean_i 1/|P(i)| sum_{p in P(i)} log(exp(z_i.z_p/T) / sum_{a != i} exp(z_i.z_a/T))``
+    on L2-normalised rows; anchors without a positive in the batch are skipped (0 if none).
+
+    Parameters: ``z`` (B, d), ``y`` (B,) class ids.
+    """
+    z = F.normalize(z.float(), dim=-1)
+    b = z.shape[0]
+    eye = torch.eye(b, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / temperature).masked_fill(eye, -1e4)  # exclude a == i
+    log_prob = logits - logits.logsumexp(dim=-1, keepdim=True)
+    pos = (y.view(-1, 1) == y.view(1, -1)) & ~eye
+    n_pos = pos.sum(dim=-1)
+    has = n_pos > 0
+    if not bool(has.any()):
+        return z.sum() * 0.0
+    per_anchor = -(log_prob * pos).sum(dim=-1)[has] / n_pos[has]
+    return per_anchor.mean()
+
+
+def subclass_log_probs(u: Tensor, n_subclasses: int) -> Tensor:
+    """Class log-probabilities of a Subclass Distillation network (Müller, Kornblith & Hinton
+    2020, "Subclass Distillation", arXiv 2002.03936): class logit = logsumexp of its S
+    subclass logits (class-major blocks), then log-softmax over classes. Equals
+    ``class_log_probs(u, [S] * C, 1.0)``. Returns (B, C)."""
+    b, cs = u.shape
+    if cs % n_subclasses:
+        raise ValueError(
+            f"subclass_log_probs: {cs} outputs are not a multiple of n_subclasses={n_subclasses}"
+        )
+    class_logits = u.float().view(b, cs // n_subclasses, n_subclasses).logsumexp(dim=-1)
+    return F.log_softmax(class_logits, dim=-1)
+
+
+def subclass_aux(u: Tensor, temperature: float = 1.0) -> Tensor:
+    """Subclass Distillation's auxiliary loss that spreads examples over subclasses (Müller et
+    al. 2020, Sec. 3; ../shared/METHODS.md).
+
+    Each row of subclass logits is standardised (zero mean, unit POPULATION variance across
+    its C*S entries, as ``tf.nn.moments`` in the reference code) and scaled by
+    ``1 / sqrt(T * C*S)``, so ``z_i . z_i = 1/T``. Loss:
+    ``mean_i logsumexp_j(z_i . z_j) - 1/T - log B``. It is 0 when all rows are equal and
+    negative when they are spread out (its minimum pushes rows apart).
+
+    Parameters: ``u`` (B, C*S) teacher subclass logits, ``temperature`` T (1 in the paper).
+    """
+    u = u.float()
+    b, cs = u.shape
+    mean = u.mean(dim=-1, keepdim=True)
+    var = u.var(dim=-1, unbiased=False, keepdim=True)
+    z = (u - mean) / torch.sqrt(var + 1e-8) / math.sqrt(temperature * cs)
+    sims = z @ z.T
+    return sims.logsumexp(dim=-1).mean() - 1.0 / temperature - math.log(b)
+
+
+def subclass_distill(
+    student_sub: Tensor,
+    teacher_sub: Tensor,
+    y: Tensor,
+    n_subclasses: int,
+    tau: float = 4.0,
+    alpha: float = 0.5,
+) -> Tensor:
+    """Subclass Distillation student loss (Müller, Kornblith & Hinton 2020):
+    ``alpha * tau^2 * CE(softmax(t_sub / tau), softmax(s_sub / tau)) + (1 - alpha) *
+    CE(y, class logits)`` with class logits = logsumexp over each class's S subclass logits.
+
+    A cross-entropy, not a KL, as in the paper: equal logits give ``tau^2 * alpha *
+    H(softmax(t_sub / tau))`` plus the hard term, with a zero soft-term gradient. ``tau^2``
+    keeps the soft gradients' size independent of tau (Hinton et al. 2015).
+
+    Parameters: ``student_sub``, ``teacher_sub`` (B, C*S) class-major; ``y`` (B,).
+    """
+    log_q = F.log_softmax(student_sub.float() / tau, dim=-1)
+    p_t = F.softmax(teacher_sub.float() / tau, dim=-1)
+    soft = -(p_t * log_q).sum(dim=-1).mean()
+    hard_term = F.nll_loss(subclass_log_probs(student_sub, n_subclasses), y.long())
+    return alpha * tau**2 * soft + (1.0 - alpha) * hard_term
+
+
+def linear_schedule(progress: float, start: float, end: float) -> float:
+    """``start`` at progress 0, ``end`` at 1, linear in between (DWT's decaying soft weight,
+    Lee et al. 2023: a large soft-loss weight early speeds convergence, a normal one ends
+    higher). ``progress`` is clipped to [0, 1]."""
+    p = min(max(float(progress), 0.0), 1.0)
+    return start + (end - start) * p
+
+
+def cosine_budget(progress: float, budget: float) -> float:
+    """DiSK's censoring budget (Kag et al. 2023): ``budget * (1 + cos(pi * progress)) / 2``,
+    from ``budget`` at the start to 0 at the end, so the student is finally trained without
+    help. ``progress`` is clipped to [0, 1]."""
+    p = min(max(float(progress), 0.0), 1.0)
+    return budget * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def top_k_mask(teacher_logits: Tensor, y: Tensor, k: int) -> Tensor:
+    """(B, C) bool: the teacher's top-``k`` classes and the true class (DiSK's boosted set)."""
+    idx = teacher_logits.topk(min(k, teacher_logits.shape[-1]), dim=-1).indices
+    mask = torch.zeros_like(teacher_logits, dtype=torch.bool).scatter_(-1, idx, True)
+    return mask.scatter_(-1, y.long().view(-1, 1), True)
+
+
+def scaffold_logits(student_logits: Tensor, gate: Tensor, mask: Tensor, boost: float) -> Tensor:
+    """DiSK's scaffolded student (Kag, Fedorov, Gangrade, Whatmough & Saligrama 2023,
+    "Scaffolding a Student to Instill Knowledge", ICLR): add ``boost * g(x)`` to the student's
+    logits on the classes in ``mask``, i.e. multiply their probabilities by ``exp(boost * g)``
+    before renormalising (our choice of boost: additive in logit space, so g = 0 is the plain
+    student and g = 1 a fixed, bounded help).
+
+    Parameters: ``student_logits`` (B, C), ``gate`` (B,) in [0, 1], ``mask`` (B, C) bool.
+    """
+    return student_logits.float() + boost * gate.float().view(-1, 1) * mask.float()
+
+
+def retrieval_mix(
+    student_log_probs: Tensor,
+    neighbour_teacher_probs: Tensor,
+    neighbour_sims: Tensor,
+    lam: float,
+    temperature: float,
+) -> Tensor:
+    """ReAugKD's retrieval-augmented prediction (Zhang et al. 2023): ``p = lam * sum_j w_j
+    p_t(j) + (1 - lam) * p_s`` with ``w = softmax(sim / temperature)`` over the k neighbours.
+    Returns log-probabilities (B, C); ``lam = 0`` gives the student's own.
+
+    Parameters: ``student_log_probs`` (B, C), ``neighbour_teacher_probs`` (B, k, C),
+    ``neighbour_sims`` (B, k) cosine similarities.
+    """
+    w = F.softmax(neighbour_sims.float() / temperature, dim=-1)
+    p_kb = (w.unsqueeze(-1) * neighbour_teacher_probs.float()).sum(dim=1)
+    p = lam * p_kb + (1.0 - lam) * student_log_probs.float().exp()
+    return p.clamp_min(1e-12).log()
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {"hard": hard, "kd": kd, "lelp": lelp}

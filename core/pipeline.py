@@ -136,6 +136,8 @@ class StudentRun:
     sizes: list[int] | None
     recovery: dict[str, Any]
     wall_s: float
+    train_scores: dict[str, Any] = field(default_factory=dict)
+    method_info: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -> Prepared:
@@ -264,6 +266,7 @@ def train_student(
     """
     import torch
 
+    from core import methods
     from core.students import build_student
     from core.train import TrainConfig, TrainData, class_logits, predict, train
 
@@ -277,7 +280,11 @@ def train_student(
     if cfg.train.objective == "lelp":
         targets, sizes, recovery, _ = subclass_targets(prep, cfg.subclasses, cfg.train.tau, sub)
 
+    # The seed papers' other objectives (fitnet, sea, ...) are Method objects (core/methods.py).
+    method = methods.make_method(cfg.train) if methods.is_method(cfg.train.objective) else None
     n_out = sum(sizes) if sizes else dataset.n_classes
+    if method is not None:
+        n_out = method.n_out(dataset.n_classes)
     torch.manual_seed(cfg.train.seed)
     student = build_student(
         cfg.student,
@@ -286,6 +293,8 @@ def train_student(
         vocab_size=prep.vocab_size,
         teacher_model=prep.teacher_model,
     )
+    if method is not None:
+        methods.fit_for_run(method, cfg, dataset, out, ev, student)
     data = TrainData(
         train_inputs=prep.train_inputs,
         y=torch.as_tensor(train_split.y, dtype=torch.long),
@@ -309,13 +318,29 @@ def train_student(
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
         resume=resume,
     )
-    result = train(student, data, tcfg, on_step=on_step)
+    result = train(student, data, tcfg, on_step=on_step, method=method)
 
-    raw_eval = predict(student, data.eval_inputs, batch_size=512)
-    student_eval = class_logits(raw_eval, cfg.train.objective, sizes, cfg.train.tau)
-    student_eval = np.asarray(student_eval.detach().cpu().float())
+    def class_log_probs(inputs: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
+        if method is not None:
+            lp, timing = methods.predict_with_method(method, student, inputs, batch_size=512)
+        else:
+            raw = predict(student, inputs, batch_size=512)
+            lp, timing = class_logits(raw, cfg.train.objective, sizes, cfg.train.tau), {}
+        return np.asarray(lp.detach().cpu().float()), timing
+
+    student_eval, timing = class_log_probs(data.eval_inputs)
     latent_eval = eval_split.latent or None
     scores = M.summarize(student_eval, np.asarray(out.Z[ev]), eval_split.y, latent_eval)
+    # Fidelity on the training data too (Stanton et al. 2021: students often fail to match
+    # their teacher even where they were trained).
+    student_train, _ = class_log_probs(prep.train_inputs)
+    z_train = np.asarray(out.Z["train"])
+    train_scores = {
+        "accuracy": M.accuracy(student_train, train_split.y),
+        "agreement": M.agreement(student_train, z_train),
+        "kl": M.predictive_kl(z_train, student_train),
+    }
+    method_info = dict(method.info(), **timing) if method is not None else {}
     return StudentRun(
         student=student,
         result=result,
@@ -324,6 +349,8 @@ def train_student(
         sizes=sizes,
         recovery=recovery,
         wall_s=time.perf_counter() - t0,
+        train_scores=train_scores,
+        method_info=method_info,
     )
 
 
@@ -376,6 +403,8 @@ def run_distill(
         "config": cfg.model_dump(mode="json"),
         "metrics": {
             "student": run.scores,
+            "student_train": run.train_scores,
+            "method": run.method_info,
             "teacher": teacher_scores,
             "history": result.history,
             "recovery": run.recovery,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ from torch import Tensor, nn
 
 from core import losses
 from core.students import unwrap
+
+if TYPE_CHECKING:
+    from core.methods import Method
 
 OnStep = Callable[[dict[str, Any]], "bool | None"]
 
@@ -189,8 +192,9 @@ def predict_class_logits(
     return class_logits(predict(student, inputs, batch_size), objective, sizes, tau)
 
 
-def _check_data(data: TrainData, config: TrainConfig) -> None:
-    losses.get_loss(config.objective)  # unknown objective -> lists the valid names
+def _check_data(data: TrainData, config: TrainConfig, method: Method | None = None) -> None:
+    if method is None:
+        losses.get_loss(config.objective)  # unknown objective -> lists the valid names
     n = data.y.shape[0]
     for k, v in data.train_inputs.items():
         if v.shape[0] != n:
@@ -280,8 +284,15 @@ def train(
     data: TrainData,
     config: TrainConfig,
     on_step: OnStep | None = None,
+    method: Method | None = None,
 ) -> TrainResult:
     """Train ``student`` in place on ``data`` and return the history and final eval outputs.
+
+    ``method`` (core/methods.py; fitted, for the seed papers' other objectives) replaces the
+    hard/kd/lelp loss: the loop calls ``method.loss`` (with the student's embedding when
+    ``method.needs_embedding``), trains ``method.extra_modules()`` with the student, calls
+    ``method.after_step`` after each optimiser step and predicts with
+    ``method.class_log_probs``. Its own state is not checkpointed.
 
     ``on_step(info)`` gets dict(step, total_steps, epoch, epochs, loss, examples_per_s, lr)
     every ``config.log_every`` steps and at each epoch end (then also eval_accuracy,
@@ -291,7 +302,7 @@ def train(
     ``train_with_oom_retry``).
     """
     t_start = time.perf_counter()
-    _check_data(data, config)
+    _check_data(data, config, method)
 
     # ---- device, dtype, autocast: decided once ----
     device = pick_device(config.device)
@@ -326,10 +337,14 @@ def train(
     )
 
     student.to(device)
+    params = list(student.parameters())
+    if method is not None:
+        method.to(device)
+        params += [p for m in method.extra_modules() for p in m.parameters()]
     # On CPU the default AdamW runs ~7 elementwise ops per parameter tensor; the fused kernel
     # does one pass (same update), which matters for the bag student's 2M-entry embedding.
     opt = torch.optim.AdamW(
-        student.parameters(),
+        params,
         lr=config.lr,
         weight_decay=config.weight_decay,
         fused=device.type == "cpu" or None,
@@ -372,10 +387,15 @@ def train(
             config.alpha,
         )
 
+    def eval_class_logits() -> Tensor:
+        if method is not None:
+            return method.class_log_probs(predict(student, eval_inputs))
+        return predict_class_logits(student, eval_inputs, objective, sizes, tau)
+
     def evaluate() -> dict[str, float | None]:
         if eval_inputs is None:
             return {"eval_accuracy": None, "eval_agreement": None}
-        pred = predict_class_logits(student, eval_inputs, objective, sizes, tau).argmax(-1)
+        pred = eval_class_logits().argmax(-1)
         acc = float((pred == eval_y).float().mean()) if eval_y is not None else None
         agree = (
             float((pred == eval_teacher_pred).float().mean())
@@ -398,22 +418,34 @@ def train(
         seen_log = 0
         for i in range(steps_per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
+            emb = None
             with autocast():
-                out = student(_take(inputs, idx)).float()
-            loss = loss_fn(out, idx)
+                if method is not None and method.needs_embedding:
+                    core = unwrap(student)  # the embedding and the logits from one pass
+                    emb = core.embed(_take(inputs, idx)).float()
+                    out = core.head(emb).float()
+                else:
+                    out = student(_take(inputs, idx)).float()
+            if method is not None:
+                loss = method.loss(out, emb, idx, y[idx], step / total_steps)
+            else:
+                loss = loss_fn(out, idx)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
             else:
                 loss.backward()
             if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
             if scaler is not None:
                 scaler.step(opt)
                 scaler.update()
             else:
                 opt.step()
             opt.zero_grad(set_to_none=True)
+            if method is not None:  # queues, DiSK's gate and dual variable
+                detached = None if emb is None else emb.detach()
+                method.after_step(out.detach(), detached, idx, y[idx], step / total_steps)
             loss_sum += loss.detach() * idx.shape[0]
             step += 1
             seen_log += idx.shape[0]
@@ -472,7 +504,7 @@ def train(
             break
 
     if eval_inputs is not None:
-        result.eval_class_logits = predict_class_logits(student, eval_inputs, objective, sizes, tau)
+        result.eval_class_logits = eval_class_logits()
     result.steps = step
     result.wall_s = time.perf_counter() - t_start
     return result

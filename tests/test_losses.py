@@ -171,3 +171,185 @@ def test_registry() -> None:
 def test_get_loss_unknown_lists_valid_names() -> None:
     with pytest.raises(ValueError, match=r"unknown loss 'kl'; valid names are: hard, kd, lelp"):
         losses.get_loss("kl")
+
+
+# ---- the other seed methods' losses (core/methods.py uses them) ----
+
+GEN = torch.Generator().manual_seed(7)
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=GEN)
+
+
+def test_embedding_mse_golden_and_normalize() -> None:
+    # (1 - 0)^2 and (0 - 2)^2 over 2 entries: (1 + 4) / 2
+    got = losses.embedding_mse(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]]))
+    assert got.item() == pytest.approx(2.5)
+    # normalised: [1, 0] vs [0, 1] -> (1 + 1) / 2; a scaled copy gives 0
+    assert losses.embedding_mse(
+        torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]]), normalize=True
+    ).item() == pytest.approx(1.0)
+    x = _rand(4, 3)
+    assert losses.embedding_mse(3 * x, x, normalize=True).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="map the student embedding"):
+        losses.embedding_mse(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_similarity_kl_golden() -> None:
+    # Teacher query along anchor 0 (cos 1, 0), student query along anchor 1 (cos 0, 1), T = 1:
+    # p_t = [e, 1] / (e + 1) = [0.7311, 0.2689], p_s reversed, so log(p_t / p_s) = [1, -1]:
+    # KL = 0.7311 - 0.2689 = 0.4621172.
+    anchors = torch.eye(2)
+    got = losses.similarity_kl(
+        torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]), anchors, anchors, 1.0
+    )
+    assert got.item() == pytest.approx(0.4621172, abs=1e-5)
+
+
+def test_similarity_kl_mask_removes_anchors() -> None:
+    anchors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    q_s, q_t = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    mask = torch.tensor([[False, False, True]])
+    masked = losses.similarity_kl(q_s, q_t, anchors, anchors, 1.0, mask)
+    assert masked.item() == pytest.approx(0.4621172, abs=1e-5)  # anchors 0, 1 only
+
+
+@pytest.mark.parametrize("d", [2, 6])
+def test_similarity_kl_zero_when_student_equals_teacher_and_grad_flows(d: int) -> None:
+    q, a = _rand(5, d), _rand(9, d)
+    assert losses.similarity_kl(q, q, a, a, 0.04).item() == pytest.approx(0.0, abs=1e-5)
+    s = _rand(5, d).requires_grad_(True)
+    loss = losses.similarity_kl(s, q, a, a, 0.04)
+    loss.backward()
+    assert loss.item() > 0 and s.grad is not None and s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("d", [2, 6])
+def test_relational_kl_zero_when_equal_positive_otherwise(d: int) -> None:
+    t = _rand(6, d)
+    assert losses.relational_kl(2 * t, t, 0.1).item() == pytest.approx(0.0, abs=1e-5)
+    s = _rand(6, d).requires_grad_(True)
+    loss = losses.relational_kl(s, t, 0.1)
+    loss.backward()
+    assert loss.item() > 0 and s.grad.abs().sum() > 0
+
+
+def test_relational_kl_golden() -> None:
+    # keys e0, e1; teacher rows: [1, 0] / [0, 1] at T = 1 -> p_t row 0 = [e, 1]/(e + 1).
+    # Student row 0 = e1 -> p_s row 0 = [1, e]/(e + 1), row 1 = e1 = teacher's (KL 0).
+    # KL row 0 = 0.4621172 (as in the CompRess golden); batch mean = 0.2310586.
+    t = torch.eye(2)
+    s = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert losses.relational_kl(s, t, 1.0).item() == pytest.approx(0.2310586, abs=1e-5)
+
+
+def test_supcon_golden() -> None:
+    # z = e0, e0, e1 with labels 0, 0, 1, T = 1. Anchor 0: positive 1, others {1, 2}:
+    # -log(e / (e + 1)) = log(e + 1) - 1; anchor 1 the same; anchor 2 has no positive (skipped).
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    got = losses.supcon(z, torch.tensor([0, 0, 1]), 1.0)
+    assert got.item() == pytest.approx(math.log(math.e + 1) - 1, abs=1e-5)
+    # no positives anywhere -> 0, still differentiable
+    zz = _rand(3, 4).requires_grad_(True)
+    none = losses.supcon(zz, torch.tensor([0, 1, 2]))
+    none.backward()
+    assert none.item() == 0.0
+
+
+def test_supcon_prefers_label_clusters() -> None:
+    y = torch.tensor([0, 0, 1, 1])
+    clustered = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    mixed = clustered[[0, 2, 1, 3]]
+    assert losses.supcon(clustered, y) < losses.supcon(mixed, y)
+
+
+def test_subclass_aux_hand_computation() -> None:
+    # Rows [1, -1] standardise to [1, -1] (population var 1), scaled by 1/sqrt(T * CS) =
+    # 1/sqrt(2): z_i . z_i = 1 = 1/T. Equal rows: logsumexp([1, 1]) - 1 - ln 2 = 0.
+    same = torch.tensor([[1.0, -1.0], [3.0, -3.0]])  # standardisation removes the scale
+    assert losses.subclass_aux(same).item() == pytest.approx(0.0, abs=1e-5)
+    # Opposite rows: z_0 . z_1 = -1 -> log(e + 1/e) - 1 - ln 2 = -0.5662192
+    opp = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    expected = math.log(math.e + 1 / math.e) - 1 - LN2
+    assert losses.subclass_aux(opp).item() == pytest.approx(expected, abs=1e-5)
+    assert expected == pytest.approx(-0.5662192, abs=1e-6)
+
+
+def test_subclass_aux_temperature_and_gradient() -> None:
+    # T = 2: z_i . z_j = +-1/2; equal rows still give 0.
+    assert losses.subclass_aux(torch.tensor([[1.0, -1.0]] * 3), 2.0).item() == pytest.approx(
+        0.0, abs=1e-5
+    )
+    u = _rand(8, 12).requires_grad_(True)
+    losses.subclass_aux(u).backward()
+    assert u.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("C", [2, 6])
+def test_subclass_log_probs_matches_class_log_probs(C: int) -> None:
+    u = _rand(5, C * 3)
+    got = losses.subclass_log_probs(u, 3)
+    assert got.shape == (5, C)
+    assert torch.allclose(got, losses.class_log_probs(u, [3] * C, 1.0), atol=1e-6)
+    with pytest.raises(ValueError, match="not a multiple"):
+        losses.subclass_log_probs(_rand(2, 7), 3)
+
+
+@pytest.mark.parametrize("C", [2, 6])
+def test_subclass_distill_equal_logits_give_entropy_and_zero_soft_gradient(C: int) -> None:
+    tau, alpha, S = 4.0, 0.5, 2
+    t = _rand(4, C * S)
+    y = torch.randint(0, C, (4,), generator=GEN)
+    s = t.clone().requires_grad_(True)
+    loss = losses.subclass_distill(s, t, y, S, tau, alpha)
+    p = torch.softmax(t / tau, -1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    hard_term = torch.nn.functional.nll_loss(losses.subclass_log_probs(t, S), y)
+    assert loss.item() == pytest.approx(
+        (alpha * tau**2 * entropy + (1 - alpha) * hard_term).item(), abs=1e-5
+    )
+    # alpha = 1: only the soft term, whose gradient vanishes at s = t
+    s1 = t.clone().requires_grad_(True)
+    losses.subclass_distill(s1, t, y, S, tau, 1.0).backward()
+    assert torch.allclose(s1.grad, torch.zeros_like(s1.grad), atol=1e-6)
+
+
+def test_schedules() -> None:
+    assert [losses.linear_schedule(p, 4.0, 1.0) for p in (0, 0.5, 1, 2)] == [4.0, 2.5, 1.0, 1.0]
+    assert losses.cosine_budget(0.0, 0.3) == pytest.approx(0.3)
+    assert losses.cosine_budget(0.5, 0.3) == pytest.approx(0.15)
+    assert losses.cosine_budget(1.0, 0.3) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_top_k_mask_and_scaffold() -> None:
+    t = torch.tensor([[3.0, 1.0, 2.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    y = torch.tensor([1, 3])
+    mask = losses.top_k_mask(t, y, 2)
+    assert mask.tolist() == [[True, True, True, False], [False, False, True, True]]
+    s = _rand(2, 4)
+    assert torch.equal(losses.scaffold_logits(s, torch.zeros(2), mask, 4.0), s)
+    boosted = losses.scaffold_logits(s, torch.tensor([0.5, 1.0]), mask, 4.0)
+    assert torch.allclose(boosted - s, torch.tensor([[2.0, 2, 2, 0], [0, 0, 4, 4]]))
+
+
+def test_scaffold_binary_wrong_teacher_changes_nothing() -> None:
+    # K = 1, C = 2: when the teacher is wrong both classes are boosted equally, so the
+    # scaffolded probabilities equal the student's.
+    t, y, s = torch.tensor([[2.0, 0.0]]), torch.tensor([1]), torch.tensor([[0.3, -0.2]])
+    mask = losses.top_k_mask(t, y, 1)
+    boosted = losses.scaffold_logits(s, torch.ones(1), mask, 4.0)
+    assert torch.allclose(boosted.softmax(-1), s.softmax(-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("C", [2, 6])
+def test_retrieval_mix(C: int) -> None:
+    log_s = torch.log_softmax(_rand(3, C), -1)
+    nb = torch.softmax(_rand(3, 4, C), -1)
+    sims = _rand(3, 4)
+    assert torch.allclose(losses.retrieval_mix(log_s, nb, sims, 0.0, 0.1), log_s, atol=1e-5)
+    mixed = losses.retrieval_mix(log_s, nb, sims, 0.3, 0.1).exp()
+    w = torch.softmax(sims / 0.1, -1)
+    hand = 0.3 * (w.unsqueeze(-1) * nb).sum(1) + 0.7 * log_s.exp()
+    assert torch.allclose(mixed, hand, atol=1e-6)
+    assert torch.allclose(mixed.sum(-1), torch.ones(3), atol=1e-5)
