@@ -480,3 +480,86 @@ def length_histogram(texts: Sequence[str], *, unit: str = "words", nbins: int = 
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
     )
     return fig
+
+
+def fidelity_bars(
+    values: Mapping[str, Mapping[str, float | None]], *, measure: str = "agreement"
+) -> go.Figure:
+    """One measure of fidelity on the test and train splits, grouped by run.
+
+    ``values``: run name -> ``{"test": v, "train": v}`` (a missing or None value leaves a gap).
+    Why both splits: Stanton et al. (2021) found students often fail to match their teacher
+    even on the data they were trained on; the gap between the two bars shows it.
+    """
+    runs = list(values)
+    fig = go.Figure()
+    for split in ("test", "train"):
+        ys = [values[r].get(split) for r in runs]
+        fig.add_trace(
+            go.Bar(
+                x=runs,
+                y=[None if v is None else float(v) for v in ys],
+                name=split,
+                hovertemplate=f"%{{x}}<br>{split} {measure}: %{{y:.4f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="run",
+        yaxis_title=measure,
+        height=300,
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig
+
+
+def neighbour_probs(
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    similarities: Sequence[float],
+    row_ids: Sequence[int],
+    texts: Sequence[object] | None = None,
+) -> go.Figure:
+    """Teacher class probabilities of retrieved neighbours as stacked horizontal bars.
+
+    ``probs``: (k, C) rows summing to one, nearest first (drawn top to bottom); one trace per
+    class; hover shows the training row, its similarity and its (truncated) text.
+    """
+    P = np.asarray(probs, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != len(class_names) or P.shape[0] != len(similarities):
+        raise ValueError(
+            f"neighbour_probs: probs has shape {P.shape}; expected (k, C) with k = "
+            f"{len(similarities)} similarities and C = {len(class_names)} class names"
+        )
+    k = P.shape[0]
+    ylab = [f"#{i + 1} row {int(r)}" for i, r in enumerate(row_ids)]
+    hover = _hover_strings(texts, k)
+    custom = np.column_stack(
+        [np.asarray(row_ids, dtype=object), np.round(np.asarray(similarities, float), 4), hover]
+    )
+    fig = go.Figure()
+    for c, name in enumerate(class_names):
+        fig.add_trace(
+            go.Bar(
+                x=P[:, c],
+                y=ylab,
+                orientation="h",
+                name=str(name),
+                marker_color=_PALETTE[c % len(_PALETTE)],
+                customdata=custom,
+                hovertemplate=(
+                    f"{name}: %{{x:.3f}}<br>row %{{customdata[0]}}, similarity "
+                    "%{customdata[1]}<br>%{customdata[2]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        xaxis={"title": {"text": "teacher probability"}, "range": [0, 1]},
+        yaxis={"title": {"text": "neighbour"}, "autorange": "reversed"},
+        height=max(200, 40 + 28 * k),
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig

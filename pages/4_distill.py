@@ -9,16 +9,34 @@ worker is run by hand with ``lelp jobs worker``).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import streamlit as st
 
 from core import app_state, plots
-from core.config import RunConfig, StudentSpec, TrainSpec, config_from_dict
+from core.config import OBJECTIVES, RunConfig, StudentSpec, TrainSpec, config_from_dict
+from core.methods import METHOD_DOCS
 
 app_state.init_session()
 ss = st.session_state
 ERRORS = (*app_state.user_errors(), ValueError)
 CURRENT = "(current Subspaces setting)"
+# The three objectives core/train.py handles itself; the others document themselves in
+# core.methods.METHOD_DOCS.
+BASE_DOCS = {
+    "hard": "Hard labels: cross-entropy on the ground-truth classes only; the baseline every "
+    "distillation method must beat.",
+    "kd": "Knowledge distillation: the student matches the teacher's class probabilities "
+    "softened by temperature tau (loss scaled by tau^2), plus alpha times the hard-label loss. "
+    "Hinton, Vinyals & Dean, 'Distilling the Knowledge in a Neural Network', NIPS 2014 "
+    "Deep Learning Workshop (arXiv 1503.02531).",
+    "lelp": "LELP: each class's teacher embeddings are projected on a few principal directions "
+    "of that class (after removing the head's null space, optionally rotated); softmax(z/beta) "
+    "over those coordinates splits the class probability into pseudo-subclasses, and the "
+    "student learns these C x S targets at temperature tau. Loo, Iliopoulos, Hu & Vee, 'Linear "
+    "Projections of Teacher Embeddings for Few-Class Distillation', arXiv 2409.20449, 2024.",
+}
+OBJECTIVE_DOCS = {**BASE_DOCS, **METHOD_DOCS}
 
 st.title("Distill")
 st.caption(
@@ -73,10 +91,12 @@ with c1:
     )
     objectives = st.multiselect(
         "Objectives",
-        ["hard", "kd", "lelp"],
+        list(OBJECTIVES),
         key="distill_objectives",
         help="hard: labels only. kd: the teacher's class probabilities (Hinton). lelp: the "
-        "C x S pseudo-subclass targets. One job per objective, so they compare directly.",
+        "C x S pseudo-subclass targets. fitnet, sea, compress, reaugkd, subclass-distill, dwt, "
+        "disk: the seed papers' other methods (parameters and explanation below). One job per "
+        "objective, so they compare directly.",
     )
     name = st.text_input(
         "Run name (optional)",
@@ -116,7 +136,13 @@ with c2:
 with c3:
     st.subheader("Training")
     tau = st.number_input(
-        "tau", 0.1, 20.0, step=0.5, key="distill_tau", help="Temperature for kd and lelp."
+        "tau",
+        0.1,
+        20.0,
+        step=0.5,
+        key="distill_tau",
+        help="Temperature for kd and lelp, and of the KD term the other methods add "
+        "(subclass-distill has its own below).",
     )
     alpha = st.number_input(
         "alpha",
@@ -132,6 +158,22 @@ with c3:
     )
     batch = st.number_input("Batch size", 1, 4096, key="distill_batch", help="Examples per step.")
     seed = st.number_input("Seed", 0, 10_000, key="distill_seed", help="Student seed.")
+
+
+st.subheader("Objectives")
+method_params: dict[str, dict[str, Any]] = {}
+for obj in objectives:
+    with st.container(border=True):
+        st.markdown(f"**{obj}**")
+        with st.expander(f"What is {obj}?", expanded=False):
+            st.markdown(OBJECTIVE_DOCS.get(obj, "No description yet."))
+        model = app_state.section_model(obj)
+        if model is None:
+            st.caption("Uses the Training settings above (tau, alpha) and nothing else.")
+        else:
+            method_params[obj] = app_state.param_widgets(
+                model, f"distill_{app_state.train_section(obj)}_"
+            )
 
 
 def _configs() -> list[RunConfig]:
@@ -152,14 +194,19 @@ def _configs() -> list[RunConfig]:
     )
     out = []
     for obj in objectives:
-        train = TrainSpec(
-            objective=obj,
-            tau=float(tau),
-            alpha=float(alpha),
-            epochs=int(epochs),
-            lr=float(lr),
-            batch_size=int(batch),
-            seed=int(seed),
+        section = app_state.train_section(obj)
+        extra = {section: method_params[obj]} if section else {}
+        train = TrainSpec.model_validate(
+            {
+                "objective": obj,
+                "tau": float(tau),
+                "alpha": float(alpha),
+                "epochs": int(epochs),
+                "lr": float(lr),
+                "batch_size": int(batch),
+                "seed": int(seed),
+                **extra,
+            }
         )
         label = f"{name.strip() or ds.name} {obj}"
         if obj == "lelp":

@@ -58,6 +58,7 @@ rows = []
 for r in sel:
     m, cfg = r["metrics"], r["config"]
     s, t = m.get("student", {}), m.get("teacher", {})
+    tr, meth = m.get("student_train") or {}, m.get("method") or {}
     rows.append(
         {
             "run": r["name"],
@@ -68,12 +69,62 @@ for r in sel:
             "teacher accuracy": _fmt(s.get("teacher_accuracy", t.get("accuracy"))),
             "agreement": _fmt(s.get("agreement")),
             "KL(teacher||student)": _fmt(s.get("kl")),
+            "train accuracy": _fmt(tr.get("accuracy")),
+            "train agreement": _fmt(tr.get("agreement")),
+            "train KL(teacher||student)": _fmt(tr.get("kl")),
             "ECE": _fmt(s.get("ece")),
             "teacher ECE": _fmt(t.get("ece")),
             "worst latent acc.": _fmt(s.get("worst_subclass_accuracy")),
+            "subclass teacher acc.": _fmt(meth.get("subclass_teacher_accuracy")),
+            "retrieval overhead %": _fmt(meth.get("retrieval_overhead_pct")),
         }
     )
-st.dataframe(pd.DataFrame(rows), hide_index=True, key="cmp_table")
+table = pd.DataFrame(rows)
+st.dataframe(
+    table.dropna(axis=1, how="all"),
+    hide_index=True,
+    key="cmp_table",
+    column_config={
+        "agreement": st.column_config.NumberColumn(
+            help="Share of evaluation examples where student and teacher predict the same class."
+        ),
+        "train agreement": st.column_config.NumberColumn(
+            help="The same on the training split (Stanton et al. 2021: students often fail to "
+            "match the teacher even there)."
+        ),
+        "subclass teacher acc.": st.column_config.NumberColumn(
+            help="Subclass Distillation: accuracy of the retrained C x S teacher head on the "
+            "evaluation split (the student learns from it, not from the original teacher)."
+        ),
+        "retrieval overhead %": st.column_config.NumberColumn(
+            help="ReAugKD: time of the k-NN retrieval at inference as % of the student's "
+            "forward pass on the evaluation split."
+        ),
+    },
+)
+st.caption(
+    "Fidelity (agreement, predictive KL) is measured on the evaluation AND training splits; "
+    "columns with no value for any picked run are hidden."
+)
+
+fid = {
+    r["name"]: {
+        "test": r["metrics"].get("student", {}).get("agreement"),
+        "train": (r["metrics"].get("student_train") or {}).get("agreement"),
+    }
+    for r in sel
+}
+with st.expander("Fidelity on test vs train, and method facts", expanded=False):
+    st.plotly_chart(plots.fidelity_bars(fid, measure="agreement"), key="cmp_fidelity")
+    facts = {
+        r["name"]: {k: _fmt(v) for k, v in (r["metrics"].get("method") or {}).items()}
+        for r in sel
+        if r["metrics"].get("method")
+    }
+    if facts:
+        st.dataframe(pd.DataFrame.from_dict(facts, orient="index"), key="cmp_method_facts")
+    else:
+        st.caption("The picked runs use hard, kd or lelp: no method-specific facts.")
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -214,6 +265,108 @@ if len(dis):
         )
     except ERRORS as err:
         st.info(f"The map is not available for this run ({err}).")
+
+# -- ReAugKD retrieval ----------------------------------------------------------------------
+st.divider()
+st.subheader("ReAugKD: what a test example retrieves")
+reaug = [
+    rid
+    for rid in picked
+    if rid in usable and by_id[rid]["config"].get("train", {}).get("objective") == "reaugkd"
+]
+if not reaug:
+    st.info(
+        "None of the picked runs uses ReAugKD: pick one above, or queue one on the **Distill** "
+        "page with the objective `reaugkd`, to see the knowledge-base entries it retrieves."
+    )
+else:
+    ss.setdefault("cmp_reaug_run", reaug[0])
+    if ss["cmp_reaug_run"] not in reaug:
+        ss["cmp_reaug_run"] = reaug[0]
+    ss.setdefault("cmp_reaug_row", 0)
+    ss.setdefault("cmp_reaug_search", "")
+    r1, r2, r3 = st.columns([2, 1, 2])
+    rid = r1.selectbox(
+        "ReAugKD run",
+        reaug,
+        key="cmp_reaug_run",
+        format_func=lambda r: by_id[r]["name"],
+        help="A picked run trained with the reaugkd objective.",
+    )
+    dr = usable[rid]
+    split_r, lab_r = dr["split"], dr["ds"].label_names
+    texts_r = app_state.display_texts(dr["ds"], split_r)
+    n_r = len(dr["y"])
+    ss["cmp_reaug_row"] = min(int(ss["cmp_reaug_row"]), n_r - 1)
+    row = int(
+        r2.number_input(
+            f"{split_r} example (row)",
+            0,
+            n_r - 1,
+            key="cmp_reaug_row",
+            help=f"Row number in the {split_r} split (0 to {n_r - 1}).",
+        )
+    )
+    query = r3.text_input(
+        "…or search its texts",
+        key="cmp_reaug_search",
+        help="Case-insensitive substring; pick one of the matches to inspect it.",
+    ).strip()
+    if query:
+        matches = [i for i, t in enumerate(texts_r) if query.lower() in t.lower()][:200]
+        if matches:
+            row = int(
+                r3.selectbox(
+                    f"{len(matches)} match(es)" + (" (first 200)" if len(matches) == 200 else ""),
+                    matches,
+                    key="cmp_reaug_match",
+                    format_func=lambda i: f"{i}: {plots.truncate(texts_r[i], 70)}",
+                    help="The example shown below; clear the search to use the row number.",
+                )
+            )
+        else:
+            r3.caption(f"No {split_r} text contains {query!r}; showing row {row}.")
+    k = int(by_id[rid]["config"].get("train", {}).get("reaugkd", {}).get("k", 8))
+    p_t = M.softmax(dr["teacher"][row : row + 1])[0]
+    p_s = M.softmax(dr["student"][row : row + 1])[0]
+    st.markdown(
+        f"**{split_r} row {row}** · label **{lab_r[int(dr['y'][row])]}** · teacher "
+        f"**{lab_r[int(p_t.argmax())]}** ({p_t.max():.2f}) · student (with retrieval) "
+        f"**{lab_r[int(p_s.argmax())]}** ({p_s.max():.2f})\n\n> {plots.truncate(texts_r[row], 400)}"
+    )
+    st.caption(
+        "**Fallback view.** The run does not store ReAugKD's learned teacher projection and "
+        "student query map, so the retrieval the student actually made cannot be replayed. "
+        f"Shown instead: the k = {k} training rows (the knowledge base's entries) whose TEACHER "
+        "embeddings are nearest to this example's by cosine similarity, with the teacher's "
+        "soft labels softmax(z) that the knowledge base holds for them."
+    )
+    try:
+        ind, sim = app_state.teacher_neighbours(dr["teacher_key"], split_r, [row], k)
+        z_train = app_state.Z32(dr["teacher_key"], "train")
+    except ERRORS as err:
+        st.info(f"The neighbours are not available for this run ({err}).")
+    else:
+        ind, sim = ind[0], sim[0]
+        probs = M.softmax(z_train[ind])
+        train_texts = app_state.display_texts(dr["ds"], "train")
+        y_train = np.asarray(dr["ds"].splits["train"].y)
+        nb = pd.DataFrame(
+            {
+                "rank": np.arange(1, len(ind) + 1),
+                "train row": ind,
+                "similarity": np.round(sim, 4),
+                "label": [lab_r[int(y_train[i])] for i in ind],
+                "teacher label": [lab_r[int(c)] for c in probs.argmax(1)],
+                **{f"p({c})": np.round(probs[:, j], 3) for j, c in enumerate(lab_r)},
+                "text": [train_texts[i] for i in ind],
+            }
+        )
+        st.dataframe(nb, hide_index=True, key="cmp_reaug_neighbours")
+        st.plotly_chart(
+            plots.neighbour_probs(probs, lab_r, sim, ind, texts=[train_texts[i] for i in ind]),
+            key="cmp_reaug_bars",
+        )
 
 # -- download -----------------------------------------------------------------------------
 st.divider()

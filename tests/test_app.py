@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
@@ -170,3 +171,189 @@ def test_compare_shows_run_metrics(app_ws: Path, monkeypatch, digits_run):
     assert row["accuracy"] == pytest.approx(digits_run["metrics"]["student"]["accuracy"], abs=1e-3)
     assert len(at.get("plotly_chart")) >= 3  # reliability, curves, confusion matrices
     assert at.get("download_button")
+
+
+# -- the seed papers' other methods on the Distill and Compare pages ---------------------------
+@pytest.fixture
+def at_digits(app_ws: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The app on digits-bin (no MiniLM needed): the Distill page needs no teacher outputs."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
+    monkeypatch.setenv("LELP_APP_DEMO", "digits-bin")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    app.session_state["dataset_spec"] = {"source": "digits-bin"}
+    app.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_distill_lists_every_objective(at_digits: AppTest):
+    from core.config import OBJECTIVES
+
+    _open(at_digits, "4_distill.py")
+    assert list(at_digits.multiselect(key="distill_objectives").options) == list(OBJECTIVES)
+
+
+def test_distill_reaugkd_shows_its_parameters_and_citation(at_digits: AppTest):
+    from core.config import ReAugKDSpec
+
+    _open(at_digits, "4_distill.py")
+    assert "distill_reaugkd_k" not in at_digits.session_state  # not drawn before selection
+    at_digits.multiselect(key="distill_objectives").set_value(["reaugkd"]).run()
+    assert not at_digits.exception and not at_digits.error
+    defaults = ReAugKDSpec()
+    for name in ReAugKDSpec.model_fields:
+        w = at_digits.number_input(key=f"distill_reaugkd_{name}")
+        assert w.value == pytest.approx(getattr(defaults, name)), name
+        assert w.help, f"{name} has no help text"
+    assert at_digits.number_input(key="distill_reaugkd_lam").max == 1.0  # le=1 bound
+    assert at_digits.number_input(key="distill_reaugkd_k").min == 1  # ge=1 bound
+    exp = next(e for e in at_digits.expander if e.label == "What is reaugkd?")
+    assert "Retrieval-Augmented Knowledge Distillation" in exp.markdown[0].value
+
+
+def test_distill_queues_fitnet_with_its_parameters(at_digits: AppTest, app_ws: Path):
+    from core import jobs
+    from core.config import RunConfig
+    from core.store import Workspace
+
+    _open(at_digits, "4_distill.py")
+    at_digits.multiselect(key="distill_objectives").set_value(["fitnet"]).run()
+    at_digits.number_input(key="distill_fitnet_weight").set_value(0.25)
+    at_digits.checkbox(key="distill_fitnet_normalize").check()
+    at_digits.number_input(key="distill_epochs").set_value(3).run()
+    at_digits.button(key="distill_queue").click().run()
+    assert not at_digits.exception and not at_digits.error
+    msg = at_digits.success[0].value
+    job_id = int(msg.split("#")[1].rstrip("."))
+    cfg = RunConfig.model_validate(jobs.get_job(Workspace(app_ws), job_id).config)
+    assert cfg.train.objective == "fitnet"
+    assert cfg.train.fitnet.weight == 0.25 and cfg.train.fitnet.normalize is True
+    assert cfg.train.fitnet.kd_weight == 1.0  # untouched fields keep their defaults
+    assert cfg.train.epochs == 3
+    assert cfg.dataset.source == "digits-bin" and cfg.student.kind == "mlp"
+
+
+def test_distill_optional_field_is_an_empty_number_input(at_digits: AppTest):
+    _open(at_digits, "4_distill.py")
+    at_digits.multiselect(key="distill_objectives").set_value(["compress", "disk"]).run()
+    assert not at_digits.exception and not at_digits.error
+    assert at_digits.number_input(key="distill_compress_queue_size").value is None
+    assert at_digits.selectbox(key="distill_compress_queues").options == ["two", "one"]
+    assert at_digits.number_input(key="distill_disk_top_k").value is None
+
+
+@pytest.fixture(scope="session")
+def reaugkd_run(app_ws: Path) -> dict:
+    from core.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from core.pipeline import run_distill
+    from core.store import Workspace
+
+    cfg = RunConfig(
+        name="digits tiny reaugkd",
+        dataset=DatasetSpec(source="digits-bin"),
+        teacher=TeacherSpec(kind="digits-mlp"),
+        student=StudentSpec(kind="mlp", hidden=16),
+        train=TrainSpec(
+            epochs=1,
+            objective="reaugkd",
+            device="cpu",
+            reaugkd={"k": 5, "proj_epochs": 1},
+        ),
+    )
+    return run_distill(cfg, Workspace(app_ws))
+
+
+@pytest.fixture
+def compare_both(app_ws: Path, monkeypatch, digits_run, reaugkd_run) -> AppTest:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["cmp_runs"] = [digits_run["run_id"], reaugkd_run["run_id"]]
+    at.run()
+    return _open(at, "5_compare.py")
+
+
+def test_compare_shows_train_fidelity_and_method_facts(compare_both, digits_run, reaugkd_run):
+    table = compare_both.dataframe[0].value.set_index("run")
+    for run in (digits_run, reaugkd_run):
+        row, train = table.loc[run["name"]], run["metrics"]["student_train"]
+        assert row["train agreement"] == pytest.approx(train["agreement"], abs=1e-4)
+        assert row["train KL(teacher||student)"] == pytest.approx(train["kl"], abs=1e-4)
+        assert row["train accuracy"] == pytest.approx(train["accuracy"], abs=1e-4)
+        assert row["agreement"] == pytest.approx(run["metrics"]["student"]["agreement"], abs=1e-4)
+    overhead = reaugkd_run["metrics"]["method"]["retrieval_overhead_pct"]
+    assert table.loc[reaugkd_run["name"], "retrieval overhead %"] == pytest.approx(
+        overhead, abs=1e-3
+    )
+    assert pd.isna(table.loc[digits_run["name"], "retrieval overhead %"])
+
+
+def _neighbour_table(at: AppTest):
+    return next(d.value for d in at.dataframe if "similarity" in d.value.columns)
+
+
+def test_compare_reaugkd_neighbours_are_nearest_teacher_rows(compare_both, reaugkd_run, app_ws):
+    import numpy as np
+
+    from core.store import Workspace
+
+    nb = _neighbour_table(compare_both)
+    assert len(nb) == 5  # train.reaugkd.k of the run
+    sims = nb["similarity"].to_numpy()
+    assert np.all(np.diff(sims) <= 1e-9)  # nearest first
+    p_cols = [c for c in nb.columns if c.startswith("p(")]
+    assert p_cols == ["p(even)", "p(odd)"]
+    assert np.allclose(nb[p_cols].sum(axis=1), 1.0, atol=2e-3)
+    # the same rows by brute force on the cached teacher embeddings (cosine similarity)
+    out = Workspace(app_ws).load_teacher_outputs(reaugkd_run["artifacts"]["teacher_key"])
+    H = np.asarray(out.H["train"], dtype=np.float64)
+    q = np.asarray(out.H["test"], dtype=np.float64)[0]
+    cos = H @ q / (np.linalg.norm(H, axis=1) * np.linalg.norm(q))
+    assert nb["train row"].tolist() == np.argsort(-cos, kind="stable")[:5].tolist()
+    assert sims == pytest.approx(np.sort(cos)[::-1][:5], abs=1e-3)
+    # another example retrieves other entries
+    compare_both.number_input(key="cmp_reaug_row").set_value(1).run()
+    q1 = np.asarray(out.H["test"], dtype=np.float64)[1]
+    cos1 = H @ q1 / (np.linalg.norm(H, axis=1) * np.linalg.norm(q1))
+    assert _neighbour_table(compare_both)["train row"].tolist() == (
+        np.argsort(-cos1, kind="stable")[:5].tolist()
+    )
+
+
+def test_compare_reaugkd_search_picks_the_example(compare_both):
+    compare_both.text_input(key="cmp_reaug_search").input("digit=3").run()
+    assert not compare_both.exception and not compare_both.error
+    row = compare_both.selectbox(key="cmp_reaug_match").value
+    shown = next(m.value for m in compare_both.markdown if m.value.startswith("**test row"))
+    assert shown.startswith(f"**test row {row}**") and "digit=3" in shown
+
+
+@pytest.mark.parametrize(
+    "objective", ["fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk"]
+)
+def test_param_fields_cover_every_field_with_bounds_and_help(objective: str):
+    from core import app_state
+
+    model = app_state.section_model(objective)
+    assert model is not None
+    fields = app_state.param_fields(model)
+    assert [f.name for f in fields] == list(model.model_fields)
+    for f in fields:
+        assert f.help and f.kind in ("int", "float", "choice", "bool")
+        if f.kind in ("int", "float") and f.low is not None and not f.optional:
+            model(**{f.name: f.low})  # the widget's inclusive minimum is a valid value
+            if f.low > 0 and f.kind == "float":
+                with pytest.raises(ValueError):
+                    model(**{f.name: f.low - 2e-6 * max(1.0, f.low)})
+        if f.kind == "choice":
+            assert f.default in f.options
+
+
+@pytest.mark.parametrize("objective", ["hard", "kd", "lelp", "objective", "tau"])
+def test_objectives_without_a_section_have_no_widgets(objective: str):
+    from core import app_state
+
+    assert app_state.section_model(objective) is None
+    assert app_state.train_section(objective) is None

@@ -174,3 +174,38 @@ def test_small_bars_and_histogram():
     fig = plots.length_histogram(["a b c", "a", ""])
     assert sorted(fig.data[0].x) == [0, 1, 3]
     assert fig.layout.xaxis.title.text == "length (words)"
+
+
+def test_fidelity_bars_groups_test_and_train_per_run():
+    fig = plots.fidelity_bars(
+        {"kd": {"test": 0.9, "train": 0.95}, "lelp": {"test": 0.93, "train": None}},
+        measure="agreement",
+    )
+    assert [tr.name for tr in fig.data] == ["test", "train"]
+    assert list(fig.data[0].x) == ["kd", "lelp"]
+    assert list(fig.data[0].y) == [0.9, 0.93]
+    assert list(fig.data[1].y) == [0.95, None]  # a missing value is a gap, not a zero
+    assert fig.layout.barmode == "group"
+    assert fig.layout.yaxis.title.text == "agreement"
+
+
+def test_neighbour_probs_one_stacked_trace_per_class_nearest_on_top():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    fig = plots.neighbour_probs(
+        probs, ["even", "odd"], [0.99, 0.9, 0.8], [12, 7, 3], texts=["a", None, "c" * 500]
+    )
+    assert [tr.name for tr in fig.data] == ["even", "odd"]
+    assert fig.layout.barmode == "stack"
+    assert fig.layout.yaxis.autorange == "reversed"  # nearest (first) drawn on top
+    assert list(fig.data[0].y) == ["#1 row 12", "#2 row 7", "#3 row 3"]
+    assert list(fig.data[1].x) == pytest.approx([0.1, 0.8, 0.5])
+    custom = [list(r) for r in fig.data[0].customdata]
+    assert custom[0][:2] == [12, 0.99]
+    assert custom[1][2] == ""  # None text becomes an empty hover string
+    assert len(custom[2][2]) == plots.HOVER_CHARS
+    assert fig.layout.xaxis.title.text == "teacher probability"
+
+
+def test_neighbour_probs_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"expected \(k, C\) with k = 2"):
+        plots.neighbour_probs(np.ones((3, 2)) / 2, ["a", "b"], [0.9, 0.8], [1, 2])
