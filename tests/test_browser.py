@@ -221,7 +221,9 @@ def test_distill_queues_a_job_and_shows_progress(page) -> None:  # type: ignore[
 
 def test_compare_page_shows_the_finished_run(page) -> None:  # type: ignore[no-untyped-def]
     _goto(page, "Compare")
-    page.locator(".js-plotly-plot").first.wait_for()
+    # The first figure sits in a collapsed expander: wait for a visible one.
+    page.locator(".js-plotly-plot:visible").first.wait_for()
+    assert page.get_by_text("Reliability diagram").count() >= 1
     text = page.locator("[data-testid='stMain']").first.inner_text()
     assert "No runs yet" not in text
     assert page.get_by_test_id("stDataFrame").count() >= 1
