@@ -603,3 +603,32 @@ def teacher_neighbours(
     k = int(min(k, index.n_samples_fit_))
     dist, ind = index.kneighbors(q, n_neighbors=k)
     return ind, 1.0 - dist
+
+
+# -- ReAugKD's real retrieval, replayed from a saved run (Compare page) ------------------------
+def has_reaugkd_state(run: dict[str, Any]) -> bool:
+    """True when the run saved ReAugKD's learned maps (runs from before that show a fallback)."""
+    from core.pipeline import method_state_path
+
+    return method_state_path(run) is not None
+
+
+@st.cache_resource(show_spinner="Rebuilding the run's ReAugKD knowledge base…", max_entries=4)
+def reaugkd_model(ws_root: str, run_id: str, state_path: str) -> tuple[Any, Any]:
+    """``core.pipeline.load_reaugkd`` once per run (``state_path`` keys the cache to the file)."""
+    from core.pipeline import load_reaugkd
+
+    ws = workspace_at(ws_root)
+    return load_reaugkd(ws, ws.load_run(run_id))
+
+
+def reaugkd_neighbours(
+    run: dict[str, Any], ds: Dataset, split: str, rows: np.ndarray | list[int], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The run's own retrieval for ``rows`` of ``split``: ``(train indices (m, k), cosine
+    similarities (m, k))`` of its query ``normalize(B h_s)`` to the keys ``normalize(P h_t)``."""
+    from core import pipeline
+
+    ws = workspace()
+    loaded = reaugkd_model(str(ws.root), run["run_id"], str(pipeline.method_state_path(run)))
+    return pipeline.reaugkd_neighbours(ws, run, rows, split, dataset=ds, loaded=loaded, k=k)

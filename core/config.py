@@ -207,6 +207,7 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
+    compile: bool = False  # torch.compile the student's forward (long CUDA runs)
     fitnet: FitNetSpec = Field(default_factory=FitNetSpec)
     sea: SEASpec = Field(default_factory=SEASpec)
     compress: CompRessSpec = Field(default_factory=CompRessSpec)

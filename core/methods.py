@@ -28,6 +28,7 @@ after ``fit``). Formulas and "our choice" points: ../shared/METHODS.md.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +216,23 @@ class Method(nn.Module):
 
     def info(self) -> dict[str, Any]:
         return dict(self.info_)
+
+    # ---- persistence ----
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Learned state needed to replay the method after training (ReAugKD's maps), saved by
+        core/pipeline.py as ``method.safetensors`` next to the student; default none.
+        State rebuilt from the cached teacher arrays (knowledge bases) is NOT included."""
+        return {}
+
+    def load_state_tensors(self, state: Mapping[str, Tensor]) -> Method:
+        """Restore what ``state_tensors`` returned; returns self. The default accepts only an
+        empty state, so a file meant for another method fails loudly."""
+        if state:
+            raise ValueError(
+                f"{self.name}: keeps no saved state but got keys {sorted(state)}; the file "
+                "belongs to another method (check the run's train.objective)"
+            )
+        return self
 
     # ---- helpers ----
     def _check_teacher(self, teacher: TeacherData) -> None:
@@ -427,8 +445,6 @@ class ReAugKD(Method):
     needs_embedding = True
 
     def fit(self, teacher: TeacherData, emb_dim: int) -> ReAugKD:
-        from sklearn.neighbors import NearestNeighbors
-
         super().fit(teacher, emb_dim)
         p = self.spec.reaugkd
         self._require_class_signal(p.kd_weight, "reaugkd")
@@ -438,11 +454,7 @@ class ReAugKD(Method):
         self.proj = nn.Linear(H.shape[1], emb_dim, bias=False)
         self.proj_loss_ = self._train_projection(H, y)
         self.proj.requires_grad_(False)
-        with torch.no_grad():
-            keys = F.normalize(self.proj(H), dim=-1)
-        self.register_buffer("keys", keys, persistent=False)
-        self.kb_probs = F.softmax(torch.as_tensor(np.asarray(teacher.Z), dtype=torch.float32), -1)
-        self.index_ = NearestNeighbors(n_neighbors=min(p.k, H.shape[0])).fit(keys.numpy())
+        self.build_knowledge_base(teacher.H, teacher.Z)
         self.query = nn.Linear(emb_dim, emb_dim)
         self.info_ = {
             "reaugkd_kb_size": int(H.shape[0]),
@@ -450,6 +462,31 @@ class ReAugKD(Method):
             "reaugkd_supcon_loss": self.proj_loss_,
             "reaugkd_retrieval_s": 0.0,
         }
+        return self
+
+    def build_knowledge_base(self, H: np.ndarray, Z: np.ndarray) -> ReAugKD:
+        """Keys ``normalize(P h_t)``, soft labels ``softmax(z_t)`` and their k-NN index, from
+        the training split's teacher arrays. Why separate from ``fit``: a saved run keeps only
+        P and B (``state_tensors``), and the knowledge base is rebuilt from the cached teacher
+        outputs when the run is replayed (``core.pipeline.load_reaugkd``)."""
+        from sklearn.neighbors import NearestNeighbors
+
+        # np.array copies: cached teacher arrays are read-only memory maps
+        Ht = torch.from_numpy(np.array(H, dtype=np.float32))
+        Zt = torch.from_numpy(np.array(Z, dtype=np.float32))
+        if Ht.ndim != 2 or Ht.shape[1] != self.proj.in_features or Zt.shape[0] != Ht.shape[0]:
+            raise ValueError(
+                f"reaugkd: teacher H {tuple(Ht.shape)} / Z {tuple(Zt.shape)} do not fit the "
+                f"projection ({self.proj.in_features}-d input, one Z row per H row); use the "
+                "teacher outputs the run was trained on (its artifacts' teacher_key)"
+            )
+        with torch.no_grad():
+            keys = F.normalize(self.proj(Ht.to(self.proj.weight.device)), dim=-1)
+        self.register_buffer("keys", keys, persistent=False)
+        self.kb_probs = F.softmax(Zt, -1)
+        k = min(self.spec.reaugkd.k, Ht.shape[0])
+        self.index_ = NearestNeighbors(n_neighbors=k).fit(keys.cpu().numpy())
+        self.info_.setdefault("reaugkd_retrieval_s", 0.0)
         return self
 
     def _train_projection(self, H: Tensor, y: Tensor) -> float:
@@ -473,6 +510,47 @@ class ReAugKD(Method):
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.query]
+
+    STATE_KEYS = ("proj.weight", "query.weight", "query.bias")
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """P (``proj.weight`` (h, d_t)) and B (``query.weight`` (h, h), ``query.bias`` (h,)),
+        CPU copies: with the cached teacher outputs they rebuild the exact retrieval."""
+        if not hasattr(self, "proj") or not hasattr(self, "query"):
+            raise ValueError("reaugkd: nothing to save before fit(); fit the method first")
+        named = {
+            "proj.weight": self.proj.weight,
+            "query.weight": self.query.weight,
+            "query.bias": self.query.bias,
+        }
+        return {k: v.detach().float().cpu().contiguous().clone() for k, v in named.items()}
+
+    def load_state_tensors(self, state: Mapping[str, Tensor]) -> ReAugKD:
+        """Rebuild P and B from ``state_tensors``' output (then call
+        ``build_knowledge_base``); shapes are checked so a mismatched file fails here."""
+        missing = [k for k in self.STATE_KEYS if k not in state]
+        extra = sorted(set(state) - set(self.STATE_KEYS))
+        if missing or extra:
+            raise ValueError(
+                f"reaugkd: saved state must hold exactly {list(self.STATE_KEYS)}; missing "
+                f"{missing}, unexpected {extra} (was it saved by another method?)"
+            )
+        pw, qw, qb = (torch.as_tensor(state[k]).float() for k in self.STATE_KEYS)
+        h = pw.shape[0]
+        if pw.ndim != 2 or tuple(qw.shape) != (h, h) or tuple(qb.shape) != (h,):
+            raise ValueError(
+                f"reaugkd: inconsistent saved shapes proj.weight {tuple(pw.shape)}, query.weight "
+                f"{tuple(qw.shape)}, query.bias {tuple(qb.shape)}; expected (h, d), (h, h), (h,)"
+            )
+        with torch.random.fork_rng():  # the throw-away init must not move the global RNG
+            self.proj = nn.Linear(pw.shape[1], h, bias=False)
+            self.query = nn.Linear(h, h)
+        with torch.no_grad():
+            self.proj.weight.copy_(pw)
+            self.query.weight.copy_(qw)
+            self.query.bias.copy_(qb)
+        self.proj.requires_grad_(False)
+        return self
 
     def loss(
         self, out: Tensor, emb: Tensor | None, idx: Tensor, y: Tensor, progress: float

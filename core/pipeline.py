@@ -6,6 +6,7 @@ job runner all call :func:`run_distill`, so a setting found by eye runs identica
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -138,6 +139,7 @@ class StudentRun:
     wall_s: float
     train_scores: dict[str, Any] = field(default_factory=dict)
     method_info: dict[str, Any] = field(default_factory=dict)
+    method: Any = None  # the fitted core.methods.Method (None for hard, kd, lelp)
 
 
 def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -> Prepared:
@@ -315,6 +317,7 @@ def train_student(
         weight_decay=cfg.train.weight_decay,
         device=cfg.train.device,
         seed=cfg.train.seed,
+        compile=cfg.train.compile,
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
         resume=resume,
     )
@@ -351,6 +354,7 @@ def train_student(
         wall_s=time.perf_counter() - t0,
         train_scores=train_scores,
         method_info=method_info,
+        method=method,
     )
 
 
@@ -390,6 +394,7 @@ def run_distill(
         run.student,
         {"config": cfg.model_dump(mode="json"), "sizes": sizes, "teacher_key": prep.teacher_key},
     )
+    state_path = None if run.method is None else save_method_state(rdir / "student", run.method)
     artifacts = {
         "student_dir": str(rdir / "student"),
         "eval_logits": ws.put_array(student_eval.astype(np.float32)),
@@ -397,6 +402,8 @@ def run_distill(
         "teacher_key": prep.teacher_key,
         "dataset_fp": dataset.fingerprint(),
     }
+    if state_path is not None:
+        artifacts["method_state"] = str(state_path)
     record = {
         "run_id": run_id,
         "name": cfg.name or run_id,
@@ -419,3 +426,127 @@ def run_distill(
     }
     ws.save_run(record)
     return record
+
+
+# -- a method's learned state, saved with the run (safetensors only, never pickle) -----------
+METHOD_STATE_FILE = "method.safetensors"
+
+
+def save_method_state(path_dir: str | os.PathLike[str], method: Any) -> Path | None:
+    """Write ``method.state_tensors()`` as ``path_dir/method.safetensors`` (atomic: tmp +
+    rename, like ``save_student``); returns the path, or None when the method keeps no state.
+
+    Why: ReAugKD's projection and query map are learned during the run; without them its
+    retrieval cannot be replayed later (Compare page)."""
+    from safetensors.torch import save_file
+
+    state = method.state_tensors()
+    if not state:
+        return None
+    out = Path(path_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dest, tmp = out / METHOD_STATE_FILE, out / (METHOD_STATE_FILE + ".tmp")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    save_file(tensors, str(tmp), metadata={"method": str(method.name)})
+    os.replace(tmp, dest)
+    return dest
+
+
+def load_method_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tensors ``save_method_state`` wrote (on CPU). Never unpickles."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"load_method_state: {p} is missing; re-run the distillation to save the method's "
+            "state (runs made before method state was saved have none)"
+        )
+    return load_file(str(p))
+
+
+def method_state_path(run: dict[str, Any]) -> Path | None:
+    """The run's saved method state file, or None (runs saved before it existed, or methods
+    without learned state)."""
+    where = (run.get("artifacts") or {}).get("method_state")
+    return Path(where) if where and Path(where).is_file() else None
+
+
+def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, Any]:
+    """Rebuild a finished ReAugKD run: ``(student on CPU in eval mode, fitted ReAugKD)``.
+
+    The student comes from its safetensors folder, P and B from ``method.safetensors``, and
+    the knowledge base (keys ``normalize(P h_t)``, soft labels) from the CACHED teacher outputs
+    of the run's ``teacher_key``, so the retrieval equals the one the run made.
+    """
+    from core import methods
+    from core.students import load_student, unwrap
+
+    cfg = RunConfig.model_validate(run["config"])
+    rid = run.get("run_id", "?")
+    if cfg.train.objective != "reaugkd":
+        raise ValueError(
+            f"load_reaugkd: run {rid} was trained with {cfg.train.objective!r}, not reaugkd"
+        )
+    state_path = method_state_path(run)
+    if state_path is None:
+        raise FileNotFoundError(
+            f"load_reaugkd: run {rid} has no saved method state ({METHOD_STATE_FILE}); it was "
+            "made before ReAugKD's maps were saved: re-run it to replay its retrieval"
+        )
+    arts = run["artifacts"]
+    student, _ = load_student(arts["student_dir"])
+    method = methods.make_method(cfg.train)
+    method.load_state_tensors(load_method_state(state_path))
+    out = ws.load_teacher_outputs(arts["teacher_key"])
+    if out is None:
+        raise FileNotFoundError(
+            f"load_reaugkd: the teacher outputs of run {rid} (key {arts['teacher_key']}) are not "
+            "in the workspace any more; recompute them on the Teacher page (same dataset and "
+            "teacher) to rebuild the knowledge base"
+        )
+    method.build_knowledge_base(out.H["train"], out.Z["train"])
+    h = int(unwrap(student).head.in_features)
+    if h != method.query.in_features:
+        raise ValueError(
+            f"load_reaugkd: the student's embedding has {h} dims but the saved query map takes "
+            f"{method.query.in_features}; the run folder mixes files of different runs"
+        )
+    method.eval()
+    return student, method
+
+
+def reaugkd_neighbours(
+    ws: Workspace,
+    run: dict[str, Any],
+    rows: Any,
+    split: str,
+    *,
+    dataset: Dataset | None = None,
+    loaded: tuple[Any, Any] | None = None,
+    k: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ReAugKD's real retrieval for ``rows`` of ``split``: ``(training-row indices (m, k),
+    cosine similarities (m, k))``, nearest first, from ``method.neighbours`` on the student's
+    embeddings of those rows. ``dataset``/``loaded`` (``load_reaugkd``'s result) skip
+    reloading them; ``k`` defaults to the run's ``train.reaugkd.k``."""
+    from core import methods
+    from core.students import encode_inputs
+    from core.teachers import load_tokenizer
+    from core.types import Split
+
+    cfg = RunConfig.model_validate(run["config"])
+    student, method = loaded if loaded is not None else load_reaugkd(ws, run)
+    ds = dataset if dataset is not None else get_dataset(cfg.dataset)
+    if split not in ds.splits:
+        raise ValueError(f"reaugkd_neighbours: no split {split!r}; have {sorted(ds.splits)}")
+    sp, idx = ds.splits[split], np.asarray(rows, dtype=int).reshape(-1)
+    sub = Split(
+        y=np.asarray(sp.y)[idx],
+        texts=None if sp.texts is None else [sp.texts[i] for i in idx],
+        features=None if sp.features is None else np.asarray(sp.features)[idx],
+    )
+    tokenizer = load_tokenizer(cfg.teacher) if ds.is_text else None
+    inputs = encode_inputs(sub, tokenizer, cfg.student.max_length)
+    emb = methods.predict_embeddings(student, inputs)
+    return method.neighbours(emb, k or cfg.train.reaugkd.k)

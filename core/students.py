@@ -60,14 +60,21 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
-def _bag_mean(weight: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+def _bag_mean(weight: Tensor, ids: Tensor, mask: Tensor, dense: bool | None = None) -> Tensor:
     """``_masked_mean(embedding(ids), mask)`` without the (B, L, h) intermediate.
 
     Why: on CPU the gather, the masked sum and their backward over every padded position
     dominated a step of the bag student (half of Amazon's 256 positions are padding);
     ``embedding_bag`` reads only the real tokens. A row without tokens gives zeros, as the
-    masked mean does.
+    masked mean does. ``dense`` (default: on CUDA) weights every position by mask / length
+    instead: selecting the real tokens has a data-dependent size, which makes the CPU wait
+    for the GPU each batch and breaks ``torch.compile`` graphs; the GPU does not mind the
+    padded positions.
     """
+    if ids.is_cuda if dense is None else dense:
+        w = mask.to(weight.dtype)
+        w = w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return F.embedding_bag(ids, weight, mode="sum", per_sample_weights=w)
     keep = mask.bool()
     lengths = keep.sum(dim=1)
     offsets = torch.zeros_like(lengths)
@@ -325,9 +332,11 @@ def encode_inputs(split: Split, tokenizer: Any = None, max_length: int = 64) -> 
     """Turn a split into the student's input tensors, once, so training only indexes them.
 
     Features -> ``{"x": float32 (n, d)}``. Texts (with a tokenizer) -> ``{"input_ids": int64
-    (n, L), "attention_mask": int64 (n, L)}``, tokenised in one batched call with truncation
-    to ``max_length`` and padding to the longest text of the split. When a split has both,
-    a tokenizer selects the texts.
+    (n, L), "attention_mask": int64 (n, L)}``, truncated to ``max_length`` and padded to the
+    longest text of the split: the same ids as one padded transformers call, but made by
+    the Rust tokenizer's batch path in chunks (core.teachers' ``_BatchEncoder``; the
+    transformers call managed ~4.5k texts/s, too slow for 1.6M texts). When a split has
+    both, a tokenizer selects the texts.
     """
     if split.texts is not None and (tokenizer is not None or split.features is None):
         if tokenizer is None:
@@ -335,23 +344,44 @@ def encode_inputs(split: Split, tokenizer: Any = None, max_length: int = 64) -> 
                 "encode_inputs: this split holds texts; pass the teacher's tokenizer "
                 "(core.teachers.load_tokenizer(spec))"
             )
-        enc = tokenizer(
-            list(split.texts),
-            padding="longest",
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        return {
-            "input_ids": enc["input_ids"].long(),
-            "attention_mask": enc["attention_mask"].long(),
-        }
+        return _encode_texts(list(split.texts), tokenizer, max_length)
     if split.features is None:
         raise ValueError("encode_inputs: the split has neither texts nor features")
     x = np.asarray(split.features, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"encode_inputs: features must be 2-D (n, d), got shape {x.shape}")
     return {"x": torch.from_numpy(np.ascontiguousarray(x))}
+
+
+_ENCODE_CHUNK = 16_384
+
+
+def _encode_texts(texts: list[str], tokenizer: Any, max_length: int) -> dict[str, Tensor]:
+    """Tokenise in chunks (each padded to its own longest text), then lay the chunks into one
+    (n, L) array padded with the tokenizer's pad id on its padding side, L the longest."""
+    from core.teachers import _BatchEncoder
+
+    encode = _BatchEncoder(tokenizer, max_length, torch.device("cpu"))
+    chunks = [encode(texts[i : i + _ENCODE_CHUNK]) for i in range(0, len(texts), _ENCODE_CHUNK)]
+    n = len(texts)
+    width = max((c["input_ids"].shape[1] for c in chunks), default=0)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None and any(c["input_ids"].shape[1] < width for c in chunks):
+        raise ValueError(
+            "encode_inputs: the tokenizer has no pad token, so texts of different lengths "
+            "cannot be padded; set tokenizer.pad_token (e.g. to its eos_token)"
+        )
+    ids = torch.full((n, width), int(pad_id or 0), dtype=torch.int64)
+    mask = torch.zeros((n, width), dtype=torch.int64)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    row = 0
+    for c in chunks:
+        rows, w = c["input_ids"].shape
+        cols = slice(width - w, width) if left else slice(0, w)
+        ids[row : row + rows, cols] = c["input_ids"]
+        mask[row : row + rows, cols] = c["attention_mask"]
+        row += rows
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -46,7 +46,9 @@ CKPT_META = "last.json"
 class TrainConfig:
     """How to train a student. ``objective``: hard, kd or lelp (see core/losses.py);
     ``alpha`` weights the ground-truth term added to kd/lelp; ``grad_clip`` <= 0 disables
-    clipping; ``log_every``: steps between ``on_step`` reports inside an epoch."""
+    clipping; ``log_every``: steps between ``on_step`` reports inside an epoch; ``compile``
+    runs the student's forward through ``torch.compile`` (pays a compile at the start and
+    at new batch widths, so it suits long runs on CUDA)."""
 
     objective: str = "lelp"
     tau: float = 1.0
@@ -62,6 +64,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     resume: bool = False
     log_every: int = 50
+    compile: bool = False
 
 
 @dataclass
@@ -141,7 +144,12 @@ def class_logits(
 
 def _take(inputs: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
     """Rows ``idx`` of every input; token inputs are cut to the batch's last used column, so
-    a batch of short texts is not padded to the longest text of the split."""
+    a batch of short texts is not padded to the longest text of the split.
+
+    The simple per-batch version: it reads the width back from the device (two GPU syncs per
+    batch). ``train`` and ``predict`` use ``_row_widths`` + ``_take_rows`` instead, which cut
+    identically; this one stays as the reference for tests and bench/speed.py's old path.
+    """
     batch = {k: v[idx] for k, v in inputs.items()}
     mask = batch.get("attention_mask")
     if mask is not None and mask.shape[1] > 1:
@@ -150,6 +158,42 @@ def _take(inputs: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
         if width < mask.shape[1]:
             batch = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}
     return batch
+
+
+def _row_widths(inputs: dict[str, Tensor]) -> Tensor | None:
+    """Per row, 1 + the last column its attention mask uses (0 for an empty row), on the CPU.
+
+    Computed once per split, so cutting a batch to its widest row needs only the CPU-side
+    row indices: the loop never asks the GPU (``nonzero``/``any``) where a batch ends.
+    """
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return None
+    cols = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return ((mask != 0) * cols).amax(dim=1).cpu() if mask.shape[1] else None
+
+
+def _batch_widths(widths: Tensor | None, order: Tensor, bs: int, multiple: int = 1) -> list[int]:
+    """The token width of each batch ``order[i * bs : (i + 1) * bs]`` (CPU, one pass per
+    epoch): the widest row of the batch, at least 1, rounded up to ``multiple`` (fewer
+    distinct shapes for CUDA kernels and ``torch.compile``)."""
+    n_batches = math.ceil(order.shape[0] / bs)
+    if widths is None:
+        return [0] * n_batches
+    w = widths[order]
+    w = torch.cat([w, w.new_zeros(n_batches * bs - w.shape[0])]).view(n_batches, bs)
+    w = w.amax(dim=1).clamp_min(1)
+    if multiple > 1:
+        w = ((w + multiple - 1) // multiple) * multiple
+    return w.tolist()  # a width past the stored one just keeps every column
+
+
+def _take_rows(inputs: dict[str, Tensor], idx: Tensor | slice, width: int) -> dict[str, Tensor]:
+    """Rows ``idx`` of every input, token inputs cut to ``width`` columns (0: no cut). The
+    gather reads only the kept columns; no value is read back from the device."""
+    if width <= 0:
+        return {k: v[idx] for k, v in inputs.items()}
+    return {k: (v[:, :width][idx] if v.dim() == 2 else v[idx]) for k, v in inputs.items()}
 
 
 def _autocast(device: torch.device) -> tuple[Any, torch.dtype | None]:
@@ -166,14 +210,15 @@ def predict(student: nn.Module, inputs: dict[str, Tensor], batch_size: int = 102
     device = next(student.parameters()).device
     autocast, _ = _autocast(device)
     n = next(iter(inputs.values())).shape[0]
+    cuts = _batch_widths(_row_widths(inputs), torch.arange(n), batch_size)
     was_training = student.training
     student.eval()
     outs = []
     try:
         with torch.inference_mode(), autocast():
-            for i in range(0, n, batch_size):
-                idx = torch.arange(i, min(i + batch_size, n))
-                batch = {k: v.to(device, non_blocking=True) for k, v in _take(inputs, idx).items()}
+            for j, i in enumerate(range(0, n, batch_size)):
+                rows = _take_rows(inputs, slice(i, i + batch_size), cuts[j])
+                batch = {k: v.to(device, non_blocking=True) for k, v in rows.items()}
                 outs.append(student(batch).float().cpu())
     finally:
         student.train(was_training)
@@ -317,6 +362,10 @@ def train(
     # ---- data on the device, once ----
     objective, tau, sizes = config.objective, config.tau, data.sizes
     inputs = {k: v.to(device) for k, v in data.train_inputs.items()}
+    # Token widths per row stay on the CPU; on CUDA widths are rounded up to 8 (tensor-core
+    # friendly, and fewer shapes for torch.compile to specialise on).
+    row_widths = _row_widths(data.train_inputs)
+    width_multiple = 8 if device.type == "cuda" else 1
     y = data.y.to(device).long()
     teacher = data.teacher_logits.to(device).float() if objective == "kd" else None
     targets = data.targets.to(device).float() if objective == "lelp" else None
@@ -337,17 +386,20 @@ def train(
     )
 
     student.to(device)
+    # The compiled wrapper runs the forward; ``student`` (its parameters, predict, the
+    # checkpoints through ``unwrap``) stays the plain module.
+    model = _compile(student) if config.compile else student
     params = list(student.parameters())
     if method is not None:
         method.to(device)
         params += [p for m in method.extra_modules() for p in m.parameters()]
-    # On CPU the default AdamW runs ~7 elementwise ops per parameter tensor; the fused kernel
-    # does one pass (same update), which matters for the bag student's 2M-entry embedding.
+    # The default AdamW runs ~7 elementwise ops (CUDA: kernel launches) per parameter
+    # tensor; the fused kernel does one pass (same update), on CPU and CUDA.
     opt = torch.optim.AdamW(
         params,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        fused=device.type == "cpu" or None,
+        fused=device.type in ("cpu", "cuda") or None,
     )
     bs = min(config.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
@@ -411,21 +463,24 @@ def train(
         # uninterrupted one would.
         gen.manual_seed(config.seed * 1_000_003 + epoch)
         torch.manual_seed(config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm_cpu = torch.randperm(n, generator=gen)
+        cuts = _batch_widths(row_widths, perm_cpu, bs, width_multiple)  # no device reads
+        perm = perm_cpu.to(device)
         student.train()
         t_epoch = t_log = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         seen_log = 0
         for i in range(steps_per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
+            batch = _take_rows(inputs, idx, cuts[i])
             emb = None
             with autocast():
                 if method is not None and method.needs_embedding:
                     core = unwrap(student)  # the embedding and the logits from one pass
-                    emb = core.embed(_take(inputs, idx)).float()
+                    emb = core.embed(batch).float()
                     out = core.head(emb).float()
                 else:
-                    out = student(_take(inputs, idx)).float()
+                    out = model(batch).float()
             if method is not None:
                 loss = method.loss(out, emb, idx, y[idx], step / total_steps)
             else:
@@ -539,6 +594,16 @@ def train_with_oom_retry(
             "lower train.batch_size, student.max_length or the student size, or set "
             "train.device=cpu"
         ) from err
+
+
+def _compile(student: nn.Module) -> nn.Module:
+    """``torch.compile(student)``, or a clear error where this torch cannot compile."""
+    if not hasattr(torch, "compile"):
+        raise RuntimeError("train.compile=True needs torch >= 2.0; set compile=False")
+    try:
+        return torch.compile(student, dynamic=None)
+    except RuntimeError as err:  # e.g. an unsupported Python version for dynamo
+        raise RuntimeError(f"torch.compile is unavailable here ({err}); set compile=False") from err
 
 
 def _free_cuda() -> None:

@@ -334,17 +334,32 @@ else:
         f"**{lab_r[int(p_t.argmax())]}** ({p_t.max():.2f}) · student (with retrieval) "
         f"**{lab_r[int(p_s.argmax())]}** ({p_s.max():.2f})\n\n> {plots.truncate(texts_r[row], 400)}"
     )
-    st.caption(
-        "**Fallback view.** The run does not store ReAugKD's learned teacher projection and "
-        "student query map, so the retrieval the student actually made cannot be replayed. "
-        f"Shown instead: the k = {k} training rows (the knowledge base's entries) whose TEACHER "
-        "embeddings are nearest to this example's by cosine similarity, with the teacher's "
-        "soft labels softmax(z) that the knowledge base holds for them."
-    )
+    run_r = by_id[rid]
+    real = app_state.has_reaugkd_state(run_r)
+    if real:
+        st.caption(
+            f"**The run's own retrieval.** The k = {k} knowledge-base entries (training rows) "
+            "this example retrieves: cosine similarity of the student's query normalize(B h_s) "
+            "to the keys normalize(P h_t), with the learned projection P and query map B saved "
+            "with the run, and the teacher's soft labels softmax(z) that the knowledge base "
+            "holds for them."
+        )
+    else:
+        st.caption(
+            "**Fallback view.** This run was saved before ReAugKD's learned teacher projection "
+            "and student query map were kept, so the retrieval the student actually made cannot "
+            f"be replayed (re-run it to see that). Shown instead: the k = {k} training rows (the "
+            "knowledge base's entries) whose TEACHER embeddings are nearest to this example's "
+            "by cosine similarity, with the teacher's soft labels softmax(z) that the knowledge "
+            "base holds for them."
+        )
     try:
-        ind, sim = app_state.teacher_neighbours(dr["teacher_key"], split_r, [row], k)
+        if real:
+            ind, sim = app_state.reaugkd_neighbours(run_r, dr["ds"], split_r, [row], k)
+        else:
+            ind, sim = app_state.teacher_neighbours(dr["teacher_key"], split_r, [row], k)
         z_train = app_state.Z32(dr["teacher_key"], "train")
-    except ERRORS as err:
+    except (*ERRORS, FileNotFoundError) as err:
         st.info(f"The neighbours are not available for this run ({err}).")
     else:
         ind, sim = ind[0], sim[0]

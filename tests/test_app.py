@@ -294,11 +294,19 @@ def _neighbour_table(at: AppTest):
     return next(d.value for d in at.dataframe if "similarity" in d.value.columns)
 
 
-def test_compare_reaugkd_neighbours_are_nearest_teacher_rows(compare_both, reaugkd_run, app_ws):
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_compare_reaugkd_shows_the_runs_own_retrieval(compare_both, reaugkd_run, app_ws):
     import numpy as np
 
+    from core import pipeline
     from core.store import Workspace
 
+    assert not compare_both.exception and not compare_both.error
+    text = _captions(compare_both)
+    assert "The run's own retrieval" in text and "Fallback view" not in text
     nb = _neighbour_table(compare_both)
     assert len(nb) == 5  # train.reaugkd.k of the run
     sims = nb["similarity"].to_numpy()
@@ -306,6 +314,46 @@ def test_compare_reaugkd_neighbours_are_nearest_teacher_rows(compare_both, reaug
     p_cols = [c for c in nb.columns if c.startswith("p(")]
     assert p_cols == ["p(even)", "p(odd)"]
     assert np.allclose(nb[p_cols].sum(axis=1), 1.0, atol=2e-3)
+    # the rows the reloaded method retrieves (checked against brute force in test_methods.py)
+    ws = Workspace(app_ws)
+    ind, sim = pipeline.reaugkd_neighbours(ws, reaugkd_run, [0, 1], "test")
+    assert nb["train row"].tolist() == ind[0].tolist()
+    assert sims == pytest.approx(sim[0], abs=1e-3)
+    compare_both.number_input(key="cmp_reaug_row").set_value(1).run()
+    assert _neighbour_table(compare_both)["train row"].tolist() == ind[1].tolist()
+
+
+@pytest.fixture
+def compare_old_reaugkd(app_ws: Path, monkeypatch, reaugkd_run) -> AppTest:
+    """A run recorded before method state was saved: the same record without it."""
+    from core.store import Workspace
+
+    old = {
+        **reaugkd_run,
+        "run_id": reaugkd_run["run_id"] + "-old",
+        "name": "digits tiny reaugkd (old)",
+        "artifacts": {k: v for k, v in reaugkd_run["artifacts"].items() if k != "method_state"},
+    }
+    Workspace(app_ws).save_run(old)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["cmp_runs"] = [old["run_id"]]
+    at.run()
+    return _open(at, "5_compare.py")
+
+
+def test_compare_old_reaugkd_run_falls_back_to_nearest_teacher_rows(
+    compare_old_reaugkd, reaugkd_run, app_ws
+):
+    import numpy as np
+
+    from core.store import Workspace
+
+    assert not compare_old_reaugkd.exception and not compare_old_reaugkd.error
+    assert "Fallback view" in _captions(compare_old_reaugkd)
+    nb = _neighbour_table(compare_old_reaugkd)
+    sims = nb["similarity"].to_numpy()
     # the same rows by brute force on the cached teacher embeddings (cosine similarity)
     out = Workspace(app_ws).load_teacher_outputs(reaugkd_run["artifacts"]["teacher_key"])
     H = np.asarray(out.H["train"], dtype=np.float64)
@@ -313,13 +361,6 @@ def test_compare_reaugkd_neighbours_are_nearest_teacher_rows(compare_both, reaug
     cos = H @ q / (np.linalg.norm(H, axis=1) * np.linalg.norm(q))
     assert nb["train row"].tolist() == np.argsort(-cos, kind="stable")[:5].tolist()
     assert sims == pytest.approx(np.sort(cos)[::-1][:5], abs=1e-3)
-    # another example retrieves other entries
-    compare_both.number_input(key="cmp_reaug_row").set_value(1).run()
-    q1 = np.asarray(out.H["test"], dtype=np.float64)[1]
-    cos1 = H @ q1 / (np.linalg.norm(H, axis=1) * np.linalg.norm(q1))
-    assert _neighbour_table(compare_both)["train row"].tolist() == (
-        np.argsort(-cos1, kind="stable")[:5].tolist()
-    )
 
 
 def test_compare_reaugkd_search_picks_the_example(compare_both):

@@ -8,6 +8,7 @@ selection on the embedding map, and saves a screenshot of each page under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -44,10 +45,8 @@ def _stop_workers(ws_root: str) -> None:
     from core.store import Workspace
 
     for w in jobs.list_workers(Workspace(ws_root), fresh_within=1e9):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(int(w["pid"]), signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _free_port() -> int:

@@ -233,6 +233,54 @@ def test_reaugkd_projection_separates_classes_and_loss_has_gradients() -> None:
     assert emb.grad.abs().sum() > 0 and not m.proj.weight.requires_grad
 
 
+def test_reaugkd_state_round_trips_through_safetensors(tmp_path: Any) -> None:
+    from core import pipeline
+
+    m, td = _reaug(k=4), _teacher(n=60, d=8)
+    path = pipeline.save_method_state(tmp_path, m)
+    assert path == tmp_path / "method.safetensors" and not list(tmp_path.glob("*.tmp"))
+    state = pipeline.load_method_state(path)
+    assert sorted(state) == sorted(Mth.ReAugKD.STATE_KEYS)
+    assert torch.equal(state["proj.weight"], m.proj.weight.detach())
+    spec = m.spec
+    m2 = Mth.make_method(spec).load_state_tensors(state).build_knowledge_base(td.H, td.Z)
+    assert torch.equal(m2.keys, m.keys) and torch.equal(m2.kb_probs, m.kb_probs)
+    emb = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    (i1, s1), (i2, s2) = m.neighbours(emb), m2.neighbours(emb)
+    assert np.array_equal(i1, i2) and np.allclose(s1, s2)
+    log_s = torch.log_softmax(torch.randn(6, 2), -1)
+    assert torch.allclose(m.augment(log_s, emb), m2.augment(log_s, emb))
+
+
+@pytest.mark.parametrize(
+    "state, match",
+    [
+        ({"proj.weight": torch.zeros(4, 8)}, "missing"),
+        (
+            {
+                "proj.weight": torch.zeros(4, 8),
+                "query.weight": torch.zeros(3, 3),
+                "query.bias": torch.zeros(3),
+            },
+            "inconsistent",
+        ),
+    ],
+)
+def test_reaugkd_rejects_a_bad_state(state: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Mth.make_method(_spec("reaugkd")).load_state_tensors(state)
+
+
+def test_methods_without_learned_state_save_nothing(tmp_path: Any) -> None:
+    from core import pipeline
+
+    m = Mth.make_method(_spec("dwt")).fit(_teacher(), emb_dim=4)
+    assert m.state_tensors() == {}
+    assert pipeline.save_method_state(tmp_path, m) is None and not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="another method"):
+        m.load_state_tensors({"proj.weight": torch.zeros(1)})
+
+
 # ---- Subclass Distillation ----
 
 
@@ -403,6 +451,7 @@ def test_run_distill_each_method_on_digits(
     assert tr["agreement"] > 85 and tr["kl"] >= 0 and tr["accuracy"] > 85  # train fidelity
     assert digits_ws.get_array(rec["artifacts"]["eval_logits"]).shape == (360, 2)
     info = rec["metrics"]["method"]
+    assert ("method_state" in rec["artifacts"]) == (objective == "reaugkd")  # only learned maps
     if objective == "reaugkd":
         assert info["reaugkd_retrieval_s"] > 0 and info["retrieval_overhead_pct"] >= 0
     if objective == "subclass-distill":
@@ -428,3 +477,45 @@ def test_run_distill_dwt_larger_student(remap: bool, digits_ws: Any) -> None:
     rec = pipeline.run_distill(cfg, digits_ws)
     assert rec["metrics"]["student"]["accuracy"] > 85
     assert rec["metrics"]["method"]["dwt_remap"] is remap
+
+
+def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
+    """The reloaded run's neighbours equal a brute-force cosine search with the SAVED P and B,
+    and its retrieval-augmented predictions equal the eval logits the run stored."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from core import pipeline
+    from core.students import encode_inputs
+
+    cfg = load_config(
+        None,
+        [*DIGITS, "train.epochs=2", "train.objective=reaugkd", "train.reaugkd.proj_epochs=2"],
+    )
+    rec = pipeline.run_distill(cfg, digits_ws)
+    path = Path(rec["artifacts"]["method_state"])
+    assert path == Path(rec["artifacts"]["student_dir"]) / "method.safetensors" and path.is_file()
+    student, method = pipeline.load_reaugkd(digits_ws, rec)
+    rows, k = [0, 5, 17, 300], cfg.train.reaugkd.k
+    ind, sims = pipeline.reaugkd_neighbours(digits_ws, rec, rows, "test", loaded=(student, method))
+
+    raw = load_file(str(path))
+    P, B, b = raw["proj.weight"].double(), raw["query.weight"].double(), raw["query.bias"].double()
+    out = digits_ws.load_teacher_outputs(rec["artifacts"]["teacher_key"])
+    keys = torch.nn.functional.normalize(
+        torch.tensor(np.array(out.H["train"])).double() @ P.T, dim=-1
+    )
+    ds = pipeline.get_dataset(cfg.dataset)
+    x = torch.as_tensor(np.asarray(ds.splits["test"].features, dtype=np.float32)[rows])
+    with torch.no_grad():
+        h = student.embed({"x": x}).double()
+    q = torch.nn.functional.normalize(h @ B.T + b, dim=-1)
+    cos = (q @ keys.T).numpy()
+    expect = np.argsort(-cos, axis=1, kind="stable")[:, :k]
+    assert ind.shape == (4, k) and np.array_equal(ind, expect)
+    assert np.allclose(sims, np.take_along_axis(cos, expect, 1), atol=1e-5)
+    # the replay is the run's own prediction, not an approximation
+    lp, _ = Mth.predict_with_method(method, student, encode_inputs(ds.splits["test"]))
+    stored = digits_ws.get_array(rec["artifacts"]["eval_logits"])
+    assert np.allclose(lp.numpy(), stored, atol=1e-4)

@@ -271,3 +271,40 @@ def test_init_from_teacher_layer_shape_mismatch_is_clear() -> None:
     )
     with pytest.raises(ValueError, match=r"(?s)differ in shape.*teacher_model"):
         init_from_teacher(student, teacher, 1)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize(("max_length", "chunk"), [(64, 2), (6, 3), (64, 10_000)])
+def test_encode_texts_equals_the_transformers_call(
+    tokenizer, monkeypatch, side: str, max_length: int, chunk: int
+) -> None:
+    import copy
+
+    from core import students
+
+    tok = copy.deepcopy(tokenizer)
+    tok.padding_side = side
+    texts = ["", "a short one", "x", "a much longer sentence with quite a few more words", "é ok"]
+    monkeypatch.setattr(students, "_ENCODE_CHUNK", chunk)  # chunks of different widths
+    enc = encode_inputs(Split(y=np.zeros(len(texts)), texts=texts), tok, max_length=max_length)
+    ref = tok(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    for key in ("input_ids", "attention_mask"):
+        assert enc[key].dtype == torch.int64
+        assert torch.equal(enc[key], ref[key].long()), key
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bag_mean_dense_path_equals_token_selection(seed: int) -> None:
+    from core.students import _bag_mean
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (6, 9), generator=g)
+    mask = (torch.arange(9)[None, :] < torch.tensor([[0], [1], [9], [4], [2], [7]])).long()
+    weight = torch.randn(VOCAB, 5, generator=g, requires_grad=True)
+    sparse = _bag_mean(weight, ids, mask, dense=False)
+    (g_sparse,) = torch.autograd.grad(sparse.square().sum(), weight)
+    dense = _bag_mean(weight, ids, mask, dense=True)
+    (g_dense,) = torch.autograd.grad(dense.square().sum(), weight)
+    assert torch.allclose(dense, sparse, atol=1e-6)
+    assert torch.equal(dense[0], torch.zeros(5))  # an empty row gives zeros
+    assert torch.allclose(g_dense, g_sparse, atol=1e-6)

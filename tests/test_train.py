@@ -304,3 +304,85 @@ def test_transformer_student_trains_and_checkpoints(tmp_path) -> None:
     assert all(np.isfinite(h["loss"]) for h in res.history)
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert (tmp_path / "last.safetensors").is_file()
+
+
+def _token_task(n: int = 96, L: int = 12, left: bool = False, seed: int = 0) -> TrainData:
+    """Token rows of varied lengths (some empty), class marked by the first token."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    ids = torch.randint(5, 40, (n, L), generator=g)
+    ids[:, 0] = torch.where(y == 1, 3, 4)
+    lengths = torch.randint(0, L, (n,), generator=g)
+    mask = (torch.arange(L)[None, :] < lengths[:, None]).long()
+    if left:
+        mask = mask.flip(1)
+    inputs = {"input_ids": ids * mask, "attention_mask": mask}
+    return TrainData(inputs, y, eval_inputs=inputs, eval_y=y)
+
+
+@pytest.mark.parametrize("left", [False, True])
+@pytest.mark.parametrize("bs", [1, 7, 32, 500])
+def test_cpu_side_widths_cut_like_take(left: bool, bs: int) -> None:
+    inputs = _token_task(n=50, left=left).train_inputs
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(1))
+    cuts = train_mod._batch_widths(train_mod._row_widths(inputs), order, bs)
+    assert len(cuts) == -(-50 // bs)
+    for i, width in enumerate(cuts):
+        idx = order[i * bs : (i + 1) * bs]
+        old, new = train_mod._take(inputs, idx), train_mod._take_rows(inputs, idx, width)
+        assert {k: v.tolist() for k, v in old.items()} == {k: v.tolist() for k, v in new.items()}
+
+
+def test_batch_widths_round_up_and_features_are_not_cut() -> None:
+    widths = torch.tensor([3, 9, 0, 1])
+    assert train_mod._batch_widths(widths, torch.arange(4), 2) == [9, 1]
+    assert train_mod._batch_widths(widths, torch.arange(4), 2, multiple=8) == [16, 8]
+    assert train_mod._row_widths({"x": torch.ones(4, 3)}) is None
+    assert train_mod._batch_widths(None, torch.arange(4), 3) == [0, 0]
+
+
+@pytest.mark.parametrize("objective", ["hard", "kd"])
+def test_new_batching_trains_exactly_like_per_batch_take(monkeypatch, objective: str) -> None:
+    data = _token_task()
+    data.teacher_logits = torch.randn(96, 2, generator=torch.Generator().manual_seed(2))
+    cfg = TrainConfig(objective=objective, epochs=2, batch_size=16, device="cpu")
+
+    def run() -> tuple[list[dict], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = BagOfEmbeddingsStudent(40, 16, 16, n_out=2)
+        res = train(model, data, cfg)
+        return res.history, model.state_dict()
+
+    new_hist, new_sd = run()
+    monkeypatch.setattr(
+        train_mod, "_take_rows", lambda inputs, idx, w: train_mod._take(inputs, idx)
+    )
+    old_hist, old_sd = run()
+    drop = ("examples_per_s",)
+    strip = [{k: v for k, v in h.items() if k not in drop} for h in (*new_hist, *old_hist)]
+    assert strip[: len(new_hist)] == strip[len(new_hist) :]
+    assert all(torch.equal(new_sd[k], old_sd[k]) for k in new_sd)
+
+
+def test_compile_flag_trains_and_checkpoints_plain_weights(tmp_path) -> None:
+    try:
+        torch.compile(lambda t: t * 2)(torch.ones(2))
+    except Exception as err:  # noqa: BLE001 - any failure means no usable compiler here
+        pytest.skip(f"torch.compile is unavailable on this build/machine: {err}")
+    data = _token_task(n=64)
+    data.train_inputs = {"x": torch.nn.functional.one_hot(data.y, 4).float()}
+    data.eval_inputs = data.train_inputs
+    torch.manual_seed(0)
+    model = MLPStudent(4, 8, 2, layers=1)
+    cfg = TrainConfig(
+        objective="hard", epochs=3, batch_size=16, lr=3e-2, device="cpu", compile=True,
+        checkpoint_dir=str(tmp_path),
+    )  # fmt: skip
+    res = train(model, data, cfg)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert res.history[-1]["eval_accuracy"] == 1.0
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "last.safetensors"), framework="pt") as f:
+        keys = [k for k in f.keys() if k.startswith("model.")]  # noqa: SIM118
+    assert sorted(keys) == sorted(f"model.{k}" for k in model.state_dict())
