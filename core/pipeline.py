@@ -18,7 +18,7 @@ import numpy as np
 
 from core import metrics as M
 from core.config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSpec
-from core.store import Workspace
+from core.store import Workspace, atomic_path
 from core.types import Dataset, TeacherOutputs
 
 ProgressFn = Callable[[int, int, str], None]
@@ -433,8 +433,8 @@ METHOD_STATE_FILE = "method.safetensors"
 
 
 def save_method_state(path_dir: str | os.PathLike[str], method: Any) -> Path | None:
-    """Write ``method.state_tensors()`` as ``path_dir/method.safetensors`` (atomic: tmp +
-    rename, like ``save_student``); returns the path, or None when the method keeps no state.
+    """Write ``method.state_tensors()`` as ``path_dir/method.safetensors`` (atomic, like
+    ``save_student``); returns the path, or None when the method keeps no state.
 
     Why: ReAugKD's projection and query map are learned during the run; without them its
     retrieval cannot be replayed later (Compare page)."""
@@ -445,10 +445,10 @@ def save_method_state(path_dir: str | os.PathLike[str], method: Any) -> Path | N
         return None
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dest, tmp = out / METHOD_STATE_FILE, out / (METHOD_STATE_FILE + ".tmp")
+    dest = out / METHOD_STATE_FILE
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(tmp), metadata={"method": str(method.name)})
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        save_file(tensors, str(tmp), metadata={"method": str(method.name)})
     return dest
 
 

@@ -86,22 +86,31 @@ def safe_name(name: str, what: str = "name") -> str:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at ``path`` only once fully written: a temporary file in the
-    same folder, fsynced, then renamed over ``path``. On any error (or a kill) the previous
-    version stays and the temporary file is removed."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to (by any library); on success it is fsynced
+    and renamed over ``path``, so ``path`` only ever holds a complete file. On any error (or a
+    kill) the previous version stays and the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file object that appears at ``path`` only once fully written (see
+    :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

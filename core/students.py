@@ -21,6 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from core.config import StudentSpec
+from core.store import atomic_path, atomic_write_bytes
 from core.types import Split
 
 WEIGHTS_FILE = "student.safetensors"
@@ -393,15 +394,6 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_student(path_dir: str | os.PathLike[str], model: nn.Module, meta: dict) -> Path:
     """Save ``model`` as ``student.safetensors`` + ``student.json`` in ``path_dir``.
 
@@ -430,11 +422,9 @@ def save_student(path_dir: str | os.PathLike[str], model: nn.Module, meta: dict)
         "meta": meta,
     }
     text = json.dumps(info, indent=2)  # fail on unserialisable meta before touching disk
-    weights = out / WEIGHTS_FILE
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_model(model, str(tmp), metadata={"kind": kind})
-    os.replace(tmp, weights)
-    _atomic_write_text(out / META_FILE, text)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_model(model, str(tmp), metadata={"kind": kind})
+    atomic_write_bytes(out / META_FILE, text.encode("utf-8"))
     return out
 
 

@@ -13,10 +13,8 @@ history, best metric and the optimizer's non-tensor state. Loading never unpickl
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -31,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from core import losses
+from core.store import atomic_path, atomic_write_bytes
 from core.students import unwrap
 
 if TYPE_CHECKING:
@@ -278,13 +277,10 @@ def _save_checkpoint(
                 tensors[f"optim.{pid}.{name}"] = val.detach().cpu().contiguous().clone()
             else:
                 scalars.setdefault(str(pid), {})[name] = val
-    tmp = ckpt_dir / (CKPT_WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"epoch": str(state["epoch"])})
-    os.replace(tmp, ckpt_dir / CKPT_WEIGHTS)
+    with atomic_path(ckpt_dir / CKPT_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"epoch": str(state["epoch"])})
     meta = dict(state, optim_param_groups=opt_state["param_groups"], optim_scalars=scalars)
-    tmp_json = ckpt_dir / (CKPT_META + ".tmp")
-    tmp_json.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    os.replace(tmp_json, ckpt_dir / CKPT_META)
+    atomic_write_bytes(ckpt_dir / CKPT_META, json.dumps(meta, indent=1).encode("utf-8"))
 
 
 def _load_checkpoint(
@@ -344,7 +340,7 @@ def train(
     eval_agreement); returning True stops cleanly with ``result.cancelled = True`` (a
     checkpoint keeps the last complete epoch, so a resume redoes a cancelled partial one).
     A CUDA out-of-memory error propagates as ``torch.OutOfMemoryError`` (see
-    ``train_with_oom_retry``).
+    ``core.jobs``, which retries once at half the batch size).
     """
     t_start = time.perf_counter()
     _check_data(data, config, method)
@@ -563,37 +559,6 @@ def train(
     result.steps = step
     result.wall_s = time.perf_counter() - t_start
     return result
-
-
-def train_with_oom_retry(
-    student_factory: Callable[[], nn.Module],
-    data: TrainData,
-    config: TrainConfig,
-    on_step: OnStep | None = None,
-) -> tuple[nn.Module, TrainResult]:
-    """``train`` a fresh student; on CUDA out-of-memory retry once with half the batch size,
-    and if that also runs out, raise a RuntimeError that says what to change.
-
-    Returns ``(student, result)``; ``result.batch_size`` is the batch size that worked.
-    """
-    try:
-        student = student_factory()
-        return student, train(student, data, config, on_step)
-    except torch.OutOfMemoryError:
-        pass
-    _free_cuda()
-    half = max(1, config.batch_size // 2)
-    retry = dataclasses.replace(config, batch_size=half)
-    try:
-        student = student_factory()
-        return student, train(student, data, retry, on_step)
-    except torch.OutOfMemoryError as err:
-        _free_cuda()
-        raise RuntimeError(
-            f"out of GPU memory at batch size {config.batch_size} and again at {half}; "
-            "lower train.batch_size, student.max_length or the student size, or set "
-            "train.device=cpu"
-        ) from err
 
 
 def _compile(student: nn.Module) -> nn.Module:

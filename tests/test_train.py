@@ -18,7 +18,6 @@ from core.train import (
     pick_device,
     predict,
     train,
-    train_with_oom_retry,
 )
 
 
@@ -177,40 +176,6 @@ def test_resume_with_other_objective_is_refused(digits, tmp_path) -> None:
     train(_student(), _data(digits), TrainConfig(objective="hard", **base))
     with pytest.raises(ValueError, match="objective 'hard'.*'kd'"):
         train(_student(), _data(digits), TrainConfig(objective="kd", resume=True, **base))
-
-
-def test_oom_retry_halves_batch_size(digits, monkeypatch) -> None:
-    real_train = train_mod.train
-    seen: list[int] = []
-
-    def flaky(student, data, config, on_step=None):
-        seen.append(config.batch_size)
-        if len(seen) == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_train(student, data, config, on_step)
-
-    monkeypatch.setattr(train_mod, "train", flaky)
-    made: list[MLPStudent] = []
-
-    def factory() -> MLPStudent:
-        made.append(_student())
-        return made[-1]
-
-    cfg = TrainConfig(objective="hard", epochs=1, batch_size=64, device="cpu")
-    student, res = train_with_oom_retry(factory, _data(digits), cfg)
-    assert seen == [64, 32]
-    assert res.batch_size == 32
-    assert len(made) == 2 and student is made[1]  # a fresh student for the retry
-
-
-def test_oom_twice_raises_clear_error(digits, monkeypatch) -> None:
-    def always(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-
-    monkeypatch.setattr(train_mod, "train", always)
-    cfg = TrainConfig(objective="hard", batch_size=64, device="cpu")
-    with pytest.raises(RuntimeError, match="batch size 64 and again at 32.*batch_size"):
-        train_with_oom_retry(_student, _data(digits), cfg)
 
 
 def test_predict_batched_equals_whole(digits) -> None:
