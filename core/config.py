@@ -40,7 +40,10 @@ class TeacherSpec(_Strict):
     kind ``minilm``: the bundled MiniLM encoder + linear head, ``mode`` frozen (fit the head on
     frozen embeddings) or finetune (end to end). kind ``hf``: a sequence-classification
     checkpoint (``path`` is a folder or hub id). kind ``arrays``: ``path`` to .npz/.parquet.
-    kind ``digits-mlp``: a small MLP on digit pixels.
+    kind ``digits-mlp``: a small MLP on digit pixels. ``precision`` of the embedding pass:
+    ``auto`` is bf16 autocast on CUDA and float32 on CPU (reproducible across machines);
+    ``bf16`` on a CPU with native bf16 is about 2-3x faster (cosine > 0.9999 to float32, see
+    bench/results/speed.md).
     """
 
     kind: Literal["minilm", "hf", "arrays", "digits-mlp"] = "minilm"
@@ -52,6 +55,7 @@ class TeacherSpec(_Strict):
     lr: float = Field(5e-5, gt=0)
     hidden: int = Field(128, gt=0)
     trust_remote_code: bool = False
+    precision: Literal["auto", "float32", "bf16"] = "auto"
     seed: int = 0
 
 

@@ -515,6 +515,8 @@ def teacher_fingerprint(spec: TeacherSpec) -> str:
     the bundled package version for MiniLM.
     """
     fields: dict[str, object] = {"kind": spec.kind, "code": _TEACHER_CODE_VERSION}
+    if spec.precision != "auto" and spec.kind in ("minilm", "hf"):
+        fields["precision"] = spec.precision  # "auto" keeps the keys of earlier caches
     if spec.kind == "minilm":
         fields.update(mode=spec.mode, max_length=spec.max_length, minilm=_minilm_version())
         fields["seed"] = spec.seed
@@ -795,7 +797,7 @@ def _compute_hf(dataset: Dataset, spec: TeacherSpec, progress: Progress | None) 
             assert split.texts is not None
             H[split_name], Z[split_name] = extract(
                 fn, tok, split.texts, max_len, spec.batch_size, progress,
-                device=device, stage=f"embed {split_name}",
+                device=device, stage=f"embed {split_name}", precision=spec.precision,
             )  # fmt: skip
     finally:
         handle.remove()
@@ -1024,7 +1026,7 @@ def _compute_minilm(
             assert split.texts is not None
             (H[name],) = extract(
                 fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
-                device=device, stage=f"embed {name}",
+                device=device, stage=f"embed {name}", precision=spec.precision,
             )  # fmt: skip
         W, b, c = _frozen_head(dataset, H, spec.seed)
         meta["head_C"] = c
@@ -1035,7 +1037,7 @@ def _compute_minilm(
             assert split.texts is not None
             H[name], Z[name] = extract(
                 model, tok, split.texts, spec.max_length, spec.batch_size, progress,
-                device=device, stage=f"embed {name}",
+                device=device, stage=f"embed {name}", precision=spec.precision,
             )  # fmt: skip
         if encoder_dir is not None:
             # safetensors by default; students initialised from the teacher load it from here.

@@ -403,6 +403,9 @@ def test_digits_mlp_learns_and_is_linear_in_h():
         ({"kind": "digits-mlp"}, {"lr": 1.0}, False),
         ({"kind": "hf", "path": "a/b"}, {"path": "a/c"}, True),
         ({"kind": "hf", "path": "a/b"}, {"trust_remote_code": True}, True),
+        ({"kind": "minilm"}, {"precision": "bf16"}, True),
+        ({"kind": "minilm"}, {"precision": "float32"}, True),
+        ({"kind": "digits-mlp"}, {"precision": "bf16"}, False),  # no embedding pass to change
     ],
 )
 def test_fingerprint_tracks_relevant_fields(base, change, changes):
@@ -468,3 +471,15 @@ def test_frozen_head_picks_c_on_held_out_rows(with_dev):
             for w, bb in (fit_linear_head(H["train"], y, 2, C=g) for g in teachers._HEAD_C_GRID)
         ]
         assert accs[teachers._HEAD_C_GRID.index(c)] == max(accs)
+
+
+def test_bf16_precision_matches_float32_minilm(tiny_text_dataset):
+    """teacher.precision=bf16 (the fast CPU choice) stays within cosine 0.999 of float32."""
+    f32 = compute_teacher_outputs(
+        tiny_text_dataset, TeacherSpec(kind="minilm", precision="float32")
+    )
+    b16 = compute_teacher_outputs(tiny_text_dataset, TeacherSpec(kind="minilm", precision="bf16"))
+    a, b = f32.H["train"], b16.H["train"]
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.999
+    assert not np.array_equal(a, b)  # bf16 really ran
