@@ -115,14 +115,25 @@ def subclasses(
     """Build pseudo-subclasses and report their sizes and recovery of latent columns."""
     import numpy as np
 
-    from core.pipeline import class_labels, fit_subclasses, get_dataset, get_teacher_outputs
+    from core.pipeline import (
+        class_labels,
+        fit_subclasses,
+        get_dataset,
+        get_teacher_outputs,
+        manual_assignment,
+    )
     from core.subclasses import recovery_scores
 
     cfg = _load(config, set_)
     ws = _workspace(workspace)
     ds = get_dataset(cfg.dataset)
     out, key, _ = get_teacher_outputs(ws, ds, cfg.teacher, _tqdm_progress())
-    sub = fit_subclasses(cfg.subclasses, out, ds)
+    manual = (
+        manual_assignment(ws, ds, cfg.subclasses.manual_groups)
+        if cfg.subclasses.method == "manual"
+        else None
+    )
+    sub = fit_subclasses(cfg.subclasses, out, ds, manual=manual)
     H = np.asarray(out.H["train"], dtype=np.float32)
     y = class_labels(cfg.subclasses, out, ds, "train")
     targets = sub.targets(H, np.asarray(out.Z["train"]), tau=cfg.train.tau)

@@ -77,6 +77,7 @@ class SubclassSpec(_Strict):
     standardize: bool = True
     class_source: Literal["label", "teacher"] = "label"
     latent_col: str | None = None
+    manual_groups: list[str] | None = None
     seed: int = 0
 
     @field_validator("n_subclasses")

@@ -70,6 +70,27 @@ def class_labels(
     return np.asarray(dataset.splits[split].y)
 
 
+def manual_assignment(
+    ws: Workspace, dataset: Dataset, names: list[str] | None = None
+) -> np.ndarray:
+    """Group id per training row from the manual groups saved for this dataset (lasso
+    selections on the Embedding map); -1 for rows in no group. ``names`` picks groups (all
+    when None); a row in several groups belongs to the last one named."""
+    groups = ws.list_manual_groups(dataset.fingerprint())
+    chosen = list(groups) if names is None else list(names)
+    missing = [n for n in chosen if n not in groups]
+    if missing or not chosen:
+        raise ConfigError(
+            f"subclasses.method 'manual': no saved group named {missing or chosen!r} for "
+            f"dataset {dataset.name}; saved groups: {sorted(groups) or 'none'} (lasso points "
+            "on the Embedding map and save them, or fix subclasses.manual_groups)"
+        )
+    a = np.full(len(dataset.splits["train"]), -1, dtype=np.int64)
+    for gi, name in enumerate(chosen):
+        a[np.asarray(groups[name], dtype=np.int64)] = gi
+    return a
+
+
 def fit_subclasses(
     spec: SubclassSpec,
     out: TeacherOutputs,
@@ -123,6 +144,7 @@ class Prepared:
     in_dim: int | None = None
     vocab_size: int | None = None
     teacher_model: Any = None
+    manual: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -201,6 +223,11 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
         in_dim=in_dim,
         vocab_size=vocab_size,
         teacher_model=teacher_model,
+        manual=(
+            manual_assignment(ws, dataset, cfg.subclasses.manual_groups)
+            if cfg.subclasses.method == "manual"
+            else None
+        ),
         timings=timings,
     )
 
@@ -235,7 +262,7 @@ def subclass_targets(
     """
     out, dataset = prep.out, prep.dataset
     if sub is None:
-        sub = fit_subclasses(spec, out, dataset)
+        sub = fit_subclasses(spec, out, dataset, manual=prep.manual)
     H_train = np.asarray(out.H["train"], dtype=np.float32)
     kw = {"beta": spec.beta} if spec.method in ("lelp", "pca", "random") else {}
     targets = sub.targets(H_train, np.asarray(out.Z["train"]), tau=tau, **kw)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import app_state, plots
 from core.config import RunConfig, SubclassSpec, TrainSpec, dump_config
+from core.pipeline import manual_assignment
 from core.subclasses import recovery_scores, target_entropy
 
 app_state.init_session()
@@ -289,11 +290,7 @@ def _baseline_assign(
         m = LatentSubclasses().fit(H, yy, latent=d.splits["train"].latent[latent])
         return m.assign(H, yy)
     if method == "manual":
-        groups = ws.list_manual_groups(d.fingerprint())
-        a = np.full(len(yy), -1, dtype=np.int64)
-        for gi, rows_ in enumerate(groups.values()):
-            a[np.asarray(rows_, dtype=np.int64)] = gi
-        m = ManualSubclasses(assignment=a).fit(H, yy)
+        m = ManualSubclasses(assignment=manual_assignment(ws, d)).fit(H, yy)
         return m.assign(H, yy)
     m = ClusterSubclasses(method=method, n_subclasses=n_sub, random_state=seed).fit(H, yy)
     return m.assign(H, yy)

@@ -14,13 +14,21 @@ from typing import Any
 import streamlit as st
 
 from core import app_state, plots
-from core.config import OBJECTIVES, RunConfig, StudentSpec, TrainSpec, config_from_dict
+from core.config import (
+    OBJECTIVES,
+    RunConfig,
+    StudentSpec,
+    SubclassSpec,
+    TrainSpec,
+    config_from_dict,
+)
 from core.methods import METHOD_DOCS
 
 app_state.init_session()
 ss = st.session_state
 ERRORS = (*app_state.user_errors(), ValueError)
 CURRENT = "(current Subspaces setting)"
+MANUAL = "(manual groups saved on the map)"
 # The three objectives core/train.py handles itself; the others document themselves in
 # core.methods.METHOD_DOCS.
 BASE_DOCS = {
@@ -57,7 +65,7 @@ except ERRORS as err:
 
 specs = ws.list_specs()
 ss.setdefault("distill_base", CURRENT)
-if ss["distill_base"] not in [CURRENT, *specs]:
+if ss["distill_base"] not in [CURRENT, MANUAL, *specs]:
     ss["distill_base"] = CURRENT
 kinds = ["bag", "transformer"] if ds.is_text else ["mlp"]
 ss.setdefault("distill_kind", kinds[0])
@@ -85,9 +93,10 @@ with c1:
     st.subheader("Setting")
     base = st.selectbox(
         "Pseudo-subclass setting",
-        [CURRENT, *specs],
+        [CURRENT, MANUAL, *specs],
         key="distill_base",
-        help="The LELP setting shaped on the Subspaces page, or a spec saved there by name.",
+        help="The LELP setting shaped on the Subspaces page, the lasso groups saved on the "
+        "Embedding map as hand-made pseudo-subclasses (objective lelp), or a spec saved by name.",
     )
     objectives = st.multiselect(
         "Objectives",
@@ -177,11 +186,12 @@ for obj in objectives:
 
 
 def _configs() -> list[RunConfig]:
-    if base == CURRENT:
+    if base in (CURRENT, MANUAL):
+        sub = app_state.subclass_spec()
+        if base == MANUAL:
+            sub = SubclassSpec(method="manual", class_source=sub.class_source)
         bcfg = RunConfig(
-            dataset=app_state.dataset_spec(),
-            teacher=app_state.teacher_spec(),
-            subclasses=app_state.subclass_spec(),
+            dataset=app_state.dataset_spec(), teacher=app_state.teacher_spec(), subclasses=sub
         )
     else:
         bcfg = config_from_dict(ws.load_spec(base), f"spec {base!r}")

@@ -235,6 +235,21 @@ def test_distill_queues_fitnet_with_its_parameters(at_digits: AppTest, app_ws: P
     assert cfg.dataset.source == "digits-bin" and cfg.student.kind == "mlp"
 
 
+def test_distill_queues_a_run_on_the_manual_groups(at_digits: AppTest, app_ws: Path):
+    from core import jobs
+    from core.config import RunConfig
+    from core.store import Workspace
+
+    _open(at_digits, "4_distill.py")
+    at_digits.selectbox(key="distill_base").set_value("(manual groups saved on the map)")
+    at_digits.multiselect(key="distill_objectives").set_value(["lelp"]).run()
+    at_digits.button(key="distill_queue").click().run()
+    assert not at_digits.exception and not at_digits.error
+    job_id = int(at_digits.success[0].value.split("#")[1].rstrip("."))
+    cfg = RunConfig.model_validate(jobs.get_job(Workspace(app_ws), job_id).config)
+    assert cfg.subclasses.method == "manual" and cfg.train.objective == "lelp"
+
+
 def test_distill_optional_field_is_an_empty_number_input(at_digits: AppTest):
     _open(at_digits, "4_distill.py")
     at_digits.multiselect(key="distill_objectives").set_value(["compress", "disk"]).run()

@@ -108,3 +108,35 @@ def test_text_demo_lelp_beats_nothing_and_records(shared_workspace: Workspace) -
     assert rec["metrics"]["teacher"]["accuracy"] > 80
     assert rec["metrics"]["student"]["accuracy"] > 60
     assert set(rec["metrics"]["recovery"]) == {"topic", "aspect"}
+
+
+def test_manual_groups_from_the_workspace_train_a_student(workspace: Workspace) -> None:
+    """Lasso groups saved on the map become a 'manual' pseudo-subclass spec end to end."""
+    cfg = _cfg("train.objective=lelp", "subclasses.method=manual")
+    ds = pipeline.get_dataset(cfg.dataset)
+    y = ds.splits["train"].y
+    with pytest.raises(ConfigError, match="no saved group"):
+        pipeline.run_distill(cfg, workspace)
+    workspace.save_manual_group(ds.fingerprint(), "first evens", np.flatnonzero(y == 0)[:40])
+    workspace.save_manual_group(ds.fingerprint(), "first odds", np.flatnonzero(y == 1)[:40])
+    a = pipeline.manual_assignment(workspace, ds)
+    assert (a == 0).sum() == 40 and (a == 1).sum() == 40 and (a == -1).sum() == len(y) - 80
+    rec = pipeline.run_distill(cfg, workspace)
+    assert rec["metrics"]["student"]["accuracy"] > 80
+    only = load_config(
+        None,
+        [
+            *DIGITS,
+            "train.epochs=1",
+            "subclasses.method=manual",
+            "subclasses.manual_groups=[first odds]",
+        ],
+    )
+    assert (
+        pipeline.manual_assignment(workspace, ds, only.subclasses.manual_groups) == 0
+    ).sum() == 40
+    bad = load_config(
+        None, [*DIGITS, "subclasses.method=manual", "subclasses.manual_groups=[nope]"]
+    )
+    with pytest.raises(ConfigError, match="no saved group named \\['nope'\\]"):
+        pipeline.run_distill(bad, workspace)
