@@ -81,3 +81,17 @@ def shared_workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from core.store import Workspace
 
     return Workspace(tmp_path_factory.mktemp("shared_workspace"))
+
+
+@pytest.fixture
+def tiny_digits_config() -> Any:
+    """A factory of seconds-long digits-bin LELP run configs on CPU (jobs and executors)."""
+    from core.config import RunConfig
+
+    return lambda epochs=2: RunConfig(
+        dataset={"source": "digits-bin"},
+        teacher={"kind": "digits-mlp", "epochs": 3},
+        subclasses={"n_subclasses": 2},
+        student={"kind": "mlp", "hidden": 16},
+        train={"epochs": epochs, "device": "cpu", "batch_size": 64},
+    )

@@ -418,20 +418,12 @@ def test_ensure_worker_starts_one_detached_worker(workspace: Workspace) -> None:
 
 
 def test_real_distill_job_cancel_then_retry_resumes(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+    workspace: Workspace,
+    monkeypatch: pytest.MonkeyPatch,
+    one_torch_thread: None,
+    tiny_digits_config: Any,
 ) -> None:
-    try:
-        import core.pipeline  # noqa: F401
-        import core.train  # noqa: F401
-    except ImportError as err:
-        pytest.skip(f"core.pipeline is not importable yet ({err})")
-    cfg = RunConfig(
-        dataset={"source": "digits-bin"},
-        teacher={"kind": "digits-mlp", "epochs": 3},
-        subclasses={"n_subclasses": 2},
-        student={"kind": "mlp", "hidden": 16},
-        train={"epochs": 3, "device": "cpu", "batch_size": 64},
-    )
+    cfg = tiny_digits_config(epochs=3)
     real = jobs.RUNNERS["distill"]
 
     def cancel_after_epoch_1(ws, job, on_step, ckpt, resume, progress):  # noqa: ANN001, ANN202

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from core import jobs
-from core.config import RunConfig
 from core.store import Workspace
 
 ray = pytest.importorskip("ray")
@@ -53,19 +52,10 @@ def test_ray_executor_runs_sleep_jobs(local_ray: Any, workspace: Workspace) -> N
     assert {r["run_id"] for r in workspace.list_runs()} == {f"job-{i}" for i in ids}
 
 
-def test_ray_executor_runs_digits_distill(local_ray: Any, workspace: Workspace) -> None:
-    try:
-        import core.pipeline  # noqa: F401
-        import core.train  # noqa: F401
-    except ImportError as err:
-        pytest.skip(f"core.pipeline is not importable yet ({err})")
-    cfg = RunConfig(
-        dataset={"source": "digits-bin"},
-        teacher={"kind": "digits-mlp", "epochs": 3},
-        subclasses={"n_subclasses": 2},
-        student={"kind": "mlp", "hidden": 16},
-        train={"epochs": 2, "device": "cpu", "batch_size": 64},
-    )
+def test_ray_executor_runs_digits_distill(
+    local_ray: Any, workspace: Workspace, tiny_digits_config: Any
+) -> None:
+    cfg = tiny_digits_config(epochs=2)
     job_id = jobs.submit(workspace, "distill", cfg)
     ex = jobs.RayExecutor(workspace)
     _drain(ex, workspace, [job_id], 180)
