@@ -632,3 +632,15 @@ def reaugkd_neighbours(
     ws = workspace()
     loaded = reaugkd_model(str(ws.root), run["run_id"], str(pipeline.method_state_path(run)))
     return pipeline.reaugkd_neighbours(ws, run, rows, split, dataset=ds, loaded=loaded, k=k)
+
+
+def sweep_runs(ws: Workspace, run_ids: set[str]) -> dict[str, list[str]]:
+    """Finished runs grouped by the sweep that queued them: ``{sweep_id: [run_id, ...]}``."""
+    from core import jobs
+
+    out: dict[str, list[str]] = {}
+    for job in jobs.list_jobs(ws):
+        rid = f"job-{job.id}"
+        if job.sweep_id and rid in run_ids:
+            out.setdefault(job.sweep_id, []).append(rid)
+    return out

@@ -37,6 +37,20 @@ if not runs:
 by_id = {r["run_id"]: r for r in runs}
 ss.setdefault("cmp_runs", [r["run_id"] for r in runs[:3]])
 ss["cmp_runs"] = [r for r in ss["cmp_runs"] if r in by_id]
+sweeps = app_state.sweep_runs(ws, set(by_id))
+if sweeps:
+    ss.setdefault("cmp_sweep", "")
+    chosen = st.selectbox(
+        "Sweep",
+        ["", *sweeps],
+        key="cmp_sweep",
+        format_func=lambda s: "(pick runs by hand)" if not s else f"{s} ({len(sweeps[s])} runs)",
+        help="A sweep queued from `lelp jobs sweep` (or the Distill page): picking it selects "
+        "all its finished runs below.",
+    )
+    if chosen and ss.get("cmp_sweep_applied") != chosen:
+        ss["cmp_runs"] = sweeps[chosen]
+        ss["cmp_sweep_applied"] = chosen
 picked = st.multiselect(
     "Runs",
     list(by_id),

@@ -413,3 +413,25 @@ def test_objectives_without_a_section_have_no_widgets(objective: str):
 
     assert app_state.section_model(objective) is None
     assert app_state.train_section(objective) is None
+
+
+def test_compare_picks_all_runs_of_a_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Sweeps are grouped on Compare: choosing one selects every finished member run."""
+    from core import jobs
+    from core.config import RunConfig
+    from core.store import Workspace
+
+    ws = Workspace(tmp_path)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("LELP_APP_DEMO", "digits-bin")
+    sweep_id, ids = jobs.submit_sweep(
+        ws, RunConfig(dataset={"source": "digits-bin"}), {"train.seed": [0, 1]}
+    )
+    for i in ids:  # stand-in finished runs: Compare reads the catalogue only
+        ws.save_run({"run_id": f"job-{i}", "name": f"member {i}", "config": {}, "metrics": {}})
+    ws.save_run({"run_id": "other", "name": "not in the sweep", "config": {}, "metrics": {}})
+    at = AppTest.from_file(str(ROOT / "pages" / "5_compare.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key="cmp_sweep").set_value(sweep_id).run()
+    assert sorted(at.multiselect(key="cmp_runs").value) == sorted(f"job-{i}" for i in ids)
