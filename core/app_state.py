@@ -356,9 +356,7 @@ def map_xy(
 
 def _stored_titles(ws: Workspace, pkey: str, method: str) -> tuple[str, str]:
     """Axis titles saved with a projection (so a restart shows them without refitting)."""
-    with ws.connect() as con:
-        row = con.execute("SELECT meta FROM projections WHERE key = ?", (pkey,)).fetchone()
-    titles = json.loads(row[0]).get("titles") if row else None
+    titles = (ws.projection_meta(pkey) or {}).get("titles")
     if titles and len(titles) == 2:
         return str(titles[0]), str(titles[1])
     return (f"{method.upper()} 1", f"{method.upper()} 2")

@@ -357,6 +357,12 @@ class Workspace:
                 (key, sha, json.dumps(meta or {}), time.time()),
             )
 
+    def projection_meta(self, key: str) -> dict[str, Any] | None:
+        """What was saved with a projection (method, axis titles, parameters), or None."""
+        with self.connect() as con:
+            row = con.execute("SELECT meta FROM projections WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def load_projection(self, key: str) -> np.ndarray | None:
         with self.connect() as con:
             row = con.execute("SELECT array FROM projections WHERE key = ?", (key,)).fetchone()

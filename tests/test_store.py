@@ -129,3 +129,10 @@ def test_killed_writer_leaves_previous_version(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
     assert proc.returncode == -9
     np.testing.assert_array_equal(np.load(target), np.zeros(10))
+
+
+def test_projection_meta_round_trip(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.save_projection("k", np.ones((3, 2)), {"titles": ["PC1", "PC2"], "method": "pca"})
+    assert ws.projection_meta("k") == {"titles": ["PC1", "PC2"], "method": "pca"}
+    assert ws.projection_meta("missing") is None
