@@ -30,6 +30,18 @@ def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     monkeypatch.setenv("LELP_WORKSPACE", str(tmp_path_factory.mktemp("lelp_workspace")))
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module() -> Any:
+    """Streamlit's AppTest can leave a page script registered as ``__main__``; a process
+    started with the ``spawn`` method (the job tests) would then re-run that page and die.
+    Put the real ``__main__`` back after every test."""
+    import sys
+
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
