@@ -166,9 +166,9 @@ def distill(
 
     ws = _workspace(workspace)
     if spec is not None:
-        from core.config import _merge
+        from core.config import merge_dicts
 
-        data = _merge(ws.load_spec(spec), parse_overrides(set_ or []))
+        data = merge_dicts(ws.load_spec(spec), parse_overrides(set_ or []))
         cfg = config_from_dict(data, f"spec {spec}")
     else:
         cfg = _load(config, set_)

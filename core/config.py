@@ -257,13 +257,14 @@ def _yaml_problem(err: Exception) -> str:
     return " ".join(f"{where}{problem}".split())
 
 
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(d: dict[str, Any], dotted: str, value: Any, what: str = "--set") -> None:
+    """Set ``d["a"]["b"] = value`` for ``dotted="a.b"`` (used by ``--set`` and sweep grids)."""
     keys = dotted.split(".")
     cur = d
     for k in keys[:-1]:
         cur = cur.setdefault(k, {})
         if not isinstance(cur, dict):
-            raise ConfigError(f"--set {dotted}: '{k}' is not a section")
+            raise ConfigError(f"{what} {dotted}: '{k}' is not a config section")
     cur[keys[-1]] = value
 
 
@@ -274,15 +275,16 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.tau=4")
         key, raw = item.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+        set_dotted(out, key.strip(), yaml.safe_load(raw))
     return out
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, section by section (``extra`` wins)."""
     merged = dict(base)
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(merged.get(k), dict):
-            merged[k] = _merge(merged[k], v)
+            merged[k] = merge_dicts(merged[k], v)
         else:
             merged[k] = v
     return merged
@@ -321,7 +323,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: expected a mapping of sections at the top level")
         data = loaded
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
+        data = merge_dicts(data, parse_overrides(overrides))
     return config_from_dict(data, origin)
 
 

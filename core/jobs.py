@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, RunConfig, config_from_dict
+from core.config import ConfigError, RunConfig, config_from_dict, set_dotted
 from core.store import Workspace, atomic_write_bytes
 
 KINDS = ("distill", "sweep-member", "embed", "teacher-finetune", "sleep")
@@ -214,17 +214,6 @@ def submit(
         return int(cur.lastrowid)
 
 
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    cur = d
-    for k in keys[:-1]:
-        nxt = cur.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"grid key {dotted!r}: {k!r} is not a config section")
-        cur = nxt
-    cur[keys[-1]] = value
-
-
 def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
     """The cartesian product of ``grid`` (dotted config paths -> values) applied to ``base``,
     each member validated; the member's name records its grid values."""
@@ -240,7 +229,7 @@ def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
         d = json.loads(json.dumps(base_dict))
         label = []
         for key, value in zip(grid, combo, strict=True):
-            _set_dotted(d, key, value)
+            set_dotted(d, key, value, what="grid key")
             label.append(f"{key.rsplit('.', 1)[-1]}={value}")
         d["name"] = f"{base_name} " + " ".join(label)
         members.append(config_from_dict(d, f"sweep member {', '.join(label)}"))
