@@ -41,9 +41,10 @@ class TeacherSpec(_Strict):
     frozen embeddings) or finetune (end to end). kind ``hf``: a sequence-classification
     checkpoint (``path`` is a folder or hub id). kind ``arrays``: ``path`` to .npz/.parquet.
     kind ``digits-mlp``: a small MLP on digit pixels. ``precision`` of the embedding pass:
-    ``auto`` is bf16 autocast on CUDA and float32 on CPU (reproducible across machines);
-    ``bf16`` on a CPU with native bf16 is about 2-3x faster (cosine > 0.9999 to float32, see
-    bench/results/speed.md).
+    ``auto`` is bf16 autocast where the hardware has native bf16 (CUDA; CPUs with
+    AVX512-BF16 or AMX, where it is about 2.5x faster) and float32 elsewhere; bf16 stays
+    within cosine 0.9999 of float32 (bench/results/speed.md). ``float32`` gives the same
+    embeddings on every machine. The resolved precision is part of the cache key.
     """
 
     kind: Literal["minilm", "hf", "arrays", "digits-mlp"] = "minilm"

@@ -17,6 +17,7 @@ user's folder never runs pickled code.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import os
@@ -157,16 +158,18 @@ Outputs = tuple[np.ndarray, ...]
 ModelFn = Callable[[dict[str, torch.Tensor]], torch.Tensor | tuple[torch.Tensor, ...]]
 
 # Tokens per batch (rows x padded length) and a cap on rows, per device type: batches of short
-# texts grow until the model's work per call is about constant, which keeps a GPU busy and
-# amortises per-call overhead on CPU.
-_TOKEN_BUDGET = {"cuda": 131_072, "cpu": 16_384}
+# texts grow until the model's work per call is about constant. A GPU wants big calls; a CPU
+# wants small ones, whose activations stay in cache (MiniLM on 2 EPYC cores: 2,048 tokens ran
+# 1.5x faster in bf16 and float32 than 16,384, bench/results/speed.md).
+_TOKEN_BUDGET = {"cuda": 131_072, "cpu": 2_048}
 _MAX_ROWS = {"cuda": 4_096, "cpu": 1_024}
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX).
 
-    There, bf16 autocast runs MiniLM about 1.7x faster than float32 (cosine to float32
+    There, bf16 autocast runs MiniLM about 2.5x faster than float32 (cosine to float32
     > 0.9999); elsewhere oneDNN emulates bf16 and it is slower than float32.
     """
     try:
@@ -178,11 +181,26 @@ def cpu_has_native_bf16() -> bool:
     )
 
 
-def _inference_autocast(device: torch.device, precision: str) -> Any:
-    """bf16 autocast for ``precision="bf16"`` and for ``"auto"`` on CUDA; float32 otherwise."""
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision an embedding pass runs at on ``device``: ``"float32"`` or ``"bf16"``.
+
+    ``auto`` is bf16 wherever the hardware multiplies bf16 natively (CUDA with bf16 support,
+    CPUs with AVX512-BF16/AMX: 2.5-4x faster, cosine > 0.9999 to float32) and float32
+    elsewhere, where bf16 is emulated and slower. An explicit choice is kept as given.
+    """
     if precision not in ("auto", "float32", "bf16"):
         raise TeacherError(f"precision must be 'auto', 'float32' or 'bf16'; got {precision!r}")
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision != "auto":
+        return precision
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bf16" if kind == "cpu" and cpu_has_native_bf16() else "float32"
+
+
+def _inference_autocast(device: torch.device, precision: str) -> Any:
+    """bf16 autocast where ``resolve_precision`` says bf16; float32 otherwise."""
+    bf16 = resolve_precision(precision, device) == "bf16"
     if bf16 and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
@@ -331,9 +349,9 @@ def extract(
       only to its own longest text (``batch_size`` is the minimum rows per batch);
     - tokenises batches in ``workers`` background threads (the Rust tokenizer, GIL released)
       while the model runs, into pinned memory copied with ``non_blocking`` on CUDA;
-    - runs under ``torch.inference_mode``; ``precision="auto"`` is bf16 autocast on CUDA and
-      float32 on CPU, ``"bf16"`` also on CPU (fast where ``cpu_has_native_bf16()``),
-      ``"float32"`` everywhere;
+    - runs under ``torch.inference_mode``; ``precision="auto"`` is bf16 autocast where the
+      hardware has native bf16 (CUDA, AVX512-BF16/AMX CPUs; see ``resolve_precision``) and
+      float32 elsewhere; ``"bf16"`` and ``"float32"`` force one;
     - writes each batch straight into ``out`` rows in the original order (a vectorised
       scatter): pass a float16 memmap from ``open_embedding_memmap`` for millions of rows.
 
@@ -515,8 +533,13 @@ def teacher_fingerprint(spec: TeacherSpec) -> str:
     the bundled package version for MiniLM.
     """
     fields: dict[str, object] = {"kind": spec.kind, "code": _TEACHER_CODE_VERSION}
-    if spec.precision != "auto" and spec.kind in ("minilm", "hf"):
-        fields["precision"] = spec.precision  # "auto" keeps the keys of earlier caches
+    if spec.kind in ("minilm", "hf"):
+        # The precision the pass really runs at here ("auto" resolved on this machine): a
+        # bf16 cache is never served for a float32 request or the other way round. float32
+        # adds no field, which keeps the keys of caches written before precision existed.
+        precision = resolve_precision(spec.precision, pick_device())
+        if precision != "float32":
+            fields["precision"] = precision
     if spec.kind == "minilm":
         fields.update(mode=spec.mode, max_length=spec.max_length, minilm=_minilm_version())
         fields["seed"] = spec.seed
@@ -759,9 +782,19 @@ def _hf_model_fn(
             per_pos = layer(h)
             dist = (per_pos.float() - logits.float().unsqueeze(1)).abs().sum(-1)
             h = h[torch.arange(h.shape[0], device=h.device), dist.argmin(1)]
-        return h, logits
+        return h, _float_head(layer, h)
 
     return fn, handle
+
+
+def _float_head(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """``layer(h)`` in float32 even under bf16 autocast.
+
+    LELP reads W and b off the head and relies on Z = H W^T + b (LELP.md); bf16 logits from
+    the autocast forward would break that identity by up to 1%.
+    """
+    with torch.autocast(h.device.type, enabled=False):
+        return layer(h.float())
 
 
 def _label_permutation(config: Any, label_names: Sequence[str]) -> np.ndarray | None:
@@ -813,6 +846,7 @@ def _compute_hf(dataset: Dataset, spec: TeacherSpec, progress: Progress | None) 
         "pooling": f"classifier input ({layer_name})",
         "layer": layer_name,
         "device": str(device),
+        "precision": resolve_precision(spec.precision, device),
         "max_length": max_len,
     }
     perm = _label_permutation(config, dataset.label_names)
@@ -938,6 +972,11 @@ class _MeanPoolClassifier(nn.Module):
         h = self.embed(batch)
         return h, self.head(h)
 
+    def outputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, Z) for extraction, Z from the float32 head so Z = H W^T + b holds exactly."""
+        h = self.embed(batch)
+        return h, _float_head(self.head, h)
+
 
 def finetune_minilm(
     dataset: Dataset,
@@ -945,7 +984,7 @@ def finetune_minilm(
     progress: Progress | None = None,
     *,
     max_steps: int | None = None,
-) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+) -> tuple[_MeanPoolClassifier, PreTrainedTokenizerBase]:
     """Fine-tune MiniLM + a linear head end to end (AdamW, bf16 autocast on CUDA).
 
     Returns the ``_MeanPoolClassifier`` (``.encoder``, ``.head``) in eval mode, and the
@@ -1016,6 +1055,7 @@ def _compute_minilm(
         "mode": spec.mode,
         "pooling": "mean",
         "device": str(device),
+        "precision": resolve_precision(spec.precision, device),
         "minilm_version": _minilm_version(),
     }
     if spec.mode == "frozen":
@@ -1036,7 +1076,7 @@ def _compute_minilm(
         for name, split in dataset.splits.items():
             assert split.texts is not None
             H[name], Z[name] = extract(
-                model, tok, split.texts, spec.max_length, spec.batch_size, progress,
+                model.outputs, tok, split.texts, spec.max_length, spec.batch_size, progress,
                 device=device, stage=f"embed {name}", precision=spec.precision,
             )  # fmt: skip
         if encoder_dir is not None:

@@ -64,11 +64,12 @@ BF16 = pytest.mark.skipif(
 @pytest.mark.parametrize(
     "kw",
     [
-        {},
-        {"token_budget": 96, "workers": 2},  # many small batches, two tokenizer threads
+        {},  # "auto": bf16 where this CPU has it natively, else float32
+        {"precision": "float32"},
+        {"token_budget": 96, "workers": 2, "precision": "float32"},  # many small batches
         pytest.param({"precision": "bf16"}, marks=BF16),
     ],
-    ids=["default", "small-batches", "bf16"],
+    ids=["auto", "float32", "small-batches", "bf16"],
 )
 def test_tuned_equals_naive_row_by_row(minilm, naive_rows, kw):
     fn, tok = minilm
@@ -76,7 +77,8 @@ def test_tuned_equals_naive_row_by_row(minilm, naive_rows, kw):
     (H,) = extract(fn, tok, texts, 64, 4, lambda *a: None, **kw)
     assert H.shape == H_naive.shape == (50, 384) and H.dtype == np.float32
     cos = _cosines(H, H_naive)
-    assert cos.min() > (0.999 if kw.get("precision") == "bf16" else 0.99999), cos.min()
+    bf16 = teachers.resolve_precision(kw.get("precision", "auto"), "cpu") == "bf16"
+    assert cos.min() > (0.999 if bf16 else 0.99999), cos.min()
     # Row order: each row is far closer to its own naive row than to any other text's.
     sim = (H / np.linalg.norm(H, axis=1, keepdims=True)) @ (
         H_naive / np.linalg.norm(H_naive, axis=1, keepdims=True)
@@ -85,6 +87,36 @@ def test_tuned_equals_naive_row_by_row(minilm, naive_rows, kw):
     sim[7, 31] = sim[31, 7] = -1.0  # the planted duplicate
     assert (cos > sim.max(1)).all()
     np.testing.assert_allclose(H[7], H[31], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "native", "expected"),
+    [
+        ("auto", "cpu", True, "bf16"),  # AVX512-BF16 / AMX: the fast path by default
+        ("auto", "cpu", False, "float32"),  # emulated bf16 is slower than float32
+        ("auto", "mps", True, "float32"),
+        ("float32", "cpu", True, "float32"),  # an explicit choice is kept
+        ("bf16", "cpu", False, "bf16"),
+    ],
+)
+def test_resolve_precision(monkeypatch, precision, device, native, expected):
+    monkeypatch.setattr(teachers, "cpu_has_native_bf16", lambda: native)
+    assert teachers.resolve_precision(precision, device) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cache_key_follows_resolved_precision(monkeypatch, native):
+    """``auto`` shares its cache with the precision it resolves to here, never the other."""
+    from core.config import TeacherSpec
+
+    monkeypatch.setattr(teachers, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(teachers, "pick_device", lambda: teachers.torch.device("cpu"))
+    fp = {
+        p: teachers.teacher_fingerprint(TeacherSpec(precision=p))
+        for p in ("auto", "float32", "bf16")
+    }
+    assert fp["float32"] != fp["bf16"]
+    assert fp["auto"] == fp["bf16" if native else "float32"]
 
 
 def test_tuned_keeps_order_exactly(minilm):
@@ -115,7 +147,7 @@ def test_writes_into_float16_memmap(minilm, naive_rows, tmp_path):
     fn, tok = minilm
     texts, H_naive = naive_rows
     out = open_embedding_memmap(tmp_path / "h.npy", len(texts), 384)
-    (H,) = extract(fn, tok, texts, 64, 8, lambda *a: None, out=out)
+    (H,) = extract(fn, tok, texts, 64, 8, lambda *a: None, out=out, precision="float32")
     assert H is out
     out.flush()
     back = np.load(tmp_path / "h.npy", mmap_mode="r")

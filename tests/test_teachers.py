@@ -189,8 +189,10 @@ def test_hf_tokenizer_and_encoder(tmp_path, minilm_tok):
 
 def test_minilm_frozen_mean_pooling_and_head(minilm_tok):
     ds = _text_dataset(40, 10)
-    out = compute_teacher_outputs(ds, TeacherSpec(kind="minilm", batch_size=16, max_length=32))
+    spec = TeacherSpec(kind="minilm", batch_size=16, max_length=32, precision="float32")
+    out = compute_teacher_outputs(ds, spec)
     assert out.H["train"].shape == (40, 384) and out.W.shape == (2, 384)
+    assert out.meta["precision"] == "float32"
     np.testing.assert_allclose(out.Z["test"], out.H["test"] @ out.W.T + out.b, atol=1e-4)
     # Manual mean pooling of one text, without batching or padding.
     model = transformers.AutoModel.from_pretrained(teachers.minilm_path()).eval()
@@ -223,7 +225,9 @@ def test_fit_linear_head_matches_sklearn_predictions(n_classes):
 
 def test_minilm_finetune_changes_weights(tmp_path):
     ds = _text_dataset(8, 4)
-    spec = TeacherSpec(kind="minilm", mode="finetune", batch_size=4, max_length=16, lr=1e-3)
+    spec = TeacherSpec(
+        kind="minilm", mode="finetune", batch_size=4, max_length=16, lr=1e-3, precision="float32"
+    )
     model, _ = teachers.finetune_minilm(ds, spec, progress=lambda *a: None, max_steps=2)
     pre = transformers.AutoModel.from_pretrained(teachers.minilm_path())
     name = "encoder.layer.0.attention.self.query.weight"
@@ -403,8 +407,8 @@ def test_digits_mlp_learns_and_is_linear_in_h():
         ({"kind": "digits-mlp"}, {"lr": 1.0}, False),
         ({"kind": "hf", "path": "a/b"}, {"path": "a/c"}, True),
         ({"kind": "hf", "path": "a/b"}, {"trust_remote_code": True}, True),
-        ({"kind": "minilm"}, {"precision": "bf16"}, True),
-        ({"kind": "minilm"}, {"precision": "float32"}, True),
+        ({"kind": "minilm", "precision": "float32"}, {"precision": "bf16"}, True),
+        ({"kind": "hf", "path": "a/b", "precision": "bf16"}, {"precision": "float32"}, True),
         ({"kind": "digits-mlp"}, {"precision": "bf16"}, False),  # no embedding pass to change
     ],
 )
