@@ -171,7 +171,7 @@ def _model_only(
     cache run fastest), timed without tokenising, copies or writing out."""
     import torch
 
-    from core.teachers import _inference_autocast, mean_pool
+    from core.teachers import _inference_autocast, mean_pool, resolve_precision
 
     rows_per_batch = 4096 if device == "cuda" else 64
     enc = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -190,7 +190,7 @@ def _model_only(
     sync()
     wall = time.perf_counter() - t0
     return {"n": len(texts), "seconds": round(wall, 3), "per_s": round(len(texts) / wall, 1),
-            "precision": precision}  # fmt: skip
+            "precision": resolve_precision(precision, device)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- LELP at scale
