@@ -239,13 +239,13 @@ def _fast_encoder(tokenizer: Any, max_length: int, multiple_of: int | None) -> A
 class _BatchEncoder:
     """Turns a list of texts into padded int64 tensors (pinned when the target is CUDA)."""
 
-    def __init__(self, tokenizer: Any, max_length: int, device: torch.device) -> None:
-        self.tokenizer, self.max_length, self.pin = tokenizer, max_length, device.type == "cuda"
+    def __init__(self, tokenizer: Any, max_length: int, device: torch.device, pin: bool) -> None:
+        self.tokenizer, self.max_length, self.pin = tokenizer, max_length, pin
         self.fast = bool(getattr(tokenizer, "is_fast", False)) and tokenizer.pad_token is not None
         names = list(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
         self.type_ids = "token_type_ids" in names
-        if self.fast:
-            self.enc = _fast_encoder(tokenizer, max_length, 8 if self.pin else None)
+        if self.fast:  # widths in multiples of 8 suit CUDA tensor cores
+            self.enc = _fast_encoder(tokenizer, max_length, 8 if device.type == "cuda" else None)
             self.encode = getattr(self.enc, "encode_batch_fast", self.enc.encode_batch)
 
     def __call__(self, batch: list[str]) -> dict[str, torch.Tensor]:
@@ -339,6 +339,7 @@ def extract(
     token_budget: int | None = None,
     workers: int | None = None,
     precision: str = "auto",
+    processes: bool | None = None,
 ) -> Outputs:
     """Run ``model_fn`` over ``texts`` in batches and return its outputs, one row per text.
 
@@ -347,8 +348,10 @@ def extract(
 
     - orders texts longest first by characters and cuts token-budgeted batches, each padded
       only to its own longest text (``batch_size`` is the minimum rows per batch);
-    - tokenises batches in ``workers`` background threads (the Rust tokenizer, GIL released)
-      while the model runs, into pinned memory copied with ``non_blocking`` on CUDA;
+    - tokenises batches ahead while the model runs: in ``workers`` threads on CPU, and on
+      CUDA (``processes``, default there with 4+ cores) in forked ``DataLoader`` worker
+      processes, so the feed is not bound by one GIL; batches land in pinned memory and are
+      copied with ``non_blocking``;
     - runs under ``torch.inference_mode``; ``precision="auto"`` is bf16 autocast where the
       hardware has native bf16 (CUDA, AVX512-BF16/AMX CPUs; see ``resolve_precision``) and
       float32 elsewhere; ``"bf16"`` and ``"float32"`` force one;
@@ -373,7 +376,7 @@ def extract(
             )
         return _extract_tuned(
             model_fn, tokenizer, texts, max_length, batch_size, device, out, rep,
-            token_budget, workers, precision,
+            token_budget, workers, precision, processes,
         )  # fmt: skip
     finally:
         rep.close()
@@ -402,22 +405,130 @@ def _extract_naive(
     return tuple(arrays)
 
 
+class _ThreadBatches:
+    """Tokenised batches, in plan order, from ``workers`` threads a few batches ahead.
+
+    The Rust tokenizer releases the GIL, but turning its encodings into arrays does not
+    (about 130k rows/s on one core), so threads suit a CPU, where the model is slower than
+    that; the result is pinned here when the target is CUDA.
+    """
+
+    def __init__(self, encoder: Callable[[], _BatchEncoder], texts: np.ndarray,
+                 plan: list[np.ndarray], workers: int) -> None:  # fmt: skip
+        from concurrent.futures import ThreadPoolExecutor
+
+        local = threading.local()  # one tokenizer copy per thread
+
+        def encode(rows: np.ndarray) -> dict[str, torch.Tensor]:
+            if not hasattr(local, "encoder"):
+                local.encoder = encoder()
+            return local.encoder(texts[rows].tolist())
+
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokenize")
+        self.encode, self.plan, self.depth = encode, plan, workers + 2
+        self.futures = [self.pool.submit(encode, r) for r in plan[: self.depth]]
+
+    def __iter__(self) -> Any:
+        for b in range(len(self.plan)):
+            batch = self.futures[b].result()
+            if b + self.depth < len(self.plan):
+                self.futures.append(self.pool.submit(self.encode, self.plan[b + self.depth]))
+            yield batch
+
+    def close(self) -> None:
+        for f in self.futures:
+            f.cancel()
+        self.pool.shutdown(wait=True)
+
+
+class _PlannedBatches(torch.utils.data.Dataset):
+    """Batch ``b`` of the plan, tokenised, for a ``DataLoader`` whose items are whole batches."""
+
+    def __init__(self, encoder: Callable[[], _BatchEncoder], texts: np.ndarray,
+                 plan: list[np.ndarray]) -> None:  # fmt: skip
+        self.make, self.texts, self.plan = encoder, texts, plan
+        self.encoder: _BatchEncoder | None = None
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
+        if self.encoder is None:  # built in the worker, after the fork
+            self.encoder = self.make()
+        return self.encoder(self.texts[self.plan[b]].tolist())
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # a tokenising worker needs no intra-op threads
+
+
+class _ProcessBatches:
+    """Tokenised batches, in plan order, from ``workers`` forked ``DataLoader`` processes.
+
+    For CUDA: each process tokenises and builds arrays with its own GIL, so the feed scales
+    with cores (one thread tops out near the model's GPU rate); the loader's pin thread puts
+    batches in pinned memory for non-blocking copies. Fork shares the texts without pickling.
+    """
+
+    def __init__(self, encoder: Callable[[], _BatchEncoder], texts: np.ndarray,
+                 plan: list[np.ndarray], workers: int, pin: bool) -> None:  # fmt: skip
+        from torch.utils.data import DataLoader
+
+        self.loader = DataLoader(
+            _PlannedBatches(encoder, texts, plan), batch_size=None, num_workers=workers,
+            pin_memory=pin, prefetch_factor=4, multiprocessing_context="fork",
+            worker_init_fn=_one_thread,
+        )  # fmt: skip
+        # Forked workers tokenise one batch each on one thread: say so, which also keeps the
+        # tokenizers library from warning that the parent already used its thread pool.
+        before = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        try:
+            self.it: Any = iter(self.loader)
+        finally:
+            if before is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = before
+
+    def __iter__(self) -> Any:
+        return self.it
+
+    def close(self) -> None:
+        shutdown = getattr(self.it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        del self.it
+
+
+def _use_processes(device: torch.device, processes: bool | None) -> bool:
+    """Worker processes by default on CUDA with cores to spare, where fork exists."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        return False
+    if processes is not None:
+        return processes
+    return device.type == "cuda" and (os.cpu_count() or 1) >= 4
+
+
 def _extract_tuned(
     model_fn: ModelFn, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int,
     device: torch.device, out: Any, rep: _Reporter, token_budget: int | None,
-    workers: int | None, precision: str,
+    workers: int | None, precision: str, processes: bool | None,
 ) -> Outputs:  # fmt: skip
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     cuda = device.type == "cuda"
     order, bounds = _plan_batches(tokenizer, texts, max_length, batch_size, device, token_budget)
-    n_workers = workers or (2 if cuda else 1)
-    local = threading.local()  # one tokenizer copy per worker thread
-
-    def encode(batch: list[str]) -> dict[str, torch.Tensor]:
-        if not hasattr(local, "encoder"):
-            local.encoder = _BatchEncoder(tokenizer, max_length, device)
-        return local.encoder(batch)
+    plan = [order[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
+    text_arr = np.asarray(texts, dtype=object)  # gathers a batch's texts without a loop
+    source: _ThreadBatches | _ProcessBatches
+    if _use_processes(device, processes):
+        n_workers = workers or max(1, min(8, (os.cpu_count() or 2) - 2))
+        make = functools.partial(_BatchEncoder, tokenizer, max_length, device, False)
+        source = _ProcessBatches(make, text_arr, plan, n_workers, pin=cuda)
+    else:
+        make = functools.partial(_BatchEncoder, tokenizer, max_length, device, cuda)
+        source = _ThreadBatches(make, text_arr, plan, workers or (2 if cuda else 1))
 
     arrays: list[np.ndarray] | None = None
     # CUDA results land in pinned host buffers asynchronously; a batch is scattered into the
@@ -438,42 +549,25 @@ def _extract_tuned(
             event.synchronize()
             scatter(idx, [h.numpy() for h in host])
 
-    text_arr = np.asarray(texts, dtype=object)  # gathers a batch's texts without a loop
-    n_batches = len(bounds) - 1
-    depth = n_workers + 2
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tokenize") as pool:
-
-        def submit(b: int) -> Future:
-            rows = order[bounds[b] : bounds[b + 1]]
-            return pool.submit(encode, text_arr[rows].tolist())
-
-        futures = [submit(b) for b in range(min(depth, n_batches))]
-        try:
-            with torch.inference_mode(), _inference_autocast(device, precision):
-                for b in range(n_batches):
-                    batch = futures[b].result()
-                    if b + depth < n_batches:
-                        futures.append(submit(b + depth))
-                    batch = {k: v.to(device, non_blocking=cuda) for k, v in batch.items()}
-                    res = model_fn(batch)
-                    res = res if isinstance(res, tuple) else (res,)
-                    idx = order[bounds[b] : bounds[b + 1]]
-                    if cuda:
-                        host = [
-                            torch.empty(r.shape, dtype=torch.float32, pin_memory=True) for r in res
-                        ]
-                        for h, r in zip(host, res, strict=True):
-                            h.copy_(r.float(), non_blocking=True)
-                        event = torch.cuda.Event()
-                        event.record()
-                        pending.append((idx, host, event))
-                        flush(keep=2)
-                    else:
-                        scatter(idx, [r.float().numpy() for r in res])
-            flush(keep=0)
-        finally:
-            for f in futures:
-                f.cancel()
+    try:
+        with torch.inference_mode(), _inference_autocast(device, precision):
+            for idx, batch in zip(plan, source, strict=True):
+                batch = {k: v.to(device, non_blocking=cuda) for k, v in batch.items()}
+                res = model_fn(batch)
+                res = res if isinstance(res, tuple) else (res,)
+                if cuda:
+                    host = [torch.empty(r.shape, dtype=torch.float32, pin_memory=True) for r in res]
+                    for h, r in zip(host, res, strict=True):
+                        h.copy_(r.float(), non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                    pending.append((idx, host, event))
+                    flush(keep=2)
+                else:
+                    scatter(idx, [r.float().numpy() for r in res])
+        flush(keep=0)
+    finally:
+        source.close()
     assert arrays is not None
     return tuple(arrays)
 

@@ -67,9 +67,11 @@ BF16 = pytest.mark.skipif(
         {},  # "auto": bf16 where this CPU has it natively, else float32
         {"precision": "float32"},
         {"token_budget": 96, "workers": 2, "precision": "float32"},  # many small batches
+        # the CUDA feed: forked DataLoader workers tokenising small batches
+        {"token_budget": 96, "workers": 2, "precision": "float32", "processes": True},
         pytest.param({"precision": "bf16"}, marks=BF16),
     ],
-    ids=["auto", "float32", "small-batches", "bf16"],
+    ids=["auto", "float32", "small-batches", "processes", "bf16"],
 )
 def test_tuned_equals_naive_row_by_row(minilm, naive_rows, kw):
     fn, tok = minilm
@@ -119,13 +121,14 @@ def test_cache_key_follows_resolved_precision(monkeypatch, native):
     assert fp["auto"] == fp["bf16" if native else "float32"]
 
 
-def test_tuned_keeps_order_exactly(minilm):
+@pytest.mark.parametrize("processes", [False, True])
+def test_tuned_keeps_order_exactly(minilm, processes):
     """The mask length of each row, read back through the model, is that text's own."""
     _, tok = minilm
     texts = _varied_texts(40, seed=3)
     (lengths,) = extract(
         lambda b: b["attention_mask"].sum(1, keepdim=True), tok, texts, 32, 2, lambda *a: None,
-        token_budget=40,
+        token_budget=40, processes=processes, workers=2,
     )  # fmt: skip
     expected = [len(tok(t, truncation=True, max_length=32)["input_ids"]) for t in texts]
     np.testing.assert_array_equal(lengths[:, 0], expected)
