@@ -156,6 +156,14 @@ class EmbeddingQueue(nn.Module):
         self.ptr = end % self.size
         self.count = min(self.size, self.count + b)
 
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """The rows and the write position, for a resumed run to continue the same queue."""
+        return {"buf": self.buf, "pos": torch.tensor([self.ptr, self.count])}
+
+    def load_checkpoint_state(self, state: Mapping[str, Tensor]) -> None:
+        self.buf.copy_(state["buf"])
+        self.ptr, self.count = (int(v) for v in state["pos"])
+
     def items(self) -> Tensor:
         if self.count < self.size:
             return self.buf[: self.count]
@@ -218,6 +226,17 @@ class Method(nn.Module):
         return dict(self.info_)
 
     # ---- persistence ----
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """What training changes in the method (learned maps; queues, DiSK's gate, its
+        optimiser and dual variable in the subclasses), saved in the student's checkpoint so a
+        resumed run continues the method instead of restarting it. Default: the module's
+        persistent tensors, i.e. its trained submodules; teacher arrays are rebuilt by ``fit``."""
+        return dict(self.state_dict())
+
+    def load_checkpoint_state(self, state: Mapping[str, Tensor]) -> None:
+        """Restore ``checkpoint_state``'s output (after ``fit`` and ``.to(device)``)."""
+        self.load_state_dict(dict(state), strict=True)
+
     def state_tensors(self) -> dict[str, Tensor]:
         """Learned state needed to replay the method after training (ReAugKD's maps), saved by
         core/pipeline.py as ``method.safetensors`` next to the student; default none.
@@ -416,6 +435,26 @@ class CompRess(Method):
             a_s = a_t
         sim = losses.similarity_kl(q_s, q_t, a_s, a_t, p.temperature, mask)
         return p.weight * sim + self._kd_terms(out, idx, y, p.kd_weight)
+
+    def _queues(self) -> dict[str, EmbeddingQueue]:
+        names = ("queue_t", "queue_s") if self.spec.compress.queues == "two" else ("queue_t",)
+        return {n: getattr(self, n) for n in names}
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        state = super().checkpoint_state()
+        for name, q in self._queues().items():
+            state |= {f"{name}.{k}": v for k, v in q.checkpoint_state().items()}
+        return state
+
+    def load_checkpoint_state(self, state: Mapping[str, Tensor]) -> None:
+        queues = self._queues()
+        own = {k: v for k, v in state.items() if k.split(".", 1)[0] not in queues}
+        super().load_checkpoint_state(own)
+        for name, q in queues.items():
+            prefix = f"{name}."
+            q.load_checkpoint_state(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
 
     @torch.no_grad()
     def after_step(
@@ -851,20 +890,42 @@ class DiSK(Method):
         self, out: Tensor, emb: Tensor | None, idx: Tensor, y: Tensor, progress: float
     ) -> None:
         p = self.spec.disk
-        if self._gate_opt is None:  # made lazily: after .to(device) moved the gate
-            self._gate_opt = torch.optim.Adam(self.gate.parameters(), lr=p.gate_lr)
+        gate_opt = self._gate_optimizer()
         t = self.t_logits[idx]
         budget = losses.cosine_budget(progress, p.budget)
         with torch.enable_grad():
             g = self._g(t, out.detach())
             slack = g.mean() - budget
             loss = self._scaffolded_loss(out.detach(), t, y, g) + self.dual * slack
-            self._gate_opt.zero_grad(set_to_none=True)
+            gate_opt.zero_grad(set_to_none=True)
             loss.backward()
-            self._gate_opt.step()
+            gate_opt.step()
         with torch.no_grad():  # tensors only: no GPU sync per step
             self.dual.copy_((self.dual + p.dual_lr * slack.detach()).clamp_min(0.0))
             self._last_gate = g.detach().mean()
+
+    def _gate_optimizer(self) -> torch.optim.Optimizer:
+        if self._gate_opt is None:  # made lazily: after .to(device) moved the gate
+            self._gate_opt = torch.optim.Adam(self.gate.parameters(), lr=self.spec.disk.gate_lr)
+        return self._gate_opt
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        state = super().checkpoint_state() | {"dual": self.dual.detach()}
+        for pid, st in self._gate_optimizer().state_dict()["state"].items():
+            state |= {f"gate_opt.{pid}.{k}": torch.as_tensor(v) for k, v in st.items()}
+        return state
+
+    def load_checkpoint_state(self, state: Mapping[str, Tensor]) -> None:
+        opt_state: dict[int, dict[str, Tensor]] = {}
+        for key, v in state.items():
+            if key.startswith("gate_opt."):
+                _, pid, name = key.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v
+        own = {k: v for k, v in state.items() if not k.startswith("gate_opt.") and k != "dual"}
+        super().load_checkpoint_state(own)
+        self.dual.copy_(state["dual"])
+        opt = self._gate_optimizer()
+        opt.load_state_dict({"state": opt_state, "param_groups": opt.state_dict()["param_groups"]})
 
     def info(self) -> dict[str, Any]:
         return {

@@ -260,15 +260,21 @@ def _check_data(data: TrainData, config: TrainConfig, method: Method | None = No
 
 
 def _save_checkpoint(
-    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]
-) -> None:
-    """Model + optimizer tensors in safetensors, the rest in JSON; each written atomically,
-    the JSON last (it names the epoch the weights belong to)."""
+    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
+    method: Method | None = None,
+) -> None:  # fmt: skip
+    """Model, method and optimizer tensors in safetensors, the rest in JSON; each written
+    atomically, the JSON last (it names the epoch the weights belong to)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"model.{k}": v.detach().cpu().contiguous().clone()
         for k, v in unwrap(student).state_dict().items()
     }
+    if method is not None:
+        tensors |= {
+            f"method.{k}": v.detach().cpu().contiguous().clone()
+            for k, v in method.checkpoint_state().items()
+        }
     opt_state = opt.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in opt_state["state"].items():
@@ -284,14 +290,15 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(
-    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer
+    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, method: Method | None = None
 ) -> dict[str, Any] | None:
-    """Restore model and optimizer from ``ckpt_dir``; None when there is no checkpoint."""
+    """Restore model, method and optimizer from ``ckpt_dir``; None when there is none."""
     meta_path, weights = ckpt_dir / CKPT_META, ckpt_dir / CKPT_WEIGHTS
     if not meta_path.is_file() or not weights.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     model_sd: dict[str, Tensor] = {}
+    method_sd: dict[str, Tensor] = {}
     optim_state: dict[int, dict[str, Any]] = {}
     with safe_open(str(weights), framework="pt") as f:
         saved_epoch = (f.metadata() or {}).get("epoch")
@@ -304,6 +311,8 @@ def _load_checkpoint(
             kind, rest = key.split(".", 1)
             if kind == "model":
                 model_sd[rest] = f.get_tensor(key)
+            elif kind == "method":
+                method_sd[rest] = f.get_tensor(key)
             else:
                 pid, name = rest.split(".", 1)
                 optim_state.setdefault(int(pid), {})[name] = f.get_tensor(key)
@@ -311,9 +320,12 @@ def _load_checkpoint(
         optim_state.setdefault(int(pid), {}).update(vals)
     try:
         unwrap(student).load_state_dict(model_sd)
-    except RuntimeError as err:
+        if method is not None:
+            method.load_checkpoint_state(method_sd)
+    except (RuntimeError, KeyError) as err:
+        what = "student" if method is None else f"student and {method.name} method"
         raise ValueError(
-            f"{ckpt_dir}: the checkpoint does not fit this student ({err}); use a fresh "
+            f"{ckpt_dir}: the checkpoint does not fit this {what} ({err}); use a fresh "
             "checkpoint_dir or set resume=False"
         ) from None
     opt.load_state_dict({"state": optim_state, "param_groups": meta["optim_param_groups"]})
@@ -333,7 +345,8 @@ def train(
     hard/kd/lelp loss: the loop calls ``method.loss`` (with the student's embedding when
     ``method.needs_embedding``), trains ``method.extra_modules()`` with the student, calls
     ``method.after_step`` after each optimiser step and predicts with
-    ``method.class_log_probs``. Its own state is not checkpointed.
+    ``method.class_log_probs``. Its training state (``method.checkpoint_state()``) is saved
+    with each checkpoint, so a resume continues the method too.
 
     ``on_step(info)`` gets dict(step, total_steps, epoch, epochs, loss, examples_per_s, lr)
     every ``config.log_every`` steps and at each epoch end (then also eval_accuracy,
@@ -406,7 +419,7 @@ def train(
     start_epoch, step, best = 0, 0, None
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckpt_dir is not None and config.resume:
-        meta = _load_checkpoint(ckpt_dir, student, opt)
+        meta = _load_checkpoint(ckpt_dir, student, opt, method)
         if meta is not None:
             if meta["config"]["objective"] != objective:
                 raise ValueError(
@@ -547,6 +560,7 @@ def train(
                     "best": best,
                     "history": result.history,
                 },
+                method,
             )
         if on_step is not None and on_step(
             dict(entry, total_steps=total_steps, epochs=config.epochs)

@@ -519,3 +519,79 @@ def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
     lp, _ = Mth.predict_with_method(method, student, encode_inputs(ds.splits["test"]))
     stored = digits_ws.get_array(rec["artifacts"]["eval_logits"])
     assert np.allclose(lp.numpy(), stored, atol=1e-4)
+
+
+# ---- resume: a method's training state travels with the checkpoint ----
+
+
+@pytest.mark.parametrize(
+    "objective, extra",
+    [
+        ("fitnet", ()),
+        ("sea", ("train.sea.sample_size=40",)),
+        ("compress", ("train.compress.queues=two", "train.compress.queue_size=50")),
+        ("compress", ("train.compress.queues=one",)),
+        ("disk", ()),
+    ],
+    ids=["fitnet", "sea", "compress-two", "compress-one", "disk"],
+)
+def test_resumed_method_run_equals_an_uninterrupted_one(
+    objective: str, extra: tuple[str, ...], tmp_path: Any
+) -> None:
+    """Maps, queues, DiSK's gate, its optimiser and dual are restored on resume: stopping
+    after epoch 2 and resuming gives the same third epoch as never stopping."""
+    from core.train import TrainConfig, TrainData, train
+
+    td = _teacher(n=60, d=8, C=2)
+    spec = _spec(objective, *extra)
+    data = TrainData(
+        train_inputs={"x": torch.as_tensor(td.H)},
+        y=torch.as_tensor(td.y),
+        teacher_logits=torch.as_tensor(td.Z),
+    )
+
+    def run(ckpt: str | None = None, resume: bool = False, stop_after: int = 0) -> tuple:
+        torch.manual_seed(0)
+        student = MLPStudent(8, 4, 2)
+        method = Mth.make_method(spec).fit(td, emb_dim=4)
+        cfg = TrainConfig(
+            objective=objective, epochs=3, batch_size=16, device="cpu", seed=0,
+            checkpoint_dir=ckpt, resume=resume,
+        )  # fmt: skip
+        # Stopped like a cancelled job: after the checkpoint of epoch ``stop_after``.
+        stop = lambda info: "eval_accuracy" in info and info["epoch"] == stop_after  # noqa: E731
+        return train(student, data, cfg, on_step=stop, method=method), student, method
+
+    straight, s_student, s_method = run()
+    ck = str(tmp_path / "ck")
+    assert run(ck, stop_after=2)[0].cancelled
+    resumed, r_student, r_method = run(ck, resume=True)
+    assert resumed.resumed_from_epoch == 2
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in straight.history], rel=1e-5
+    )
+    for a, b in zip(r_student.parameters(), s_student.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    r_state, s_state = r_method.checkpoint_state(), s_method.checkpoint_state()
+    assert r_state.keys() == s_state.keys() and r_state
+    for k in s_state:
+        torch.testing.assert_close(r_state[k], s_state[k], msg=k)
+
+
+def test_resume_into_another_methods_setup_is_refused(tmp_path: Any) -> None:
+    """A checkpoint whose method state does not fit (here: another queue size) is named."""
+    from core.train import TrainConfig, TrainData, train
+
+    td = _teacher(n=60, d=8, C=2)
+    data = TrainData(train_inputs={"x": torch.as_tensor(td.H)}, y=torch.as_tensor(td.y),
+                     teacher_logits=torch.as_tensor(td.Z))  # fmt: skip
+    ck = str(tmp_path / "ck")
+    for size, resume in ((50, False), (40, True)):
+        method = Mth.make_method(_spec("compress", f"train.compress.queue_size={size}"))
+        cfg = TrainConfig(objective="compress", epochs=1, batch_size=16, device="cpu",
+                          checkpoint_dir=ck, resume=resume)  # fmt: skip
+        if not resume:
+            train(MLPStudent(8, 4, 2), data, cfg, method=method.fit(td, emb_dim=4))
+            continue
+        with pytest.raises(ValueError, match="does not fit this student and compress method"):
+            train(MLPStudent(8, 4, 2), data, cfg, method=method.fit(td, emb_dim=4))
