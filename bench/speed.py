@@ -197,7 +197,7 @@ def _model_only(
     cache run fastest), timed without tokenising, copies or writing out."""
     import torch
 
-    from core.teachers import _inference_autocast, mean_pool, resolve_precision
+    from core.teachers import _precision_autocast, mean_pool, resolve_precision
 
     rows_per_batch = 4096 if device == "cuda" else 64
     enc = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -210,7 +210,7 @@ def _model_only(
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    with torch.inference_mode(), _inference_autocast(torch.device(device), precision):
+    with torch.inference_mode(), _precision_autocast(torch.device(device), precision):
         for b in batches:
             mean_pool(encoder(**b).last_hidden_state, b["attention_mask"])
     sync()

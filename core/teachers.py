@@ -84,13 +84,6 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA only: CPU bf16 is slow on most CPUs and MPS support is partial."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
 class _Reporter:
     """Sends progress to the caller's callback, or to a tqdm bar on stderr when there is none."""
 
@@ -198,7 +191,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "bf16" if kind == "cpu" and cpu_has_native_bf16() else "float32"
 
 
-def _inference_autocast(device: torch.device, precision: str) -> Any:
+def _precision_autocast(device: torch.device, precision: str) -> Any:
     """bf16 autocast where ``resolve_precision`` says bf16; float32 otherwise."""
     bf16 = resolve_precision(precision, device) == "bf16"
     if bf16 and device.type in ("cuda", "cpu"):
@@ -550,7 +543,7 @@ def _extract_tuned(
             scatter(idx, [h.numpy() for h in host])
 
     try:
-        with torch.inference_mode(), _inference_autocast(device, precision):
+        with torch.inference_mode(), _precision_autocast(device, precision):
             for idx, batch in zip(plan, source, strict=True):
                 batch = {k: v.to(device, non_blocking=cuda) for k, v in batch.items()}
                 res = model_fn(batch)
@@ -1079,7 +1072,8 @@ def finetune_minilm(
     *,
     max_steps: int | None = None,
 ) -> tuple[_MeanPoolClassifier, PreTrainedTokenizerBase]:
-    """Fine-tune MiniLM + a linear head end to end (AdamW, bf16 autocast on CUDA).
+    """Fine-tune MiniLM + a linear head end to end (AdamW; bf16 autocast where
+    ``resolve_precision(spec.precision)`` says bf16: CUDA, and CPUs with native bf16).
 
     Returns the ``_MeanPoolClassifier`` (``.encoder``, ``.head``) in eval mode, and the
     tokenizer. ``max_steps`` caps optimisation steps (tests; quick looks in the app).
@@ -1115,7 +1109,7 @@ def finetune_minilm(
                 feats = [{k: enc[k][i] for k in keys} for i in idx.tolist()]
                 batch = tok.pad(feats, padding="longest", return_tensors="pt")
                 batch = {k: v.to(device) for k, v in batch.items()}
-                with _autocast(device):
+                with _precision_autocast(device, spec.precision):
                     _, logits = model(batch)
                 loss = nn.functional.cross_entropy(logits.float(), y[idx].to(device))
                 loss.backward()
