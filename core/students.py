@@ -362,7 +362,7 @@ def _encode_texts(texts: list[str], tokenizer: Any, max_length: int) -> dict[str
     (n, L) array padded with the tokenizer's pad id on its padding side, L the longest."""
     from core.teachers import _BatchEncoder
 
-    encode = _BatchEncoder(tokenizer, max_length, torch.device("cpu"))
+    encode = _BatchEncoder(tokenizer, max_length, torch.device("cpu"), pin=False)
     chunks = [encode(texts[i : i + _ENCODE_CHUNK]) for i in range(0, len(texts), _ENCODE_CHUNK)]
     n = len(texts)
     width = max((c["input_ids"].shape[1] for c in chunks), default=0)
