@@ -486,6 +486,18 @@ GOALS = {
 }
 
 
+def _section(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A ``## title`` Markdown section holding one table."""
+    return [
+        f"## {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+        "",
+    ]
+
+
 def to_markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -503,37 +515,25 @@ def to_markdown(r: dict[str, Any]) -> str:
         if "error" in ex:
             lines += [f"## Extraction on {key}: failed", "", f"```\n{ex['error']}\n```", ""]
             continue
-        lines += [
-            f"## Extraction on {key} (MiniLM-L6, {ex['source']}, mean {ex['mean_tokens']} tokens)",
-            "",
-            "| path | precision | sentences | seconds | CPU s | sentences/s | x naive "
-            "| min cosine to naive |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name in ("naive", "tuned", "tuned_float32", "model_only", "model_only_float32"):
-            if name in ex:
-                e = ex[name]
-                lines.append(
-                    f"| {name} | {e.get('precision', 'float32')} | {e['n']} | {e['seconds']} | "
-                    f"{e.get('cpu_seconds', '')} | "
-                    f"{e['per_s']} | {e.get('ratio_to_naive', '')} | "
-                    f"{e.get('min_cosine_to_naive', '')} |"
-                )
-        lines.append("")
+        names = ("naive", "tuned", "tuned_float32", "model_only", "model_only_float32")
+        lines += _section(
+            f"Extraction on {key} (MiniLM-L6, {ex['source']}, mean {ex['mean_tokens']} tokens)",
+            ["path", "precision", "sentences", "seconds", "CPU s", "sentences/s", "x naive",
+             "min cosine to naive"],
+            [[name, e.get("precision", "float32"), e["n"], e["seconds"], e.get("cpu_seconds", ""),
+              e["per_s"], e.get("ratio_to_naive", ""), e.get("min_cosine_to_naive", "")]
+             for name in names if (e := ex.get(name))],
+        )  # fmt: skip
     fd = r.get("feed")
     if fd:
-        lines += [
-            f"## Input feed alone ({fd['source']}, {fd['n']:,} sentences, CUDA batch plan of "
+        lines += _section(
+            f"Input feed alone ({fd['source']}, {fd['n']:,} sentences, CUDA batch plan of "
             f"{fd['token_budget']:,} tokens, {fd['workers']} workers, no-op model)",
-            "",
-            "| workers are | seconds | sentences/s | CPU s of the main process |",
-            "|---|---|---|---|",
-        ]
-        for name in ("threads", "processes"):
-            e = fd[name]
-            lines.append(f"| {name} | {e['seconds']} | {e['per_s']} | {e['cpu_seconds_main']} |")
+            ["workers are", "seconds", "sentences/s", "CPU s of the main process"],
+            [[name, fd[name]["seconds"], fd[name]["per_s"], fd[name]["cpu_seconds_main"]]
+             for name in ("threads", "processes")],
+        )  # fmt: skip
         lines += [
-            "",
             f"Processes / threads: x{fd['ratio']}. With threads the main process does all the "
             "tokenising work and holds the GIL to build arrays; with processes it only receives "
             "batches, which leaves the thread that drives the GPU free.",
@@ -541,32 +541,28 @@ def to_markdown(r: dict[str, Any]) -> str:
         ]
     lp = r.get("lelp")
     if lp:
-        lines += [
-            f"## LELP on {lp['rows']:,} x {lp['dim']} {lp['storage']} (S={lp['n_subclasses']})",
-            "",
-            "| version | fit s (CPU s) | targets s (CPU s) | fit + targets s | beta only s | "
-            "peak RSS MB |",
-            "|---|---|---|---|---|---|",
-        ]
+        rows = []
         for name in ("tuned", "naive"):
             e = lp.get(name)
-            if not e:
-                continue
-            if "error" in e:
-                lines.append(f"| {name} | failed: {e['error'][-200:]!r} | | | | |")
-                continue
-            lines.append(
-                f"| {name} | {e['fit_s']} ({e['fit_cpu_s']}) | {e['targets_s']} "
-                f"({e['targets_cpu_s']}) | {e['fit_plus_targets_s']} | "
-                f"{e.get('beta_only_s', 'refit')} | {e['peak_rss_mb']} |"
-            )
+            if e and "error" in e:
+                rows.append([name, f"failed: {e['error'][-200:]!r}", "", "", "", ""])
+            elif e:
+                rows.append([name, f"{e['fit_s']} ({e['fit_cpu_s']})",
+                             f"{e['targets_s']} ({e['targets_cpu_s']})", e["fit_plus_targets_s"],
+                             e.get("beta_only_s", "refit"), e["peak_rss_mb"]])  # fmt: skip
+        lines += _section(
+            f"LELP on {lp['rows']:,} x {lp['dim']} {lp['storage']} (S={lp['n_subclasses']})",
+            ["version", "fit s (CPU s)", "targets s (CPU s)", "fit + targets s", "beta only s",
+             "peak RSS MB"],
+            rows,
+        )  # fmt: skip
         if "ratio_fit_plus_targets" in lp:
-            lines.append(
-                f"\nNaive / tuned: time x{lp['ratio_fit_plus_targets']}, peak memory "
+            lines += [
+                f"Naive / tuned: time x{lp['ratio_fit_plus_targets']}, peak memory "
                 f"x{lp['ratio_peak_rss']}. Planted-group recovery (ARI on a 200k sample): "
-                f"{lp['tuned'].get('ari_latent_sample')}."
-            )
-        lines.append("")
+                f"{lp['tuned'].get('ari_latent_sample')}.",
+                "",
+            ]
     sm = r.get("student_machine")
     if sm and r.get("student"):
         lines += [
@@ -577,37 +573,25 @@ def to_markdown(r: dict[str, Any]) -> str:
         ]
     for key, st in r.get("student", {}).items():
         if key == "encode":
-            lines += [
-                f"## Tokenising for the student ({st['source']}, max_length 64)",
-                "",
-                "| path | texts | seconds | CPU s | texts/s | x old | identical ids |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for name in ("old", "new"):
-                e = st[name]
-                lines.append(
-                    f"| {name} | {st['n']} | {e['seconds']} | {e['cpu_seconds']} | "
-                    f"{e['per_s']} | {e.get('ratio_to_old', '')} | {st['identical_ids']} |"
-                )
-            lines.append("")
+            lines += _section(
+                f"Tokenising for the student ({st['source']}, max_length 64)",
+                ["path", "texts", "seconds", "CPU s", "texts/s", "x old", "identical ids"],
+                [[name, st["n"], st[name]["seconds"], st[name]["cpu_seconds"],
+                  st[name]["per_s"], st[name].get("ratio_to_old", ""), st["identical_ids"]]
+                 for name in ("old", "new")],
+            )  # fmt: skip
             continue
         if "error" in st:
             lines += [f"## Student training on {key}: failed", "", f"```\n{st['error']}\n```", ""]
             continue
-        lines += [
-            f"## Student training on {key} (bag student, one epoch, batch {st['batch_size']}, "
+        lines += _section(
+            f"Student training on {key} (bag student, one epoch, batch {st['batch_size']}, "
             f"mean {st['mean_tokens']} tokens of max {st['max_length']})",
-            "",
-            "| path | rows | epoch s | CPU s | rows/s | x old | epoch loss |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name in ("old", "new"):
-            e = st[name]
-            lines.append(
-                f"| {name} | {e['n']} | {e['epoch_s']} | {e['cpu_seconds']} | {e['per_s']} | "
-                f"{e.get('ratio_to_old', '')} | {e['loss']} |"
-            )
-        lines.append("")
+            ["path", "rows", "epoch s", "CPU s", "rows/s", "x old", "epoch loss"],
+            [[name, e["n"], e["epoch_s"], e["cpu_seconds"], e["per_s"],
+              e.get("ratio_to_old", ""), e["loss"]]
+             for name in ("old", "new") if (e := st[name])],
+        )  # fmt: skip
     lines += ["## Goals", ""] + [f"- {g}" for g in r.get("goals", [])] + [""]
     lines += ["## Notes", ""] + [f"- {x}" for x in NOTES] + [""]
     return "\n".join(lines)
