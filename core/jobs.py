@@ -890,7 +890,44 @@ def _repo_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
-class LocalWorker:
+class _PollingExecutor:
+    """The polling loop shared by ``LocalWorker`` and ``RayExecutor``: they differ in how
+    they start, take jobs (``run_once`` returns how many of theirs are active) and stop."""
+
+    _stop: threading.Event
+    poll: float
+
+    def start(self) -> None:  # pragma: no cover - both subclasses define it
+        raise NotImplementedError
+
+    def run_once(self) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _queued_runnable(self) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def run_forever(self, until_idle: bool = False) -> None:
+        """Loop until ``stop()`` (or SIGTERM/Ctrl-C); ``until_idle`` returns once the queue
+        holds nothing this executor could run and its own jobs have ended."""
+        self.start()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        try:
+            while not self._stop.is_set():
+                active = self.run_once()
+                if until_idle and active == 0 and not self._queued_runnable():
+                    break
+                self._stop.wait(self.poll)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+
+class LocalWorker(_PollingExecutor):
     """Runs queued jobs on this machine, each in its own process.
 
     At most one job per GPU (``CUDA_VISIBLE_DEVICES`` set to that GPU) and ``max_cpu_jobs`` on
@@ -1034,23 +1071,6 @@ class LocalWorker:
             ).fetchone()
         return row is not None
 
-    def run_forever(self, until_idle: bool = False) -> None:
-        """Loop until ``stop()`` (or SIGTERM/Ctrl-C); ``until_idle`` returns once the queue is
-        empty and this worker's jobs have ended."""
-        self.start()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        try:
-            while not self._stop.is_set():
-                active = self.run_once()
-                if until_idle and active == 0 and not self._queued_runnable():
-                    break
-                self._stop.wait(self.poll)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
-
 
 def ensure_worker(ws: Workspace, wait: float = 15.0) -> bool:
     """Start a detached local worker for ``ws`` unless one is alive; True if one was started.
@@ -1132,7 +1152,7 @@ def _import_ray() -> Any:
     return ray
 
 
-class RayExecutor:
+class RayExecutor(_PollingExecutor):
     """Sends queued jobs to a Ray cluster as tasks running :func:`run_job`.
 
     Artifacts travel through a SHARED FILESYSTEM, not Ray's object store: each task opens the
@@ -1239,20 +1259,9 @@ class RayExecutor:
         _touch_pending(self.ws, [j for j, _, _ in self.in_flight.values()])
         return len(self.in_flight)
 
-    def run_forever(self, until_idle: bool = False) -> None:
-        self.start()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        try:
-            while not self._stop.is_set():
-                active = self.run_once()
-                if until_idle and active == 0 and not list_jobs(self.ws, states=("queued",)):
-                    break
-                self._stop.wait(self.poll)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
+    def _queued_runnable(self) -> bool:
+        """Any queued job: Ray places GPU jobs on whichever node has a GPU."""
+        return bool(list_jobs(self.ws, states=("queued",)))
 
     def stop(self) -> None:
         self._stop.set()
