@@ -13,6 +13,7 @@ machine is shared and noisy):
 
     python bench/subspaces.py                   # results in bench/results/subspaces.{json,md}
     python bench/subspaces.py --rows 20000 --out /tmp/sub   # a quick look
+    python bench/subspaces.py --rows 1600000 --repeat 1 --name subspaces_1m6   # issue 7 scale
 """
 
 from __future__ import annotations
@@ -177,9 +178,9 @@ def page_figures(n: int, repeat: int) -> dict[str, Any]:
         }
 
 
-def write(results: dict[str, Any], out: Path) -> None:
+def write(results: dict[str, Any], out: Path, name: str = "subspaces") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "subspaces.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     m, c, p = results["machine"], results["core"], results["page"]
     lines = [
         "# Subspaces page speed",
@@ -215,7 +216,7 @@ def write(results: dict[str, Any], out: Path) -> None:
         "browser's drawing.",
         "",
     ]
-    (out / "subspaces.md").write_text("\n".join(lines))
+    (out / f"{name}.md").write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -223,14 +224,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rows", type=int, default=100_000, help="points (default 100,000)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--name", default="subspaces", help="file stem of the results")
     args = ap.parse_args(argv)
     results = {
         "machine": machine_info(),
         "core": core_figures(args.rows, args.repeat),
         "page": page_figures(args.rows, args.repeat),
     }
-    write(results, args.out)
-    print((args.out / "subspaces.md").read_text())
+    write(results, args.out, args.name)
+    print((args.out / f"{args.name}.md").read_text())
     return results
 
 
