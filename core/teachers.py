@@ -175,7 +175,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """The precision an embedding pass runs at on ``device``: ``"float32"`` or ``"bf16"``.
+    """The precision a teacher pass (embedding, fine-tuning) runs at on ``device``:
+    ``"float32"`` or ``"bf16"``.
 
     ``auto`` is bf16 wherever the hardware multiplies bf16 natively (CUDA with bf16 support,
     CPUs with AVX512-BF16/AMX: 2.5-4x faster, cosine > 0.9999 to float32) and float32
@@ -230,7 +231,7 @@ def _fast_encoder(tokenizer: Any, max_length: int, multiple_of: int | None) -> A
 
 
 class _BatchEncoder:
-    """Turns a list of texts into padded int64 tensors (pinned when the target is CUDA)."""
+    """Turns a list of texts into padded int64 tensors (pinned with ``pin``, for CUDA copies)."""
 
     def __init__(self, tokenizer: Any, max_length: int, device: torch.device, pin: bool) -> None:
         self.tokenizer, self.max_length, self.pin = tokenizer, max_length, pin
