@@ -201,6 +201,7 @@ if ss.get("data_teacher_kind") not in kinds:
     ss["data_teacher_kind"] = committed_t.kind
 ss.setdefault("data_teacher_mode", committed_t.mode)
 ss.setdefault("data_teacher_path", committed_t.path or "")
+ss.setdefault("data_teacher_precision", committed_t.precision)
 
 with right:
     st.subheader("Teacher")
@@ -230,6 +231,20 @@ with right:
                 "arrays: a .npz with H_<split>, Z_<split>, W, b (or .parquet with a sidecar).",
             ).strip()
             or None
+        )
+    if kind in ("minilm", "hf"):
+        from core.teachers import pick_device, resolve_precision
+
+        here = resolve_precision("auto", pick_device())
+        fields["precision"] = st.radio(
+            "Precision",
+            ["auto", "float32", "bf16"],
+            key="data_teacher_precision",
+            horizontal=True,
+            format_func=lambda p: f"auto ({here} here)" if p == "auto" else p,
+            help="auto: bf16 where the hardware has it natively (GPUs; CPUs with AVX512-BF16 "
+            "or AMX: 2-3x faster, cosine > 0.9999 to float32), float32 elsewhere. float32: "
+            "the same embeddings on every machine. Each precision is cached separately.",
         )
     if kind == "hf":
         fields["trust_remote_code"] = st.checkbox(
@@ -314,12 +329,16 @@ if got is None:
     )
     st.stop()
 out, key = got
-acc_cols = st.columns(len(out.Z) + 2)
+acc_cols = st.columns(len(out.Z) + 2 + ("precision" in out.meta))
 for i, split in enumerate(out.Z):
     z = np.asarray(out.Z[split])
     acc = float((z.argmax(1) == ds.splits[split].y).mean())
     acc_cols[i].metric(f"Teacher accuracy ({split})", f"{100 * acc:.1f}%")
 acc_cols[len(out.Z)].metric("Embedding dim d", out.dim)
 acc_cols[len(out.Z) + 1].metric("Teacher", str(out.meta.get("kind", app_state.teacher_spec().kind)))
+if "precision" in out.meta:
+    acc_cols[len(out.Z) + 2].metric(
+        "Precision", str(out.meta["precision"]), help="What the embedding pass ran at."
+    )
 st.caption(f"Cached in the workspace under key `{key[:12]}`. Next: explore the **Embedding map**.")
 st.page_link("pages/2_map.py", label="Open the Embedding map", icon=":material/arrow_forward:")

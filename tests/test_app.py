@@ -74,6 +74,24 @@ def test_data_page_default_demo_and_switch_to_digits(at: AppTest):
     assert _metric(at, "Input") == ("features" if other == "digits-bin" else "text")
 
 
+def test_data_page_precision_choice_reaches_the_teacher_spec(at: AppTest):
+    _open(at, "1_data.py")
+    if at.session_state["teacher_spec"]["kind"] != "minilm":
+        pytest.skip("the default teacher is not MiniLM here")
+    from core.teachers import pick_device, resolve_precision
+
+    here = resolve_precision("auto", pick_device())
+    radio = at.radio(key="data_teacher_precision")
+    assert radio.value == "auto"
+    assert radio.options == [f"auto ({here} here)", "float32", "bf16"]
+
+    # The metric says what the cached embeddings ran at: "auto" resolved on this machine.
+    assert _metric(at, "Precision") == here
+    radio.set_value("float32").run()
+    assert not at.exception
+    assert at.session_state["teacher_spec"]["precision"] == "float32"
+
+
 def test_map_colour_by_changes_trace_count(at: AppTest):
     _open(at, "2_map.py")
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
