@@ -445,6 +445,12 @@ PARAM_HELP: dict[str, str] = {
     "gate_hidden": "Hidden units of the gating network.",
     "gate_lr": "Learning rate of the gating network (its own optimiser).",
     "dual_lr": "Step size of the dual variable that enforces the budget.",
+    "variant": "kl: KL between each teacher head's attention rows and the mix of student "
+    "heads (the paper's best); l2: distance between L2-normalised flattened maps.",
+    "teacher_layer": "Teacher layer whose attention maps are matched (-1 = the last).",
+    "student_layer": "Student layer that matches them (-1 = the last).",
+    "max_cache_mb": "Memory allowed for the teacher's attention maps of the training rows "
+    "(float16); lower student max_length or the training rows if they do not fit.",
 }
 
 

@@ -192,16 +192,32 @@ class DiSKSpec(_Strict):
     dual_lr: float = Field(0.5, gt=0)
 
 
+class AMADSpec(_Strict):
+    """AMAD (Zhao et al. 2024): each teacher attention head of ``teacher_layer`` is matched by
+    a softmax(cosine)-weighted mix of the student's heads of ``student_layer`` (``variant``
+    kl, the paper's best, or l2, METHODS.md's formula), plus ``kd_weight`` times KD. Needs a
+    transformer student and a minilm (frozen) or hf teacher; the teacher's maps of the
+    training rows are computed once and kept in memory, at most ``max_cache_mb``."""
+
+    weight: float = Field(1.0, ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    variant: Literal["kl", "l2"] = "kl"
+    teacher_layer: int = -1
+    student_layer: int = -1
+    max_cache_mb: int = Field(2048, gt=0)
+
+
 Objective = Literal[
-    "hard", "kd", "lelp", "fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk"
-]
+    "hard", "kd", "lelp", "fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt",
+    "disk", "amad",
+]  # fmt: skip
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 class TrainSpec(_Strict):
     """Objective and optimisation. ``objective``: hard, kd, lelp (subclass targets from the
     ``subclasses`` section, whatever its method), or one of the other seed methods (fitnet,
-    sea, compress, reaugkd, subclass-distill, dwt, disk; see core/methods.py), whose own
+    sea, compress, reaugkd, subclass-distill, dwt, disk, amad; see core/methods.py), whose own
     parameters live in the sub-section of the same name (``train.compress.queue_size``)."""
 
     objective: Objective = "lelp"
@@ -221,6 +237,7 @@ class TrainSpec(_Strict):
     subclass_distill: SubclassDistillSpec = Field(default_factory=SubclassDistillSpec)
     dwt: DWTSpec = Field(default_factory=DWTSpec)
     disk: DiSKSpec = Field(default_factory=DiSKSpec)
+    amad: AMADSpec = Field(default_factory=AMADSpec)
 
 
 class RunConfig(_Strict):

@@ -313,6 +313,48 @@ def retrieval_mix(
     return p.clamp_min(1e-12).log()
 
 
+def attention_alignment(
+    teacher_maps: Tensor, student_maps: Tensor, mask: Tensor, variant: str = "kl"
+) -> Tensor:
+    """AMAD attention-map alignment (Zhao et al., AAAI 2024; the formulas of
+    ../shared/METHODS.md) for a student with fewer attention heads than its teacher.
+
+    Each teacher head's map ``t_i`` (flattened over the real query-key pairs) is matched by a
+    mix of the student's heads ``s_j`` with weights ``a_ij = softmax_j(cos(t_i, s_j))``:
+
+    - ``l2`` (METHODS.md's formula): ``sum_i || t_i/|t_i| - sum_j a_ij s_j/|s_j| ||^2``;
+    - ``kl`` (the paper's best): ``KL(t_i[r] || sum_j a_ij s_j[r])`` per real query row r,
+      averaged over rows, summed over teacher heads. The mix of row-stochastic maps is one, so
+      this compares attention distributions directly (clamped at 1e-8 where dropout zeroed
+      every head).
+
+    Averaged over the batch. Zero when every head of both models draws the same map.
+
+    Parameters: ``teacher_maps`` (B, H_t, L, L), ``student_maps`` (B, H_s, L, L) attention
+    probabilities of one layer each; ``mask`` (B, L) 1 for real tokens, 0 for padding.
+    """
+    if variant not in ("kl", "l2"):
+        raise ValueError(f"attention_alignment: variant must be 'kl' or 'l2'; got {variant!r}")
+    t, s = teacher_maps.float(), student_maps.float()
+    if t.shape[0] != s.shape[0] or t.shape[2:] != s.shape[2:]:
+        raise ValueError(
+            f"attention_alignment: teacher maps {tuple(t.shape)} and student maps "
+            f"{tuple(s.shape)} must share batch and (L, L)"
+        )
+    m = mask.float()
+    pairs = (m[:, :, None] * m[:, None, :]).unsqueeze(1)  # (B, 1, L, L): real query-key pairs
+    t, s = t * pairs, s * pairs
+    t_flat, s_flat = t.flatten(2), s.flatten(2)  # (B, H, L*L)
+    t_hat, s_hat = F.normalize(t_flat, dim=-1), F.normalize(s_flat, dim=-1)
+    a = F.softmax(t_hat @ s_hat.transpose(1, 2), dim=-1)  # (B, H_t, H_s)
+    if variant == "l2":
+        return ((t_hat - a @ s_hat) ** 2).sum(dim=(1, 2)).mean()
+    mix = (a @ s_flat).view_as(t)  # (B, H_t, L, L), rows sum to 1 on real rows
+    kl = (t * (t.clamp_min(1e-8).log() - mix.clamp_min(1e-8).log())).sum(-1)  # (B, H_t, L)
+    rows = m.sum(-1).clamp_min(1.0)  # real query rows per example
+    return ((kl * m.unsqueeze(1)).sum(-1) / rows.unsqueeze(1)).sum(1).mean()
+
+
 LOSSES: dict[str, Callable[..., Tensor]] = {"hard": hard, "kd": kd, "lelp": lelp}
 
 

@@ -98,6 +98,16 @@ METHOD_DOCS: dict[str, str] = {
         "alone. Kag, Fedorov, Gangrade, Whatmough & Saligrama, 'Scaffolding a Student to "
         "Instill Knowledge', ICLR 2023."
     ),
+    "amad": (
+        "Attention map alignment (AMAD), for a transformer student with fewer attention heads "
+        "than its teacher: each teacher head's attention map of one layer is matched by a mix "
+        "of the student's heads, weighted by a softmax over their cosine similarities, "
+        "a_ij = softmax_j(cos(t_i, s_j)); the loss compares t_i with sum_j a_ij s_j (KL between "
+        "attention rows, the paper's best, or the L2 distance of normalised maps), plus KD for "
+        "the head. Needs student kind 'transformer' and a MiniLM (frozen) or local checkpoint "
+        "teacher; the teacher's maps of the training set are computed once. Zhao et al., "
+        "'Attention Map Alignment Distillation' (AMAD), AAAI 2024."
+    ),
 }
 
 
@@ -935,6 +945,112 @@ class DiSK(Method):
         }
 
 
+def _layer_index(layer: int, n_layers: int, name: str) -> int:
+    """A Python-style layer index (-1 = last) checked against ``n_layers``."""
+    if not -n_layers <= layer < n_layers:
+        raise ValueError(
+            f"amad: train.amad.{name}={layer} but the model has {n_layers} layers; use "
+            f"0..{n_layers - 1} or -1 for the last"
+        )
+    return layer % n_layers
+
+
+class AMAD(Method):
+    """AMAD (Zhao et al. 2024): ``weight * attention_alignment(T, S) + KD terms``.
+
+    T: the teacher's attention maps of ``teacher_layer`` for every training row, computed
+    once by ``set_teacher_attention`` on the student's own token ids (text students use the
+    teacher's tokenizer) and kept as float16, at most ``max_cache_mb``. S: the student's maps
+    of ``student_layer``, caught by a forward hook on that layer's self-attention during the
+    training forward; ``init_student`` switches the student to eager attention (the only kind
+    that returns maps) and turns off attention dropout in that layer, so its maps are
+    distributions (our choice). The loss covers real tokens only; batches cut to a narrower
+    width than the cached maps take their top-left corner (padding attends nowhere).
+    """
+
+    name = "amad"
+
+    def fit(self, teacher: TeacherData, emb_dim: int) -> AMAD:
+        super().fit(teacher, emb_dim)
+        self._require_class_signal(self.spec.amad.kd_weight, "amad")
+        self.register_buffer("t_att", torch.zeros(0), persistent=False)
+        self.register_buffer("t_mask", torch.zeros(0), persistent=False)
+        self._captured: Tensor | None = None
+        self._n = len(teacher.y)
+        return self
+
+    @torch.no_grad()
+    def set_teacher_attention(
+        self, encoder: nn.Module, inputs: Mapping[str, Tensor], batch_size: int = 64
+    ) -> None:
+        """Run ``encoder`` (a transformers model) over the training ``inputs`` once and keep
+        the attention maps of ``teacher_layer`` (float16, CPU until ``.to(device)``)."""
+        p = self.spec.amad
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        n, L = ids.shape
+        if n != self._n:
+            raise ValueError(f"amad: {n} input rows but the teacher data has {self._n}")
+        cfg = encoder.config
+        heads, n_layers = int(cfg.num_attention_heads), int(cfg.num_hidden_layers)
+        layer = _layer_index(p.teacher_layer, n_layers, "teacher_layer")
+        mb = n * heads * L * L * 2 / 2**20
+        if mb > p.max_cache_mb:
+            raise ValueError(
+                f"amad: the teacher's attention maps ({n:,} rows x {heads} heads x {L} x {L}, "
+                f"float16) need {mb:,.0f} MB, over train.amad.max_cache_mb={p.max_cache_mb}; "
+                "lower student.max_length or dataset.max_train, or raise max_cache_mb"
+            )
+        encoder.set_attn_implementation("eager")  # sdpa returns no maps
+        encoder.eval()
+        device = next(encoder.parameters()).device
+        maps = torch.empty((n, heads, L, L), dtype=torch.float16)
+        for i in range(0, n, batch_size):
+            sl = slice(i, i + batch_size)
+            res = encoder(
+                input_ids=ids[sl].to(device), attention_mask=mask[sl].to(device),
+                output_attentions=True,
+            )  # fmt: skip
+            maps[sl] = res.attentions[layer].to(torch.float16).cpu()
+        self.t_att, self.t_mask = maps, mask.to(torch.float32).clone()
+        self.info_ = {"amad_teacher_heads": heads, "amad_teacher_layer": layer}
+
+    def init_student(self, student: nn.Module) -> None:
+        from core.students import unwrap
+
+        bert = getattr(unwrap(student), "bert", None)
+        if bert is None:
+            raise ValueError(
+                "amad aligns attention maps: it needs student.kind 'transformer' (this student "
+                f"is {type(unwrap(student)).__name__})"
+            )
+        p = self.spec.amad
+        layers = bert.encoder.layer
+        attn = layers[_layer_index(p.student_layer, len(layers), "student_layer")].attention.self
+        bert.set_attn_implementation("eager")
+        attn.dropout.p = 0.0
+
+        def catch(_m: nn.Module, _inputs: Any, output: Any) -> None:
+            self._captured = output[1]
+
+        attn.register_forward_hook(catch)
+        self.info_ |= {"amad_student_heads": int(bert.config.num_attention_heads)}
+
+    def loss(
+        self, out: Tensor, emb: Tensor | None, idx: Tensor, y: Tensor, progress: float
+    ) -> Tensor:
+        p = self.spec.amad
+        s = self._captured
+        if s is None or self.t_att.numel() == 0:
+            raise RuntimeError(
+                "amad: call set_teacher_attention and init_student before training (core."
+                "methods.fit_for_run does both)"
+            )
+        w = s.shape[-1]
+        t = self.t_att[idx, :, :w, :w]
+        align = losses.attention_alignment(t, s, self.t_mask[idx, :w], p.variant)
+        return p.weight * align + self._kd_terms(out, idx, y, p.kd_weight)
+
+
 @torch.no_grad()
 def predict_embeddings(
     student: nn.Module, inputs: dict[str, Tensor], batch_size: int = 512
@@ -991,6 +1107,7 @@ METHODS: dict[str, type[Method]] = {
     "subclass-distill": SubclassDistill,
     "dwt": DWT,
     "disk": DiSK,
+    "amad": AMAD,
 }
 
 
@@ -1008,12 +1125,15 @@ def make_method(spec: TrainSpec) -> Method:
 
 
 def fit_for_run(
-    method: Method, cfg: Any, dataset: Any, out: Any, eval_split: str, student: nn.Module
-) -> Method:
+    method: Method, cfg: Any, dataset: Any, out: Any, eval_split: str, student: nn.Module,
+    train_inputs: Mapping[str, Tensor] | None = None, teacher_model: nn.Module | None = None,
+) -> Method:  # fmt: skip
     """Fit ``method`` for one pipeline run and prepare its freshly built ``student``.
 
     ``cfg``: the ``RunConfig``; ``dataset``/``out``: the ``Dataset`` and ``TeacherOutputs``.
-    The embedding width is the student head's input width. DWT with ``remap`` rebuilds the
+    The embedding width is the student head's input width. AMAD gets the teacher's attention
+    maps over ``train_inputs`` (``teacher_model``, or the teacher's encoder loaded here). DWT
+    with ``remap`` rebuilds the
     digits-mlp teacher's layers (``digits_teacher_layers``); other teachers cannot be
     remapped yet and get a ConfigError-style ValueError naming the fix.
     """
@@ -1045,6 +1165,23 @@ def fit_for_run(
             teacher.H,
         )
         method.set_teacher_layers(layers)
+    if isinstance(method, AMAD):
+        if cfg.teacher.kind not in ("minilm", "hf") or (
+            cfg.teacher.kind == "minilm" and cfg.teacher.mode != "frozen"
+        ):
+            raise ValueError(
+                "amad needs the teacher's attention maps: use teacher.kind minilm (mode frozen) "
+                "or hf; a fine-tuned MiniLM's encoder is not kept by pipeline runs"
+            )
+        if train_inputs is None or "input_ids" not in train_inputs:
+            raise ValueError("amad needs a text dataset (token ids for teacher and student)")
+        from core.teachers import load_teacher_encoder, pick_device
+
+        if teacher_model is None:
+            teacher_model = load_teacher_encoder(cfg.teacher)
+        dev = cfg.train.device
+        teacher_model.to(pick_device() if dev == "auto" else torch.device(dev))
+        method.set_teacher_attention(teacher_model, train_inputs)
     method.init_student(student)
     return method
 

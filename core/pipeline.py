@@ -323,7 +323,9 @@ def train_student(
         teacher_model=prep.teacher_model,
     )
     if method is not None:
-        methods.fit_for_run(method, cfg, dataset, out, ev, student)
+        methods.fit_for_run(
+            method, cfg, dataset, out, ev, student, prep.train_inputs, prep.teacher_model
+        )
     data = TrainData(
         train_inputs=prep.train_inputs,
         y=torch.as_tensor(train_split.y, dtype=torch.long),

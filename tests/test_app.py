@@ -405,7 +405,7 @@ def test_compare_reaugkd_search_picks_the_example(compare_both):
 
 
 @pytest.mark.parametrize(
-    "objective", ["fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk"]
+    "objective", ["fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk", "amad"]
 )
 def test_param_fields_cover_every_field_with_bounds_and_help(objective: str):
     from core import app_state

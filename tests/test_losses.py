@@ -353,3 +353,64 @@ def test_retrieval_mix(C: int) -> None:
     hand = 0.3 * (w.unsqueeze(-1) * nb).sum(1) + 0.7 * log_s.exp()
     assert torch.allclose(mixed, hand, atol=1e-6)
     assert torch.allclose(mixed.sum(-1), torch.ones(3), atol=1e-5)
+
+
+# ---- AMAD attention-map alignment ----
+
+
+def _maps(*rows: list[list[float]]) -> torch.Tensor:
+    """(1, H, L, L) from H square maps."""
+    return torch.tensor([list(rows)], dtype=torch.float32)
+
+
+EYE = [[1.0, 0.0], [0.0, 1.0]]
+FLAT = [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_attention_alignment_l2_golden() -> None:
+    """One student head: a_i1 = 1, so the loss is sum_i |t_i/|t_i| - s/|s||^2. With s = t_1
+    that is |t_2^ - t_1^|^2 = 2 - 2 cos(t_1, t_2) = 2 - 2/sqrt(2)."""
+    got = losses.attention_alignment(_maps(EYE, FLAT), _maps(EYE), torch.ones(1, 2), "l2")
+    assert float(got) == pytest.approx(2 - math.sqrt(2), rel=1e-6)
+
+
+def test_attention_alignment_kl_golden() -> None:
+    """KL per attention row, mean over rows, sum over teacher heads:
+    KL(eye || s) = log(4/3); KL(flat || s) = 0.5 log(2/3) + 0.5 log 2."""
+    s = [[0.75, 0.25], [0.25, 0.75]]
+    got = losses.attention_alignment(_maps(EYE, FLAT), _maps(s), torch.ones(1, 2), "kl")
+    want = math.log(4 / 3) + 0.5 * math.log(2 / 3) + 0.5 * math.log(2)
+    assert float(got) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["kl", "l2"])
+def test_attention_alignment_zero_when_every_head_draws_the_same_map(variant: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    m = torch.softmax(torch.randn(3, 1, 5, 5, generator=g), dim=-1)
+    t, s = m.expand(3, 6, 5, 5), m.expand(3, 2, 5, 5)  # 6 teacher heads, 2 student heads
+    got = losses.attention_alignment(t, s, torch.ones(3, 5), variant)
+    assert float(got) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["kl", "l2"])
+def test_attention_alignment_ignores_padding_and_grad_flows(variant: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    t = torch.softmax(torch.randn(2, 4, 3, 3, generator=g), dim=-1)
+    logits = torch.randn(2, 2, 3, 3, generator=g, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    base = losses.attention_alignment(t, torch.softmax(logits, -1), mask, variant)
+    base.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    # Anything in the first example's padded row and column changes nothing.
+    t2, s2 = t.clone(), torch.softmax(logits.detach(), -1).clone()
+    t2[0, :, 2, :] = t2[0, :, :, 2] = 0.77
+    s2[0, :, 2, :] = s2[0, :, :, 2] = 0.11
+    again = losses.attention_alignment(t2, s2, mask, variant)
+    assert float(again) == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_attention_alignment_names_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="variant must be 'kl' or 'l2'"):
+        losses.attention_alignment(_maps(EYE), _maps(EYE), torch.ones(1, 2), "cos")
+    with pytest.raises(ValueError, match=r"must share batch and \(L, L\)"):
+        losses.attention_alignment(_maps(EYE), torch.ones(1, 1, 3, 3), torch.ones(1, 2))

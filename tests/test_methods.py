@@ -42,9 +42,9 @@ def test_every_method_is_configurable_and_documented() -> None:
     assert set(Mth.METHODS) == set(OBJECTIVES) - {"hard", "kd", "lelp"}
     assert set(Mth.METHOD_DOCS) == set(Mth.METHODS)
     for name, doc in Mth.METHOD_DOCS.items():
-        assert len(doc) > 200 and any(str(y) in doc for y in range(2015, 2024)), name
+        assert len(doc) > 200 and any(str(y) in doc for y in range(2015, 2025)), name
     assert isinstance(Mth.make_method(_spec("disk")), Mth.DiSK)
-    with pytest.raises(ValueError, match="valid names are: compress, disk, dwt"):
+    with pytest.raises(ValueError, match="valid names are: amad, compress, disk, dwt"):
         Mth.make_method(_spec("kd"))
 
 
@@ -595,3 +595,103 @@ def test_resume_into_another_methods_setup_is_refused(tmp_path: Any) -> None:
             continue
         with pytest.raises(ValueError, match="does not fit this student and compress method"):
             train(MLPStudent(8, 4, 2), data, cfg, method=method.fit(td, emb_dim=4))
+
+
+# ---- AMAD: attention maps of a teacher with more heads ----
+
+
+def _tiny_bert(heads: int, layers: int = 2, hidden: int = 16) -> nn.Module:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=heads, intermediate_size=2 * hidden)  # fmt: skip
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+def _token_inputs(n: int = 12, L: int = 6) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 50, (n, L), generator=g)
+    lengths = torch.randint(2, L + 1, (n,), generator=g)
+    mask = (torch.arange(L) < lengths[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def _amad(*extra: str, n: int = 12) -> Mth.AMAD:
+    td = _teacher(n=n, d=8)
+    return Mth.make_method(_spec("amad", *extra)).fit(td, emb_dim=8)
+
+
+def test_amad_caches_the_teachers_maps_of_the_chosen_layer() -> None:
+    teacher, inputs = _tiny_bert(heads=4), _token_inputs()
+    m = _amad("train.amad.teacher_layer=0")
+    m.set_teacher_attention(teacher, inputs, batch_size=5)
+    assert m.t_att.shape == (12, 4, 6, 6) and m.t_att.dtype == torch.float16
+    with torch.no_grad():
+        want = teacher(**inputs, output_attentions=True).attentions[0]
+    torch.testing.assert_close(m.t_att.float(), want, atol=1e-3, rtol=1e-3)
+    real = inputs["attention_mask"].bool()
+    rows = m.t_att.float().sum(-1)  # real query rows are distributions over real keys
+    assert torch.allclose(rows.permute(0, 2, 1)[real], torch.ones(1), atol=2e-3)
+    assert m.info()["amad_teacher_heads"] == 4
+
+
+def test_amad_student_loss_uses_its_own_attention_and_trains_it() -> None:
+    from core.students import TransformerStudent
+
+    teacher, inputs = _tiny_bert(heads=4), _token_inputs()
+    m = _amad()
+    m.set_teacher_attention(teacher, inputs)
+    student = TransformerStudent(50, 2, hidden=8, layers=1, heads=2, max_length=6)
+    m.init_student(student)
+    assert student.bert.encoder.layer[0].attention.self.dropout.p == 0.0
+    idx = torch.arange(4)
+    batch = {k: v[idx, :5] for k, v in inputs.items()}  # a batch cut narrower than the cache
+    emb = student.embed(batch)
+    loss = m.loss(student.head(emb), emb, idx, torch.as_tensor(m.t_logits[idx].argmax(1)), 0.0)
+    loss.backward()
+    q = student.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.isfinite(loss) and q.grad is not None and q.grad.abs().sum() > 0
+    assert m.info()["amad_student_heads"] == 2
+
+
+@pytest.mark.parametrize(
+    "extra, call, match",
+    [
+        ((), "mlp", "needs student.kind 'transformer'"),
+        (("train.amad.max_cache_mb=1",), "big", "need 4 MB, over train.amad.max_cache_mb=1"),
+        (("train.amad.teacher_layer=5",), "cache", "teacher_layer=5 but the model has 2 layers"),
+        (("train.amad.kd_weight=0",), "fit", "nothing trains the student's head"),
+    ],
+)
+def test_amad_bad_setups_are_named(extra: tuple[str, ...], call: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        m = _amad(*extra, n=300 if call == "big" else 12)
+        if call == "mlp":
+            m.init_student(MLPStudent(8, 8, 2))
+        elif call in ("cache", "big"):
+            L = 40 if call == "big" else 6
+            m.set_teacher_attention(_tiny_bert(heads=4), _token_inputs(n=m._n, L=L))
+
+
+def test_run_distill_amad_on_the_text_demo(workspace: Any) -> None:
+    """End to end: MiniLM (12 heads) teaches a 2-head transformer student through
+    core.pipeline; the alignment term falls over training and the student learns the task."""
+    from core import pipeline
+
+    cfg = load_config(
+        None,
+        [
+            "dataset.source=text-demo", "dataset.max_train=300", "teacher.kind=minilm",
+            "student.kind=transformer", "student.embed_dim=32", "student.heads=2",
+            "student.layers=1", "student.max_length=32", "train.epochs=4", "train.lr=3e-3",
+            "train.objective=amad", "train.batch_size=32", "train.device=cpu",
+        ],
+    )  # fmt: skip
+    rec = pipeline.run_distill(cfg, workspace)
+    info = rec["metrics"]["method"]
+    assert info["amad_teacher_heads"] == 12 and info["amad_student_heads"] == 2
+    assert info["amad_teacher_layer"] == 5  # -1: MiniLM's last layer
+    history = rec["metrics"]["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert rec["metrics"]["student"]["accuracy"] > 60
