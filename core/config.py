@@ -196,7 +196,7 @@ class AMADSpec(_Strict):
     """AMAD (Zhao et al. 2024): each teacher attention head of ``teacher_layer`` is matched by
     a softmax(cosine)-weighted mix of the student's heads of ``student_layer`` (``variant``
     kl, the paper's best, or l2, METHODS.md's formula), plus ``kd_weight`` times KD. Needs a
-    transformer student and a minilm (frozen) or hf teacher; the teacher's maps of the
+    transformer student and a minilm or hf teacher; the teacher's maps of the
     training rows are computed once and kept in memory, at most ``max_cache_mb``."""
 
     weight: float = Field(1.0, ge=0)

@@ -104,7 +104,7 @@ METHOD_DOCS: dict[str, str] = {
         "of the student's heads, weighted by a softmax over their cosine similarities, "
         "a_ij = softmax_j(cos(t_i, s_j)); the loss compares t_i with sum_j a_ij s_j (KL between "
         "attention rows, the paper's best, or the L2 distance of normalised maps), plus KD for "
-        "the head. Needs student kind 'transformer' and a MiniLM (frozen) or local checkpoint "
+        "the head. Needs student kind 'transformer' and a MiniLM or local checkpoint "
         "teacher; the teacher's maps of the training set are computed once. Zhao et al., "
         "'Attention Map Alignment Distillation' (AMAD), AAAI 2024."
     ),
@@ -1127,12 +1127,14 @@ def make_method(spec: TrainSpec) -> Method:
 def fit_for_run(
     method: Method, cfg: Any, dataset: Any, out: Any, eval_split: str, student: nn.Module,
     train_inputs: Mapping[str, Tensor] | None = None, teacher_model: nn.Module | None = None,
+    encoder_dir: str | None = None,
 ) -> Method:  # fmt: skip
     """Fit ``method`` for one pipeline run and prepare its freshly built ``student``.
 
     ``cfg``: the ``RunConfig``; ``dataset``/``out``: the ``Dataset`` and ``TeacherOutputs``.
     The embedding width is the student head's input width. AMAD gets the teacher's attention
-    maps over ``train_inputs`` (``teacher_model``, or the teacher's encoder loaded here). DWT
+    maps over ``train_inputs`` (``teacher_model``, or the teacher's encoder loaded here, from
+    ``encoder_dir`` for a fine-tuned MiniLM). DWT
     with ``remap`` rebuilds the
     digits-mlp teacher's layers (``digits_teacher_layers``); other teachers cannot be
     remapped yet and get a ConfigError-style ValueError naming the fix.
@@ -1166,19 +1168,17 @@ def fit_for_run(
         )
         method.set_teacher_layers(layers)
     if isinstance(method, AMAD):
-        if cfg.teacher.kind not in ("minilm", "hf") or (
-            cfg.teacher.kind == "minilm" and cfg.teacher.mode != "frozen"
-        ):
+        if cfg.teacher.kind not in ("minilm", "hf"):
             raise ValueError(
-                "amad needs the teacher's attention maps: use teacher.kind minilm (mode frozen) "
-                "or hf; a fine-tuned MiniLM's encoder is not kept by pipeline runs"
+                "amad needs the teacher's attention maps: use teacher.kind minilm or hf "
+                f"(got {cfg.teacher.kind})"
             )
         if train_inputs is None or "input_ids" not in train_inputs:
             raise ValueError("amad needs a text dataset (token ids for teacher and student)")
         from core.teachers import load_teacher_encoder, pick_device
 
         if teacher_model is None:
-            teacher_model = load_teacher_encoder(cfg.teacher)
+            teacher_model = load_teacher_encoder(cfg.teacher, encoder_dir)
         dev = cfg.train.device
         teacher_model.to(pick_device() if dev == "auto" else torch.device(dev))
         method.set_teacher_attention(teacher_model, train_inputs)

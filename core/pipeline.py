@@ -7,6 +7,7 @@ job runner all call :func:`run_distill`, so a setting found by eye runs identica
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def get_teacher_outputs(
     """Teacher outputs from the workspace cache, computing and storing them on a miss.
 
     Returns ``(outputs, cache_key, cache_hit)``; the key is (dataset fingerprint, teacher
-    fingerprint, pooling), so a second request for the same pair never recomputes.
+    fingerprint, pooling), so a second request for the same pair never recomputes. A
+    fine-tuned MiniLM's encoder is kept in ``ws.encoder_dir(key)`` (``Prepared.encoder_dir``).
     """
     from core.teachers import compute_teacher_outputs, teacher_fingerprint
 
@@ -54,7 +56,14 @@ def get_teacher_outputs(
     cached = ws.load_teacher_outputs(key)
     if cached is not None:
         return cached, key, True
-    out = compute_teacher_outputs(dataset, spec, progress=progress)
+    keep = spec.kind == "minilm" and spec.mode == "finetune"
+    tmp = ws.encoder_dir(key).with_name(f"{key}.tmp") if keep else None
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written one from a killed run
+    out = compute_teacher_outputs(dataset, spec, progress=progress, encoder_dir=tmp)
+    if tmp is not None:  # whole or not at all: renamed only once fully written
+        shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)
+        os.replace(tmp, ws.encoder_dir(key))
     ws.save_teacher_outputs(key, out, dataset_fp=dfp, teacher_fp=tfp, pooling=pooling)
     stored = ws.load_teacher_outputs(key)
     assert stored is not None
@@ -144,6 +153,8 @@ class Prepared:
     in_dim: int | None = None
     vocab_size: int | None = None
     teacher_model: Any = None
+    #: A fine-tuned MiniLM teacher's saved encoder (None: the teacher loads without one).
+    encoder_dir: str | None = None
     manual: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -180,6 +191,9 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
     timings["teacher_s"] = time.perf_counter() - t
     ev = _eval_split(dataset)
     train_split, eval_split = dataset.splits["train"], dataset.splits[ev]
+    t_spec = cfg.teacher
+    finetuned = t_spec.kind == "minilm" and t_spec.mode == "finetune"
+    encoder_dir = str(ws.encoder_dir(teacher_key)) if finetuned else None
 
     # Student inputs: the teacher's tokenizer for text, raw features otherwise.
     t = time.perf_counter()
@@ -198,7 +212,7 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
             )
         vocab_size = len(tokenizer)
         if cfg.student.kind == "transformer" and cfg.student.init == "teacher":
-            teacher_model = load_teacher_encoder(cfg.teacher)
+            teacher_model = load_teacher_encoder(cfg.teacher, encoder_dir)
     else:
         if cfg.student.kind != "mlp":
             raise ConfigError(
@@ -223,6 +237,7 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
         in_dim=in_dim,
         vocab_size=vocab_size,
         teacher_model=teacher_model,
+        encoder_dir=encoder_dir,
         manual=(
             manual_assignment(ws, dataset, cfg.subclasses.manual_groups)
             if cfg.subclasses.method == "manual"
@@ -324,8 +339,9 @@ def train_student(
     )
     if method is not None:
         methods.fit_for_run(
-            method, cfg, dataset, out, ev, student, prep.train_inputs, prep.teacher_model
-        )
+            method, cfg, dataset, out, ev, student, prep.train_inputs, prep.teacher_model,
+            prep.encoder_dir,
+        )  # fmt: skip
     data = TrainData(
         train_inputs=prep.train_inputs,
         y=torch.as_tensor(train_split.y, dtype=torch.long),

@@ -223,6 +223,11 @@ class Workspace:
     def teacher_key(dataset_fp: str, teacher_fp: str, pooling: str) -> str:
         return hash_arrays("teacher-outputs", dataset_fp, teacher_fp, pooling)
 
+    def encoder_dir(self, key: str) -> Path:
+        """Where a fine-tuned teacher's encoder is kept next to its outputs ``key``, for
+        students initialised from it and for AMAD's attention maps."""
+        return self.root / "encoders" / safe_name(key)
+
     def save_teacher_outputs(
         self,
         key: str,

@@ -140,3 +140,34 @@ def test_manual_groups_from_the_workspace_train_a_student(workspace: Workspace) 
     )
     with pytest.raises(ConfigError, match="no saved group named \\['nope'\\]"):
         pipeline.run_distill(bad, workspace)
+
+
+def test_finetuned_teacher_encoder_is_kept_and_used_for_student_init(
+    workspace: Workspace,
+) -> None:
+    """A fine-tuned MiniLM's encoder is saved whole beside its outputs, and a student
+    initialised from the teacher starts from it, not from the pretrained MiniLM."""
+    import torch
+
+    from core.teachers import _load_minilm
+
+    cfg = load_config(
+        None,
+        [
+            "dataset.source=text-demo", "dataset.max_train=40", "teacher.mode=finetune",
+            "teacher.epochs=1", "teacher.batch_size=16", "teacher.max_length=32",
+            "teacher.lr=1e-3", "student.kind=transformer", "student.init=teacher",
+            "student.layers=1", "student.max_length=32",
+        ],
+    )  # fmt: skip
+    prep = pipeline.prepare(cfg, workspace)
+    folder = workspace.encoder_dir(prep.teacher_key)
+    assert prep.encoder_dir == str(folder) and (folder / "model.safetensors").is_file()
+    assert not list(folder.parent.glob("*.tmp"))
+    name = "encoder.layer.0.attention.self.query.weight"
+    used = dict(prep.teacher_model.named_parameters())[name]
+    pretrained = dict(_load_minilm()[0].named_parameters())[name]
+    assert not torch.allclose(used, pretrained)  # the fine-tuned weights, not MiniLM's own
+    again = pipeline.prepare(cfg, workspace)  # a cache hit reuses the kept encoder
+    assert again.cache_hit
+    torch.testing.assert_close(dict(again.teacher_model.named_parameters())[name], used)
