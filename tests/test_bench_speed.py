@@ -1,0 +1,57 @@
+"""bench/speed.py at toy sizes: every section runs and the report carries what issue 7 asks
+for (naive and tuned side by side with their ratio, the feed, LELP at scale, the goals)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import speed  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("speed")
+    cache = tmp_path_factory.mktemp("speed_cache")
+    args = [
+        "--out", str(out), "--cache", str(cache), "--cpu-texts", "48", "--cpu-naive-texts",
+        "16", "--feed-texts", "64", "--feed-workers", "2", "--lelp-rows", "4000",
+        "--lelp-dim", "16", "--student-rows", "512", "--encode-texts", "64",
+    ]  # fmt: skip
+    assert speed.main(args) == 0
+    return json.loads((out / "speed.json").read_text()), (out / "speed.md").read_text()
+
+
+def test_extraction_reports_naive_and_tuned_side_by_side(toy: tuple[dict, str]) -> None:
+    r, md = toy
+    cpu = r["extraction"]["cpu"]
+    assert cpu["naive"]["n"] == 16 and cpu["tuned"]["n"] == 48
+    for name in ("tuned", "model_only"):
+        assert cpu[name]["ratio_to_naive"] == pytest.approx(
+            cpu[name]["per_s"] / cpu["naive"]["per_s"], abs=0.01
+        )
+        assert cpu[name]["precision"] in ("float32", "bf16")
+    assert cpu["tuned"]["min_cosine_to_naive"] > 0.999  # same rows, same order
+    assert "| naive | float32 | 16 |" in md and "## Goals" in md
+    assert any(g.startswith("CPU tuned (") for g in r["goals"])
+
+
+def test_feed_lelp_and_student_sections(toy: tuple[dict, str]) -> None:
+    r, md = toy
+    assert r["feed"]["threads"]["per_s"] > 0 and r["feed"]["processes"]["per_s"] > 0
+    assert "## Input feed alone" in md
+    lp = r["lelp"]
+    assert lp["rows"] == 4000 and "error" not in lp["tuned"] and "error" not in lp["naive"]
+    assert lp["tuned"]["targets_checksum"] == pytest.approx(1000.0)  # target rows sum to 1
+    assert lp["tuned"]["ari_sample_rows"] == 4000 and "## LELP on 4,000 x 16" in md
+    assert r["student"]["encode"]["identical_ids"] is True
+    assert r["student"]["cpu"]["new"]["loss"] == pytest.approx(r["student"]["cpu"]["old"]["loss"])
+    assert r["machine"]["cpu"] and r["machine"]["date"]
