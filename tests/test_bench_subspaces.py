@@ -1,0 +1,31 @@
+"""bench/subspaces.py at toy size: both levels run, agree with the naive answer (the bench
+asserts that itself), and the report names the sizes it ran at."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import subspaces  # noqa: E402
+
+
+def test_toy_run_writes_named_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench sets both for its AppTest; monkeypatch restores them afterwards.
+    monkeypatch.delenv("LELP_WORKSPACE", raising=False)
+    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
+    res = subspaces.main(["--rows", "3000", "--repeat", "1", "--out", str(tmp_path),
+                          "--name", "toy"])  # fmt: skip
+    assert res["core"]["points"] == 3000 and res["page"]["train_points"] == 3000
+    for k in ("S_change_s", "beta_change_s"):
+        c = res["core"][k]
+        assert c["ratio"] == pytest.approx(c["naive"] / c["tuned"])
+    assert res["page"]["table_rows_after_changes"] > 0
+    md = (tmp_path / "toy.md").read_text()
+    assert "3,000 points" in md and "3,000 training points" in md
+    assert (tmp_path / "toy.json").is_file()
