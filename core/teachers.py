@@ -264,28 +264,54 @@ class _BatchEncoder:
         return tensors
 
 
+def _token_lengths(tokenizer: Any, texts: Sequence[str], max_length: int) -> np.ndarray:
+    """Exact token counts (special tokens included, truncated at ``max_length``): one pass of
+    the Rust tokenizer without padding, in chunks so its encodings never pile up."""
+    n, chunk = len(texts), 65_536
+    out = np.empty(n, dtype=np.int64)
+    if getattr(tokenizer, "is_fast", False):
+        enc = _fast_encoder(tokenizer, max_length, None)
+        enc.no_padding()
+        encode = getattr(enc, "encode_batch_fast", enc.encode_batch)
+        for i in range(0, n, chunk):
+            part = encode(list(texts[i : i + chunk]), add_special_tokens=True)
+            out[i : i + len(part)] = [len(e) for e in part]
+        return out
+    for i in range(0, n, chunk):
+        ids = tokenizer(list(texts[i : i + chunk]), truncation=True, max_length=max_length)
+        out[i : i + chunk] = [len(x) for x in ids["input_ids"]]
+    return out
+
+
 def _plan_batches(
     tokenizer: Any, texts: Sequence[str], max_length: int, min_rows: int, device: torch.device,
     token_budget: int | None,
 ) -> tuple[np.ndarray, list[int]]:  # fmt: skip
-    """Order rows longest first (by characters) and cut it into token-budgeted batches.
+    """Order rows longest first and cut them into token-budgeted batches.
 
-    Sorting by characters needs no tokenisation, so the tokenizer runs once, inside the
-    pipeline; a batch is then padded only to its own longest text (dynamic padding). Tokens
-    per character are estimated on a sample (90th percentile), which sizes batches of long
-    texts small and batches of short texts large.
+    A batch is padded only to its own longest text (dynamic padding), so the order decides
+    the padding. On CPU, where the model is ~20x slower than the tokenizer, rows are sorted
+    by their exact token counts (one extra tokenizer pass, about 2% of the model's time):
+    sorting by characters left 33% padding on SST-2, exact lengths 3%. On CUDA the tokenizer
+    is the bottleneck, so rows are sorted by characters (no extra pass) and token counts are
+    estimated from a sample (90th percentile of tokens per character).
     """
     n = len(texts)
-    chars = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-    order = np.argsort(-chars, kind="stable")
-    sample = order[np.linspace(0, n - 1, num=min(n, 256)).astype(np.int64)]
-    lens = [len(ids) for ids in tokenizer([texts[i] for i in sample])["input_ids"]]
-    special = int(tokenizer.num_special_tokens_to_add())
-    body = (np.asarray(lens) - special) / np.maximum(chars[sample], 1)
-    ratio = float(np.quantile(body, 0.9))
     budget = token_budget or _TOKEN_BUDGET.get(device.type, _TOKEN_BUDGET["cpu"])
     cap = max(min_rows, _MAX_ROWS.get(device.type, _MAX_ROWS["cpu"]))
-    est = np.minimum(max_length, np.ceil(chars[order] * ratio).astype(np.int64) + special)
+    if device.type != "cuda":
+        lengths = _token_lengths(tokenizer, texts, max_length)
+        order = np.argsort(-lengths, kind="stable")
+        est = lengths[order]
+    else:
+        chars = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        order = np.argsort(-chars, kind="stable")
+        sample = order[np.linspace(0, n - 1, num=min(n, 256)).astype(np.int64)]
+        lens = [len(ids) for ids in tokenizer([texts[i] for i in sample])["input_ids"]]
+        special = int(tokenizer.num_special_tokens_to_add())
+        body = (np.asarray(lens) - special) / np.maximum(chars[sample], 1)
+        ratio = float(np.quantile(body, 0.9))
+        est = np.minimum(max_length, np.ceil(chars[order] * ratio).astype(np.int64) + special)
     bounds, start = [0], 0
     while start < n:
         rows = int(np.clip(budget // max(1, int(est[start])), min_rows, cap))
@@ -340,8 +366,9 @@ def extract(
     The tokenizer, padding and host-to-device copies limit throughput, not the model (issue 7:
     on an H100 MiniLM runs ~200k sentences/s on ready batches), so the tuned path (default):
 
-    - orders texts longest first by characters and cuts token-budgeted batches, each padded
-      only to its own longest text (``batch_size`` is the minimum rows per batch);
+    - orders texts longest first (by exact token counts on CPU, by characters on CUDA) and
+      cuts token-budgeted batches, each padded only to its own longest text (``batch_size``
+      is the minimum rows per batch);
     - tokenises batches ahead while the model runs: in ``workers`` threads on CPU, and on
       CUDA (``processes``, default there with 4+ cores) in forked ``DataLoader`` worker
       processes, so the feed is not bound by one GIL; batches land in pinned memory and are

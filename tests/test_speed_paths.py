@@ -134,16 +134,32 @@ def test_tuned_keeps_order_exactly(minilm, processes):
     np.testing.assert_array_equal(lengths[:, 0], expected)
 
 
-def test_batches_cover_rows_once_longest_first(minilm):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_batches_cover_rows_once_longest_first(minilm, device):
+    """CPU plans sort by exact token counts and respect the budget exactly; CUDA plans sort
+    by characters (no extra tokenizer pass). The plan needs no GPU to be made."""
     _, tok = minilm
     texts = _varied_texts(50, seed=1)
-    order, bounds = teachers._plan_batches(tok, texts, 64, 4, teachers.torch.device("cpu"), 120)
+    order, bounds = teachers._plan_batches(tok, texts, 64, 4, teachers.torch.device(device), 120)
     np.testing.assert_array_equal(np.sort(order), np.arange(50))
-    chars = np.array([len(texts[i]) for i in order])
-    assert (np.diff(chars) <= 0).all()
+    tokens = np.array(
+        [len(tok(texts[i], truncation=True, max_length=64)["input_ids"]) for i in order]
+    )
+    key = tokens if device == "cpu" else np.array([len(texts[i]) for i in order])
+    assert (np.diff(key) <= 0).all()
     sizes = np.diff(bounds)
     assert bounds[0] == 0 and bounds[-1] == 50 and (sizes[:-1] >= 4).all()
     assert sizes.max() > sizes[0]  # short texts get bigger batches under the token budget
+    if device == "cpu":  # rows x longest row <= budget, unless min_rows forces more
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            assert (b - a) * tokens[a] <= 120 or b - a == 4
+
+
+def test_exact_token_lengths_match_the_tokenizer(minilm):
+    _, tok = minilm
+    texts = _varied_texts(40, seed=4)
+    want = [len(tok(t, truncation=True, max_length=16)["input_ids"]) for t in texts]
+    np.testing.assert_array_equal(teachers._token_lengths(tok, texts, 16), want)
 
 
 def test_writes_into_float16_memmap(minilm, naive_rows, tmp_path):
