@@ -53,7 +53,13 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except user_errors() as err:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            from tqdm import tqdm
+
+            # tqdm.write puts the line below any open progress bar, never glued to it.
+            msg = f"error: {err}"
+            if sys.stderr.isatty():
+                msg = typer.style(msg, fg=typer.colors.RED)
+            tqdm.write(msg, file=sys.stderr)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -172,15 +178,15 @@ def distill(
         cfg = config_from_dict(data, f"spec {spec}")
     else:
         cfg = _load(config, set_)
-    bar = tqdm(total=None, desc="distill", unit="step", file=sys.stderr)
+    with tqdm(total=None, desc="distill", unit="step", file=sys.stderr) as bar:
 
-    def on_step(info: dict[str, Any]) -> None:
-        bar.total = info.get("total_steps", bar.total)
-        bar.n = info.get("step", bar.n)
-        bar.set_postfix(epoch=info.get("epoch"), loss=f"{info.get('loss', float('nan')):.4f}")
+        def on_step(info: dict[str, Any]) -> None:
+            bar.total = info.get("total_steps", bar.total)
+            bar.n = info.get("step", bar.n)
+            loss = f"{info.get('loss', float('nan')):.4f}"
+            bar.set_postfix(epoch=info.get("epoch"), loss=loss)
 
-    rec = run_distill(cfg, ws, on_step, progress=_tqdm_progress())
-    bar.close()
+        rec = run_distill(cfg, ws, on_step, progress=_tqdm_progress())
     s, t = rec["metrics"]["student"], rec["metrics"]["teacher"]
     typer.echo(f"run {rec['run_id']}  ({rec['metrics']['wall_s']:.1f} s)")
     typer.echo(f"  teacher  accuracy {t['accuracy']:6.2f}%")

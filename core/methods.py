@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import losses
-from core.config import TrainSpec
+from core.config import ConfigError, TrainSpec
 
 METHOD_DOCS: dict[str, str] = {
     "fitnet": (
@@ -280,7 +280,7 @@ class Method(nn.Module):
 
     def _require_class_signal(self, kd_weight: float, section: str) -> None:
         if kd_weight == 0 and self.spec.alpha == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: with train.{section}.kd_weight=0 and train.alpha=0 nothing trains "
                 f"the student's head; set train.alpha > 0 (hard labels) or "
                 f"train.{section}.kd_weight > 0"
@@ -365,7 +365,7 @@ class SEA(Method):
         rows = sample_rows(H, p.sample_size, p.sampling, self.spec.seed)
         limit = min(len(rows), H.shape[1])
         if emb_dim > limit:
-            raise ValueError(
+            raise ConfigError(
                 f"sea: the student embedding has {emb_dim} dims but PCA on {len(rows)} rows of a "
                 f"{H.shape[1]}-d teacher gives at most {limit}; lower student.hidden or raise "
                 "train.sea.sample_size"
@@ -750,7 +750,7 @@ class DWT(Method):
             return
         layers = getattr(self, "teacher_layers_", None)
         if layers is None:
-            raise ValueError(
+            raise ConfigError(
                 "dwt: train.dwt.remap=true needs the teacher's layers (set_teacher_layers); "
                 "only teacher.kind=digits-mlp with student.kind=mlp supports remapping"
             )
@@ -841,7 +841,7 @@ def digits_teacher_layers(
 def _copy_block(lin: nn.Linear, w: Tensor, b: Tensor) -> None:
     o, i = w.shape
     if o > lin.out_features or i > lin.in_features:
-        raise ValueError(
+        raise ConfigError(
             f"remap_mlp: teacher layer {tuple(w.shape)} does not fit student layer "
             f"{(lin.out_features, lin.in_features)}; the student must be at least as wide"
         )
@@ -948,7 +948,7 @@ class DiSK(Method):
 def _layer_index(layer: int, n_layers: int, name: str) -> int:
     """A Python-style layer index (-1 = last) checked against ``n_layers``."""
     if not -n_layers <= layer < n_layers:
-        raise ValueError(
+        raise ConfigError(
             f"amad: train.amad.{name}={layer} but the model has {n_layers} layers; use "
             f"0..{n_layers - 1} or -1 for the last"
         )
@@ -995,7 +995,7 @@ class AMAD(Method):
         layer = _layer_index(p.teacher_layer, n_layers, "teacher_layer")
         mb = n * heads * L * L * 2 / 2**20
         if mb > p.max_cache_mb:
-            raise ValueError(
+            raise ConfigError(
                 f"amad: the teacher's attention maps ({n:,} rows x {heads} heads x {L} x {L}, "
                 f"float16) need {mb:,.0f} MB, over train.amad.max_cache_mb={p.max_cache_mb}; "
                 "lower student.max_length or dataset.max_train, or raise max_cache_mb"
@@ -1019,7 +1019,7 @@ class AMAD(Method):
 
         bert = getattr(unwrap(student), "bert", None)
         if bert is None:
-            raise ValueError(
+            raise ConfigError(
                 "amad aligns attention maps: it needs student.kind 'transformer' (this student "
                 f"is {type(unwrap(student)).__name__})"
             )
@@ -1124,6 +1124,23 @@ def make_method(spec: TrainSpec) -> Method:
     return cls(spec)
 
 
+def check_run(cfg: Any) -> None:
+    """Refuse, before any work, a run whose objective cannot work with its teacher or student
+    (called by the Distill page before queueing and by ``fit_for_run``)."""
+    if cfg.train.objective != "amad":
+        return
+    if cfg.student.kind != "transformer":
+        raise ConfigError(
+            "amad aligns attention maps: it needs student.kind 'transformer' (got "
+            f"{cfg.student.kind!r})"
+        )
+    if cfg.teacher.kind not in ("minilm", "hf"):
+        raise ConfigError(
+            "amad needs the teacher's attention maps: use teacher.kind minilm or hf "
+            f"(got {cfg.teacher.kind})"
+        )
+
+
 def fit_for_run(
     method: Method, cfg: Any, dataset: Any, out: Any, eval_split: str, student: nn.Module,
     train_inputs: Mapping[str, Tensor] | None = None, teacher_model: nn.Module | None = None,
@@ -1137,7 +1154,7 @@ def fit_for_run(
     ``encoder_dir`` for a fine-tuned MiniLM). DWT
     with ``remap`` rebuilds the
     digits-mlp teacher's layers (``digits_teacher_layers``); other teachers cannot be
-    remapped yet and get a ConfigError-style ValueError naming the fix.
+    remapped yet and get a ConfigError naming the fix.
     """
     from core.students import unwrap
 
@@ -1153,7 +1170,7 @@ def fit_for_run(
     method.fit(teacher, emb_dim=int(unwrap(student).head.in_features))
     if isinstance(method, DWT) and cfg.train.dwt.remap:
         if cfg.teacher.kind != "digits-mlp" or cfg.student.kind != "mlp":
-            raise ValueError(
+            raise ConfigError(
                 "train.dwt.remap=true is implemented for teacher.kind=digits-mlp with "
                 f"student.kind=mlp (got {cfg.teacher.kind} / {cfg.student.kind}); for a "
                 "transformer student use student.init=teacher, or set train.dwt.remap=false"
@@ -1168,13 +1185,9 @@ def fit_for_run(
         )
         method.set_teacher_layers(layers)
     if isinstance(method, AMAD):
-        if cfg.teacher.kind not in ("minilm", "hf"):
-            raise ValueError(
-                "amad needs the teacher's attention maps: use teacher.kind minilm or hf "
-                f"(got {cfg.teacher.kind})"
-            )
+        check_run(cfg)
         if train_inputs is None or "input_ids" not in train_inputs:
-            raise ValueError("amad needs a text dataset (token ids for teacher and student)")
+            raise ConfigError("amad needs a text dataset (token ids for teacher and student)")
         from core.teachers import load_teacher_encoder, pick_device
 
         if teacher_model is None:

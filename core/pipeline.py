@@ -419,8 +419,10 @@ def run_distill(
     scores on the evaluation split, training history, wall time) and ``artifacts`` (student
     folder, stored logits).
     """
+    from core import methods
     from core.students import save_student
 
+    methods.check_run(cfg)  # before any work: a run that cannot work is refused first
     t0 = time.perf_counter()
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     prep = prepare(cfg, ws, progress)

@@ -22,7 +22,7 @@ from core.config import (
     TrainSpec,
     config_from_dict,
 )
-from core.methods import METHOD_DOCS
+from core.methods import METHOD_DOCS, check_run
 
 app_state.init_session()
 ss = st.session_state
@@ -222,7 +222,9 @@ def _configs() -> list[RunConfig]:
         if obj == "lelp":
             sc = bcfg.subclasses
             label += f" S={sc.n_subclasses} beta={sc.beta}"
-        out.append(bcfg.model_copy(update={"student": student, "train": train, "name": label}))
+        cfg = bcfg.model_copy(update={"student": student, "train": train, "name": label})
+        check_run(cfg)
+        out.append(cfg)
     return out
 
 

@@ -253,6 +253,21 @@ def test_distill_queues_fitnet_with_its_parameters(at_digits: AppTest, app_ws: P
     assert cfg.dataset.source == "digits-bin" and cfg.student.kind == "mlp"
 
 
+def test_distill_refuses_amad_for_an_mlp_student_before_queueing(at_digits: AppTest, app_ws: Path):
+    """A combination that cannot run is named on the page; nothing is queued."""
+    from core import jobs
+    from core.store import Workspace
+
+    before = len(jobs.list_jobs(Workspace(app_ws)))
+    _open(at_digits, "4_distill.py")
+    at_digits.multiselect(key="distill_objectives").set_value(["amad"]).run()
+    assert at_digits.number_input(key="distill_amad_max_cache_mb").value == 2048
+    at_digits.button(key="distill_queue").click().run()
+    assert not at_digits.exception
+    assert any("needs student.kind 'transformer'" in e.value for e in at_digits.error)
+    assert len(jobs.list_jobs(Workspace(app_ws))) == before
+
+
 def test_distill_queues_a_run_on_the_manual_groups(at_digits: AppTest, app_ws: Path):
     from core import jobs
     from core.config import RunConfig

@@ -204,6 +204,11 @@ def _corrupt_weights_folder(d: Path) -> Path:
     return folder
 
 
+DIGITS_SET = [
+    "--set", "dataset.source=digits-bin", "--set", "teacher.kind=digits-mlp", "--set",
+    "student.kind=mlp", "--set", "train.epochs=1",
+]  # fmt: skip
+
 # Each case: (id, CLI args from a tmp folder, regex the error line must match: problem + fix).
 CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     (
@@ -360,6 +365,24 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         "YAML not UTF-8",
         lambda d: ["distill", str(_write(d / "b.yaml", b"name: caf\xe9\n"))],
         r"b\.yaml: not valid UTF-8 \(byte 0xe9 at offset 9\); re-save the file as UTF-8",
+    ),
+    (
+        "method the student cannot run",
+        lambda _d: ["distill", *DIGITS_SET, "--set", "train.objective=amad"],
+        r"amad aligns attention maps: it needs student\.kind 'transformer' \(got 'mlp'\)",
+    ),
+    (
+        "method with nothing to train the head",
+        lambda _d: [
+            "distill",
+            *DIGITS_SET,
+            "--set",
+            "train.objective=fitnet",
+            "--set",
+            "train.fitnet.kd_weight=0",
+        ],  # fmt: skip
+        r"fitnet: with train\.fitnet\.kd_weight=0 and train\.alpha=0 nothing trains the "
+        r"student's head; set train\.alpha > 0",
     ),
     (
         "missing saved spec",
