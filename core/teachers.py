@@ -307,7 +307,8 @@ def _plan_batches(
         chars = np.fromiter(map(len, texts), dtype=np.int64, count=n)
         order = np.argsort(-chars, kind="stable")
         sample = order[np.linspace(0, n - 1, num=min(n, 256)).astype(np.int64)]
-        lens = [len(ids) for ids in tokenizer([texts[i] for i in sample])["input_ids"]]
+        picked = [texts[i] for i in sample]  # untruncated: a long text has its true ratio
+        lens = [len(ids) for ids in tokenizer(picked, verbose=False)["input_ids"]]
         special = int(tokenizer.num_special_tokens_to_add())
         body = (np.asarray(lens) - special) / np.maximum(chars[sample], 1)
         ratio = float(np.quantile(body, 0.9))
