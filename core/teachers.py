@@ -285,7 +285,7 @@ def _token_lengths(tokenizer: Any, texts: Sequence[str], max_length: int) -> np.
 
 def _plan_batches(
     tokenizer: Any, texts: Sequence[str], max_length: int, min_rows: int, device: torch.device,
-    token_budget: int | None,
+    token_budget: int | None, exact: bool | None = None,
 ) -> tuple[np.ndarray, list[int]]:  # fmt: skip
     """Order rows longest first and cut them into token-budgeted batches.
 
@@ -294,12 +294,13 @@ def _plan_batches(
     by their exact token counts (one extra tokenizer pass, about 2% of the model's time):
     sorting by characters left 33% padding on SST-2, exact lengths 3%. On CUDA the tokenizer
     is the bottleneck, so rows are sorted by characters (no extra pass) and token counts are
-    estimated from a sample (90th percentile of tokens per character).
+    estimated from a sample (90th percentile of tokens per character). ``exact`` overrides
+    the choice (None: exact except on CUDA).
     """
     n = len(texts)
     budget = token_budget or _TOKEN_BUDGET.get(device.type, _TOKEN_BUDGET["cpu"])
     cap = max(min_rows, _MAX_ROWS.get(device.type, _MAX_ROWS["cpu"]))
-    if device.type != "cuda":
+    if exact if exact is not None else device.type != "cuda":
         lengths = _token_lengths(tokenizer, texts, max_length)
         order = np.argsort(-lengths, kind="stable")
         est = lengths[order]
@@ -361,15 +362,16 @@ def extract(
     workers: int | None = None,
     precision: str = "auto",
     processes: bool | None = None,
+    exact_lengths: bool | None = None,
 ) -> Outputs:
     """Run ``model_fn`` over ``texts`` in batches and return its outputs, one row per text.
 
     The tokenizer, padding and host-to-device copies limit throughput, not the model (issue 7:
     on an H100 MiniLM runs ~200k sentences/s on ready batches), so the tuned path (default):
 
-    - orders texts longest first (by exact token counts on CPU, by characters on CUDA) and
-      cuts token-budgeted batches, each padded only to its own longest text (``batch_size``
-      is the minimum rows per batch);
+    - orders texts longest first (by exact token counts on CPU, by characters on CUDA;
+      ``exact_lengths`` overrides) and cuts token-budgeted batches, each padded only to its
+      own longest text (``batch_size`` is the minimum rows per batch);
     - tokenises batches ahead while the model runs: in ``workers`` threads on CPU, and on
       CUDA (``processes``, default there with 4+ cores) in forked ``DataLoader`` worker
       processes, so the feed is not bound by one GIL; batches land in pinned memory and are
@@ -398,7 +400,7 @@ def extract(
             )
         return _extract_tuned(
             model_fn, tokenizer, texts, max_length, batch_size, device, out, rep,
-            token_budget, workers, precision, processes,
+            token_budget, workers, precision, processes, exact_lengths,
         )  # fmt: skip
     finally:
         rep.close()
@@ -537,10 +539,12 @@ def _use_processes(device: torch.device, processes: bool | None) -> bool:
 def _extract_tuned(
     model_fn: ModelFn, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int,
     device: torch.device, out: Any, rep: _Reporter, token_budget: int | None,
-    workers: int | None, precision: str, processes: bool | None,
+    workers: int | None, precision: str, processes: bool | None, exact_lengths: bool | None,
 ) -> Outputs:  # fmt: skip
     cuda = device.type == "cuda"
-    order, bounds = _plan_batches(tokenizer, texts, max_length, batch_size, device, token_budget)
+    order, bounds = _plan_batches(
+        tokenizer, texts, max_length, batch_size, device, token_budget, exact_lengths
+    )
     plan = [order[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
     text_arr = np.asarray(texts, dtype=object)  # gathers a batch's texts without a loop
     source: _ThreadBatches | _ProcessBatches
