@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
@@ -222,16 +223,20 @@ def contingency_heatmap(
     *,
     assign_title: str = "pseudo-subclass",
     latent_title: str = "latent value",
+    assign_names: Sequence[str] | None = None,
 ) -> go.Figure:
-    """Counts of (pseudo-subclass, latent value) pairs as a heat map."""
-    a = np.asarray(assign).astype(str)
-    v = np.array([truncate(x, 40) for x in latent], dtype=object).astype(str)
-    rows = sorted(set(a.tolist()), key=_natural_key)
-    cols = sorted(set(v.tolist()), key=_natural_key)
-    ri = {r: i for i, r in enumerate(rows)}
-    ci = {c: i for i, c in enumerate(cols)}
-    counts = np.zeros((len(rows), len(cols)), dtype=np.int64)
-    np.add.at(counts, ([ri[x] for x in a], [ci[x] for x in v]), 1)
+    """Counts of (pseudo-subclass, latent value) pairs as a heat map.
+
+    ``assign`` holds ids or names; ``assign_names`` (optional) names the ids. Values are
+    factorised first, so only the distinct ones are turned into labels (no per-row Python:
+    the Subspaces page draws this for every training row, 1.6M at the largest).
+    """
+    if assign_names is not None:
+        assign = np.asarray(assign_names, dtype=object)[np.asarray(assign)]
+    rows, ri = _category_index(assign, None)
+    cols, ci = _category_index(latent, 40)
+    flat = np.bincount(ri * len(cols) + ci, minlength=len(rows) * len(cols))
+    counts = flat.reshape(len(rows), len(cols))
     fig = go.Figure(
         go.Heatmap(
             z=counts,
@@ -253,6 +258,17 @@ def contingency_heatmap(
         margin={"l": 10, "r": 10, "t": 20, "b": 10},
     )
     return fig
+
+
+def _category_index(values: Any, n_chars: int | None) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct display labels of ``values`` and each row's index into them; missing
+    values are the label "" and values whose labels coincide (after truncation) merge."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object).ravel())
+    shown = [truncate(u, n_chars or 1_000_000) for u in uniques]
+    labels = sorted(set(shown) | ({""} if (codes < 0).any() else set()), key=_natural_key)
+    where = {lab: i for i, lab in enumerate(labels)}
+    lookup = np.array([where[lab] for lab in shown] + [where.get("", 0)], dtype=np.int64)
+    return labels, lookup[codes]  # code -1 (missing) reads the last entry: ""
 
 
 def target_bars(

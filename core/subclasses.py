@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.linalg
 from scipy.special import entr, log_softmax
 from sklearn.base import BaseEstimator
@@ -1226,7 +1227,9 @@ def recovery_scores(assign: Any, y: Any, latent: Any) -> dict[str, Any]:
     v = np.asarray(latent).ravel()
     if len(v) != len(a):
         raise SubclassError(f"latent has {len(v)} entries but assign has {len(a)}")
-    v = v.astype(str)
+    # Integer codes (missing values: one category, -1): sklearn's scores hash ints far faster
+    # than the strings an object column would become.
+    v = pd.factorize(v.astype(object))[0]
     per: dict[str, dict[str, float | int]] = {}
     for c in np.unique(y):
         rows = y == c

@@ -49,13 +49,19 @@ class Split:
         return int(len(self.y))
 
     def fingerprint(self) -> str:
-        parts: list[object] = [np.asarray(self.y)]
-        if self.texts is not None:
-            parts.append("\n".join(self.texts))
-        if self.features is not None:
-            parts.append(np.asarray(self.features))
-        parts.append({k: np.asarray(v).astype(str) for k, v in self.latent.items()})
-        return hash_arrays(*parts)
+        """Content hash, computed once per object (splits are not changed once built; the
+        app asks on every rerun, and hashing 1.6M texts takes about half a second)."""
+        memo = self.__dict__.get("_fingerprint")
+        if memo is None:
+            parts: list[object] = [np.asarray(self.y)]
+            if self.texts is not None:
+                parts.append("\n".join(self.texts))
+            if self.features is not None:
+                parts.append(np.asarray(self.features))
+            parts.append({k: np.asarray(v).astype(str) for k, v in self.latent.items()})
+            memo = hash_arrays(*parts)
+            object.__setattr__(self, "_fingerprint", memo)  # frozen dataclass: a memo only
+        return memo
 
 
 @dataclass(frozen=True)

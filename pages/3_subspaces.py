@@ -205,10 +205,9 @@ with main:
     from core.maps import stratified_sample
 
     idx = stratified_sample(y, 50_000, 0)
-    color = np.array([sub_names[a] for a in assign], dtype=object)
     fig = plots.embedding_scatter(
         xy[idx],
-        color[idx],
+        np.asarray(sub_names, dtype=object)[assign[idx]],
         hover_text=[texts[i] for i in idx],
         labels=[names[int(v)] for v in ds.splits["train"].y[idx]],
         row_ids=idx,
@@ -332,13 +331,11 @@ if latent_vals is not None:
     for i, (mname, a) in enumerate(methods.items()):
         with heat_cols[i % len(heat_cols)]:
             st.markdown(f"**{mname}** vs {latent_col}")
-            labels_a = np.array(
-                [sub_names[v] if mname == "LELP" else str(v) for v in a], dtype=object
-            )
-            st.plotly_chart(
-                plots.contingency_heatmap(labels_a, latent_vals, latent_title=latent_col),
-                key=f"sub_heat_{i}",
-            )
+            fig = plots.contingency_heatmap(
+                a, latent_vals, latent_title=latent_col,
+                assign_names=sub_names if mname == "LELP" else None,
+            )  # fmt: skip
+            st.plotly_chart(fig, key=f"sub_heat_{i}")
 
 # -- save / export ------------------------------------------------------------------------
 st.divider()

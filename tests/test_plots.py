@@ -122,6 +122,17 @@ def test_contingency_heatmap_counts():
     assert z.sum() == 5
 
 
+def test_contingency_heatmap_names_ids_and_merges_equal_labels():
+    long_a, long_b = "x" * 60 + "a", "x" * 60 + "b"  # the same once cut to 40 characters
+    fig = plots.contingency_heatmap(
+        np.array([1, 0, 1, 1]), np.array([long_a, long_b, np.nan, "y"], dtype=object),
+        assign_names=["neg.0", "pos.0"],
+    )  # fmt: skip
+    assert list(fig.data[0].y) == ["neg.0", "pos.0"]
+    assert list(fig.data[0].x) == ["", "x" * 39 + "…", "y"]
+    assert np.asarray(fig.data[0].z).tolist() == [[0, 1, 0], [1, 1, 1]]
+
+
 def test_target_bars_groups_by_class():
     fig = plots.target_bars(
         np.array([0.1, 0.2, 0.3, 0.15, 0.25]),
