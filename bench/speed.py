@@ -638,6 +638,18 @@ def judge(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _section_into(out: dict[str, Any], key: str, fn: Any, keep_going: bool = False) -> None:
+    """Run one section into ``out[key]`` and print it. ``keep_going`` (the CUDA sections)
+    records an error instead of raising, so a GPU failure keeps the CPU figures."""
+    try:
+        out[key] = fn()
+    except Exception as err:
+        if not keep_going:
+            raise
+        out[key] = {"error": f"{type(err).__name__}: {err}"}
+    print(json.dumps(out[key]), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -687,34 +699,30 @@ def main(argv: list[str] | None = None) -> int:
         if old_json.is_file():  # keep the other sections and the machine they ran on
             r = json.loads(old_json.read_text()) | {"student_machine": r["machine"]}
         args.skip_extraction = args.skip_lelp = args.skip_feed = True
+    cuda = torch.cuda.is_available()
     if not args.skip_student:
-        r["student"] = {"encode": bench_encode(args.encode_texts)}
-        print(json.dumps(r["student"]["encode"]), flush=True)
-        r["student"]["cpu"] = bench_student("cpu", args.student_rows, args.student_batch)
-        print(json.dumps(r["student"]["cpu"]), flush=True)
-        if torch.cuda.is_available():
-            try:
-                r["student"]["cuda"] = bench_student(
-                    "cuda", args.gpu_student_rows, args.gpu_student_batch
-                )
-            except Exception as err:  # record, keep the CPU figures
-                r["student"]["cuda"] = {"error": f"{type(err).__name__}: {err}"}
-            print(json.dumps(r["student"]["cuda"]), flush=True)
+        st = r["student"] = {}
+        _section_into(st, "encode", lambda: bench_encode(args.encode_texts))
+        _section_into(
+            st, "cpu", lambda: bench_student("cpu", args.student_rows, args.student_batch)
+        )
+        if cuda:
+            gpu_student = lambda: bench_student(  # noqa: E731
+                "cuda", args.gpu_student_rows, args.gpu_student_batch
+            )
+            _section_into(st, "cuda", gpu_student, keep_going=True)
     if not args.skip_extraction:
-        r["extraction"] = {}
-        r["extraction"]["cpu"] = bench_extraction("cpu", args.cpu_texts, args.cpu_naive_texts)
-        print(json.dumps(r["extraction"]["cpu"]), flush=True)
-        if torch.cuda.is_available():
-            try:
-                r["extraction"]["cuda"] = bench_extraction(
-                    "cuda", args.gpu_texts, args.gpu_naive_texts
-                )
-            except Exception as err:  # record, keep the CPU figures
-                r["extraction"]["cuda"] = {"error": f"{type(err).__name__}: {err}"}
-            print(json.dumps(r["extraction"]["cuda"]), flush=True)
+        ex = r["extraction"] = {}
+        _section_into(
+            ex, "cpu", lambda: bench_extraction("cpu", args.cpu_texts, args.cpu_naive_texts)
+        )
+        if cuda:
+            gpu_extraction = lambda: bench_extraction(  # noqa: E731
+                "cuda", args.gpu_texts, args.gpu_naive_texts
+            )
+            _section_into(ex, "cuda", gpu_extraction, keep_going=True)
     if not args.skip_feed:
-        r["feed"] = bench_feed(args.feed_texts, args.feed_workers)
-        print(json.dumps(r["feed"]), flush=True)
+        _section_into(r, "feed", lambda: bench_feed(args.feed_texts, args.feed_workers))
     if not args.skip_lelp:
         r["lelp"] = bench_lelp(
             args.cache, args.lelp_rows, args.lelp_dim, args.lelp_s, not args.skip_naive_lelp

@@ -55,3 +55,15 @@ def test_feed_lelp_and_student_sections(toy: tuple[dict, str]) -> None:
     assert r["student"]["encode"]["identical_ids"] is True
     assert r["student"]["cpu"]["new"]["loss"] == pytest.approx(r["student"]["cpu"]["old"]["loss"])
     assert r["machine"]["cpu"] and r["machine"]["date"]
+
+
+def test_a_failing_gpu_section_is_recorded_and_cpu_sections_raise(capsys) -> None:
+    def boom() -> dict:
+        raise RuntimeError("CUDA error: out of memory")
+
+    out: dict[str, Any] = {}
+    speed._section_into(out, "cuda", boom, keep_going=True)
+    assert out["cuda"] == {"error": "RuntimeError: CUDA error: out of memory"}
+    assert "out of memory" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="out of memory"):
+        speed._section_into(out, "cpu", boom)
