@@ -287,25 +287,14 @@ class Method(nn.Module):
             )
 
 
-class FitNet(Method):
-    """FitNet hints (Romero et al. 2015): ``weight * MSE(A h_s, h_t) + KD terms``.
+class _EmbeddingRegression(Method):
+    """FitNet and SEA: ``weight * MSE(map(h_s), target[idx]) + KD terms``; subclasses set the
+    learned ``map`` and the ``target`` buffer in ``fit``, and read ``weight``, ``kd_weight``
+    (and FitNet's ``normalize``) from their own ``train.<name>`` section."""
 
-    A is a learned ``nn.Linear(emb_dim, d_t)`` trained with the student. ``normalize``:
-    compare L2-normalised vectors (our option; METHODS.md "optionally on normalised vectors").
-    """
-
-    name = "fitnet"
     needs_embedding = True
-
-    def fit(self, teacher: TeacherData, emb_dim: int) -> FitNet:
-        super().fit(teacher, emb_dim)
-        p = self.spec.fitnet
-        self._require_class_signal(p.kd_weight, "fitnet")
-        self.register_buffer(
-            "t_emb", torch.as_tensor(np.asarray(teacher.H), dtype=torch.float32), persistent=False
-        )
-        self.map = nn.Linear(emb_dim, int(teacher.H.shape[1]))
-        return self
+    map: nn.Linear
+    target: Tensor
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.map]
@@ -313,9 +302,30 @@ class FitNet(Method):
     def loss(
         self, out: Tensor, emb: Tensor | None, idx: Tensor, y: Tensor, progress: float
     ) -> Tensor:
+        p = getattr(self.spec, self.name)
+        normalize = bool(getattr(p, "normalize", False))
+        reg = losses.embedding_mse(self.map(emb.float()), self.target[idx], normalize)
+        return p.weight * reg + self._kd_terms(out, idx, y, p.kd_weight)
+
+
+class FitNet(_EmbeddingRegression):
+    """FitNet hints (Romero et al. 2015): ``weight * MSE(A h_s, h_t) + KD terms``.
+
+    A is a learned ``nn.Linear(emb_dim, d_t)`` trained with the student. ``normalize``:
+    compare L2-normalised vectors (our option; METHODS.md "optionally on normalised vectors").
+    """
+
+    name = "fitnet"
+
+    def fit(self, teacher: TeacherData, emb_dim: int) -> FitNet:
+        super().fit(teacher, emb_dim)
         p = self.spec.fitnet
-        hint = losses.embedding_mse(self.map(emb.float()), self.t_emb[idx], p.normalize)
-        return p.weight * hint + self._kd_terms(out, idx, y, p.kd_weight)
+        self._require_class_signal(p.kd_weight, "fitnet")
+        self.register_buffer(
+            "target", torch.as_tensor(np.asarray(teacher.H), dtype=torch.float32), persistent=False
+        )
+        self.map = nn.Linear(emb_dim, int(teacher.H.shape[1]))
+        return self
 
 
 def sample_rows(H: np.ndarray, m: int, how: str, random_state: int = 0) -> np.ndarray:
@@ -341,7 +351,7 @@ def sample_rows(H: np.ndarray, m: int, how: str, random_state: int = 0) -> np.nd
     return np.sort(pool[picked])
 
 
-class SEA(Method):
+class SEA(_EmbeddingRegression):
     """SEA (Srivastava et al. 2021): regress the PCA-reduced teacher embedding.
 
     Our choices: PCA (scikit-learn, whose SVD sign flip makes the directions reproducible) with
@@ -353,7 +363,6 @@ class SEA(Method):
     """
 
     name = "sea"
-    needs_embedding = True
 
     def fit(self, teacher: TeacherData, emb_dim: int) -> SEA:
         from sklearn.decomposition import PCA
@@ -381,16 +390,6 @@ class SEA(Method):
             "sea_sampling": p.sampling,
         }
         return self
-
-    def extra_modules(self) -> list[nn.Module]:
-        return [self.map]
-
-    def loss(
-        self, out: Tensor, emb: Tensor | None, idx: Tensor, y: Tensor, progress: float
-    ) -> Tensor:
-        p = self.spec.sea
-        reg = losses.embedding_mse(self.map(emb.float()), self.target[idx])
-        return p.weight * reg + self._kd_terms(out, idx, y, p.kd_weight)
 
 
 class CompRess(Method):
