@@ -79,7 +79,11 @@ DATASETS: dict[str, BenchData] = {
         "took the first 20,000); the query column is not a latent subclass, so no oracle row",
     ),
     "trec": BenchData("trec", "shared:trec", latent="fine_label"),
+    # The AMAD table's quick run (a test): the built-in demo, no shared data needed.
+    "text-demo": BenchData("text-demo", "text-demo", epochs=2, latent="topic", shared=False),
 }
+#: The quality table's datasets (text-demo is only the AMAD table's smoke test).
+QUALITY_DATASETS = tuple(k for k in DATASETS if k != "text-demo")
 
 
 @dataclass
@@ -601,9 +605,13 @@ def _cpu(device: str) -> bool:
 def bench_methods(
     bd: BenchData, args: argparse.Namespace, ws: Any, log: Any, quality: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Every method of issue 6 on one dataset, same teacher, student, data and seeds."""
+    """Every method of issue 6 on one dataset, same teacher, student, data and seeds
+    (``--table amad``: the transformer student and the rows ``amad_settings`` names)."""
     t0 = time.perf_counter()
     base = base_config(bd, args.teacher, args.device)
+    if args.table == "amad":
+        student = base.student.model_copy(update=AMAD_STUDENT)
+        base = base.model_copy(update={"student": student})
     if args.quick:
         base = base.model_copy(update={"train": base.train.model_copy(update={"epochs": 2})})
     prep, teacher = _prepare(base, ws, bd)
@@ -611,7 +619,10 @@ def bench_methods(
     latent = bd.latent if bd.latent in prep.dataset.latent_columns else None
     sizes = latent_sizes(prep, latent)
     lelp = best_lelp_setting(quality, bd.name)
-    settings = method_settings(args.quick, sizes, lelp, bd.text and _cpu(args.device))
+    if args.table == "amad":
+        settings = amad_settings(args.quick, lelp)
+    else:
+        settings = method_settings(args.quick, sizes, lelp, bd.text and _cpu(args.device))
     log(f"{bd.name}: teacher {teacher['accuracy']:.2f}; LELP from {lelp['source']}")
     seeds = list(range(args.seeds))
     fits: dict[str, Any] = {}
@@ -641,6 +652,47 @@ def bench_methods(
             "wall_s": time.perf_counter() - t0,
         },
     }
+
+
+# --------------------------------------------------------------------------- AMAD table
+
+#: AMAD aligns attention maps, so its table uses a small transformer student (2 layers of 4
+#: heads, width 128) instead of the bag-of-embeddings one; every row uses it.
+AMAD_STUDENT = {"kind": "transformer", "embed_dim": 128, "hidden": 128, "layers": 2, "heads": 4}
+AMAD_DATASETS = ("trec", "sst2")
+
+
+def amad_settings(quick: bool, lelp: dict[str, Any]) -> list[Setting]:
+    """Hard labels, KD, LELP and AMAD at two weights, all on the transformer student: does
+    aligning the last layer's attention with the teacher's add to KD, and at what weight?"""
+    S, b, t = lelp["n_subclasses"], lelp["beta"], lelp["tau"]
+    rows = [
+        Setting("hard", "hard", "hard", label="hard labels"),
+        Setting("kd tau=1", "kd", "kd", 1.0, label="KD (tau=1)"),
+        Setting("kd tau=4", "kd", "kd", 4.0, label="KD (tau=4)"),
+        Setting(
+            f"lelp S={S} beta={b:g} tau={t:g}",
+            "lelp",
+            "lelp",
+            t,
+            "lelp",
+            S,
+            b,
+            label=f"LELP (S={S}, beta={b:g}, tau={t:g})",
+        ),  # fmt: skip
+        Setting("amad w=1", "amad", "amad", 4.0, label="AMAD (kl, weight 1, tau=4)"),
+        Setting(
+            "amad w=0.1",
+            "amad",
+            "amad",
+            4.0,
+            train={"amad": {"weight": 0.1}},
+            label="AMAD (kl, weight 0.1, tau=4)",
+        ),  # fmt: skip
+    ]
+    if quick:  # the test's budget: one row of each kind
+        rows = [r for r in rows if r.key in ("hard", "kd tau=4", "amad w=1")]
+    return rows
 
 
 # --------------------------------------------------------------------------- DWT table
@@ -950,6 +1002,12 @@ def render_methods_md(res: dict[str, Any]) -> str:
         "row retrieves itself from the knowledge base).",
         "",
     ]
+    return "\n".join(lines + _dataset_sections(res, ranking=True))
+
+
+def _dataset_sections(res: dict[str, Any], ranking: bool) -> list[str]:
+    """One table per dataset, then (``ranking``) where LELP ranks, then skipped datasets."""
+    lines: list[str] = []
     for name, d in res["datasets"].items():
         t = d["teacher"]
         lines += [
@@ -964,22 +1022,61 @@ def render_methods_md(res: dict[str, Any]) -> str:
             *_table(table_rows(d["rows"]), d),
             "",
         ]
-    lines += ["## Where LELP ranks", ""]
-    lines += [rank_sentence(n, d["ranking"]) for n, d in res["datasets"].items()]
-    lines.append("")
-    lines += [
-        "'One std' is the larger of the two rows' standard deviations over "
-        f"{len(next(iter(res['datasets'].values()))['seeds']) if res['datasets'] else 0} seeds: "
-        "a rough yardstick, not a significance test. LELP's rank is optimistic: its setting is "
-        "the best of 18 grid points picked on the same test split (quality.json), KD's the "
-        "better of 2, while every other method runs at its one recommended setting. Wall "
-        f"times come from a shared {res['machine']['cpu_count']}-core machine with other jobs "
-        "running (the first row of "
-        "each dataset also pays the warm-up): compare them only roughly.",
-        "",
-    ]
+    if ranking:
+        lines += ["## Where LELP ranks", ""]
+        lines += [rank_sentence(n, d["ranking"]) for n, d in res["datasets"].items()]
+        lines.append("")
+        lines += [
+            "'One std' is the larger of the two rows' standard deviations over "
+            f"{len(next(iter(res['datasets'].values()))['seeds']) if res['datasets'] else 0} "
+            "seeds: a rough yardstick, not a significance test. LELP's rank is optimistic: its "
+            "setting is the best of 18 grid points picked on the same test split "
+            "(quality.json), KD's the better of 2, while every other method runs at its one "
+            f"recommended setting. Wall times come from a shared {res['machine']['cpu_count']}"
+            "-core machine with other jobs running (the first row of each dataset also pays "
+            "the warm-up): compare them only roughly.",
+            "",
+        ]
     for name, why in res.get("skipped", {}).items():
         lines.append(f"- {name}: skipped, {why}")
+    return lines
+
+
+def render_amad_md(res: dict[str, Any]) -> str:
+    """The AMAD table: KD, LELP and AMAD on a transformer student, then AMAD vs KD."""
+    s = AMAD_STUDENT
+    lines = [
+        "# AMAD benchmark: attention-map alignment on a transformer student (issue 6, item 8)",
+        "",
+        _machine_line(res),
+        "",
+        f"**Teacher**: the bundled MiniLM-L6 ({res['teacher']}; 12 heads, 6 layers), run on "
+        f"CPU. **Student**: a BERT-style transformer trained from scratch ({s['layers']} layers, "
+        f"{s['heads']} heads, width {s['embed_dim']}, the teacher's tokenizer), Adam 3e-3, "
+        "batch 128, alpha 0; every row uses it. AMAD (Zhao et al. 2024) adds "
+        "`weight * KL(teacher maps || student maps)` between the teacher's last layer and the "
+        "student's last layer (12 heads against 4, real tokens only) to KD at tau 4. LELP: the "
+        "best grid setting of `quality.json` for the dataset (found with the bag student).",
+        "",
+        COLUMNS_NOTE + " KD shows the better of tau 1 and 4 (both are in the JSON).",
+        "",
+    ]
+    lines += _dataset_sections(res, ranking=False)
+    lines += ["## AMAD against KD", ""]
+    for name, d in res["datasets"].items():
+        rows = table_rows(d["rows"])
+        kd = next((r for r in rows if r["family"] == "kd"), None)
+        for r in (r for r in rows if r["family"] == "amad" and kd is not None):
+            diff = r["acc_mean"] - kd["acc_mean"]
+            if len(r["seeds"]) < 2:
+                spread = "one seed: no spread to compare with"
+            else:
+                spread = ("more than" if _beyond_std(r, kd) else "within") + " one std"
+            lines.append(
+                f"- **{name}**: {r['label']} {r['acc_mean']:.2f} ± {r['acc_std']:.2f} vs "
+                f"{kd['label']} {kd['acc_mean']:.2f} ± {kd['acc_std']:.2f}: {diff:+.2f} "
+                f"({spread}); agreement {r['agree_mean'] - kd['agree_mean']:+.2f}."
+            )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -1057,17 +1154,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--table",
-        choices=("quality", "methods", "dwt"),
+        choices=("quality", "methods", "dwt", "amad"),
         default="quality",
         help="quality: hard/KD/LELP grid (issue 3); methods: every method of issue 6 in one "
-        "table per dataset; dwt: DWT's weight schedules and remapping on digits-bin",
+        "table per dataset; dwt: DWT's weight schedules and remapping on digits-bin; amad: "
+        "KD, LELP and AMAD on a transformer student",
     )
     p.add_argument(
         "--datasets",
         default=None,
         help=f"comma-separated subset of {','.join(DATASETS)} (absent shared ones are skipped; "
-        f"default: all for --table quality, {','.join(METHOD_DATASETS)} for methods; dwt runs "
-        "digits-bin only)",
+        f"default: all for --table quality, {','.join(METHOD_DATASETS)} for methods, "
+        f"{','.join(AMAD_DATASETS)} for amad; dwt runs digits-bin only)",
     )
     p.add_argument(
         "--quality-json",
@@ -1103,9 +1201,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.name = args.name or args.table
     if args.datasets is None:
-        args.datasets = ",".join(METHOD_DATASETS if args.table == "methods" else DATASETS)
+        defaults = {"methods": METHOD_DATASETS, "amad": AMAD_DATASETS}
+        args.datasets = ",".join(defaults.get(args.table, QUALITY_DATASETS))
     if args.quick or args.table == "dwt":
-        args.datasets = "digits-bin"
+        args.datasets = "text-demo" if args.table == "amad" else "digits-bin"
     if args.quick:
         args.seeds = 1
     unknown = [d for d in args.datasets.split(",") if d not in DATASETS]
@@ -1156,7 +1255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"{name}: skipped, {why}")
             res["skipped"][name] = why
             continue
-        if args.table == "methods":
+        if args.table in ("methods", "amad"):
             res["datasets"][name] = bench_methods(bd, args, ws, log, quality)
         elif args.table == "dwt":
             res["datasets"][name] = bench_dwt(args, ws, log)
@@ -1178,7 +1277,12 @@ def _total_wall(res: dict[str, Any]) -> float:
     return float(sum(d["timings"]["wall_s"] for d in res["datasets"].values()))
 
 
-RENDER = {"quality": render_md, "methods": render_methods_md, "dwt": render_dwt_md}
+RENDER = {
+    "quality": render_md,
+    "methods": render_methods_md,
+    "dwt": render_dwt_md,
+    "amad": render_amad_md,
+}
 
 
 def write(res: dict[str, Any], out_dir: Path, stem: str) -> None:

@@ -335,3 +335,33 @@ def test_dwt_findings_on_hand_made_rows() -> None:
     assert best["a"] == "dwt linear" and best["diff"] == pytest.approx(2.1)
     remap = f["parameter remapping hurts"]
     assert not remap["same_direction"] and remap["beyond_std"]
+
+
+# --------------------------------------------------------------------------- AMAD table
+
+
+def test_amad_quick_runs_a_transformer_student_on_the_text_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    out = tmp_path_factory.mktemp("bench_amad")
+    ws = tmp_path_factory.mktemp("ws_amad")
+    argv = ["--table", "amad", "--quick", "--out", str(out), "--workspace", str(ws)]
+    res = bq.main([*argv, "--quality-json", str(out / "absent.json")])
+    d = res["datasets"]["text-demo"]
+    assert list(res["datasets"]) == ["text-demo"]  # --quick needs no shared data
+    assert d["config"]["student"]["kind"] == "transformer"
+    assert [r["setting"] for r in d["rows"]] == ["hard", "kd tau=4", "amad w=1"]
+    amad = d["rows"][-1]["method_info"]
+    assert amad["amad_teacher_heads"]["mean"] == 12 and amad["amad_student_heads"]["mean"] == 4
+    md = (out / "amad.md").read_text()
+    assert "| AMAD (kl, weight 1, tau=4) |" in md and "## AMAD against KD" in md
+    assert "one seed: no spread" in md
+
+
+def test_amad_settings_cover_kd_lelp_and_two_weights() -> None:
+    lelp = {"n_subclasses": 8, "beta": 0.5, "tau": 4.0}
+    rows = {r.key: r for r in bq.amad_settings(False, lelp)}
+    assert set(rows) == {"hard", "kd tau=1", "kd tau=4", "lelp S=8 beta=0.5 tau=4", "amad w=1",
+                         "amad w=0.1"}  # fmt: skip
+    spec = rows["amad w=0.1"].train_spec(bq.TrainSpec())
+    assert spec.objective == "amad" and spec.amad.weight == 0.1 and spec.tau == 4.0
