@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -73,6 +74,26 @@ def init_session() -> None:
     ss.setdefault("subclass_spec", SubclassSpec().model_dump(mode="json"))
     ss.setdefault("tau", 1.0)
     ss.setdefault("inspect_row", 0)
+    for key in ss.get(_KEPT, ()):  # see remember()
+        if key in ss:
+            ss[key] = ss[key]
+
+
+_KEPT = "_kept_widget_keys"
+
+
+def remember(key: str, default: Any) -> Any:
+    """``setdefault`` for a widget key whose value must survive a visit to another page.
+
+    Streamlit deletes a widget's value at the end of every run that does not draw it, so a
+    page forgot its settings (epochs, run name, file path, column mapping) as soon as the user
+    opened another page. ``init_session`` re-saves the remembered keys at the top of every
+    page, which Streamlit documents as the way to keep them. Only value widgets may be
+    remembered: buttons, uploads and charts cannot be set through session state.
+    """
+    ss = st.session_state
+    ss.setdefault(_KEPT, set()).add(key)
+    return ss.setdefault(key, default)
 
 
 def dataset_spec() -> DatasetSpec:
@@ -550,7 +571,7 @@ def param_widgets(model: type[BaseModel], prefix: str, *, columns: int = 3) -> d
                     max_value=None if p.high is None else int(p.high),
                     step=1,
                     key=key,
-                    help=p.help,
+                    help=_range_help(p),
                     placeholder="auto" if p.optional else None,
                 )
                 values[p.name] = None if v is None else int(v)
@@ -562,11 +583,46 @@ def param_widgets(model: type[BaseModel], prefix: str, *, columns: int = 3) -> d
                     step=_float_step(p.default),
                     format="%g",
                     key=key,
-                    help=p.help,
+                    help=_range_help(p),
                     placeholder="auto" if p.optional else None,
                 )
                 values[p.name] = None if v is None else float(v)
     return values
+
+
+def run_labels(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Run id -> the name a page shows; a name several runs share gets the id appended.
+
+    Why: tables, legends and the dicts the plots take are keyed by name, so two runs named
+    alike ("text-demo hard" twice) were shown as one row, one curve, one matrix title.
+    """
+    counts = Counter(str(r["name"]) for r in runs)
+    return {
+        r["run_id"]: f"{r['name']}" + (f" ({r['run_id']})" if counts[str(r["name"])] > 1 else "")
+        for r in runs
+    }
+
+
+def subclass_label(spec: SubclassSpec) -> str:
+    """How a run's pseudo-subclass setting reads in its name: ``S=4 beta=1.0`` for LELP,
+    ``manual groups`` or ``kmeans S=4`` otherwise, so runs on different settings differ."""
+    if spec.method == "manual":
+        return "manual groups"
+    head = "" if spec.method == "lelp" else f"{spec.method} "
+    tail = f" beta={spec.beta}" if spec.method == "lelp" else ""
+    return f"{head}S={spec.n_subclasses}{tail}"
+
+
+def _range_help(p: ParamField) -> str:
+    """The field's help with its allowed range: Streamlit does not apply a number typed
+    outside the widget's bounds, so the user must be able to see them."""
+    if p.kind not in ("int", "float") or (p.low is None and p.high is None):
+        return p.help
+    if p.low is not None and p.high is not None:
+        return f"{p.help} Allowed: from {p.low:g} to {p.high:g}."
+    if p.low is not None:
+        return f"{p.help} Allowed: at least {p.low:g}."
+    return f"{p.help} Allowed: at most {p.high:g}."
 
 
 def train_section(objective: str) -> str | None:

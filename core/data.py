@@ -270,6 +270,34 @@ def _check_columns(df: pd.DataFrame, origin: str, needed: dict[str, str]) -> Non
             )
 
 
+#: Column names taken as the label when a file has no ``label`` column (lower-cased).
+LABEL_NAMES = ("label", "labels", "class", "target", "y", "sentiment", "category", "rating")
+
+
+def guess_columns(df: pd.DataFrame) -> tuple[str, str]:
+    """A first guess at the (text, label) columns of a new file, for the column mapping.
+
+    Why: a file without ``text``/``label`` columns used to get the first column for both, and
+    the user then saw every sentence reported as a class. Text: a column named ``text``, else
+    the string column with the longest mean length. Label: a column named like a label
+    (``LABEL_NAMES``), else the column other than the text with the fewest distinct values
+    (at least 2). Either falls back to the first column when nothing fits.
+    """
+    cols = [str(c) for c in df.columns]
+    if not cols:
+        raise DataError("the file has no columns; give it a header row (e.g. text,label)")
+    lower = {c.lower(): c for c in cols}
+    strings = [c for c in cols if df[c].dtype == object]
+    lengths = {c: df[c].astype(str).str.len().mean() for c in strings}
+    text = lower.get("text") or (max(lengths, key=lengths.__getitem__) if lengths else cols[0])
+    named = next((lower[n] for n in LABEL_NAMES if n in lower and lower[n] != text), None)
+    if named is not None:
+        return text, named
+    counts = {c: df[c].nunique(dropna=True) for c in cols if c != text}
+    counts = {c: k for c, k in counts.items() if k >= 2}
+    return text, min(counts, key=counts.__getitem__) if counts else cols[0]
+
+
 def _label_values(s: pd.Series) -> np.ndarray:
     """Canonical label values: int64/float64 for numeric columns, stripped str otherwise."""
     if pd.api.types.is_bool_dtype(s):
@@ -345,6 +373,11 @@ def dataset_from_frame(
     if dev_df is not None:
         frames["dev"] = dev_df
     latent_cols = list(latent_cols)
+    if text_col == label_col:
+        raise DataError(
+            f"{name}: the text column and the label column are both {text_col!r}; map the "
+            "label to the column that holds the classes (--label-col)"
+        )
     needed = {text_col: "--text-col", label_col: "--label-col"}
     needed.update({c: "--latent-col" for c in latent_cols if c not in needed})
 

@@ -16,7 +16,7 @@ import streamlit as st
 
 from core import app_state, plots
 from core.config import DatasetSpec, TeacherSpec
-from core.data import DEMOS, read_table, shared_data_root
+from core.data import DEMOS, guess_columns, read_table, shared_data_root
 from core.store import atomic_write_bytes
 
 app_state.init_session()
@@ -45,17 +45,19 @@ elif src.startswith("shared:"):
     init_type = SOURCE_TYPES[2]
 else:
     init_type = SOURCE_TYPES[1]
-ss.setdefault("data_source_type", init_type)
-ss.setdefault("data_demo", src if src in DEMOS else DEMOS[0])
-ss.setdefault("data_path", "" if init_type != SOURCE_TYPES[1] else src)
-ss.setdefault("data_shared", src.split(":", 1)[1] if src.startswith("shared:") else "")
-ss.setdefault("data_max_train", committed_ds.max_train or 0)
-ss.setdefault("data_test_size", float(committed_ds.test_size))
+app_state.remember("data_source_type", init_type)
+app_state.remember("data_demo", src if src in DEMOS else DEMOS[0])
+app_state.remember("data_path", "" if init_type != SOURCE_TYPES[1] else src)
+app_state.remember("data_shared", src.split(":", 1)[1] if src.startswith("shared:") else "")
+app_state.remember("data_max_train", committed_ds.max_train or 0)
+app_state.remember("data_test_size", float(committed_ds.test_size))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _columns(path: str) -> list[str]:
-    return [str(c) for c in read_table(path).columns]
+def _columns(path: str) -> tuple[list[str], tuple[str, str]]:
+    """The file's columns and the first guess at its (text, label) columns."""
+    df = read_table(path)
+    return [str(c) for c in df.columns], guess_columns(df)
 
 
 def _save_upload(upload: object) -> str:
@@ -111,11 +113,14 @@ with left:
             if not path:
                 st.info("Upload a file or type its path to map its columns.")
             else:
-                cols = _columns(path)
-                for k, guess in (("data_text_col", "text"), ("data_label_col", "label")):
-                    if ss.get(k) not in cols:
+                cols, guesses = _columns(path)
+                in_use = path == committed_ds.source  # show the mapping in use, not a guess
+                if in_use:
+                    guesses = (committed_ds.text_col, committed_ds.label_col)
+                for k, guess in zip(("data_text_col", "data_label_col"), guesses, strict=True):
+                    if app_state.remember(k, guess) not in cols:
                         ss[k] = guess if guess in cols else cols[0]
-                ss.setdefault("data_latent_cols", [])
+                app_state.remember("data_latent_cols", committed_ds.latent_cols if in_use else [])
                 ss["data_latent_cols"] = [c for c in ss["data_latent_cols"] if c in cols]
                 c1, c2 = st.columns(2)
                 text_col = c1.selectbox(
@@ -197,11 +202,12 @@ if committed_t.kind not in kinds:
         committed_t = TeacherSpec(kind=kinds[0])
     ss["teacher_spec"] = committed_t.model_dump(mode="json")
     ss["data_teacher_kind"] = committed_t.kind
-if ss.get("data_teacher_kind") not in kinds:
+if app_state.remember("data_teacher_kind", committed_t.kind) not in kinds:
     ss["data_teacher_kind"] = committed_t.kind
-ss.setdefault("data_teacher_mode", committed_t.mode)
-ss.setdefault("data_teacher_path", committed_t.path or "")
-ss.setdefault("data_teacher_precision", committed_t.precision)
+app_state.remember("data_teacher_mode", committed_t.mode)
+app_state.remember("data_teacher_path", committed_t.path or "")
+app_state.remember("data_teacher_precision", committed_t.precision)
+app_state.remember("data_teacher_trust", committed_t.trust_remote_code)
 
 with right:
     st.subheader("Teacher")

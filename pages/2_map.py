@@ -23,11 +23,11 @@ ds, out, key = app_state.require_teacher()
 ws = app_state.workspace()
 
 splits = list(out.Z)
-ss.setdefault("map_method", "pca")
-ss.setdefault("map_split", "train")
-ss.setdefault("map_color", "class")
-ss.setdefault("map_sample", 50_000)
-ss.setdefault("map_lelp_class", 0)
+app_state.remember("map_method", "pca")
+app_state.remember("map_split", "train")
+app_state.remember("map_color", "class")
+app_state.remember("map_sample", 50_000)
+app_state.remember("map_lelp_class", 0)
 
 runs = [
     r
@@ -37,7 +37,8 @@ runs = [
 ]
 color_options = ["class", "teacher prediction", "teacher confidence", "pseudo-subclass (LELP)"]
 color_options += [f"latent: {c}" for c in ds.latent_columns]
-color_options += [f"disagreement: {r['name']}" for r in runs]
+run_label = app_state.run_labels(runs)
+color_options += [f"disagreement: {run_label[r['run_id']]}" for r in runs]
 if ss["map_color"] not in color_options:
     ss["map_color"] = "class"
 
@@ -138,7 +139,7 @@ elif color_by.startswith("latent: "):
     col = color_by.removeprefix("latent: ")
     color, title = np.asarray(sp.latent[col]).astype(str).astype(object), col
 else:
-    run = runs[[f"disagreement: {r['name']}" for r in runs].index(color_by)]
+    run = runs[[f"disagreement: {run_label[r['run_id']]}" for r in runs].index(color_by)]
     ev = run["artifacts"].get("eval_split", "test")
     if split != ev:
         st.info(f"This run was evaluated on the '{ev}' split: switch *Split* to '{ev}'.")

@@ -55,15 +55,15 @@ with st.expander("What am I looking at? (null space, rotation, beta, tau)"):
 
 committed = app_state.subclass_spec()
 S0 = committed.n_subclasses if isinstance(committed.n_subclasses, int) else 4
-ss.setdefault("sub_S", int(S0))
-ss.setdefault("sub_per_class", isinstance(committed.n_subclasses, list))
-ss.setdefault("sub_beta", min(BETAS, key=lambda b: abs(b - committed.beta)))
-ss.setdefault("sub_tau", min(TAUS, key=lambda t: abs(t - float(ss["tau"]))))
-ss.setdefault("sub_null", committed.null_space)
-ss.setdefault("sub_rotate", committed.rotate)
-ss.setdefault("sub_standardize", committed.standardize)
-ss.setdefault("sub_seed", committed.seed)
-ss.setdefault("sub_class_source", committed.class_source)
+app_state.remember("sub_S", int(S0))
+app_state.remember("sub_per_class", isinstance(committed.n_subclasses, list))
+app_state.remember("sub_beta", min(BETAS, key=lambda b: abs(b - committed.beta)))
+app_state.remember("sub_tau", min(TAUS, key=lambda t: abs(t - float(ss["tau"]))))
+app_state.remember("sub_null", committed.null_space)
+app_state.remember("sub_rotate", committed.rotate)
+app_state.remember("sub_standardize", committed.standardize)
+app_state.remember("sub_seed", committed.seed)
+app_state.remember("sub_class_source", committed.class_source)
 
 ctrl, main = st.columns([1, 3], gap="medium")
 with ctrl:
@@ -81,7 +81,7 @@ with ctrl:
     sizes: list[int] = []
     for c in range(C):
         if per_class:
-            ss.setdefault(f"sub_S_{c}", int(S))
+            app_state.remember(f"sub_S_{c}", int(S))
             sizes.append(
                 int(
                     st.number_input(
@@ -245,7 +245,7 @@ st.divider()
 st.subheader("Compare with other pseudo-subclasses")
 latent_col = None
 if ds.latent_columns:
-    ss.setdefault("sub_latent", ds.latent_columns[0])
+    app_state.remember("sub_latent", ds.latent_columns[0])
     latent_col = st.selectbox(
         "Latent column to score against",
         ds.latent_columns,
@@ -254,7 +254,7 @@ if ds.latent_columns:
     )
 else:
     st.caption("This dataset has no latent column, so ARI/NMI and the oracle are not available.")
-ss.setdefault("sub_compare", ["kmeans"])
+app_state.remember("sub_compare", ["kmeans"])
 options = [m for m in COMPARE if m != "oracle" or latent_col]
 compare = st.multiselect(
     "Methods to compare",

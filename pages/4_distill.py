@@ -64,11 +64,11 @@ except ERRORS as err:
     st.stop()
 
 specs = ws.list_specs()
-ss.setdefault("distill_base", CURRENT)
+app_state.remember("distill_base", CURRENT)
 if ss["distill_base"] not in [CURRENT, MANUAL, *specs]:
     ss["distill_base"] = CURRENT
 kinds = ["bag", "transformer"] if ds.is_text else ["mlp"]
-ss.setdefault("distill_kind", kinds[0])
+app_state.remember("distill_kind", kinds[0])
 if ss["distill_kind"] not in kinds:
     ss["distill_kind"] = kinds[0]
 defaults_s, defaults_t = StudentSpec(), TrainSpec()
@@ -85,8 +85,8 @@ for k, v in {
     "distill_seed": 0,
     "distill_name": "",
 }.items():
-    ss.setdefault(k, v)
-ss.setdefault("distill_tau", float(ss.get("tau", 1.0)))
+    app_state.remember(k, v)
+app_state.remember("distill_tau", float(ss.get("tau", 1.0)))
 
 c1, c2, c3 = st.columns(3)
 with c1:
@@ -163,7 +163,12 @@ with c3:
     )
     epochs = st.number_input("Epochs", 1, 200, key="distill_epochs", help="Passes over train.")
     lr = st.number_input(
-        "Learning rate", 1e-6, 1.0, format="%.5f", key="distill_lr", help="Adam learning rate."
+        "Learning rate",
+        1e-6,
+        1.0,
+        format="%.5f",
+        key="distill_lr",
+        help="Adam learning rate, from 1e-6 to 1.",
     )
     batch = st.number_input("Batch size", 1, 4096, key="distill_batch", help="Examples per step.")
     seed = st.number_input("Seed", 0, 10_000, key="distill_seed", help="Student seed.")
@@ -220,14 +225,20 @@ def _configs() -> list[RunConfig]:
         )
         label = f"{name.strip() or ds.name} {obj}"
         if obj == "lelp":
-            sc = bcfg.subclasses
-            label += f" S={sc.n_subclasses} beta={sc.beta}"
+            label += " " + app_state.subclass_label(bcfg.subclasses)
         cfg = bcfg.model_copy(update={"student": student, "train": train, "name": label})
         check_run(cfg)
         out.append(cfg)
     return out
 
 
+# What will run, read back from the applied values: a number typed outside a field's range
+# is not applied by Streamlit (the field turns red), and this line shows it was not.
+st.caption(
+    f"Queue will run **{', '.join(objectives) or 'nothing'}** with epochs {int(epochs)}, "
+    f"learning rate {float(lr):g}, batch {int(batch)}, tau {float(tau):g}, alpha "
+    f"{float(alpha):g}, seed {int(seed)} on a {kind} student."
+)
 if st.button(
     "Queue run",
     type="primary",

@@ -35,6 +35,7 @@ if not runs:
     st.stop()
 
 by_id = {r["run_id"]: r for r in runs}
+label = app_state.run_labels(runs)
 ss.setdefault("cmp_runs", [r["run_id"] for r in runs[:3]])
 ss["cmp_runs"] = [r for r in ss["cmp_runs"] if r in by_id]
 sweeps = app_state.sweep_runs(ws, set(by_id))
@@ -75,7 +76,7 @@ for r in sel:
     tr, meth = m.get("student_train") or {}, m.get("method") or {}
     rows.append(
         {
-            "run": r["name"],
+            "run": label[r["run_id"]],
             "dataset": cfg.get("dataset", {}).get("source"),
             "objective": cfg.get("train", {}).get("objective"),
             "student": cfg.get("student", {}).get("kind"),
@@ -99,12 +100,18 @@ st.dataframe(
     hide_index=True,
     key="cmp_table",
     column_config={
+        **{  # percentages read like the other pages (85.8, not 85.8333)
+            c: st.column_config.NumberColumn(format="%.1f")
+            for c in ("accuracy", "teacher accuracy", "train accuracy", "worst latent acc.")
+        },
         "agreement": st.column_config.NumberColumn(
-            help="Share of evaluation examples where student and teacher predict the same class."
+            format="%.1f",
+            help="Share of evaluation examples where student and teacher predict the same class.",
         ),
         "train agreement": st.column_config.NumberColumn(
+            format="%.1f",
             help="The same on the training split (Stanton et al. 2021: students often fail to "
-            "match the teacher even there)."
+            "match the teacher even there).",
         ),
         "subclass teacher acc.": st.column_config.NumberColumn(
             help="Subclass Distillation: accuracy of the retrained C x S teacher head on the "
@@ -122,7 +129,7 @@ st.caption(
 )
 
 fid = {
-    r["name"]: {
+    label[r["run_id"]]: {
         "test": r["metrics"].get("student", {}).get("agreement"),
         "train": (r["metrics"].get("student_train") or {}).get("agreement"),
     }
@@ -131,7 +138,7 @@ fid = {
 with st.expander("Fidelity on test vs train, and method facts", expanded=False):
     st.plotly_chart(plots.fidelity_bars(fid, measure="agreement"), key="cmp_fidelity")
     facts = {
-        r["name"]: {k: _fmt(v) for k, v in (r["metrics"].get("method") or {}).items()}
+        label[r["run_id"]]: {k: _fmt(v) for k, v in (r["metrics"].get("method") or {}).items()}
         for r in sel
         if r["metrics"].get("method")
     }
@@ -185,11 +192,11 @@ with g1:
     first = next(iter(usable.values()))
     curves["teacher"] = M.reliability_curve(M.softmax(first["teacher"]), first["y"])
     for rid, d in usable.items():
-        curves[by_id[rid]["name"]] = M.reliability_curve(M.softmax(d["student"]), d["y"])
+        curves[label[rid]] = M.reliability_curve(M.softmax(d["student"]), d["y"])
     st.plotly_chart(plots.reliability_diagram(curves), key="cmp_reliability")
 with g2:
     st.markdown("**Learning curves**")
-    hist = {r["name"]: r["metrics"].get("history", []) for r in sel}
+    hist = {label[r["run_id"]]: r["metrics"].get("history", []) for r in sel}
     if any(hist.values()):
         st.plotly_chart(plots.learning_curves(hist), key="cmp_curves")
     else:
@@ -209,7 +216,7 @@ for i, (rid, d) in enumerate(usable.items(), start=1):
         plots.confusion_heatmap(
             M.confusion(d["student"].argmax(1), d["y"], len(d["ds"].label_names)),
             d["ds"].label_names,
-            title=by_id[rid]["name"],
+            title=label[rid],
         ),
         key=f"cmp_cm_{i}",
     )
@@ -218,7 +225,7 @@ per = {}
 for r in sel:
     for col, vals in (r["metrics"].get("student", {}).get("per_subclass") or {}).items():
         for v, acc in vals.items():
-            per.setdefault((col, v), {})[r["name"]] = round(float(acc), 2)
+            per.setdefault((col, v), {})[label[r["run_id"]]] = round(float(acc), 2)
 if per:
     st.markdown("**Accuracy per latent subclass** (%)")
     df = pd.DataFrame.from_dict(per, orient="index")
@@ -235,7 +242,7 @@ focus = st.selectbox(
     "Run",
     list(usable),
     key="cmp_focus",
-    format_func=lambda rid: by_id[rid]["name"],
+    format_func=label.__getitem__,
     help="Which run's disagreements to list and map.",
 )
 d = usable[focus]
@@ -304,7 +311,7 @@ else:
         "ReAugKD run",
         reaug,
         key="cmp_reaug_run",
-        format_func=lambda r: by_id[r]["name"],
+        format_func=label.__getitem__,
         help="A picked run trained with the reaugkd objective.",
     )
     dr = usable[rid]

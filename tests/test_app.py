@@ -281,6 +281,7 @@ def test_distill_queues_a_run_on_the_manual_groups(at_digits: AppTest, app_ws: P
     job_id = int(at_digits.success[0].value.split("#")[1].rstrip("."))
     cfg = RunConfig.model_validate(jobs.get_job(Workspace(app_ws), job_id).config)
     assert cfg.subclasses.method == "manual" and cfg.train.objective == "lelp"
+    assert cfg.name == "digits-bin lelp manual groups"  # not the name of a default LELP run
 
 
 def test_distill_optional_field_is_an_empty_number_input(at_digits: AppTest):
@@ -468,3 +469,74 @@ def test_compare_picks_all_runs_of_a_sweep(tmp_path: Path, monkeypatch: pytest.M
     at.run()
     at.selectbox(key="cmp_sweep").set_value(sweep_id).run()
     assert sorted(at.multiselect(key="cmp_runs").value) == sorted(f"job-{i}" for i in ids)
+
+
+# --------------------------------------------------------------------------- page state
+
+
+def test_distill_settings_survive_a_visit_to_another_page(at_digits: AppTest):
+    """Streamlit drops a widget's value when a run does not draw it; the page must not."""
+    _open(at_digits, "4_distill.py")
+    at_digits.number_input(key="distill_epochs").set_value(3)
+    at_digits.text_input(key="distill_name").set_value("my first run").run()
+    _open(at_digits, "1_data.py")
+    _open(at_digits, "4_distill.py")
+    assert at_digits.number_input(key="distill_epochs").value == 3
+    assert at_digits.text_input(key="distill_name").value == "my first run"
+    # The line above the button reads back what will run.
+    assert any("epochs 3," in c.value for c in at_digits.caption)
+
+
+def test_data_page_guesses_columns_and_keeps_the_file_after_navigation(
+    at_digits: AppTest, tmp_path: Path
+):
+    rows = [f"review number {i} is rather long text,{1 + i % 5},{'ab'[i % 2]}" for i in range(40)]
+    path = tmp_path / "reviews.csv"
+    path.write_text("review,stars,domain\n" + "\n".join(rows) + "\n")
+    _open(at_digits, "1_data.py")
+    at_digits.radio(key="data_source_type").set_value("File (upload or path)").run()
+    at_digits.text_input(key="data_path").set_value(str(path)).run()
+    assert not at_digits.exception
+    assert at_digits.selectbox(key="data_text_col").value == "review"
+    assert at_digits.selectbox(key="data_label_col").value == "domain"  # fewest distinct values
+    at_digits.selectbox(key="data_label_col").set_value("stars").run()
+    assert at_digits.session_state["dataset_spec"]["label_col"] == "stars"
+    _open(at_digits, "4_distill.py")
+    at_digits.switch_page("pages/1_data.py").run()
+    assert not at_digits.exception
+    assert at_digits.text_input(key="data_path").value == str(path)
+    assert at_digits.selectbox(key="data_label_col").value == "stars"
+    assert at_digits.session_state["dataset_spec"]["label_col"] == "stars"  # not re-guessed
+
+
+def test_run_labels_tell_same_named_runs_apart():
+    from core import app_state
+
+    runs = [
+        {"run_id": "a1", "name": "demo hard"},
+        {"run_id": "b2", "name": "demo hard"},
+        {"run_id": "c3", "name": "demo kd"},
+    ]
+    assert app_state.run_labels(runs) == {
+        "a1": "demo hard (a1)",
+        "b2": "demo hard (b2)",
+        "c3": "demo kd",
+    }
+
+
+def test_subclass_label_names_manual_and_baseline_settings():
+    from core import app_state
+    from core.config import SubclassSpec
+
+    assert app_state.subclass_label(SubclassSpec(n_subclasses=4, beta=1.0)) == "S=4 beta=1.0"
+    assert app_state.subclass_label(SubclassSpec(method="manual")) == "manual groups"
+    assert app_state.subclass_label(SubclassSpec(method="kmeans", n_subclasses=3)) == "kmeans S=3"
+
+
+def test_number_fields_state_their_range_in_the_help():
+    from core import app_state
+    from core.config import ReAugKDSpec
+
+    fields = {f.name: f for f in app_state.param_fields(ReAugKDSpec)}
+    assert app_state._range_help(fields["lam"]).endswith("Allowed: from 0 to 1.")
+    assert app_state._range_help(fields["k"]).endswith("Allowed: at least 1.")

@@ -607,3 +607,29 @@ def test_ragged_csv(tmp_path: Path) -> None:
         DataError, match=r"rag\.csv: not readable as CSV .*same number of ','-separated fields"
     ):
         read_table(path)
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ({"text": ["a b", "c d"], "label": [0, 1], "x": [1, 2]}, ("text", "label")),
+        ({"review": ["long review one", "long review two", "x y"], "stars": [1, 5, 3],
+          "domain": ["a", "b", "a"]}, ("review", "domain")),  # fewest distinct values
+        ({"body": ["long sentence here", "and another one"], "id": ["a", "b"],
+          "Sentiment": ["pos", "neg"]}, ("body", "Sentiment")),  # named like a label
+        ({"only": ["x", "y"]}, ("only", "only")),
+    ],
+)  # fmt: skip
+def test_guess_columns(frame: dict, expected: tuple[str, str]) -> None:
+    from core.data import guess_columns
+
+    assert guess_columns(pd.DataFrame(frame)) == expected
+
+
+def test_same_text_and_label_column_is_named(tmp_path: Path) -> None:
+    from core.data import DataError, load_file
+
+    path = tmp_path / "r.csv"
+    path.write_text("review,stars\n" + "\n".join(f"text {i},{i % 2}" for i in range(20)) + "\n")
+    with pytest.raises(DataError, match="text column and the label column are both 'review'"):
+        load_file(path, text_col="review", label_col="review")
