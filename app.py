@@ -7,11 +7,15 @@ all data, math and storage live in core/.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import app_state
 
-st.set_page_config(layout="wide", page_title="lelp-studio", page_icon=":material/scatter_plot:")
+# A local icon: a Material icon as page_icon makes the browser fetch it from Google's font CDN.
+ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
+st.set_page_config(layout="wide", page_title="lelp-studio", page_icon=str(ICON))
 app_state.init_session()
 
 PAGES = [

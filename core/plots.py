@@ -9,7 +9,7 @@ selection come back empty, so hover fields are always strings ("" for missing).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,57 @@ def _hover_strings(values: Sequence[object] | np.ndarray | None, m: int) -> np.n
     if len(out) != m:
         raise ValueError(f"hover_text has {len(out)} entries for {m} points")
     return out
+
+
+# Plotly's mode bar floats over the top ~30 px of a figure's right-hand side.
+_MODEBAR_CLEARANCE = 50
+# A horizontal legend in the figure's bottom strip: ``yref="container"`` makes plotly reserve
+# its height below the x axis, so it can never cover the tick labels or the axis title (a
+# paper-referenced ``y < 0`` is bottom-anchored and grows upwards onto them).
+_LEGEND_BELOW = {
+    "orientation": "h",
+    "yref": "container",
+    "y": 0,
+    "yanchor": "bottom",
+    "x": 0,
+    "xanchor": "left",
+}
+# A vertical legend right of the plot, its top level with the plot's (below the mode bar).
+_LEGEND_RIGHT = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"}
+
+
+def _frame(
+    fig: go.Figure,
+    *,
+    height: int,
+    title: str | None = None,
+    legend: Literal["below", "right"] | None = None,
+    **layout: Any,
+) -> go.Figure:
+    """The layout every figure shares; ``layout`` holds the figure's own settings.
+
+    Margins start slim and grow to fit what sits in them: every axis has ``automargin``, so
+    tick labels and axis titles are never clipped or drawn over each other (the Streamlit
+    template, unlike plotly's own, does not set it). ``legend="below"``: a horizontal legend
+    under the x-axis title; ``legend="right"`` (also for a colour bar): the top margin clears
+    the mode bar, which would otherwise hide the legend's title and first entries.
+    """
+    top = 40 if title else 20
+    if legend == "right":
+        top = max(top, _MODEBAR_CLEARANCE)
+    fig.update_layout(
+        height=height,
+        title=title,
+        margin={"l": 10, "r": 10, "t": top, "b": 10, "autoexpand": True},
+        **layout,
+    )
+    if legend == "below":
+        fig.update_layout(legend=_LEGEND_BELOW)
+    elif legend == "right":
+        fig.update_layout(legend=_LEGEND_RIGHT)
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
 
 
 def embedding_scatter(
@@ -140,17 +191,17 @@ def embedding_scatter(
                     hovertemplate=hover,
                 )
             )
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=560,
+        title=title,
+        legend="right",
         xaxis_title=axis_titles[0],
         yaxis_title=axis_titles[1],
         legend_title_text=color_title,
         dragmode="lasso",
-        height=560,
-        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        title=title,
         uirevision="map",  # keep zoom when only colours change
     )
-    return fig
 
 
 def _natural_key(v: str) -> tuple[int, float | str]:
@@ -186,35 +237,41 @@ def spectrum_plot(
     *,
     chosen: Sequence[int] = (),
     max_components: int = 20,
+    projected: bool = True,
 ) -> go.Figure:
-    """Explained-variance ratio per principal component of one class, with and without the
-    null-space projection; chosen directions are marked."""
+    """Explained-variance ratio per principal component of one class: bars for the spectrum
+    LELP uses (chosen directions in red, in their own legend entry), and with ``projected``
+    a line for the spectrum before the null-space projection. The legend used to call every
+    bar "after null-space projection", also with the projection off."""
     fig = go.Figure()
     r1 = np.asarray(ratio_with_null, dtype=np.float64)[:max_components]
     xs = np.arange(len(r1))
-    chosen_set = {int(c) for c in chosen}
-    fig.add_trace(
-        go.Bar(
-            x=xs,
-            y=r1,
-            name="after null-space projection",
-            marker_color=["#d62728" if i in chosen_set else "#1f77b4" for i in xs],
-        )
-    )
-    if ratio_without is not None:
+    pick = np.isin(xs, [int(c) for c in chosen])
+    for name, mask, colour in (
+        ("chosen directions", pick, "#d62728"),
+        ("other directions", ~pick, "#1f77b4"),
+    ):
+        if mask.any():
+            fig.add_trace(go.Bar(x=xs[mask], y=r1[mask], name=name, marker_color=colour))
+    if ratio_without is not None and projected:
         r0 = np.asarray(ratio_without, dtype=np.float64)[:max_components]
         fig.add_trace(
-            go.Scatter(x=np.arange(len(r0)), y=r0, mode="lines+markers", name="without projection")
+            go.Scatter(
+                x=np.arange(len(r0)),
+                y=r0,
+                mode="lines+markers",
+                name="before null-space projection",
+                line={"color": "#7f7f7f"},
+            )
         )
-    fig.update_layout(
-        title=f"{class_name}: explained variance",
+    return _frame(
+        fig,
+        height=300,
+        title=f"{class_name}: explained variance" + ("" if projected else " (no projection)"),
+        legend="below",
         xaxis_title="principal component",
         yaxis_title="explained variance ratio",
-        height=280,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.3},
     )
-    return fig
 
 
 def contingency_heatmap(
@@ -249,15 +306,15 @@ def contingency_heatmap(
             "count %{z}<extra></extra>",
         )
     )
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=max(270, 70 + 28 * len(rows)),
+        legend="right",  # the colour bar
         xaxis_title=latent_title,
         yaxis_title=assign_title,
         yaxis_type="category",
         xaxis_type="category",
-        height=max(240, 40 + 28 * len(rows)),
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
     )
-    return fig
 
 
 def _category_index(values: Any, n_chars: int | None) -> tuple[list[str], np.ndarray]:
@@ -310,15 +367,15 @@ def target_bars(
                 )
             )
         start += s
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=330,
+        legend="right",
         xaxis_title="class / pseudo-subclass",
         yaxis_title="target probability",
         yaxis_range=[0, 1],
-        height=300,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
         bargap=0.15,
     )
-    return fig
 
 
 def reliability_diagram(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
@@ -342,15 +399,15 @@ def reliability_diagram(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
         acc = np.asarray(_curve_field(curve, "accuracy", "acc"), float)
         ok = np.isfinite(conf) & np.isfinite(acc)
         fig.add_trace(go.Scatter(x=conf[ok], y=acc[ok], mode="lines+markers", name=str(name)))
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=420,
+        legend="below",  # run names are long: on the right they squeeze a half-width plot
         xaxis_title="confidence",
         yaxis_title="accuracy",
         xaxis_range=[0, 1],
         yaxis_range=[0, 1],
-        height=360,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
     )
-    return fig
 
 
 def _curve_field(curve: Mapping[str, Any], *names: str) -> list[float]:
@@ -377,17 +434,17 @@ def confusion_heatmap(
             hovertemplate="true %{y}<br>predicted %{x}<br>count %{z}<extra></extra>",
         )
     )
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=340,
         title=title,
+        legend="right",  # the colour bar
         xaxis_title="predicted",
         yaxis_title="true",
         yaxis_autorange="reversed",
         xaxis_type="category",
         yaxis_type="category",
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10},
     )
-    return fig
 
 
 def learning_curves(
@@ -398,8 +455,9 @@ def learning_curves(
 ) -> go.Figure:
     """Loss and accuracy over training, one line per run and metric present in its history.
 
-    Accuracy-like metrics (names containing 'acc' or 'agree') go on a second y axis, in [0, 1]
-    when every value is a fraction (percentages are drawn as they are).
+    Accuracy-like metrics (names containing 'acc' or 'agree') go on a second y axis with its
+    own ticks (every 20 %), in [0, 1] shown as percent when every value is a fraction
+    (percentages are drawn as they are). The legend sits below the x-axis title.
     """
     fig = go.Figure()
     acc_max = 0.0
@@ -426,20 +484,29 @@ def learning_curves(
                     line={"dash": "solid" if is_acc else "dot"},
                 )
             )
-    fig.update_layout(
+    # the accuracy axis gets ticks of its own: recent plotly.js defaults an overlaying axis to
+    # tickmode "sync", which copies the loss axis's grid (0.077, 0.356, ...) onto this scale
+    acc_axis: dict[str, Any] = {
+        "title": {"text": "accuracy"},
+        "overlaying": "y",
+        "side": "right",
+        "tickmode": "linear",
+        "tick0": 0,
+        "showgrid": False,  # the grid is the loss axis's
+    }
+    if acc_max <= 1.0:
+        acc_axis.update(range=[0, 1], dtick=0.2, tickformat=".0%", hoverformat=".1%")
+    else:
+        acc_axis.update(range=[0, 100], dtick=20, ticksuffix="%", hoverformat=".1f")
+    return _frame(
+        fig,
+        # the legend sits below the plot, a row per two or three traces: grow, not squeeze
+        height=300 + 20 * len(fig.data),
+        legend="below",
         xaxis_title=x,
         yaxis={"title": {"text": "loss"}},
-        yaxis2={
-            "title": {"text": "accuracy"},
-            "overlaying": "y",
-            "side": "right",
-            "range": [0, 1] if acc_max <= 1.0 else [0, 100],
-        },
-        height=320,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
-        legend={"orientation": "h", "y": -0.25},
+        yaxis2=acc_axis,
     )
-    return fig
 
 
 def subclass_sizes_bar(
@@ -451,15 +518,14 @@ def subclass_sizes_bar(
     else:
         xs, ys = [str(i) for i in range(len(sizes))], list(sizes)
     fig = go.Figure(go.Bar(x=xs, y=ys, marker_color="#1f77b4"))
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=260,
         title=title,
         xaxis_title="pseudo-subclass",
         yaxis_title="examples",
         xaxis_type="category",
-        height=260,
-        margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10},
     )
-    return fig
 
 
 def class_balance_bar(
@@ -471,15 +537,15 @@ def class_balance_bar(
     for split, y in y_by_split.items():
         counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(names))[: len(names)]
         fig.add_trace(go.Bar(x=names, y=counts, name=split))
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=300,
+        legend="right",
         barmode="group",
         xaxis_title="class",
         yaxis_title="examples",
         xaxis_type="category",
-        height=280,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
     )
-    return fig
 
 
 def length_histogram(texts: Sequence[str], *, unit: str = "words", nbins: int = 40) -> go.Figure:
@@ -489,13 +555,7 @@ def length_histogram(texts: Sequence[str], *, unit: str = "words", nbins: int = 
     else:
         lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     fig = go.Figure(go.Histogram(x=lengths, nbinsx=nbins, marker_color="#1f77b4"))
-    fig.update_layout(
-        xaxis_title=f"length ({unit})",
-        yaxis_title="examples",
-        height=280,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
-    )
-    return fig
+    return _frame(fig, height=280, xaxis_title=f"length ({unit})", yaxis_title="examples")
 
 
 def fidelity_bars(
@@ -519,15 +579,9 @@ def fidelity_bars(
                 hovertemplate=f"%{{x}}<br>{split} {measure}: %{{y:.4f}}<extra></extra>",
             )
         )
-    fig.update_layout(
-        barmode="group",
-        xaxis_title="run",
-        yaxis_title=measure,
-        height=300,
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
-        legend={"orientation": "h", "y": -0.3},
+    return _frame(
+        fig, height=300, legend="below", barmode="group", xaxis_title="run", yaxis_title=measure
     )
-    return fig
 
 
 def neighbour_probs(
@@ -570,12 +624,11 @@ def neighbour_probs(
                 ),
             )
         )
-    fig.update_layout(
+    return _frame(
+        fig,
+        height=max(240, 100 + 28 * k),
+        legend="below",
         barmode="stack",
         xaxis={"title": {"text": "teacher probability"}, "range": [0, 1]},
         yaxis={"title": {"text": "neighbour"}, "autorange": "reversed"},
-        height=max(200, 40 + 28 * k),
-        margin={"l": 10, "r": 10, "t": 20, "b": 10},
-        legend={"orientation": "h", "y": -0.3},
     )
-    return fig

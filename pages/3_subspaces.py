@@ -186,7 +186,7 @@ with main:
         + ", ".join(f"{n} = {s}" for n, s in zip(names, sizes_fit, strict=True))
         + f" · {sum(sizes_fit)} pseudo-subclasses · {len(y):,} training rows"
     )
-    st.markdown("**Explained variance per class** (red: chosen directions)")
+    st.markdown("**Explained variance per class**")
     spec_cols = st.columns(min(C, 3))
     for c in range(C):
         chosen = (spec.directions[c] if spec.directions else None) or list(range(sizes_fit[c]))
@@ -197,6 +197,7 @@ with main:
                 None if raw is None else raw[c],
                 names[c],
                 chosen=chosen,
+                projected=spec.null_space,
             ),
             key=f"sub_spectrum_{c}",
         )

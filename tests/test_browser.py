@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,10 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+#: Every URL the browser asked for while the tests ran (see the last test).
+REQUESTED: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def page(app_url: str) -> Iterator[object]:
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -115,6 +120,7 @@ def page(app_url: str) -> Iterator[object]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 800})
         pg.set_default_timeout(180_000)
+        pg.on("request", lambda r: REQUESTED.append(r.url))
         pg.goto(app_url)
         yield pg
         browser.close()
@@ -228,3 +234,16 @@ def test_compare_page_shows_the_finished_run(page) -> None:  # type: ignore[no-u
     assert page.get_by_test_id("stDataFrame").count() >= 1
     _no_exception(page)
     _shoot(page, "5_compare")
+
+
+def test_the_browser_fetched_nothing_from_the_internet(page) -> None:  # type: ignore[no-untyped-def]
+    """Offline by default: no font, icon or script from a CDN (a Material page icon used to
+    make the browser fetch the favicon from fonts.gstatic.com)."""
+    page.reload()
+    _idle(page)
+    icon = "() => [...document.querySelectorAll('link[rel*=icon]')].map(l => l.href).join(' ')"
+    page.wait_for_function(f"() => !({icon})().endsWith('favicon.png')")  # the app's own icon
+    page.wait_for_timeout(1000)
+    assert urllib.parse.urlsplit(page.evaluate(icon)).hostname == "127.0.0.1"
+    hosts = {urllib.parse.urlsplit(u).hostname for u in REQUESTED if u.startswith("http")}
+    assert REQUESTED and hosts == {"127.0.0.1"}, sorted(h or "" for h in hosts)

@@ -106,11 +106,23 @@ def test_spectrum_plot_traces_and_axes():
     fig = plots.spectrum_plot(
         np.array([0.5, 0.3, 0.2]), np.array([0.6, 0.3, 0.1]), "pos", chosen=[1]
     )
-    assert len(fig.data) == 2
     assert fig.layout.xaxis.title.text == "principal component"
     assert "pos" in fig.layout.title.text
-    assert list(fig.data[0].marker.color).count("#d62728") == 1
+    # The legend says what the colours mean: red bars are the chosen directions.
+    by_name = {t.name: t for t in fig.data}
+    assert set(by_name) == {"chosen directions", "other directions", "before null-space projection"}
+    assert list(by_name["chosen directions"].x) == [1]
+    assert by_name["chosen directions"].marker.color == "#d62728"
+    assert list(by_name["other directions"].x) == [0, 2]
     assert len(plots.spectrum_plot(np.array([1.0]), None, "c").data) == 1
+
+
+def test_spectrum_plot_without_projection_draws_no_projection_line():
+    fig = plots.spectrum_plot(
+        np.array([0.5, 0.5]), np.array([0.5, 0.5]), "pos", chosen=[0], projected=False
+    )
+    assert [t.name for t in fig.data] == ["chosen directions", "other directions"]
+    assert "no projection" in fig.layout.title.text
 
 
 def test_contingency_heatmap_counts():
@@ -220,3 +232,92 @@ def test_neighbour_probs_one_stacked_trace_per_class_nearest_on_top():
 def test_neighbour_probs_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"expected \(k, C\) with k = 2"):
         plots.neighbour_probs(np.ones((3, 2)) / 2, ["a", "b"], [0.9, 0.8], [1, 2])
+
+
+# -- layout: nothing clipped, nothing under the mode bar or the legend -------------------------
+
+
+def _axes(fig: go.Figure) -> list[object]:
+    return [*fig.select_xaxes(), *fig.select_yaxes()]
+
+
+def _every_figure() -> dict[str, go.Figure]:
+    rng = np.random.default_rng(1)
+    hist = [{"step": s, "loss": 1.0 / s, "eval_accuracy": 0.5 + s / 100} for s in (1, 2, 3)]
+    curves = {"m": {"confidence": [0.6, 0.9], "accuracy": [0.5, 0.8]}}
+    return {
+        "scatter": plots.embedding_scatter(rng.normal(size=(6, 2)), list("aabbcc")),
+        "scatter_continuous": plots.embedding_scatter(
+            rng.normal(size=(6, 2)), np.linspace(0, 1, 6), continuous=True
+        ),
+        "spectrum": plots.spectrum_plot(np.array([0.6, 0.4]), np.array([0.7, 0.3]), "pos"),
+        "contingency": plots.contingency_heatmap(np.array([0, 1, 1]), np.array(["a", "b", "a"])),
+        "target": plots.target_bars(np.array([0.2, 0.3, 0.5]), ["neg", "pos"], [1, 2]),
+        "reliability": plots.reliability_diagram(curves),
+        "confusion": plots.confusion_heatmap(np.eye(2), ["neg", "pos"], title="cm"),
+        "curves": plots.learning_curves({"a": hist, "b": hist}),
+        "sizes": plots.subclass_sizes_bar([3, 4], title="sizes"),
+        "balance": plots.class_balance_bar(
+            {"train": np.array([0, 1]), "test": np.array([1])}, ["n", "p"]
+        ),
+        "lengths": plots.length_histogram(["a b", "c"]),
+        "fidelity": plots.fidelity_bars({"kd": {"test": 0.9, "train": 0.95}}),
+        "neighbours": plots.neighbour_probs(np.array([[0.3, 0.7]]), ["n", "p"], [0.9], [4]),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_every_figure()))
+def test_every_figure_grows_its_margins_to_fit_labels_and_legend(name):
+    """The Streamlit template sets no automargin: with the old fixed 10 px margins tick labels
+    were cut off ("12" drawn as ".2") and axis titles sat on the tick labels."""
+    fig = _every_figure()[name]
+    assert all(ax.automargin is True for ax in _axes(fig)), name
+    assert fig.layout.margin.autoexpand is not False
+    legend = fig.layout.legend
+    if legend.orientation == "h":
+        # a paper-referenced y < 0 is bottom-anchored and grows upwards onto the x-axis title;
+        # in the container's bottom strip plotly reserves the room below the axis instead
+        assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
+    elif legend.orientation == "v":  # a legend or colour bar on the right
+        # starting level with the plot's top, which sits below the mode bar
+        assert legend.yanchor == "top" and legend.y <= 1
+        assert fig.layout.margin.t >= plots._MODEBAR_CLEARANCE
+
+
+def test_scatter_legend_title_clears_the_mode_bar(points):
+    fig = plots.embedding_scatter(points["xy"], points["color"], color_title="topic")
+    assert fig.layout.legend.title.text == "topic"
+    assert fig.layout.margin.t >= 40  # was 10: the mode bar hid "topic" and the first entry
+    assert fig.layout.legend.x > 1 and fig.layout.legend.xanchor == "left"
+    assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin
+    assert fig.layout.dragmode == "lasso" and fig.layout.height == 560
+
+
+def test_learning_curves_accuracy_axis_has_its_own_ticks():
+    hist = [{"step": 12 * i, "loss": 11 - i, "eval_accuracy": 0.6 + i / 100} for i in range(1, 9)]
+    fig = plots.learning_curves({"run": hist})
+    acc = fig.layout.yaxis2
+    assert acc.overlaying == "y" and acc.side == "right"
+    # unset, plotly.js syncs an overlaying axis to the loss ticks (0.077, 0.356, 0.635, ...)
+    assert acc.tickmode == "linear" and (acc.tick0, acc.dtick) == (0, 0.2)
+    assert list(acc.range) == [0, 1] and acc.tickformat == ".0%"
+    assert acc.showgrid is False  # one grid, the loss axis's
+    pct = plots.learning_curves({"run": [{"step": 1, "loss": 1.0, "eval_accuracy": 62.5}]})
+    assert list(pct.layout.yaxis2.range) == [0, 100] and pct.layout.yaxis2.dtick == 20
+    assert pct.layout.yaxis2.tickmode == "linear" and pct.layout.yaxis2.ticksuffix == "%"
+
+
+def test_learning_curves_legend_is_below_the_step_title_and_the_figure_grows_for_it():
+    hist = [{"step": 1, "loss": 1.0, "eval_accuracy": 0.5, "eval_agreement": 0.6}]
+    one = plots.learning_curves({"a": hist})
+    two = plots.learning_curves({"a": hist, "b": hist})
+    assert two.layout.xaxis.title.text == "step"
+    for fig in (one, two):
+        legend = fig.layout.legend
+        assert (legend.orientation, legend.yref, legend.y, legend.yanchor) == (
+            "h",
+            "container",
+            0,
+            "bottom",
+        )
+    assert two.layout.height > one.layout.height  # six legend rows do not squeeze the plot
