@@ -12,6 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import app_state
+from core.store import WorkspaceError
 
 # A local icon: a Material icon as page_icon makes the browser fetch it from Google's font CDN.
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
@@ -34,11 +35,21 @@ with st.sidebar:
         help="Folder holding the catalogue, cached embeddings, specs and runs. The CLI and "
         "job workers use the same folder (env LELP_WORKSPACE).",
     )
+    current = st.empty()
+    st.caption("Change them on the *Data & teacher* page.")
+
+try:
+    app_state.workspace()
+except WorkspaceError as err:  # said here, where the folder is typed, not on some page below
+    st.sidebar.error(str(err))
+    st.error(f"{err}\n\nFix the **Workspace folder** in the sidebar, or clear it for the default.")
+    st.stop()
+
+try:
+    pg.run()
+finally:  # after the page, which may have just changed them (also when it stopped early)
     ds, t = app_state.dataset_spec(), app_state.teacher_spec()
     teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
     if t.path:
         teacher_desc += f": {t.path}"
-    st.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")
-    st.caption("Change them on the *Data & teacher* page.")
-
-pg.run()
+    current.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")

@@ -179,15 +179,19 @@ def teacher(
     return _stored_teacher(ws_root, key2), key2
 
 
-def st_progress(label: str) -> tuple[Progress, Any]:
-    """A ``progress(done, total, stage)`` callback drawing an st.progress bar."""
+def compute_teacher(label: str) -> tuple[TeacherOutputs, str] | None:
+    """``teacher(compute=True)`` under a progress bar; the bar goes also when it fails, so
+    no stale "Computing..." bar is left above the error message."""
     bar = st.progress(0.0, text=label)
 
     def cb(done: int, total: int, stage: str) -> None:
         frac = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
         bar.progress(frac, text=f"{label}: {stage} ({done:,}/{total:,})")
 
-    return cb, bar
+    try:
+        return teacher(compute=True, progress=cb)
+    finally:
+        bar.empty()
 
 
 def require_teacher() -> tuple[Dataset, TeacherOutputs, str]:
@@ -197,9 +201,7 @@ def require_teacher() -> tuple[Dataset, TeacherOutputs, str]:
         ds = dataset()
         got = teacher(compute=False)
         if got is None:
-            cb, bar = st_progress("Computing teacher embeddings (once; cached in the workspace)")
-            got = teacher(compute=True, progress=cb)
-            bar.empty()
+            got = compute_teacher("Computing teacher embeddings (once; cached in the workspace)")
     except user_errors() as err:
         st.error(f"{err}\n\nFix the dataset or teacher on the **Data & teacher** page.")
         st.stop()

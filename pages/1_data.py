@@ -168,17 +168,18 @@ with left:
                     help=f"Datasets under {root}.",
                 )
                 new_ds = DatasetSpec(source=f"shared:{name}")
-        st.number_input(
-            "Max training rows (0 = all)",
-            min_value=0,
-            step=1000,
-            key="data_max_train",
-            help="A stratified, seeded subset of the training split: large sets embed slowly "
-            "on a CPU, so start small.",
-        )
     except ERRORS as err:
         st.error(str(err))
+        st.caption(f"The dataset in use is still **{committed_ds.source}** until this is fixed.")
         new_ds = None
+    st.number_input(
+        "Max training rows (0 = all)",
+        min_value=0,
+        step=1000,
+        key="data_max_train",
+        help="A stratified, seeded subset of the training split: large sets embed slowly "
+        "on a CPU, so start small.",
+    )
 
 if new_ds is not None:
     mt = int(ss["data_max_train"]) or None
@@ -212,7 +213,7 @@ app_state.remember("data_teacher_trust", committed_t.trust_remote_code)
 with right:
     st.subheader("Teacher")
     kind = st.selectbox(
-        "Teacher",
+        "Model",
         kinds,
         format_func=lambda k: TEACHER_KINDS[k],
         key="data_teacher_kind",
@@ -307,7 +308,12 @@ with st.expander("First rows of the training split"):
 
 # -- teacher outputs ------------------------------------------------------------------------
 st.divider()
-st.subheader("Teacher")
+st.subheader("Teacher outputs")
+t_now = app_state.teacher_spec()
+if t_now.kind in ("hf", "arrays") and not t_now.path:
+    what = "checkpoint folder" if t_now.kind == "hf" else "arrays file"
+    st.info(f"Type the {what} above to use this teacher.")
+    st.stop()
 try:
     got = app_state.teacher(compute=False)
     is_demo = app_state.dataset_spec().source in DEMOS
@@ -320,9 +326,7 @@ try:
             help="Runs the teacher over every split once and stores H, Z and W in the workspace.",
         )
     ):
-        cb, bar = app_state.st_progress("Computing teacher outputs")
-        got = app_state.teacher(compute=True, progress=cb)
-        bar.empty()
+        got = app_state.compute_teacher("Computing teacher outputs")
 except ERRORS as err:
     st.error(str(err))
     st.info("Pick another teacher, fix its path, or choose a demo.")

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -540,3 +541,55 @@ def test_number_fields_state_their_range_in_the_help():
     fields = {f.name: f for f in app_state.param_fields(ReAugKDSpec)}
     assert app_state._range_help(fields["lam"]).endswith("Allowed: from 0 to 1.")
     assert app_state._range_help(fields["k"]).endswith("Allowed: at least 1.")
+
+
+def _first_run(app_ws: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> AppTest:
+    """app.py's first run with ``state`` preset: AppTest re-runs only the page script after
+    the first run, so what app.py itself draws (the sidebar) is tested on a first run."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
+    monkeypatch.setenv("LELP_APP_DEMO", "digits-bin")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    for k, v in state.items():
+        app.session_state[k] = v
+    return app.run()
+
+
+def test_sidebar_names_the_dataset_the_page_just_chose(app_ws: Path, monkeypatch):
+    at = _first_run(
+        app_ws,
+        monkeypatch,
+        dataset_spec={"source": "text-demo"},
+        teacher_spec={"kind": "digits-mlp"},
+        data_source_type="Built-in demo",
+        data_demo="digits-bin",  # the Data page commits this in the same run
+    )
+    assert not at.exception
+    assert at.session_state["dataset_spec"]["source"] == "digits-bin"
+    assert "**Dataset:** digits-bin" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_bad_workspace_folder_is_reported_where_it_is_typed(app_ws: Path, monkeypatch):
+    at = _first_run(app_ws, monkeypatch, ws_root="/proc/lelp-ws")
+    assert not at.exception
+    assert "cannot create it" in at.sidebar.error[0].value
+    main = [e.value for e in at.error if "Fix the **Workspace folder**" in e.value]
+    assert len(main) == 1 and len(at.error) == 2  # and the page did not add its own
+
+
+def test_teacher_without_its_path_asks_for_it_instead_of_failing(at_digits: AppTest):
+    _open(at_digits, "1_data.py")
+    at_digits.selectbox(key="data_teacher_kind").set_value("arrays").run()
+    assert not at_digits.exception and not at_digits.error  # no error before anything is typed
+    assert any("Type the arrays file above" in i.value for i in at_digits.info)
+
+
+def test_bad_file_path_says_which_dataset_is_still_in_use(at_digits: AppTest, tmp_path: Path):
+    _open(at_digits, "1_data.py")
+    at_digits.radio(key="data_source_type").set_value("File (upload or path)").run()
+    at_digits.text_input(key="data_path").set_value(str(tmp_path / "missing.csv")).run()
+    assert not at_digits.exception
+    assert at_digits.error and "missing.csv" in at_digits.error[0].value
+    assert any("still **digits-bin**" in c.value for c in at_digits.caption)
+    assert at_digits.session_state["dataset_spec"]["source"] == "digits-bin"
+    assert at_digits.number_input(key="data_max_train")  # still drawn under the error
