@@ -310,6 +310,10 @@ def assign_from_coordinates(coords: list[np.ndarray], y: np.ndarray) -> np.ndarr
     return core_fn(coords, y)
 
 
+#: Pseudo-subclasses with fewer training rows than this get a warning on the Subspaces page.
+TINY_SUBCLASS = 5
+
+
 def subclass_names(class_names: list[str], sizes: list[int]) -> list[str]:
     return [f"{c}/{s}" for c, n in zip(class_names, sizes, strict=True) for s in range(n)]
 

@@ -219,24 +219,32 @@ with main:
     st.markdown("**Map coloured by pseudo-subclass** (PCA of the teacher's embeddings)")
     st.plotly_chart(fig, key="sub_map", theme=None)
 
-    # per pseudo-subclass table
-    rows = []
+    # per pseudo-subclass table (counts by bincount: no pass over the rows per subclass)
+    G = len(sub_names)
+    counts = np.bincount(assign, minlength=G)
+    mean_entropy = np.bincount(assign, weights=entropy, minlength=G) / np.maximum(counts, 1)
     offsets = np.concatenate([[0], np.cumsum(sizes_fit)])
+    class_rows = [np.flatnonzero(y == c) for c in range(C)]
+    rows = []
     for g, name in enumerate(sub_names):
         c = int(np.searchsorted(offsets, g, side="right") - 1)
-        s = g - offsets[c]
-        members = np.flatnonzero(assign == g)
-        cls_rows = np.flatnonzero(y == c)
-        top = cls_rows[np.argsort(-coords[c][cls_rows, s])[:3]]
+        top = class_rows[c][np.argsort(-coords[c][class_rows[c], g - offsets[c]])[:3]]
         rows.append(
             {
                 "pseudo-subclass": name,
-                "size": len(members),
-                "mean target entropy": float(entropy[members].mean()) if len(members) else 0.0,
+                "size": int(counts[g]),
+                "mean target entropy": float(mean_entropy[g]),
                 "furthest along its direction": " | ".join(
                     plots.truncate(texts[i], 80) for i in top
                 ),
             }
+        )
+    tiny = int((counts < app_state.TINY_SUBCLASS).sum())
+    if tiny:
+        st.warning(
+            f"{tiny} of {G} pseudo-subclasses hold fewer than {app_state.TINY_SUBCLASS} "
+            "training rows: too few for the student to learn them apart. Lower S, or raise "
+            "beta so their targets blend with their neighbours'."
         )
     st.markdown("**Pseudo-subclasses**")
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="sub_table")
@@ -279,25 +287,31 @@ def _baseline_assign(
     source: str,
     latent: str | None,
     groups_key: str,
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[str]]:
+    """A baseline's pseudo-subclass per training row, and the name of each (``negative/2``,
+    ``positive/electronics blob``, ``negative/books``) as the LELP rows are named."""
     from core.subclasses import ClusterSubclasses, LatentSubclasses, ManualSubclasses
 
     d = app_state.dataset_from_json(ds_json)
     H = app_state.float_H(ws_root, tkey, "train")
     yy = app_state.split_labels(d, out, "train", source)
     n_sub = list(sizes) if len(set(sizes)) > 1 else int(sizes[0])
-    if method == "oracle":
-        m = LatentSubclasses().fit(H, yy, latent=d.splits["train"].latent[latent])
-        return m.assign(H, yy)
-    if method == "manual":
-        m = ManualSubclasses(assignment=manual_assignment(ws, d)).fit(H, yy)
-        return m.assign(H, yy)
+    if method in ("oracle", "manual"):
+        if method == "oracle":
+            m = LatentSubclasses().fit(H, yy, latent=d.splits["train"].latent[latent])
+            value = str
+        else:
+            m = ManualSubclasses(assignment=manual_assignment(ws, d)).fit(H, yy)
+            group_names = list(ws.list_manual_groups(d.fingerprint()))
+            value = lambda v: "rest" if v < 0 else group_names[v]  # noqa: E731
+        named = [f"{d.label_names[c]}/{value(v)}" for c, vs in enumerate(m.values_) for v in vs]
+        return m.assign(H, yy), named
     m = ClusterSubclasses(method=method, n_subclasses=n_sub, random_state=seed).fit(H, yy)
-    return m.assign(H, yy)
+    return m.assign(H, yy), app_state.subclass_names(d.label_names, list(m.sizes_))
 
 
 groups = ws.list_manual_groups(ds.fingerprint())
-methods = {"LELP": assign}
+methods = {"LELP": (assign, sub_names)}
 for m in compare:
     if m == "manual" and not groups:
         st.info("No manual groups yet: lasso some points on the **Embedding map** and save them.")
@@ -319,7 +333,7 @@ for m in compare:
 
 summary = []
 latent_vals = ds.splits["train"].latent[latent_col] if latent_col else None
-for mname, a in methods.items():
+for mname, (a, _) in methods.items():
     row: dict[str, object] = {"method": mname, "pseudo-subclasses": int(len(np.unique(a)))}
     row["smallest"] = int(np.bincount(a).min()) if len(a) else 0
     if latent_vals is not None:
@@ -329,13 +343,12 @@ for mname, a in methods.items():
 st.dataframe(pd.DataFrame(summary), hide_index=True, key="sub_summary")
 if latent_vals is not None:
     heat_cols = st.columns(min(len(methods), 3))
-    for i, (mname, a) in enumerate(methods.items()):
+    for i, (mname, (a, a_names)) in enumerate(methods.items()):
         with heat_cols[i % len(heat_cols)]:
             st.markdown(f"**{mname}** vs {latent_col}")
             fig = plots.contingency_heatmap(
-                a, latent_vals, latent_title=latent_col,
-                assign_names=sub_names if mname == "LELP" else None,
-            )  # fmt: skip
+                a, latent_vals, latent_title=latent_col, assign_names=a_names
+            )
             st.plotly_chart(fig, key=f"sub_heat_{i}")
 
 # -- save / export ------------------------------------------------------------------------

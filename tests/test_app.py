@@ -593,3 +593,21 @@ def test_bad_file_path_says_which_dataset_is_still_in_use(at_digits: AppTest, tm
     assert any("still **digits-bin**" in c.value for c in at_digits.caption)
     assert at_digits.session_state["dataset_spec"]["source"] == "digits-bin"
     assert at_digits.number_input(key="data_max_train")  # still drawn under the error
+
+
+def test_subspaces_names_baseline_subclasses_and_warns_about_tiny_ones(at: AppTest):
+    _open(at, "3_subspaces.py")
+    if at.session_state["dataset_spec"]["source"] != "text-demo":
+        pytest.skip("needs the text demo's latent columns")
+    at.multiselect(key="sub_compare").set_value(["kmeans"]).run()
+    assert not at.exception
+    heat = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = [h for h in heat if h["data"] and h["data"][0]["type"] == "heatmap"]
+    assert len(heat) == 2  # LELP and k-means
+    for h in heat:  # both name their rows class/subclass, not 0..7
+        names = {str(v) for t in h["data"] for ax in ("x", "y") for v in t.get(ax, [])}
+        assert "negative/0" in names and "positive/3" in names
+    assert not any("fewer than" in w.value for w in at.warning)
+    at.number_input(key="sub_S").set_value(64).run()
+    assert not at.exception
+    assert any("training rows: too few" in w.value for w in at.warning)
