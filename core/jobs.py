@@ -265,6 +265,19 @@ def get_job(ws: Workspace, job_id: int) -> Job:
     return Job.from_row(row)
 
 
+def active_twin(ws: Workspace, kind: str, config: dict[str, Any] | RunConfig) -> int | None:
+    """The id of a queued or running job of ``kind`` with this very config, else None.
+
+    Why: pressing "Queue run" twice queued the same run twice, doubling the wait for nothing
+    (seeds and every setting are in the config, so a real repeat differs in it).
+    """
+    want = _validate(kind, config)
+    for job in list_jobs(ws, states=("queued", "running")):
+        if job.kind == kind and job.config == want:
+            return job.id
+    return None
+
+
 def list_jobs(
     ws: Workspace, sweep_id: str | None = None, states: tuple[str, ...] | None = None
 ) -> list[Job]:

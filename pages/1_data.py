@@ -35,6 +35,21 @@ st.caption(
     "Pick the data and the teacher whose embedding space the other pages explore. Teacher "
     "outputs are computed once and cached in the workspace: coming back is instant."
 )
+with st.expander("New here? The five steps", expanded=False):
+    st.markdown(
+        "lelp-studio distils a few-class teacher into a small student with **LELP**: it "
+        "splits each class of the teacher's embedding space into pseudo-subclasses along a "
+        "few principal directions, and trains the student on those richer targets.\n\n"
+        "1. **Data & teacher** (this page): a dataset and the teacher whose embeddings drive "
+        "everything else.\n"
+        "2. **Embedding map**: look at the teacher's space; lasso groups you want as "
+        "hand-made pseudo-subclasses.\n"
+        "3. **Subspaces**: choose how many pseudo-subclasses per class (S), the directions and "
+        "the softness (beta); compare with clustering baselines.\n"
+        "4. **Distill**: queue students (LELP, KD, hard labels and the other methods) as "
+        "background jobs.\n"
+        "5. **Compare**: accuracy and agreement with the teacher, calibration, curves."
+    )
 
 committed_ds = app_state.dataset_spec()
 committed_t = app_state.teacher_spec()

@@ -371,7 +371,7 @@ spec_name = s1.text_input(
 if s2.button("Save spec", key="sub_save", type="primary", help="Store this setting by name."):
     try:
         if not spec_name.strip():
-            raise ValueError("give the spec a name first")
+            raise ValueError("Give the spec a name first.")
         saved = ws.save_spec(
             spec_name.strip(),
             cfg.model_copy(update={"name": spec_name.strip()}).model_dump(mode="json"),

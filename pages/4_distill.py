@@ -174,7 +174,7 @@ with c3:
     seed = st.number_input("Seed", 0, 10_000, key="distill_seed", help="Student seed.")
 
 
-st.subheader("Objectives")
+st.subheader("Objective parameters")
 method_params: dict[str, dict[str, Any]] = {}
 for obj in objectives:
     with st.container(border=True):
@@ -249,10 +249,22 @@ if st.button(
     try:
         if jobs is None:
             raise RuntimeError("core.jobs is not available; run `lelp distill` from a shell")
-        ids = [jobs.submit(ws, "distill", cfg) for cfg in _configs()]
-        if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
+        ids, twins = [], []
+        for cfg in _configs():
+            twin = jobs.active_twin(ws, "distill", cfg)
+            if twin is None:
+                ids.append(jobs.submit(ws, "distill", cfg))
+            else:
+                twins.append(f"{cfg.train.objective} (job #{twin})")
+        if ids and os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
             jobs.ensure_worker(ws)
-        st.success(f"Queued job(s) {', '.join(f'#{i}' for i in ids)}.")
+        if ids:
+            st.success(f"Queued job(s) {', '.join(f'#{i}' for i in ids)}.")
+        if twins:
+            st.info(
+                f"Not queued again, already queued or running with the same settings: "
+                f"{', '.join(twins)}. Change a setting (e.g. the seed) to run it twice."
+            )
     except ERRORS as err:
         st.error(str(err))
 if not objectives:

@@ -611,3 +611,19 @@ def test_subspaces_names_baseline_subclasses_and_warns_about_tiny_ones(at: AppTe
     at.number_input(key="sub_S").set_value(64).run()
     assert not at.exception
     assert any("training rows: too few" in w.value for w in at.warning)
+
+
+def test_distill_does_not_queue_the_same_run_twice(at_digits: AppTest, app_ws: Path):
+    from core import jobs
+    from core.store import Workspace
+
+    _open(at_digits, "4_distill.py")
+    at_digits.multiselect(key="distill_objectives").set_value(["kd"])
+    at_digits.number_input(key="distill_seed").set_value(777).run()
+    at_digits.button(key="distill_queue").click().run()
+    assert at_digits.success and not at_digits.info
+    n = len(jobs.list_jobs(Workspace(app_ws)))
+    at_digits.button(key="distill_queue").click().run()
+    assert not at_digits.exception and not at_digits.success
+    assert any("Not queued again" in i.value and "kd (job #" in i.value for i in at_digits.info)
+    assert len(jobs.list_jobs(Workspace(app_ws))) == n

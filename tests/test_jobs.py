@@ -458,3 +458,17 @@ def test_worker_once_exits_when_only_unrunnable_jobs_remain(workspace: Workspace
     worker.run_forever(until_idle=True)
     assert time.monotonic() - t0 < 5
     assert jobs.get_job(workspace, gpu_job).state == "queued"  # waits for a GPU worker
+
+
+def test_active_twin_finds_the_same_queued_config_only(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    cfg = RunConfig.model_validate(
+        {"dataset": {"source": "digits-bin"}, "teacher": {"kind": "digits-mlp"}}
+    )
+    assert jobs.active_twin(ws, "distill", cfg) is None
+    jid = jobs.submit(ws, "distill", cfg)
+    assert jobs.active_twin(ws, "distill", cfg) == jid
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": 1})})
+    assert jobs.active_twin(ws, "distill", other) is None  # another seed is another run
+    jobs.request_cancel(ws, jid)  # a queued job is cancelled at once
+    assert jobs.active_twin(ws, "distill", cfg) is None  # a finished twin does not count
