@@ -227,6 +227,12 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         r"column 'label' not found; columns are \['text', 'Label'\]; pass --label-col",
     ),
     (
+        "text and label the same column",
+        lambda d: [*_embed_file(d, "c.csv", _csv_rows()), "--set", "dataset.label_col=text"],
+        r"the text column and the label column are both 'text'; map the label to the column "
+        r"that holds the classes",
+    ),
+    (
         "missing text column",
         lambda d: [*_embed_file(d, "c.csv", _csv_rows()), "--set", "dataset.text_col=review"],
         r"column 'review' not found; columns are \['text', 'label'\]; pass --text-col",
