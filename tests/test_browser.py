@@ -163,7 +163,7 @@ def _no_exception(pg) -> None:  # type: ignore[no-untyped-def]
 def test_data_page_shows_the_demo_and_teacher(page) -> None:  # type: ignore[no-untyped-def]
     _goto(page, "Data & teacher")
     body = page.locator("section.main, [data-testid='stMain']").first
-    body.get_by_text("accuracy", exact=False).first.wait_for()
+    body.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
     text = body.inner_text()
     assert "text-demo" in text or "Text demo" in text or "text demo" in text
     assert any(ch.isdigit() for ch in text)
