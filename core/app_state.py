@@ -74,26 +74,33 @@ def init_session() -> None:
     ss.setdefault("subclass_spec", SubclassSpec().model_dump(mode="json"))
     ss.setdefault("tau", 1.0)
     ss.setdefault("inspect_row", 0)
-    for key in ss.get(_KEPT, ()):  # see remember()
+    kept = ss.setdefault(_KEPT, {})
+    for key in kept:  # see remember()
         if key in ss:
-            ss[key] = ss[key]
+            kept[key] = ss[key]
+        ss[key] = kept[key]
 
 
-_KEPT = "_kept_widget_keys"
+_KEPT = "_kept_widget_values"
 
 
 def remember(key: str, default: Any) -> Any:
     """``setdefault`` for a widget key whose value must survive a visit to another page.
 
-    Streamlit deletes a widget's value at the end of every run that does not draw it, so a
-    page forgot its settings (epochs, run name, file path, column mapping) as soon as the user
-    opened another page. ``init_session`` re-saves the remembered keys at the top of every
-    page, which Streamlit documents as the way to keep them. Only value widgets may be
-    remembered: buttons, uploads and charts cannot be set through session state.
+    Streamlit deletes a widget's value at the end of a run that does not draw it, and the
+    Distill page's self-refreshing job list (a fragment) drops them too, so pages forgot their
+    settings (epochs, run name, file path, column mapping) when the user opened another page.
+    Remembered keys keep a copy of their last value in a plain session key; ``init_session``,
+    at the top of every page, refreshes that copy and writes it back, which both re-saves the
+    key (Streamlit's documented way to keep it) and restores one that was dropped. Only value
+    widgets may be remembered: buttons, uploads and charts cannot be set through state.
     """
     ss = st.session_state
-    ss.setdefault(_KEPT, set()).add(key)
-    return ss.setdefault(key, default)
+    kept = ss.setdefault(_KEPT, {})
+    if key not in ss:
+        ss[key] = kept.get(key, default)
+    kept[key] = ss[key]
+    return ss[key]
 
 
 def dataset_spec() -> DatasetSpec:

@@ -236,6 +236,20 @@ def test_compare_page_shows_the_finished_run(page) -> None:  # type: ignore[no-u
     _shoot(page, "5_compare")
 
 
+def test_distill_settings_survive_the_job_list_refresh_and_a_page_visit(page) -> None:  # type: ignore[no-untyped-def]
+    """The job list re-runs every 2 s as a fragment; those runs dropped the page's remembered
+    widget values, so epochs went back to its default after a visit to another page."""
+    _goto(page, "Distill")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("3")
+    epochs.press("Enter")
+    _idle(page)
+    page.wait_for_timeout(4500)  # two refreshes of the job list
+    _goto(page, "Data & teacher")
+    _goto(page, "Distill")
+    assert page.get_by_role("spinbutton", name="Epochs").input_value() == "3"
+
+
 def test_the_browser_fetched_nothing_from_the_internet(page) -> None:  # type: ignore[no-untyped-def]
     """Offline by default: no font, icon or script from a CDN (a Material page icon used to
     make the browser fetch the favicon from fonts.gstatic.com)."""
