@@ -28,6 +28,16 @@ PAGES = [
 ]
 pg = st.navigation(PAGES)
 
+
+def _current(box: object) -> None:
+    """Write the dataset and teacher in use into the sidebar ``box`` (an st.empty)."""
+    ds, t = app_state.dataset_spec(), app_state.teacher_spec()
+    teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
+    if t.path:
+        teacher_desc += f": {t.path}"
+    box.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")  # type: ignore[attr-defined]
+
+
 with st.sidebar:
     st.text_input(
         "Workspace folder",
@@ -45,11 +55,8 @@ except WorkspaceError as err:  # said here, where the folder is typed, not on so
     st.error(f"{err}\n\nFix the **Workspace folder** in the sidebar, or clear it for the default.")
     st.stop()
 
-try:
-    pg.run()
-finally:  # after the page, which may have just changed them (also when it stopped early)
-    ds, t = app_state.dataset_spec(), app_state.teacher_spec()
-    teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
-    if t.path:
-        teacher_desc += f": {t.path}"
-    current.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")
+# Written before the page (a page that stops early draws nothing after st.stop()) and again
+# after it, since the Data & teacher page may have just changed them.
+_current(current)
+pg.run()
+_current(current)

@@ -1123,9 +1123,23 @@ def make_method(spec: TrainSpec) -> Method:
     return cls(spec)
 
 
+#: What ``teacher.path`` must name for the teacher kinds that need one.
+TEACHER_PATHS = {
+    "hf": "the folder of a saved sequence-classification checkpoint",
+    "arrays": "a .npz or .parquet file of teacher arrays",
+}
+
+
 def check_run(cfg: Any) -> None:
-    """Refuse, before any work, a run whose objective cannot work with its teacher or student
-    (called by the Distill page before queueing and by ``fit_for_run``)."""
+    """Refuse, before any work, a run that cannot work: a teacher without the path it needs,
+    or an objective its teacher or student cannot serve (called by the Distill page before
+    queueing, so such a job is never queued to fail later, and by ``fit_for_run``)."""
+    what = TEACHER_PATHS.get(cfg.teacher.kind)
+    if what is not None and not cfg.teacher.path:
+        raise ConfigError(
+            f"teacher kind {cfg.teacher.kind!r} needs teacher.path: {what}; give it on the "
+            "Data & teacher page (or --set teacher.path=...)"
+        )
     if cfg.train.objective != "amad":
         return
     if cfg.student.kind != "transformer":

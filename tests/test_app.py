@@ -627,3 +627,25 @@ def test_distill_does_not_queue_the_same_run_twice(at_digits: AppTest, app_ws: P
     assert not at_digits.exception and not at_digits.success
     assert any("Not queued again" in i.value and "kd (job #" in i.value for i in at_digits.info)
     assert len(jobs.list_jobs(Workspace(app_ws))) == n
+
+
+def test_distill_refuses_a_teacher_without_its_path_before_queueing(
+    app_ws: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from core import jobs
+    from core.store import Workspace
+
+    at = _first_run(app_ws, monkeypatch, teacher_spec={"kind": "arrays"})
+    before = len(jobs.list_jobs(Workspace(app_ws)))
+    _open(at, "4_distill.py")
+    at.button(key="distill_queue").click().run()
+    assert not at.exception
+    assert any("needs teacher.path" in e.value for e in at.error)
+    assert len(jobs.list_jobs(Workspace(app_ws))) == before
+
+
+def test_sidebar_names_dataset_and_teacher_when_the_page_stops_early(app_ws: Path, monkeypatch):
+    at = _first_run(app_ws, monkeypatch, teacher_spec={"kind": "arrays"})
+    assert any("Type the arrays file above" in i.value for i in at.info)  # the page stopped
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "**Dataset:** digits-bin" in captions and "**Teacher:** arrays" in captions

@@ -695,3 +695,13 @@ def test_run_distill_amad_on_the_text_demo(workspace: Any) -> None:
     history = rec["metrics"]["history"]
     assert history[-1]["loss"] < history[0]["loss"]
     assert rec["metrics"]["student"]["accuracy"] > 60
+
+
+@pytest.mark.parametrize("kind", ["hf", "arrays"])
+def test_check_run_refuses_a_teacher_without_its_path(kind: str) -> None:
+    from core.methods import check_run
+
+    cfg = load_config(None, ["dataset.source=text-demo", f"teacher.kind={kind}"])
+    with pytest.raises(ConfigError, match=f"teacher kind '{kind}' needs teacher.path"):
+        check_run(cfg)
+    check_run(load_config(None, ["teacher.kind=minilm"]))  # the bundled teacher needs none
