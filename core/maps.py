@@ -194,7 +194,8 @@ def fit_projection(
                 z = np.pad(z, ((0, 0), (0, 2 - z.shape[1])))
             return z[:, :2]
 
-        titles = (f"class {class_index} direction 1", f"class {class_index} direction 2")
+        # 0-based, as the Subspaces page numbers directions; pages put the class's name
+        titles = (f"class {class_index} direction 0", f"class {class_index} direction 1")
         _report(progress, 1, 1, "LELP directions")
 
     proj = Projection(

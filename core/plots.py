@@ -8,6 +8,7 @@ selection come back empty, so hover fields are always strings ("" for missing).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -420,7 +421,11 @@ def _curve_field(curve: Mapping[str, Any], *names: str) -> list[float]:
 def confusion_heatmap(
     cm: np.ndarray, class_names: Sequence[str], *, title: str | None = None
 ) -> go.Figure:
-    """A confusion matrix (rows = true class, columns = predicted) with counts as text."""
+    """A confusion matrix (rows = true class, columns = predicted) with counts as text.
+
+    A long ``title`` (a run name with its id) is wrapped, not cut at the figure's edge."""
+    if title:
+        title = "<br>".join(textwrap.wrap(title, 34))
     cm = np.asarray(cm)
     names = [str(c) for c in class_names]
     fig = go.Figure(
@@ -434,7 +439,7 @@ def confusion_heatmap(
             hovertemplate="true %{y}<br>predicted %{x}<br>count %{z}<extra></extra>",
         )
     )
-    return _frame(
+    fig = _frame(
         fig,
         height=340,
         title=title,
@@ -445,6 +450,8 @@ def confusion_heatmap(
         xaxis_type="category",
         yaxis_type="category",
     )
+    lines = title.count("<br>") + 1 if title else 0
+    return fig.update_layout(margin_t=max(fig.layout.margin.t, 24 * lines + 16))
 
 
 def learning_curves(

@@ -350,7 +350,8 @@ except ERRORS as err:
 if got is None:
     st.info(
         "Teacher outputs are not computed yet for this dataset and teacher: press "
-        "**Compute teacher outputs** (large sets: lower *Max training rows* first)."
+        "**Compute teacher outputs** (or open any other page, which computes them; large "
+        "sets: lower *Max training rows* first)."
     )
     st.stop()
 out, key = got

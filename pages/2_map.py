@@ -115,11 +115,14 @@ except (*ERRORS, ValueError) as err:
     st.error(f"The projection failed: {err}. Try PCA.")
     st.stop()
 
+names = ds.label_names
+if method == "lelp":  # the class's name, not its index
+    axis_titles = tuple(t.replace(f"class {lelp_class}", names[lelp_class], 1) for t in axis_titles)
+
 # -- colours ------------------------------------------------------------------------------
 sp = ds.splits[split]
 Z = np.asarray(out.Z[split])
 probs = app_state.softmax(Z)
-names = ds.label_names
 y_names = np.array([names[int(v)] for v in sp.y], dtype=object)
 continuous = False
 if color_by == "class":
@@ -164,7 +167,8 @@ fig = plots.embedding_scatter(
 st.caption(
     f"Showing {len(idx):,} of {len(sp):,} {split} points"
     + (" (stratified sample)" if len(idx) < len(sp) else "")
-    + f" · {len(fig.data)} colour groups · drag a lasso or box to select."
+    + ("" if continuous else f" · {len(fig.data)} colour groups")
+    + " · drag a lasso or box to select."
 )
 event = st.plotly_chart(
     fig, key="map_chart", on_select="rerun", selection_mode=("lasso", "box"), theme=None

@@ -225,7 +225,7 @@ per = {}
 for r in sel:
     for col, vals in (r["metrics"].get("student", {}).get("per_subclass") or {}).items():
         for v, acc in vals.items():
-            per.setdefault((col, v), {})[label[r["run_id"]]] = round(float(acc), 2)
+            per.setdefault((col, v), {})[label[r["run_id"]]] = round(float(acc), 1)
 if per:
     st.markdown("**Accuracy per latent subclass** (%)")
     df = pd.DataFrame.from_dict(per, orient="index")

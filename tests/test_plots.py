@@ -321,3 +321,11 @@ def test_learning_curves_legend_is_below_the_step_title_and_the_figure_grows_for
             "bottom",
         )
     assert two.layout.height > one.layout.height  # six legend rows do not squeeze the plot
+
+
+def test_confusion_title_is_wrapped_and_gets_room():
+    name = "my first run lelp S=4 beta=1.0 (job-3)"
+    fig = plots.confusion_heatmap(np.eye(2), ["neg", "pos"], title=name)
+    text = fig.layout.title.text
+    assert "<br>" in text and text.replace("<br>", " ") == name  # nothing cut
+    assert fig.layout.margin.t >= 24 * (text.count("<br>") + 1)
