@@ -245,9 +245,11 @@ def spectrum_plot(
     a line for the spectrum before the null-space projection. The legend used to call every
     bar "after null-space projection", also with the projection off."""
     fig = go.Figure()
+    chosen = [int(c) for c in chosen]
+    max_components = max(max_components, max(chosen, default=-1) + 1)  # show every chosen one
     r1 = np.asarray(ratio_with_null, dtype=np.float64)[:max_components]
     xs = np.arange(len(r1))
-    pick = np.isin(xs, [int(c) for c in chosen])
+    pick = np.isin(xs, chosen)
     for name, mask, colour in (
         ("chosen directions", pick, "#d62728"),
         ("other directions", ~pick, "#1f77b4"),

@@ -329,3 +329,10 @@ def test_confusion_title_is_wrapped_and_gets_room():
     text = fig.layout.title.text
     assert "<br>" in text and text.replace("<br>", " ") == name  # nothing cut
     assert fig.layout.margin.t >= 24 * (text.count("<br>") + 1)
+
+
+def test_spectrum_plot_shows_every_chosen_direction_beyond_twenty():
+    ratios = np.full(64, 1 / 64)
+    fig = plots.spectrum_plot(ratios, None, "pos", chosen=range(40))
+    chosen = next(t for t in fig.data if t.name == "chosen directions")
+    assert len(chosen.x) == 40 and max(chosen.x) == 39
