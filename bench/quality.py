@@ -307,8 +307,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def base_config(bd: BenchData, teacher: str, device: str) -> RunConfig:
-    """The reference recipe of ../shared/LELP.md for ``bd`` (digits: the MLP demo)."""
+def base_config(bd: BenchData, teacher: str, device: str, precision: str = "auto") -> RunConfig:
+    """The reference recipe of ../shared/LELP.md for ``bd`` (digits: the MLP demo);
+    ``precision`` is the text teacher's (``teacher.precision``)."""
     ds = DatasetSpec(source=bd.source, max_train=bd.max_train)
     if not bd.text:
         t = TeacherSpec(kind="digits-mlp")
@@ -316,8 +317,9 @@ def base_config(bd: BenchData, teacher: str, device: str) -> RunConfig:
     else:
         mode = "finetune" if teacher == "finetune" else "frozen"
         t = TeacherSpec(
-            kind="minilm", mode=mode, max_length=bd.max_length, epochs=3, lr=5e-5, batch_size=64
-        )
+            kind="minilm", mode=mode, max_length=bd.max_length, epochs=3, lr=5e-5, batch_size=64,
+            precision=precision,
+        )  # fmt: skip
         s = StudentSpec(kind="bag", embed_dim=64, hidden=64, layers=2, max_length=bd.max_length)
     tr = TrainSpec(epochs=bd.epochs, lr=3e-3, batch_size=128, alpha=0.0, device=device)
     return RunConfig(name=f"bench-{bd.name}", dataset=ds, teacher=t, student=s, train=tr)
@@ -342,7 +344,7 @@ def bench_dataset(bd: BenchData, args: argparse.Namespace, ws: Any, log: Any) ->
     from core.pipeline import prepare
 
     t0 = time.perf_counter()
-    base = base_config(bd, args.teacher, args.device)
+    base = base_config(bd, args.teacher, args.device, args.precision)
     if args.quick:  # the test's budget: fewer epochs, same recipe otherwise
         base = base.model_copy(update={"train": base.train.model_copy(update={"epochs": 8})})
     prep = prepare(base, ws)
@@ -592,6 +594,7 @@ def _prepare(base: RunConfig, ws: Any, bd: BenchData) -> tuple[Any, dict[str, An
         "train_accuracy": M.accuracy(np.asarray(out.Z["train"]), prep.dataset.splits["train"].y),
         "cache_hit": prep.cache_hit,
         "compute_s": out.meta.get("seconds"),
+        "precision": out.meta.get("precision"),
     }
     return prep, teacher
 
@@ -608,7 +611,7 @@ def bench_methods(
     """Every method of issue 6 on one dataset, same teacher, student, data and seeds
     (``--table amad``: the transformer student and the rows ``amad_settings`` names)."""
     t0 = time.perf_counter()
-    base = base_config(bd, args.teacher, args.device)
+    base = base_config(bd, args.teacher, args.device, args.precision)
     if args.table == "amad":
         student = base.student.model_copy(update=AMAD_STUDENT)
         base = base.model_copy(update={"student": student})
@@ -767,7 +770,7 @@ def bench_dwt(args: argparse.Namespace, ws: Any, log: Any) -> dict[str, Any]:
     """DWT on digits-bin: a 16-unit digits-MLP teacher, a 3x128 MLP student (larger)."""
     t0 = time.perf_counter()
     bd = DATASETS["digits-bin"]
-    base = base_config(bd, args.teacher, args.device)
+    base = base_config(bd, args.teacher, args.device, args.precision)
     base = base.model_copy(
         update={
             "name": "bench-dwt-digits",
@@ -1018,7 +1021,9 @@ def _dataset_sections(res: dict[str, Any], ranking: bool) -> list[str]:
             "",
             f"train {d['n_train']}, {d['eval_split']} {d['n_eval']}, {d['n_classes']} classes; "
             f"latent: {d['latent_col'] or 'none'}; seeds {len(d['seeds'])}; teacher "
-            f"{t['accuracy']:.2f} (train {t['train_accuracy']:.2f}); LELP setting from "
+            f"{t['accuracy']:.2f} (train {t['train_accuracy']:.2f}"
+            + (f", {t['precision']}" if t.get("precision") else "")
+            + "); LELP setting from "
             f"{d['lelp_setting']['source']}; {d['timings']['runs']} student runs in "
             f"{d['timings']['students_s'] / 60:.1f} min.",
             "",
@@ -1202,6 +1207,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="digits only, 1 seed, small grid")
     p.add_argument("--teacher", choices=("frozen", "finetune"), default="frozen")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bf16"),
+        default="auto",
+        help="the text teacher's precision (teacher.precision; the committed frozen-teacher "
+        "tables were measured in float32, before bf16 became auto's choice on this CPU)",
+    )
     p.add_argument("--ablations", action="store_true", help="add LELP ablation rows")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument(
