@@ -381,11 +381,20 @@ def target_bars(
     )
 
 
-def reliability_diagram(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
+def run_colors(names: Sequence[str]) -> dict[str, str]:
+    """One colour per run name, in order: passed to every figure of a page, so a run has the
+    same colour in the reliability diagram as in the learning curves."""
+    return {str(n): _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)}
+
+
+def reliability_diagram(
+    curves: Mapping[str, Mapping[str, Any]], *, colors: Mapping[str, str] | None = None
+) -> go.Figure:
     """Reliability curves, one line per model.
 
     Each curve is a mapping with ``confidence`` (mean confidence per bin) and ``accuracy``
-    (accuracy per bin); optional ``count``. Empty bins (NaN/None) are dropped.
+    (accuracy per bin); optional ``count``. Empty bins (NaN/None) are dropped. ``colors``
+    (``run_colors``) fixes a name's colour; names it lacks (the teacher) get plotly's next.
     """
     fig = go.Figure()
     fig.add_trace(
@@ -401,7 +410,10 @@ def reliability_diagram(curves: Mapping[str, Mapping[str, Any]]) -> go.Figure:
         conf = np.asarray(_curve_field(curve, "confidence", "mean_confidence", "conf"), float)
         acc = np.asarray(_curve_field(curve, "accuracy", "acc"), float)
         ok = np.isfinite(conf) & np.isfinite(acc)
-        fig.add_trace(go.Scatter(x=conf[ok], y=acc[ok], mode="lines+markers", name=str(name)))
+        line = {"color": colors[str(name)]} if colors and str(name) in colors else None
+        fig.add_trace(
+            go.Scatter(x=conf[ok], y=acc[ok], mode="lines+markers", name=str(name), line=line)
+        )
     return _frame(
         fig,
         height=420,
@@ -461,6 +473,7 @@ def learning_curves(
     *,
     x: str = "step",
     metrics: Sequence[str] = ("loss", "eval_accuracy", "eval_agreement"),
+    colors: Mapping[str, str] | None = None,
 ) -> go.Figure:
     """Loss and accuracy over training, one line per run and metric present in its history.
 
@@ -470,6 +483,7 @@ def learning_curves(
     """
     fig = go.Figure()
     acc_max = 0.0
+    colors = colors or run_colors(list(histories))  # one colour per run, dash per metric
     for name, hist in histories.items():
         for metric in metrics:
             pts = [
@@ -490,7 +504,7 @@ def learning_curves(
                     mode="lines+markers" if len(xs) < 40 else "lines",
                     name=f"{name}: {metric}",
                     yaxis="y2" if is_acc else "y",
-                    line={"dash": "solid" if is_acc else "dot"},
+                    line={"dash": "solid" if is_acc else "dot", "color": colors.get(str(name))},
                 )
             )
     # the accuracy axis gets ticks of its own: recent plotly.js defaults an overlaying axis to

@@ -185,6 +185,8 @@ if not usable:
     )
     st.stop()
 
+# A run has one colour on every plot; the teacher is drawn in near-black.
+colors = {"teacher": "#222222", **plots.run_colors([label[r["run_id"]] for r in sel])}
 g1, g2 = st.columns(2)
 with g1:
     st.markdown("**Reliability diagram**")
@@ -193,12 +195,12 @@ with g1:
     curves["teacher"] = M.reliability_curve(M.softmax(first["teacher"]), first["y"])
     for rid, d in usable.items():
         curves[label[rid]] = M.reliability_curve(M.softmax(d["student"]), d["y"])
-    st.plotly_chart(plots.reliability_diagram(curves), key="cmp_reliability")
+    st.plotly_chart(plots.reliability_diagram(curves, colors=colors), key="cmp_reliability")
 with g2:
     st.markdown("**Learning curves**")
     hist = {label[r["run_id"]]: r["metrics"].get("history", []) for r in sel}
     if any(hist.values()):
-        st.plotly_chart(plots.learning_curves(hist), key="cmp_curves")
+        st.plotly_chart(plots.learning_curves(hist, colors=colors), key="cmp_curves")
     else:
         st.info("These runs recorded no training history.")
 

@@ -336,3 +336,15 @@ def test_spectrum_plot_shows_every_chosen_direction_beyond_twenty():
     fig = plots.spectrum_plot(ratios, None, "pos", chosen=range(40))
     chosen = next(t for t in fig.data if t.name == "chosen directions")
     assert len(chosen.x) == 40 and max(chosen.x) == 39
+
+
+def test_a_run_has_the_same_colour_in_reliability_and_learning_curves():
+    colors = plots.run_colors(["kd", "lelp"])
+    hist = [{"step": 1, "loss": 1.0, "eval_accuracy": 0.5}]
+    curves = plots.learning_curves({"lelp": hist, "kd": hist}, colors=colors)
+    curve = {"confidence": [0.6], "accuracy": [0.5]}
+    rel = plots.reliability_diagram({"teacher": curve, "lelp": curve, "kd": curve}, colors=colors)
+    for fig in (curves, rel):
+        by_run = {t.name.split(":")[0]: t.line.color for t in fig.data if t.name != "teacher"}
+        assert by_run["lelp"] == colors["lelp"] and by_run["kd"] == colors["kd"]
+    assert colors["kd"] != colors["lelp"]
