@@ -178,6 +178,9 @@ def distill(
         cfg = config_from_dict(data, f"spec {spec}")
     else:
         cfg = _load(config, set_)
+    from core.methods import check_run
+
+    check_run(cfg)  # a run that cannot work says so before a progress bar is drawn
     with tqdm(total=None, desc="distill", unit="step", file=sys.stderr) as bar:
 
         def on_step(info: dict[str, Any]) -> None:

@@ -373,6 +373,11 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         r"b\.yaml: not valid UTF-8 \(byte 0xe9 at offset 9\); re-save the file as UTF-8",
     ),
     (
+        "teacher without its path",
+        lambda _d: ["distill", *DIGITS_SET, "--set", "teacher.kind=arrays"],
+        r"teacher kind 'arrays' needs teacher\.path: a \.npz or \.parquet file",
+    ),
+    (
         "method the student cannot run",
         lambda _d: ["distill", *DIGITS_SET, "--set", "train.objective=amad"],
         r"amad aligns attention maps: it needs student\.kind 'transformer' \(got 'mlp'\)",
