@@ -178,18 +178,22 @@ def distill(
         cfg = config_from_dict(data, f"spec {spec}")
     else:
         cfg = _load(config, set_)
-    from core.methods import check_run
+    bars: list[Any] = []  # the step bar opens at the first step: errors come before it
 
-    check_run(cfg)  # a run that cannot work says so before a progress bar is drawn
-    with tqdm(total=None, desc="distill", unit="step", file=sys.stderr) as bar:
+    def on_step(info: dict[str, Any]) -> None:
+        if not bars:
+            bars.append(tqdm(total=None, desc="distill", unit="step", file=sys.stderr))
+        bar = bars[0]
+        bar.total = info.get("total_steps", bar.total)
+        bar.n = info.get("step", bar.n)
+        loss = f"{info.get('loss', float('nan')):.4f}"
+        bar.set_postfix(epoch=info.get("epoch"), loss=loss)
 
-        def on_step(info: dict[str, Any]) -> None:
-            bar.total = info.get("total_steps", bar.total)
-            bar.n = info.get("step", bar.n)
-            loss = f"{info.get('loss', float('nan')):.4f}"
-            bar.set_postfix(epoch=info.get("epoch"), loss=loss)
-
+    try:
         rec = run_distill(cfg, ws, on_step, progress=_tqdm_progress())
+    finally:
+        for bar in bars:
+            bar.close()
     s, t = rec["metrics"]["student"], rec["metrics"]["teacher"]
     typer.echo(f"run {rec['run_id']}  ({rec['metrics']['wall_s']:.1f} s)")
     typer.echo(f"  teacher  accuracy {t['accuracy']:6.2f}%")
