@@ -78,7 +78,8 @@ class Dataset:
 
     @property
     def latent_columns(self) -> list[str]:
-        return sorted(self.splits["train"].latent)
+        """In the file's column order (the first is what pages pick by default)."""
+        return list(self.splits["train"].latent)
 
     @property
     def is_text(self) -> bool:

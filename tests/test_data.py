@@ -331,7 +331,7 @@ def test_load_dataset_bad_source() -> None:
 def test_load_dataset_unknown_latent() -> None:
     with pytest.raises(
         DataError,
-        match=r"latent columns \['genre'\] not found; latent columns are \['aspect', 'topic'\]",
+        match=r"latent columns \['genre'\] not found; latent columns are \['topic', 'aspect'\]",
     ):
         load_dataset(DatasetSpec(source="text-demo", latent_cols=["genre"]))
 
@@ -633,3 +633,10 @@ def test_same_text_and_label_column_is_named(tmp_path: Path) -> None:
     path.write_text("review,stars\n" + "\n".join(f"text {i},{i % 2}" for i in range(20)) + "\n")
     with pytest.raises(DataError, match="text column and the label column are both 'review'"):
         load_file(path, text_col="review", label_col="review")
+
+
+def test_latent_columns_keep_the_file_order() -> None:
+    """Pages pick the first latent column by default: the demo's first is ``topic``."""
+    from core.data import load_demo
+
+    assert load_demo("text-demo").latent_columns == ["topic", "aspect"]
