@@ -36,8 +36,13 @@ if not runs:
 
 by_id = {r["run_id"]: r for r in runs}
 label = app_state.run_labels(runs)
-ss.setdefault("cmp_runs", [r["run_id"] for r in runs[:3]])
-ss["cmp_runs"] = [r for r in ss["cmp_runs"] if r in by_id]
+# The picked runs are kept across page visits, and runs finished since the last visit are
+# added to them (first visit: the three newest), so a run just made is always on show.
+seen = ss.get("cmp_seen_runs")
+new_runs = [r["run_id"] for r in runs[:3]] if seen is None else [r for r in by_id if r not in seen]
+ss["cmp_seen_runs"] = set(by_id)
+picked_before = app_state.remember("cmp_runs", [])
+ss["cmp_runs"] = [*new_runs, *(r for r in picked_before if r in by_id and r not in new_runs)]
 sweeps = app_state.sweep_runs(ws, set(by_id))
 if sweeps:
     ss.setdefault("cmp_sweep", "")

@@ -649,3 +649,31 @@ def test_sidebar_names_dataset_and_teacher_when_the_page_stops_early(app_ws: Pat
     assert any("Type the arrays file above" in i.value for i in at.info)  # the page stopped
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert "**Dataset:** digits-bin" in captions and "**Teacher:** arrays" in captions
+
+
+def test_compare_keeps_the_picked_runs_and_adds_new_ones(tmp_path: Path, monkeypatch):
+    from core.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from core.pipeline import run_distill
+    from core.store import Workspace
+
+    def run(name: str) -> str:
+        cfg = RunConfig(
+            name=name,
+            dataset=DatasetSpec(source="digits-bin"),
+            teacher=TeacherSpec(kind="digits-mlp"),
+            student=StudentSpec(kind="mlp", hidden=8),
+            train=TrainSpec(epochs=1, objective="hard", device="cpu"),
+        )
+        return run_distill(cfg, Workspace(tmp_path))["run_id"]
+
+    first, second = run("one"), run("two")
+    at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
+    _open(at, "5_compare.py")
+    assert set(at.multiselect(key="cmp_runs").value) == {first, second}  # the newest ones
+    at.multiselect(key="cmp_runs").set_value([first]).run()
+    _open(at, "1_data.py")
+    _open(at, "5_compare.py")
+    assert at.multiselect(key="cmp_runs").value == [first]  # the pick is kept
+    third = run("three")
+    at.run()
+    assert at.multiselect(key="cmp_runs").value == [third, first]  # and a new run joins it
