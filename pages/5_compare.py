@@ -100,8 +100,10 @@ for r in sel:
         }
     )
 table = pd.DataFrame(rows)
+# What every picked run shares goes in the caption, not in a column: the table is wide.
+shared = {c: table[c].iloc[0] for c in ("dataset", "student") if table[c].nunique() == 1}
 st.dataframe(
-    table.dropna(axis=1, how="all"),
+    table.drop(columns=list(shared)).dropna(axis=1, how="all"),
     hide_index=True,
     key="cmp_table",
     column_config={
@@ -129,7 +131,8 @@ st.dataframe(
     },
 )
 st.caption(
-    "Fidelity (agreement, predictive KL) is measured on the evaluation AND training splits; "
+    "".join(f"All picked runs: {c} **{v}**. " for c, v in shared.items())
+    + "Fidelity (agreement, predictive KL) is measured on the evaluation AND training splits; "
     "columns with no value for any picked run are hidden."
 )
 

@@ -670,6 +670,9 @@ def test_compare_keeps_the_picked_runs_and_adds_new_ones(tmp_path: Path, monkeyp
     at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
     _open(at, "5_compare.py")
     assert set(at.multiselect(key="cmp_runs").value) == {first, second}  # the newest ones
+    # what both runs share is said once, not repeated in a column
+    assert "dataset" not in at.dataframe[0].value.columns
+    assert any("All picked runs: dataset **digits-bin**" in c.value for c in at.caption)
     at.multiselect(key="cmp_runs").set_value([first]).run()
     _open(at, "1_data.py")
     _open(at, "5_compare.py")
