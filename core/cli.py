@@ -163,12 +163,21 @@ def distill(
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
     spec: Annotated[str | None, typer.Option(help="Start from a spec saved in the app")] = None,
+    headroom_seeds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Hard-label students (seeds) that answer 'does distillation pay here?' "
+            "(trained once, then cached); 0 skips the check",
+        ),
+    ] = 3,
 ) -> None:
-    """Distil one student as the config says; print student and teacher scores."""
+    """Distil one student as the config says; print student and teacher scores, which split
+    chose what, and whether the teacher leaves distillation room to help."""
     from tqdm.auto import tqdm
 
     from core.config import config_from_dict, parse_overrides
-    from core.pipeline import run_distill
+    from core.pipeline import prepare, run_distill
 
     ws = _workspace(workspace)
     if spec is not None:
@@ -189,19 +198,38 @@ def distill(
         loss = f"{info.get('loss', float('nan')):.4f}"
         bar.set_postfix(epoch=info.get("epoch"), loss=loss)
 
+    from core import methods
+
+    methods.check_run(cfg)  # a run that cannot work is refused before any work
     try:
-        rec = run_distill(cfg, ws, on_step, progress=_tqdm_progress())
+        prep = prepare(cfg, ws, _tqdm_progress())
+        rec = run_distill(cfg, ws, on_step, prep=prep)
     finally:
         for bar in bars:
             bar.close()
-    s, t = rec["metrics"]["student"], rec["metrics"]["teacher"]
-    typer.echo(f"run {rec['run_id']}  ({rec['metrics']['wall_s']:.1f} s)")
-    typer.echo(f"  teacher  accuracy {t['accuracy']:6.2f}%")
+    m = rec["metrics"]
+    s, t, sel = m["student"], m["teacher"], m["selection"]
+    split = rec["artifacts"]["eval_split"]
+    typer.echo(f"run {rec['run_id']}  ({m['wall_s']:.1f} s)")
+    typer.echo(
+        f"  selection split: {sel['split']} ({sel['n']} rows, {sel['source']}); it chose "
+        f"{sel['chooses']}. The {split} split was scored once, after training."
+    )
+    typer.echo(
+        f"  teacher  accuracy {t['accuracy']:6.2f}% ({split})  {t['select_accuracy']:6.2f}% "
+        f"({sel['split']})"
+    )
     typer.echo(
         f"  student  accuracy {s['accuracy']:6.2f}%  agreement {s['agreement']:6.2f}%  "
-        f"KL {s['kl']:.4f}  ECE {s['ece']:.4f}"
+        f"KL {s['kl']:.4f}  ECE {s['ece']:.4f}  ({split}; KL and ECE at T=1)"
     )
     typer.echo(f"  student saved in {rec['artifacts']['student_dir']}")
+    if headroom_seeds > 0:
+        from core.headroom import compute_headroom
+
+        h = compute_headroom(ws, prep, cfg, seeds=range(headroom_seeds))
+        cached = " (cached)" if h["cache_hit"] else ""
+        typer.echo(f"  does distillation pay here?{cached} {h['message']}")
 
 
 @app.command("show-config")

@@ -31,6 +31,8 @@ class DatasetSpec(_Strict):
     latent_cols: list[str] = Field(default_factory=list)
     test_size: float = Field(0.2, gt=0, lt=1)
     max_train: int | None = Field(None, gt=0)
+    #: Share of train held out as the selection split when the dataset has no dev split.
+    selection_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 0
 
 

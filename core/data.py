@@ -19,6 +19,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -651,14 +652,7 @@ def _subsample(ds: Dataset, max_train: int, seed: int) -> Dataset:
         )
     except ValueError as err:
         raise DataError(f"{ds.name}: cannot subsample train to {max_train} ({err})") from None
-    keep = np.sort(keep)
-    sub = Split(
-        y=tr.y[keep],
-        texts=None if tr.texts is None else [tr.texts[i] for i in keep],
-        features=None if tr.features is None else tr.features[keep],
-        latent={k: v[keep] for k, v in tr.latent.items()},
-    )
-    return Dataset(name=ds.name, label_names=ds.label_names, splits={**ds.splits, "train": sub})
+    return replace(ds, splits={**ds.splits, "train": _take(tr, np.sort(keep))})
 
 
 def load_dataset(spec: DatasetSpec) -> Dataset:
@@ -688,9 +682,60 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
             f"{ds.name}: latent columns {missing} not found; latent columns are "
             f"{ds.latent_columns}; fix latent_cols"
         )
+    # The holdout is carved before max_train, so max_train stays the rows trained on.
+    ds = with_selection_split(ds, spec.selection_fraction, spec.seed)
     if spec.max_train is not None:
         ds = _subsample(ds, spec.max_train, spec.seed)
     return ds
+
+
+#: The split every choice made from scores is made on (epochs, settings, regularisation).
+SELECT = "dev"
+
+
+def with_selection_split(ds: Dataset, fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """``ds`` with a selection split: its own ``dev`` split, else a seeded stratified holdout of
+    ``fraction`` of train (train keeps the rest, in file order).
+
+    Why: a setting, an epoch or a regularisation picked on the test split makes the test
+    score optimistic; the test split is scored once per finished run and never chooses.
+    ``Dataset.selection`` records where the split came from.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if SELECT in ds.splits and len(ds.splits[SELECT]):
+        return replace(ds, selection=f"the dataset's own {SELECT} split")
+    if not 0 < fraction < 1:
+        raise DataError(
+            f"dataset.selection_fraction={fraction!r} must lie strictly between 0 and 1"
+        )
+    tr = ds.splits["train"]
+    n = len(tr)
+    n_sel = max(1, int(round(fraction * n)))
+    if n < 2 or n_sel >= n:
+        raise DataError(
+            f"{ds.name}: train has {n} rows, too few to hold out a selection split of "
+            f"{fraction:.0%}; add training rows or give a dev split"
+        )
+    idx = np.arange(n)
+    try:  # stratified when every class can give a row to each side
+        keep, sel = train_test_split(idx, test_size=n_sel, random_state=seed, stratify=tr.y)
+    except ValueError:  # a class with one row, or fewer selection rows than classes
+        keep, sel = train_test_split(idx, test_size=n_sel, random_state=seed)
+    keep, sel = np.sort(keep), np.sort(sel)
+    splits = {**ds.splits, "train": _take(tr, keep), SELECT: _take(tr, sel)}
+    how = f"a stratified {fraction:.0%} holdout of train (seed {seed}; the dataset has no dev)"
+    return replace(ds, splits=splits, selection=how, holdout_rows=(keep, sel))
+
+
+def _take(sp: Split, ix: np.ndarray) -> Split:
+    """The rows ``ix`` of a split (texts, features and latent columns alike)."""
+    return Split(
+        y=sp.y[ix],
+        texts=None if sp.texts is None else [sp.texts[i] for i in ix],
+        features=None if sp.features is None else sp.features[ix],
+        latent={k: v[ix] for k, v in sp.latent.items()},
+    )
 
 
 def check_subclass_counts(

@@ -106,7 +106,8 @@ def embedding_mse(pred: Tensor, target: Tensor, normalize: bool = False) -> Tens
 
     ``mean((pred - target)^2)`` over batch AND features (``F.mse_loss``), so the scale does not
     grow with the teacher's width. ``normalize=True`` first L2-normalises both rows, which makes
-    the loss ``(1 - cos) / d`` per row and insensitive to the teacher's embedding norm.
+    the loss ``2 (1 - cos) / d`` per row (``||a - b||^2 = 2 - 2 cos`` for unit rows, then the
+    mean over d features), averaged over the batch, and insensitive to the embedding norm.
 
     Parameters: ``pred`` (B, d) the mapped student embedding, ``target`` (B, d).
     """

@@ -41,9 +41,31 @@ def _as_2d(a: Any, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D array (n, C); got shape {a.shape}")
+    if a.shape[1] == 0:
+        raise ValueError(f"{name} has no columns (shape {a.shape}); pass one score per class")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or infinity")
     return a
+
+
+def _ids(a: np.ndarray, name: str) -> np.ndarray:
+    """Integer class ids from a 1-D array, refusing anything ``astype`` would truncate.
+
+    Why: ``accuracy([0.7, 0.2], y)`` used to score the ids (0, 0); a 1-D float array is far
+    more often one score per row than ids. Integer-valued floats (labels read back from a
+    float column) are accepted, as scikit-learn's classifiers accept them.
+    """
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        return a.astype(np.int64)
+    bad = f"dtype {a.dtype}"
+    if a.dtype.kind == "f":
+        bad = f"non-integer value {float(a[~(np.isfinite(a) & (a == np.round(a)))][0])}"
+    raise ValueError(
+        f"{name} must hold integer class ids 0..C-1; got {bad}: pass ids as ints, or scores "
+        "as an (n, C) array (for one score per row, stack [-s, s] or threshold it)"
+    )
 
 
 def _pred(logits_or_pred: Any, name: str) -> np.ndarray:
@@ -52,17 +74,30 @@ def _pred(logits_or_pred: Any, name: str) -> np.ndarray:
     if a.ndim == 2:
         return np.argmax(_as_2d(a, name), axis=1)
     if a.ndim == 1:
-        return a.astype(np.int64)
+        return _ids(a, name)
     raise ValueError(f"{name} must be (n, C) scores or (n,) class ids; got shape {a.shape}")
 
 
-def _labels(y: Any, n: int) -> np.ndarray:
+def _labels(y: Any, n: int, n_classes: int | None = None) -> np.ndarray:
+    """Integer labels, one per prediction, within 0..C-1 when the scores' width C is known."""
     y = np.asarray(y).ravel()
     if len(y) != n:
         raise ValueError(f"y has {len(y)} entries but the predictions have {n}")
     if n == 0:
         raise ValueError("no examples to score")
-    return y.astype(np.int64)
+    y = _ids(y, "y")
+    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(
+            f"y holds class ids {int(y.min())}..{int(y.max())} but the scores have {n_classes} "
+            f"columns (classes 0..{n_classes - 1}): pass scores with one column per class"
+        )
+    return y
+
+
+def _width(a: Any) -> int | None:
+    """Column count of (n, C) scores; None for 1-D class ids."""
+    shape = np.shape(a)
+    return int(shape[1]) if len(shape) == 2 else None
 
 
 def accuracy(logits_or_pred: Any, y: Any) -> float:
@@ -72,7 +107,7 @@ def accuracy(logits_or_pred: Any, y: Any) -> float:
     50.0
     """
     p = _pred(logits_or_pred, "logits_or_pred")
-    return float(100.0 * np.mean(p == _labels(y, len(p))))
+    return float(100.0 * np.mean(p == _labels(y, len(p), _width(logits_or_pred))))
 
 
 def agreement(student_logits: Any, teacher_logits: Any) -> float:
@@ -82,6 +117,12 @@ def agreement(student_logits: Any, teacher_logits: Any) -> float:
     t = _pred(teacher_logits, "teacher_logits")
     if len(s) != len(t):
         raise ValueError(f"student has {len(s)} rows but teacher has {len(t)}")
+    ws, wt = _width(student_logits), _width(teacher_logits)
+    if ws is not None and wt is not None and ws != wt:
+        raise ValueError(
+            f"student logits have {ws} columns but teacher logits have {wt}: pass class "
+            "logits over the same classes (aggregate subclass logits to classes first)"
+        )
     return float(100.0 * np.mean(s == t))
 
 
@@ -117,7 +158,7 @@ def _binned(probs: Any, y: Any, n_bins: int) -> tuple[np.ndarray, ...]:
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be >= 1; got {n_bins!r}")
     p = _check_probs(probs)
-    y = _labels(y, len(p))
+    y = _labels(y, len(p), p.shape[1])
     conf = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
@@ -159,7 +200,7 @@ def per_subclass_accuracy(
     keys by ``"class/value"`` instead, one entry per (class, latent value) pair.
     """
     p = _pred(pred, "pred")
-    y = _labels(y, len(p))
+    y = _labels(y, len(p), _width(pred))
     v = np.asarray(latent).ravel()
     if len(v) != len(p):
         raise ValueError(f"latent has {len(v)} entries but the predictions have {len(p)}")

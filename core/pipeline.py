@@ -19,6 +19,7 @@ import numpy as np
 
 from core import metrics as M
 from core.config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSpec
+from core.data import SELECT
 from core.store import Workspace, atomic_path
 from core.types import Dataset, TeacherOutputs
 
@@ -130,7 +131,19 @@ def fit_subclasses(
 
 
 def _eval_split(dataset: Dataset) -> str:
-    return "test" if "test" in dataset.splits else "dev"
+    """The split a finished run is scored on once: test (the selection split only when a
+    dataset has no test split)."""
+    return "test" if "test" in dataset.splits else SELECT
+
+
+def selection_info(dataset: Dataset) -> dict[str, Any]:
+    """What chose what, recorded with every run and shown by the CLI and Compare."""
+    return {
+        "split": SELECT,
+        "source": dataset.selection or f"the dataset's {SELECT} split",
+        "n": len(dataset.splits[SELECT]),
+        "chooses": "per-epoch monitoring, sweep and benchmark picks, the teacher head's C",
+    }
 
 
 @dataclass
@@ -150,6 +163,8 @@ class Prepared:
     eval_split: str
     train_inputs: dict[str, Any]
     eval_inputs: dict[str, Any]
+    #: The selection split's inputs: per-epoch monitoring and every pick made from scores.
+    select_inputs: dict[str, Any] = field(default_factory=dict)
     in_dim: int | None = None
     vocab_size: int | None = None
     teacher_model: Any = None
@@ -161,7 +176,8 @@ class Prepared:
 
 @dataclass
 class StudentRun:
-    """One trained student: the model, its training result and its eval-split scores."""
+    """One trained student: the model, its training result, its scores on the eval (test)
+    split, scored once, and on the selection split, which every choice uses."""
 
     student: Any
     result: Any
@@ -173,6 +189,7 @@ class StudentRun:
     train_scores: dict[str, Any] = field(default_factory=dict)
     method_info: dict[str, Any] = field(default_factory=dict)
     method: Any = None  # the fitted core.methods.Method (None for hard, kd, lelp)
+    select_scores: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -> Prepared:
@@ -224,6 +241,9 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
     with torch.no_grad():
         train_inputs = encode_inputs(train_split, **enc)
         eval_inputs = encode_inputs(eval_split, **enc)
+        select_inputs = (
+            eval_inputs if ev == SELECT else encode_inputs(dataset.splits[SELECT], **enc)
+        )
     timings["encode_s"] = time.perf_counter() - t
     return Prepared(
         cfg=cfg,
@@ -234,6 +254,7 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
         eval_split=ev,
         train_inputs=train_inputs,
         eval_inputs=eval_inputs,
+        select_inputs=select_inputs,
         in_dim=in_dim,
         vocab_size=vocab_size,
         teacher_model=teacher_model,
@@ -318,6 +339,7 @@ def train_student(
     _check_same_inputs(prep, cfg)
     out, dataset, ev = prep.out, prep.dataset, prep.eval_split
     train_split, eval_split = dataset.splits["train"], dataset.splits[ev]
+    select_split = dataset.splits[SELECT]
 
     targets = sizes = None
     recovery: dict[str, Any] = {}
@@ -339,7 +361,7 @@ def train_student(
     )
     if method is not None:
         methods.fit_for_run(
-            method, cfg, dataset, out, ev, student, prep.train_inputs, prep.teacher_model,
+            method, cfg, dataset, out, SELECT, student, prep.train_inputs, prep.teacher_model,
             prep.encoder_dir,
         )  # fmt: skip
     data = TrainData(
@@ -348,9 +370,10 @@ def train_student(
         teacher_logits=torch.as_tensor(np.asarray(out.Z["train"]), dtype=torch.float32),
         targets=None if targets is None else torch.as_tensor(targets, dtype=torch.float32),
         sizes=sizes,
-        eval_inputs=prep.eval_inputs,
-        eval_y=torch.as_tensor(eval_split.y, dtype=torch.long),
-        eval_teacher_logits=torch.as_tensor(np.asarray(out.Z[ev]), dtype=torch.float32),
+        # Per-epoch monitoring runs on the selection split, never on test.
+        eval_inputs=prep.select_inputs,
+        eval_y=torch.as_tensor(select_split.y, dtype=torch.long),
+        eval_teacher_logits=torch.as_tensor(np.asarray(out.Z[SELECT]), dtype=torch.float32),
     )
     tcfg = TrainConfig(
         objective=cfg.train.objective,
@@ -376,9 +399,12 @@ def train_student(
             lp, timing = class_logits(raw, cfg.train.objective, sizes, cfg.train.tau), {}
         return np.asarray(lp.detach().cpu().float()), timing
 
-    student_eval, timing = class_log_probs(data.eval_inputs)
+    # The test split is scored once, here, after training; nothing above looked at it.
+    student_eval, timing = class_log_probs(prep.eval_inputs)
     latent_eval = eval_split.latent or None
     scores = M.summarize(student_eval, np.asarray(out.Z[ev]), eval_split.y, latent_eval)
+    student_sel = student_eval if ev == SELECT else class_log_probs(prep.select_inputs)[0]
+    select_scores = M.summarize(student_sel, np.asarray(out.Z[SELECT]), select_split.y)
     # Fidelity on the training data too (Stanton et al. 2021: students often fail to match
     # their teacher even where they were trained).
     student_train, _ = class_log_probs(prep.train_inputs)
@@ -400,6 +426,7 @@ def train_student(
         train_scores=train_scores,
         method_info=method_info,
         method=method,
+        select_scores=select_scores,
     )
 
 
@@ -412,8 +439,12 @@ def run_distill(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    prep: Prepared | None = None,
 ) -> dict[str, Any]:
     """Distil one student as ``cfg`` says and record the run in the workspace.
+
+    ``prep``: ``prepare(cfg, ws)``'s result when the caller already has it (the CLI reuses it
+    for the hard-label baseline of ``core.headroom``).
 
     Returns the run record: ``run_id``, ``name``, ``config``, ``metrics`` (student and teacher
     scores on the evaluation split, training history, wall time) and ``artifacts`` (student
@@ -425,7 +456,7 @@ def run_distill(
     methods.check_run(cfg)  # before any work: a run that cannot work is refused first
     t0 = time.perf_counter()
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    prep = prepare(cfg, ws, progress)
+    prep = prepare(cfg, ws, progress) if prep is None else prep
     run = train_student(prep, cfg, on_step, checkpoint_dir=checkpoint_dir, resume=resume)
     out, dataset, ev = prep.out, prep.dataset, prep.eval_split
     eval_split = dataset.splits[ev]
@@ -433,6 +464,7 @@ def run_distill(
     teacher_scores = {
         "accuracy": M.accuracy(np.asarray(out.Z[ev]), eval_split.y),
         "ece": M.ece(M.softmax(np.asarray(out.Z[ev])), eval_split.y),
+        "select_accuracy": M.accuracy(np.asarray(out.Z[SELECT]), dataset.splits[SELECT].y),
     }
 
     rdir = ws.run_dir(run_id)
@@ -458,6 +490,8 @@ def run_distill(
         "metrics": {
             "student": run.scores,
             "student_train": run.train_scores,
+            "student_select": run.select_scores,
+            "selection": selection_info(dataset),
             "method": run.method_info,
             "teacher": teacher_scores,
             "history": result.history,

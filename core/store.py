@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS projections (
     meta TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS headroom (
+    key TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS manual_groups (
     dataset_fp TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -372,6 +377,30 @@ class Workspace:
         with self.connect() as con:
             row = con.execute("SELECT array FROM projections WHERE key = ?", (key,)).fetchone()
         return None if row is None else self.get_array(row[0], mmap=False)
+
+    # -- "does distillation pay here?" (core.headroom) --------------------------------------
+    def save_headroom(self, key: str, record: dict[str, Any]) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO headroom VALUES (?,?,?)",
+                (key, json.dumps(record), time.time()),
+            )
+
+    def load_headroom(self, key: str) -> dict[str, Any] | None:
+        with self.connect() as con:
+            row = con.execute("SELECT record FROM headroom WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def latest_headroom(self, teacher_key: str, student_kind: str) -> dict[str, Any] | None:
+        """The newest result for a teacher and student kind, whatever the budget (pages
+        that do not know the training budget show this one)."""
+        with self.connect() as con:
+            rows = con.execute("SELECT record FROM headroom ORDER BY created DESC").fetchall()
+        for (text,) in rows:
+            rec = json.loads(text)
+            if rec.get("teacher_key") == teacher_key and rec.get("student_kind") == student_kind:
+                return rec
+        return None
 
     # -- manual groups (lasso selections) ---------------------------------------------------
     def save_manual_group(self, dataset_fp: str, name: str, row_ids: np.ndarray) -> str:

@@ -79,8 +79,13 @@ def _check_embeddings(H: Any, name: str = "H") -> np.ndarray:
             raise SubclassError(
                 f"{name} must be 2-D (n_samples, d); got an array of shape {H.shape}"
             )
-        if H.shape[0] < 1 or H.shape[1] < 1:
-            raise SubclassError(f"{name} is empty (shape {H.shape}); pass at least one row")
+        if H.shape[0] < 1:
+            raise SubclassError(f"{name} has no rows (shape {H.shape}); pass at least one row")
+        if H.shape[1] < 1:
+            raise SubclassError(
+                f"{name} has no columns (shape {H.shape}); pass embeddings with at least one "
+                "feature"
+            )
         return H
     return check_array(H, dtype=list(_FLOATS), input_name=name)
 
@@ -217,6 +222,28 @@ def _random_orthogonal(k: int, rng: np.random.RandomState) -> np.ndarray:
     return _orthonormal_columns(rng.standard_normal((k, k)))
 
 
+def _class_rngs(random_state: Any, n_classes: int) -> list[np.random.RandomState]:
+    """One RandomState per class, seeded from ``SeedSequence([seed, c])``.
+
+    Why: with one stream consumed in class order, changing S of class 0 shifted every later
+    class's rotation; now class c's draws depend only on the seed and c. A RandomState (or
+    None) given as ``random_state`` supplies the seed with one draw. The bit generator is
+    MT19937 under RandomState's legacy methods, whose streams numpy keeps frozen.
+    """
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise SubclassError(
+                f"random_state must be an int >= 0, a RandomState or None; got {random_state}"
+            )
+        seed = int(random_state)
+    else:
+        seed = int(check_random_state(random_state).randint(2**31 - 1))
+    return [
+        np.random.RandomState(np.random.MT19937(np.random.SeedSequence([seed, c])))
+        for c in range(n_classes)
+    ]
+
+
 def _orthonormal_columns(A: np.ndarray) -> np.ndarray:
     Q, R = np.linalg.qr(A)
     d = np.sign(np.diag(R))
@@ -339,16 +366,34 @@ def class_statistics(H: Any, y: Any) -> ClassStats:
     return ClassStats(counts, list(means), list(scatters), int(H.shape[1]))
 
 
-def _null_space_projector(W: Any, d: int) -> np.ndarray:
-    """``P = I - pinv(W) @ W``: the projector onto directions that leave the logits unchanged."""
-    W = check_array(W, dtype=[np.float64, np.float32], input_name="W").astype(np.float64)
+def _null_space_projector(W: Any, d: int, n_classes: int) -> tuple[np.ndarray, int]:
+    """The projector P onto directions that leave the logits unchanged, and its rank d - r.
+
+    Built as ``I - V_r V_r^T`` from W's SVD rather than ``I - pinv(W) @ W``: pinv's fixed
+    cutoff (1e-15 relative) inverts a singular value that is round-off, e.g. the ~1e-14 one
+    of a multinomial logistic regression (its rows sum to ~0), and |W P| then reaches ~0.1.
+    The rank r counts singular values above numpy's ``matrix_rank`` tolerance
+    ``s_max * max(C, d) * eps`` with eps of W's own dtype (float32 weights carry float32
+    round-off); P is then symmetric, idempotent and ``W P ~ 0`` to round-off.
+    """
+    W = check_array(W, dtype=[np.float64, np.float32], input_name="W")
+    eps = float(np.finfo(W.dtype).eps)
+    W = W.astype(np.float64)
     if W.shape[1] != d:
         raise SubclassError(
             f"W has {W.shape[1]} columns but H has {d}: W must be the teacher's last-layer "
             f"weight of shape (n_classes, {d})"
         )
-    P = np.eye(d) - np.linalg.pinv(W) @ W
-    return (P + P.T) / 2
+    if W.shape[0] != n_classes:
+        raise SubclassError(
+            f"W has shape {W.shape} but y has {n_classes} classes: pass the teacher's "
+            f"last-layer weight of shape ({n_classes}, {d}), one row per class"
+        )
+    _, s, Vt = np.linalg.svd(W, full_matrices=False)
+    r = int(np.sum(s > s.max(initial=0.0) * max(W.shape) * eps))
+    Vr = Vt[:r].T
+    P = np.eye(d) - Vr @ Vr.T
+    return (P + P.T) / 2, d - r
 
 
 def _nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -509,7 +554,9 @@ class LELPSubclasses(_SubclasserBase):
         examples, which makes ``beta`` scale-free (our choice).
     projection : ``"pca"`` or ``"random"`` (random orthonormal directions in the (null) space:
         the paper's Appendix C ablation; ``directions`` must then be None).
-    random_state : int, RandomState or None; the only source of randomness.
+    random_state : int, RandomState or None; the only source of randomness. Class c draws
+        from its own stream ``SeedSequence([seed, c])``, so changing S_c of one class leaves
+        the other classes' directions and rotations unchanged.
 
     Attributes
     ----------
@@ -633,14 +680,15 @@ class LELPSubclasses(_SubclasserBase):
                     "null_space=True needs W, the teacher's last-layer weight (n_classes, d): "
                     "pass fit(H, y, W) or set null_space=False"
                 )
-            P = _null_space_projector(W, d)
-            p_rank = int(round(np.trace(P)))
+            P, p_rank = _null_space_projector(W, d, n_classes)
         else:
             P, p_rank = None, d
-        rng = check_random_state(self.random_state)
+        rngs = _class_rngs(self.random_state, n_classes)
 
         fits = [
-            self._fit_class(class_stats, int(counts[c]), d, c, sizes[c], dirs[c], P, p_rank, rng)
+            self._fit_class(
+                class_stats, int(counts[c]), d, c, sizes[c], dirs[c], P, p_rank, rngs[c]
+            )
             for c in range(n_classes)
         ]
         comps, means, scales, rots, ranks, ev, evr, evr_raw = (

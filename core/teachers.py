@@ -1296,6 +1296,26 @@ def _read_parquet(path: Path, splits: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _split_holdout_arrays(arrs: dict[str, np.ndarray], dataset: Dataset) -> dict[str, np.ndarray]:
+    """Arrays given for the train split as loaded, cut like the selection holdout cut train.
+
+    Why: a file made before (or without knowing of) the selection split has H_train for every
+    training row; the holdout's row indices map it onto the new train and dev splits.
+    """
+    rows = dataset.holdout_rows
+    if rows is None or "H_dev" in arrs or "H_train" not in arrs or "Z_train" not in arrs:
+        return arrs
+    keep, sel = rows
+    n = len(keep) + len(sel)
+    if len(arrs["H_train"]) != n or len(arrs["Z_train"]) != n:
+        return arrs  # the row-count check below names the problem
+    out = dict(arrs)
+    for a in ("H", "Z"):
+        full = arrs[f"{a}_train"]
+        out[f"{a}_train"], out[f"{a}_dev"] = full[keep], full[sel]
+    return out
+
+
 def _compute_arrays(dataset: Dataset, spec: TeacherSpec) -> TeacherOutputs:
     if not spec.path:
         raise TeacherError("teacher kind 'arrays' needs teacher.path: a .npz or .parquet file")
@@ -1310,6 +1330,7 @@ def _compute_arrays(dataset: Dataset, spec: TeacherSpec) -> TeacherOutputs:
         arrs = _read_parquet(path, list(dataset.splits))
     else:
         raise TeacherError(f"{path}: unknown suffix '{path.suffix}'; use .npz or .parquet")
+    arrs = _split_holdout_arrays(arrs, dataset)
     need = ["W"] + [f"{a}_{s}" for s in dataset.splits for a in ("H", "Z")]
     absent = [k for k in need if k not in arrs]
     if absent:

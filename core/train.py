@@ -132,13 +132,28 @@ def n_outputs(objective: str, n_classes: int, sizes: list[int] | None = None) ->
 def class_logits(
     student_out: Tensor, objective: str, sizes: list[int] | None = None, tau: float = 1.0
 ) -> Tensor:
-    """Per-class log-probabilities for prediction: log_softmax for hard/kd; for lelp the
-    class sums of softmax(u / tau) (``losses.class_log_probs``, LELP.md step 7)."""
+    """Per-class log-probabilities at temperature 1, what every score compares with the
+    teacher's softmax(Z): log_softmax for hard/kd; for lelp the class sums of softmax(u / tau)
+    (``losses.class_log_probs``, LELP.md step 7) mapped back to T = 1.
+
+    Why the mapping: a LELP student learns P_tau, the teacher's class distribution at tau
+    (softmax(Z / tau)). Scored as it is, its KL and ECE measure the temperature, not the
+    student. ``log p = tau * log P_tau`` (renormalised) undoes it exactly, and the argmax,
+    hence accuracy and agreement, is unchanged.
+    """
     if objective == "lelp":
         if sizes is None:
             raise ValueError("class_logits: objective lelp needs sizes")
-        return losses.class_log_probs(student_out, sizes, tau)
+        return to_unit_temperature(losses.class_log_probs(student_out, sizes, tau), tau)
     return F.log_softmax(student_out.float(), dim=-1)
+
+
+def to_unit_temperature(log_p_tau: Tensor, tau: float) -> Tensor:
+    """Class log-probabilities at T = 1 from ones at temperature ``tau``: if
+    ``P_tau = softmax(z / tau)`` then ``softmax(tau * log P_tau) = softmax(z)``."""
+    if tau == 1.0:
+        return log_p_tau
+    return F.log_softmax(float(tau) * log_p_tau.float(), dim=-1)
 
 
 def _take(inputs: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:

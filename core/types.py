@@ -71,6 +71,13 @@ class Dataset:
     name: str
     label_names: list[str]
     splits: dict[str, Split]
+    #: Where the selection split ("dev") came from; "" before ``with_selection_split``.
+    selection: str = ""
+    #: For a holdout selection split: (kept, held-out) row indices into the train split as
+    #: loaded, so per-split arrays given for the original train (teacher kind arrays) align.
+    holdout_rows: tuple[np.ndarray, np.ndarray] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def n_classes(self) -> int:

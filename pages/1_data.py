@@ -367,4 +367,8 @@ if "precision" in out.meta:
         "Precision", str(out.meta["precision"]), help="What the embedding pass ran at."
     )
 st.caption(f"Cached in the workspace under key `{key[:12]}`. Next: explore the **Embedding map**.")
+
+st.subheader("Does distillation pay here?")
+st.caption(app_state.selection_caption(ds))
+app_state.show_headroom(app_state.headroom_config(), key, "data_headroom")
 st.page_link("pages/2_map.py", label="Open the Embedding map", icon=":material/arrow_forward:")

@@ -86,6 +86,7 @@ for r in sel:
             "objective": cfg.get("train", {}).get("objective"),
             "student": cfg.get("student", {}).get("kind"),
             "accuracy": _fmt(s.get("accuracy")),
+            "selection acc.": _fmt((m.get("student_select") or {}).get("accuracy")),
             "teacher accuracy": _fmt(s.get("teacher_accuracy", t.get("accuracy"))),
             "agreement": _fmt(s.get("agreement")),
             "KL(teacher||student)": _fmt(s.get("kl")),
@@ -111,6 +112,11 @@ st.dataframe(
             c: st.column_config.NumberColumn(format="%.1f")
             for c in ("accuracy", "teacher accuracy", "train accuracy", "worst latent acc.")
         },
+        "selection acc.": st.column_config.NumberColumn(
+            format="%.1f",
+            help="Accuracy on the selection split, the one every choice is made on (the test "
+            "columns choose nothing).",
+        ),
         "agreement": st.column_config.NumberColumn(
             format="%.1f",
             help="Share of evaluation examples where student and teacher predict the same class.",
@@ -133,8 +139,22 @@ st.dataframe(
 st.caption(
     "".join(f"All picked runs: {c} **{v}**. " for c, v in shared.items())
     + "Fidelity (agreement, predictive KL) is measured on the evaluation AND training splits; "
-    "columns with no value for any picked run are hidden."
+    "KL, ECE and the reliability diagram compare class distributions at temperature 1 (a "
+    "student trained at tau is mapped back). Columns with no value for any picked run are "
+    "hidden."
 )
+for src in sorted({(r["metrics"].get("selection") or {}).get("source", "") for r in sel}):
+    chose = (
+        f"Selection split (dev) of these runs: {src}; it chose the per-epoch curves and any "
+        "best setting. Accuracy, agreement, KL and ECE are on test, scored once per run."
+        if src
+        else "Some picked runs predate the selection split: their per-epoch curves were "
+        "measured on test. Re-run them to compare on equal terms."
+    )
+    st.caption(chose)
+
+with st.expander("Does distillation pay here?", expanded=True):
+    app_state.show_compare_headroom(sel)
 
 fid = {
     label[r["run_id"]]: {

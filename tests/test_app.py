@@ -680,3 +680,50 @@ def test_compare_keeps_the_picked_runs_and_adds_new_ones(tmp_path: Path, monkeyp
     third = run("three")
     at.run()
     assert at.multiselect(key="cmp_runs").value == [third, first]  # and a new run joins it
+
+
+# -- honest numbers: the selection split and "does distillation pay here?" -------------------
+def test_data_page_names_the_selection_split_and_answers_whether_distillation_pays(
+    at_digits: AppTest,
+):
+    _open(at_digits, "1_data.py")
+    assert _metric(at_digits, "dev rows") == "144"
+    captions = " ".join(c.value for c in at_digits.caption)
+    assert "Selection split: **dev**, 144 rows, a stratified 10% holdout of train" in captions
+    assert "scored once per finished run and chooses nothing" in captions
+    at_digits.button(key="data_headroom").click().run()
+    assert not at_digits.exception, at_digits.exception
+    gap = _metric(at_digits, "Gap")
+    teacher = float(_metric(at_digits, "Teacher (selection split)").rstrip("%"))
+    hard = float(_metric(at_digits, "Hard-label mlp student").rstrip("%"))
+    assert (
+        gap == f"{teacher - hard:+.1f} points"
+        or abs(float(gap.split()[0]) - (teacher - hard)) < 0.11
+    )
+    said = [m.value for m in (*at_digits.success, *at_digits.warning)]
+    assert any("on the selection split (dev)" in m for m in said), said
+    # Cached: the next visit shows the answer without the button.
+    _open(at_digits, "1_data.py")
+    assert _metric(at_digits, "Gap") == gap
+    assert not [b for b in at_digits.button if b.key == "data_headroom"]
+
+
+def test_compare_says_which_split_chose_and_shows_the_runs_headroom(
+    app_ws: Path, monkeypatch, digits_run
+):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    _open(at, "5_compare.py")
+    at.multiselect(key="cmp_runs").set_value([digits_run["run_id"]]).run()
+    table = at.dataframe[0].value
+    row = table[table["run"] == "digits tiny lelp"].iloc[0]
+    sel_acc = digits_run["metrics"]["student_select"]["accuracy"]
+    assert row["selection acc."] == pytest.approx(sel_acc, abs=1e-3)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Selection split (dev) of these runs: a stratified 10% holdout" in captions
+    assert "temperature 1" in captions
+    at.button(key="cmp_headroom_0").click().run()
+    assert not at.exception, at.exception
+    assert _metric(at, "Hard-label mlp student").endswith("%")

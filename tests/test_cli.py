@@ -18,6 +18,18 @@ def test_distill_prints_student_and_teacher_scores(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "teacher  accuracy" in res.output
     assert "agreement" in res.output and "student saved in" in res.output
+    # It names the split that chose, and that test was scored once.
+    assert "selection split: dev (144 rows, a stratified 10% holdout of train" in res.output
+    assert "The test split was scored once, after training." in res.output
+    assert "does distillation pay here? Teacher" in res.output
+    again = runner.invoke(
+        app, ["distill", "examples/digits-kd.yaml", "-w", str(tmp_path), "--headroom-seeds", "3"]
+    )
+    assert again.exit_code == 0 and "does distillation pay here? (cached)" in again.output
+    skip = runner.invoke(
+        app, ["distill", "examples/digits-kd.yaml", "-w", str(tmp_path), "--headroom-seeds", "0"]
+    )
+    assert skip.exit_code == 0 and "does distillation pay" not in skip.output
 
 
 def test_embed_then_cache_hit(tmp_path: Path) -> None:

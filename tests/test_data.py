@@ -25,8 +25,9 @@ from core.data import (
     load_shared,
     read_table,
     shared_data_root,
+    with_selection_split,
 )
-from core.types import Dataset
+from core.types import Dataset, Split
 
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
@@ -362,7 +363,46 @@ def test_max_train_keeps_class_ratio(digits_dataset: Dataset) -> None:
 
 def test_max_train_above_size_is_noop() -> None:
     ds = load_dataset(DatasetSpec(source="text-demo", max_train=10**6))
-    assert len(ds.splits["train"]) == 1440
+    assert len(ds.splits["train"]) == 1440 - 144  # all of train but the selection holdout
+
+
+# --------------------------------------------------------------------------- selection split
+def test_selection_split_is_a_seeded_stratified_holdout_of_train() -> None:
+    full = load_demo("text-demo").splits["train"]
+    ds = load_dataset(DatasetSpec(source="text-demo"))
+    tr, sel = ds.splits["train"], ds.splits["dev"]
+    assert (len(tr), len(sel)) == (len(full) - 144, 144)
+    # Disjoint, together the whole train split, test untouched.
+    assert sorted(tr.texts + sel.texts) == sorted(full.texts)
+    assert not set(tr.texts) & set(sel.texts)
+    assert ds.splits["test"].texts == load_demo("text-demo").splits["test"].texts
+    # Stratified: each class's share within one row of train's.
+    for c in (0, 1):
+        assert abs(np.sum(sel.y == c) - 144 * np.mean(full.y == c)) <= 1
+    # Seeded: the same seed gives the same rows, another seed other rows.
+    again = load_dataset(DatasetSpec(source="text-demo")).splits["dev"]
+    other = load_dataset(DatasetSpec(source="text-demo", seed=1)).splits["dev"]
+    assert again.texts == sel.texts and other.texts != sel.texts
+    assert "10% holdout of train (seed 0" in ds.selection
+    keep, held = ds.holdout_rows
+    assert [full.texts[i] for i in held] == sel.texts
+
+
+def test_selection_fraction_is_a_config_value_and_a_dev_split_is_used_as_is() -> None:
+    ds = load_dataset(DatasetSpec(source="text-demo", selection_fraction=0.25))
+    assert len(ds.splits["dev"]) == 360
+    with pytest.raises(ValueError, match="selection_fraction"):
+        DatasetSpec(selection_fraction=0.0)
+    own = with_selection_split(ds, 0.1)  # a dataset that has a dev split keeps it
+    assert own.splits["dev"] is ds.splits["dev"] and "own dev split" in own.selection
+
+
+def test_selection_split_on_a_tiny_train_split_is_refused_clearly() -> None:
+    tiny = Dataset(
+        "tiny", ["a", "b"], {"train": Split(y=np.array([0])), "test": Split(y=np.array([1]))}
+    )
+    with pytest.raises(DataError, match="too few to hold out a selection split"):
+        with_selection_split(tiny, 0.1)
 
 
 def test_max_train_below_class_count() -> None:

@@ -196,6 +196,18 @@ def test_embedding_mse_golden_and_normalize() -> None:
         losses.embedding_mse(torch.zeros(2, 3), torch.zeros(2, 4))
 
 
+def test_embedding_mse_normalize_factor_is_two_one_minus_cos_over_d() -> None:
+    # d = 4. Row 1: cos([1,0,0,0], [1,1,0,0]) = 1/sqrt 2, 2 (1 - 1/sqrt 2) / 4 = 0.1464466;
+    # row 2: cos([3,0,0,0], [-1,0,0,0]) = -1, 2 * 2 / 4 = 1. Batch mean: 0.5732233.
+    pred = torch.tensor([[1.0, 0, 0, 0], [3.0, 0, 0, 0]])
+    target = torch.tensor([[1.0, 1, 0, 0], [-1.0, 0, 0, 0]])
+    got = losses.embedding_mse(pred, target, normalize=True).item()
+    assert got == pytest.approx((2 * (1 - 1 / math.sqrt(2)) / 4 + 1.0) / 2, abs=1e-6)
+    assert got == pytest.approx(0.5732233, abs=1e-6)
+    doc = " ".join((losses.embedding_mse.__doc__ or "").split())
+    assert "``2 (1 - cos) / d`` per row" in doc
+
+
 def test_similarity_kl_golden() -> None:
     # Teacher query along anchor 0 (cos 1, 0), student query along anchor 1 (cos 0, 1), T = 1:
     # p_t = [e, 1] / (e + 1) = [0.7311, 0.2689], p_s reversed, so log(p_t / p_s) = [1, -1]:

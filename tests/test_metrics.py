@@ -121,3 +121,56 @@ def test_summarize():
 def test_metric_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+_L3 = np.array([[2.0, 0, 0], [0, 2, 0]])  # argmax 0, 1; three classes
+_L2 = np.array([[2.0, 0], [0, 2]])  # argmax 0, 1; two classes
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        # One score per row is not a class id: used to score as ids (0, 0) -> 50 %.
+        (
+            lambda: M.accuracy([0.7, 0.2], [1, 0]),
+            r"logits_or_pred must hold integer class ids 0..C-1; got non-integer value 0.7: "
+            r"pass ids as ints, or scores as an \(n, C\) array",
+        ),
+        (lambda: M.accuracy(np.array([1.0, np.nan]), [1, 0]), r"non-integer value nan"),
+        (lambda: M.accuracy(_L2, [0.5, 1.0]), r"y must hold integer class ids.*value 0.5"),
+        (lambda: M.accuracy(_L2, np.array(["0", "1"])), r"y must hold integer.*dtype <U1"),
+        (lambda: M.agreement([0.9, 0.1], [0, 0]), r"student_logits must hold integer"),
+        (lambda: M.per_subclass_accuracy([0.5, 1.0], [0, 1], ["a", "b"]), r"pred must hold"),
+        (lambda: M.confusion([0.2, 1.0], [0, 1], 2), r"pred must hold integer class ids"),
+        # Logits of different widths are different class sets, not comparable.
+        (
+            lambda: M.agreement(_L3, _L2),
+            r"student logits have 3 columns but teacher logits have 2: pass class logits over "
+            r"the same classes",
+        ),
+        (lambda: M.summarize(_L3, _L2, [0, 1]), r"3 columns but teacher logits have 2"),
+        # A label no column scores.
+        (
+            lambda: M.accuracy(_L2, [0, 2]),
+            r"y holds class ids 0..2 but the scores have 2 columns \(classes 0..1\)",
+        ),
+        (lambda: M.accuracy(_L2, [-1, 1]), r"y holds class ids -1..1 but the scores have 2"),
+        (lambda: M.ece(np.array([[0.5, 0.5]]), [2]), r"y holds class ids 2..2"),
+        (lambda: M.accuracy(np.zeros((2, 0)), [0, 1]), r"logits_or_pred has no columns"),
+    ],
+)
+def test_metrics_refuse_what_they_used_to_truncate(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_metrics_accept_integer_valued_float_ids_and_int_labels():
+    # Labels read back from a float column (1.0, 0.0) are ids; scikit-learn agrees.
+    from sklearn.metrics import accuracy_score
+
+    y = np.array([1.0, 0.0, 1.0])
+    pred = np.array([1.0, 1.0, 1.0])
+    assert M.accuracy(pred, y) == pytest.approx(100 * accuracy_score(y, pred))
+    assert M.accuracy(np.array([[0.0, 1], [1, 0], [0, 1]]), y.astype(np.int64)) == 100.0
+    assert M.agreement(np.array([1, 0], dtype=np.int32), np.array([[0.0, 1], [0, 1]])) == 50.0
+    assert M.confusion(pred, y, 2).tolist() == [[0, 1], [0, 2]]

@@ -40,6 +40,34 @@ def test_run_distill_on_digits(objective: str, extra: list[str], workspace: Work
     assert logits.shape == (360, 2)  # class logits, whatever the subclass layout
 
 
+def test_training_monitors_the_selection_split_and_scores_test_once(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.metrics
+
+    cfg = _cfg("train.objective=kd", "train.tau=2")
+    prep = pipeline.prepare(cfg, workspace)
+    test_y = np.asarray(prep.dataset.splits["test"].y)
+    scored: list[int] = []
+    real = core.metrics.summarize
+
+    def spy(s: Any, t: Any, y: Any, latent: Any = None) -> Any:
+        scored.append(int(len(y) == len(test_y) and np.array_equal(y, test_y)))
+        return real(s, t, y, latent)
+
+    monkeypatch.setattr(core.metrics, "summarize", spy)
+    run = pipeline.train_student(prep, cfg)
+    assert scored.count(1) == 1  # test summarised exactly once, after training
+    # The per-epoch accuracy is the selection split's: the last epoch's equals its score.
+    last = run.result.history[-1]["eval_accuracy"]
+    assert 100 * last == pytest.approx(run.select_scores["accuracy"])
+    assert len(prep.dataset.splits["dev"]) == 144
+    rec = pipeline.run_distill(cfg, workspace, prep=prep)
+    sel = rec["metrics"]["selection"]
+    assert sel["split"] == "dev" and sel["n"] == 144 and "holdout" in sel["source"]
+    assert rec["metrics"]["student_select"]["accuracy"] >= 0
+
+
 def test_lelp_records_recovery_of_the_latent_digit(workspace: Workspace) -> None:
     rec = pipeline.run_distill(_cfg("train.objective=lelp", "subclasses.n_subclasses=5"), workspace)
     rec_digit = rec["metrics"]["recovery"]["digit"]

@@ -196,6 +196,32 @@ def test_class_logits() -> None:
     assert torch.allclose(lp.exp().sum(-1), torch.ones(1))
 
 
+@pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
+def test_fidelity_is_scored_at_temperature_1_for_a_tempered_lelp_student(tau: float) -> None:
+    """A LELP student that reproduces the teacher's softmax(Z / tau) exactly (its subclass
+    logits u = Z_c - tau log S_c on class c's block) scores KL ~ 0 and the teacher's ECE."""
+    from core import metrics as M
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(0, 3, size=(400, 3))
+    y = np.where(rng.random(400) < 0.8, Z.argmax(1), rng.integers(0, 3, 400))
+    sizes = [2, 3, 4]
+    u = np.concatenate(
+        [np.repeat(Z[:, [c]] - tau * np.log(s), s, axis=1) for c, s in enumerate(sizes)], 1
+    )
+    lp = class_logits(torch.tensor(u), "lelp", sizes, tau=tau).double().numpy()
+    # P_tau itself is the teacher's tempered distribution ...
+    P_tau = torch.tensor(u).div(tau).softmax(-1).split(sizes, -1)
+    P_tau = torch.stack([b.sum(-1) for b in P_tau], -1).numpy()
+    assert np.allclose(P_tau, M.softmax(Z, T=tau), atol=1e-9)
+    # ... and the scores see the T = 1 distribution: no KL, the teacher's calibration.
+    assert M.predictive_kl(Z, lp) < 1e-8
+    assert M.ece(np.exp(lp), y) == pytest.approx(M.ece(M.softmax(Z), y), abs=1e-6)
+    assert M.agreement(lp, Z) == 100.0
+    if tau != 1.0:  # scored at tau, as before, the same student looked miscalibrated
+        assert M.predictive_kl(Z, np.log(P_tau)) > 1e-3
+
+
 def test_text_student_trains_on_token_batches() -> None:
     # Class 1 sequences contain token 3, class 0 token 4; padded to a shared width.
     g = torch.Generator().manual_seed(0)
