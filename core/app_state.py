@@ -709,14 +709,11 @@ def reaugkd_neighbours(
 
 def sweep_runs(ws: Workspace, run_ids: set[str]) -> dict[str, list[str]]:
     """Finished runs grouped by the sweep that queued them: ``{sweep_id: [run_id, ...]}``."""
-    from core import jobs
+    from core.sweeps import sweep_run_ids
 
-    out: dict[str, list[str]] = {}
-    for job in jobs.list_jobs(ws):
-        rid = f"job-{job.id}"
-        if job.sweep_id and rid in run_ids:
-            out.setdefault(job.sweep_id, []).append(rid)
-    return out
+    return {
+        k: [r for r in v if r in run_ids] for k, v in sweep_run_ids(ws).items() if set(v) & run_ids
+    }
 
 
 # -- "does distillation pay here?" (core.headroom) -------------------------------------------

@@ -232,6 +232,51 @@ def distill(
         typer.echo(f"  does distillation pay here?{cached} {h['message']}")
 
 
+@app.command()
+@friendly
+def runs(
+    sweep: Annotated[str | None, typer.Option(help="Only the runs of this sweep id")] = None,
+    metric: Annotated[str, typer.Option(help="Score to rank by: accuracy or agreement")] = (
+        "accuracy"
+    ),
+    save_best: Annotated[
+        str | None, typer.Option(help="Save the best setting as a spec with this name")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Finished runs aggregated: seeds folded (mean ± std, n), settings ranked on the
+    selection split, test shown beside it (the Compare page's sweep view)."""
+    from core import sweeps
+
+    if metric not in ("accuracy", "agreement"):
+        raise typer.BadParameter("choose accuracy or agreement", param_hint="--metric")
+    ws = _workspace(workspace)
+    records = ws.list_runs()
+    if sweep is not None:
+        ids = set(sweeps.sweep_run_ids(ws, sweep).get(sweep, []))
+        if not ids:
+            typer.secho(
+                f"error: sweep {sweep!r} has no finished runs in {ws.root}; see `lelp jobs list`",
+                err=True,
+            )
+            raise typer.Exit(2)
+        records = [r for r in records if r["run_id"] in ids]
+    df = sweeps.aggregate(records, metric=metric)
+    typer.echo(sweeps.text_table(df))
+    if df.empty:
+        return
+    scored = df.dropna(subset=["sel_mean"])
+    if not scored.empty:
+        top = scored.iloc[0]
+        typer.echo(
+            f"best on the selection split: rank {top['rank']} ({top['n']} seeds), selection "
+            f"{top['sel_mean']:.2f}, test {top['test_mean']:.2f} (shown, never used to rank)"
+        )
+    if save_best is not None:
+        ws.save_spec(save_best, sweeps.best_config(ws, df))
+        typer.echo(f"saved the best setting as spec {save_best!r}: lelp distill --spec {save_best}")
+
+
 @app.command("show-config")
 @friendly
 def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:

@@ -655,3 +655,91 @@ def neighbour_probs(
         xaxis={"title": {"text": "teacher probability"}, "range": [0, 1]},
         yaxis={"title": {"text": "neighbour"}, "autorange": "reversed"},
     )
+
+
+def sweep_heatmap(g: Mapping[str, Any], *, metric: str = "accuracy") -> go.Figure:
+    """A sweep over two settings: the selection-split mean of each cell, its std and n on
+    hover (``core.sweeps.grid``'s output). Cells never run stay blank."""
+    mean, std, n = np.asarray(g["mean"]), np.asarray(g["std"]), np.asarray(g["n"])
+    text = np.where(np.isnan(mean), "", np.char.mod("%.2f", np.nan_to_num(mean)))
+    custom = np.dstack([np.nan_to_num(std, nan=-1.0), n])
+    fig = go.Figure(
+        go.Heatmap(
+            z=mean,
+            x=[str(v) for v in g["x"]],
+            y=[str(v) for v in g["y"]],
+            text=text,
+            texttemplate="%{text}",
+            customdata=custom,
+            colorscale="Viridis",
+            colorbar={"title": f"selection<br>{metric}"},
+            hovertemplate=(
+                f"{g['x_name']} %{{x}}, {g['y_name']} %{{y}}<br>selection {metric} %{{z:.2f}}"
+                " ± %{customdata[0]:.2f} (std; -1: one seed)<br>n = %{customdata[1]}"
+                "<extra></extra>"
+            ),
+        )
+    )
+    return _frame(
+        fig,
+        height=320,
+        legend="right",
+        xaxis_title=str(g["x_name"]),
+        yaxis_title=str(g["y_name"]),
+        xaxis_type="category",
+        yaxis_type="category",
+    )
+
+
+def sweep_line(df: pd.DataFrame, x: str, *, metric: str = "accuracy") -> go.Figure:
+    """A sweep over one setting: selection-split mean ± std against it, one line per
+    objective when several are in the table."""
+    fig = go.Figure()
+    groups = df.groupby("objective", sort=False) if "objective" in df.columns else [("", df)]
+    for name, g in groups:
+        g = g.sort_values(x)
+        fig.add_trace(
+            go.Scatter(
+                x=[str(v) for v in g[x]],
+                y=g["sel_mean"],
+                error_y={"type": "data", "array": g["sel_std"].fillna(0.0)},
+                mode="lines+markers",
+                name=str(name) or metric,
+                hovertemplate=f"{x} %{{x}}: %{{y:.2f}}<extra>{name}</extra>",
+            )
+        )
+    return _frame(
+        fig,
+        height=300,
+        legend="below",
+        xaxis_title=x,
+        yaxis_title=f"selection {metric}",
+        xaxis_type="category",
+    )
+
+
+def objective_bars(side: pd.DataFrame, *, metric: str = "accuracy") -> go.Figure:
+    """Objectives side by side (``core.sweeps.objective_rows``): selection mean with the
+    seeds' std as error bars, so "beyond the noise?" reads at a glance."""
+    fig = go.Figure(
+        go.Bar(
+            x=list(side["label"]),
+            y=side["sel_mean"],
+            error_y={"type": "data", "array": side["sel_std"].fillna(0.0)},
+            customdata=np.c_[side["n"], side["test_mean"]],
+            hovertemplate=(
+                "%{x}<br>selection %{y:.2f}<br>n = %{customdata[0]}<br>test (not used to rank) "
+                "%{customdata[1]:.2f}<extra></extra>"
+            ),
+        )
+    )
+    lo = float(np.nanmin(side["sel_mean"] - side["sel_std"].fillna(0.0)))
+    hi = float(np.nanmax(side["sel_mean"] + side["sel_std"].fillna(0.0)))
+    pad = max(0.5, 0.15 * (hi - lo))
+    return _frame(
+        fig,
+        height=300,
+        xaxis_title="objective",
+        yaxis_title=f"selection {metric} (mean ± std over seeds)",
+        yaxis_range=[lo - pad, hi + pad],
+    )

@@ -117,3 +117,32 @@ def test_documented_text_demo_config_under_five_minutes(shared_workspace) -> Non
     assert res.exit_code == 0, res.output
     assert "teacher  accuracy" in res.output and "agreement" in res.output
     assert time.perf_counter() - t0 < 300
+
+
+def test_runs_folds_seeds_ranks_on_selection_and_saves_the_best(tmp_path: Path) -> None:
+    from core import pipeline
+    from core.config import load_config
+    from core.store import Workspace
+
+    ws = Workspace(tmp_path)
+    base = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=mlp"]
+    for tau in (1, 4):
+        for seed in (0, 1):
+            cfg = load_config(
+                None, [*base, "train.epochs=2", "train.objective=kd", f"train.tau={tau}",
+                       f"train.seed={seed}"],
+            )  # fmt: skip
+            pipeline.run_distill(cfg, ws)
+    res = runner.invoke(app, ["runs", "-w", str(tmp_path), "--save-best", "best-kd"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert "selection (ranks)" in lines[0] and "test (shown only)" in lines[0]
+    assert sum(" kd " in f" {ln} " for ln in lines[1:3]) == 2  # two settings, seeds folded
+    assert "best on the selection split: rank 1 (2 seeds)" in res.output
+    spec = ws.load_spec("best-kd")
+    assert spec["train"]["objective"] == "kd" and "seed" not in spec["train"]
+    again = runner.invoke(app, ["distill", "--spec", "best-kd", "-w", str(tmp_path),
+                                "--headroom-seeds", "0"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    bad = runner.invoke(app, ["runs", "-w", str(tmp_path), "--sweep", "sweep-nope"])
+    assert bad.exit_code == 2 and "has no finished runs" in bad.output
