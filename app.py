@@ -52,7 +52,10 @@ try:
     app_state.workspace()
 except WorkspaceError as err:  # said here, where the folder is typed, not on some page below
     st.sidebar.error(str(err))
-    st.error(f"{err}\n\nFix the **Workspace folder** in the sidebar, or clear it for the default.")
+    if not app_state.offer_repair(err):
+        st.error(
+            f"{err}\n\nFix the **Workspace folder** in the sidebar, or clear it for the default."
+        )
     st.stop()
 
 # Written before the page (a page that stops early draws nothing after st.stop()) and again

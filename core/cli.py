@@ -104,6 +104,8 @@ def embed(config: ConfigArg = None, set_: SetOpt = None, workspace: WorkspaceOpt
     ws = _workspace(workspace)
     ds = get_dataset(cfg.dataset)
     out, key, hit = get_teacher_outputs(ws, ds, cfg.teacher, _tqdm_progress())
+    for note in ws.notes:  # damaged cache entries found and recomputed
+        typer.echo(f"note: {note}")
     typer.echo(f"teacher outputs: {key[:16]} ({'cache hit' if hit else 'computed'})")
     for split, Z in out.Z.items():
         acc = M.accuracy(Z, ds.splits[split].y)
@@ -223,7 +225,7 @@ def distill(
         f"  student  accuracy {s['accuracy']:6.2f}%  agreement {s['agreement']:6.2f}%  "
         f"KL {s['kl']:.4f}  ECE {s['ece']:.4f}  ({split}; KL and ECE at T=1)"
     )
-    typer.echo(f"  student saved in {rec['artifacts']['student_dir']}")
+    typer.echo(f"  student saved in {ws.artifact_path(rec, 'student_dir')}")
     if headroom_seeds > 0:
         from core.headroom import compute_headroom
 
@@ -275,6 +277,33 @@ def runs(
     if save_best is not None:
         ws.save_spec(save_best, sweeps.best_config(ws, df))
         typer.echo(f"saved the best setting as spec {save_best!r}: lelp distill --spec {save_best}")
+
+
+@app.command()
+def doctor(
+    workspace: WorkspaceOpt = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Set damaged files aside and rebuild what can be")
+    ] = False,
+) -> None:
+    """Check a workspace: catalogue, every array's header, size and hash, references,
+    student weights, dead jobs, half-written files. Exit status 1 when problems remain."""
+    from core import doctor as dr
+    from core.store import default_root
+
+    root = Path(workspace) if workspace is not None else default_root()
+    if not root.is_dir():
+        typer.secho(f"error: no workspace folder at {root}; pass -w with one", err=True)
+        raise typer.Exit(2)
+    if repair:
+        for line in dr.repair(root):
+            typer.echo(f"repaired: {line}")
+    findings, _ = dr.safe_check(root)
+    for f in findings:
+        typer.echo(f.line())
+    typer.echo(f"{root}: {dr.summary(findings)}")
+    if findings:
+        raise typer.Exit(1)
 
 
 @app.command("show-config")

@@ -13,7 +13,9 @@ optional ``dev.csv``, ``labels.json``), and two built-in demos (:data:`DEMOS`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import DatasetSpec
+from core.store import atomic_write_bytes
 from core.types import Dataset, Split
 
 __all__ = [
@@ -87,7 +90,7 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
     if suffix not in _SUFFIXES:
         raise DataError(
             f"{path.name}: cannot tell the format from the suffix {suffix!r}; rename the file "
-            f"to one of {sorted(_SUFFIXES)} or pass fmt= one of {list(_FORMATS)}"
+            f"to end in one of {sorted(_SUFFIXES)}"
         )
     return _SUFFIXES[suffix]
 
@@ -121,8 +124,7 @@ def _check_header(path: Path, names: Sequence[str]) -> None:
 def _read_delimited(path: Path, raw: bytes, fmt: str) -> pd.DataFrame:
     if raw.startswith(b"PAR1"):
         raise DataError(
-            f"{path.name}: this is a Parquet file, not {fmt.upper()}; rename it to .parquet or "
-            "pass fmt='parquet'"
+            f"{path.name}: this is a Parquet file, not {fmt.upper()}; rename it to .parquet"
         )
     text = _decode_utf8(path, raw)
     sep = _SEPS[fmt]
@@ -146,9 +148,9 @@ def _read_delimited(path: Path, raw: bytes, fmt: str) -> pd.DataFrame:
         for cand in (",", "\t", ";", "|"):
             if cand != sep and cand in only:
                 hint = (
-                    "rename it to .tsv or pass fmt='tsv'"
+                    "rename it to .tsv"
                     if cand == "\t"
-                    else "rename it to .csv or pass fmt='csv'"
+                    else "rename it to .csv"
                     if cand == ","
                     else "re-save it with ',' as the delimiter"
                 )
@@ -164,7 +166,7 @@ def _read_parquet(path: Path, raw_head: bytes) -> pd.DataFrame:
         looks = "text (probably a CSV)" if _looks_like_text(raw_head) else "not Parquet"
         raise DataError(
             f"{path.name}: not a Parquet file (it does not start with 'PAR1'; its content looks "
-            f"like {looks}); rename it to .csv/.tsv/.jsonl to match its content or pass fmt="
+            f"like {looks}); rename it to .csv/.tsv/.jsonl to match its content"
         )
     import pyarrow.parquet as pq
 
@@ -256,6 +258,10 @@ def _is_blank(s: pd.Series, na_strings: frozenset[str] = frozenset()) -> np.ndar
     return blank
 
 
+#: How a user names a column: the option that exists in the CLI, and where the app has it.
+_FLAG = "--set dataset.{0}=<column>, or the Data page's column mapping"
+
+
 def _check_columns(df: pd.DataFrame, origin: str, needed: dict[str, str]) -> None:
     cols = [str(c) for c in df.columns]
     dups = sorted(n for n, k in Counter(cols).items() if k > 1)
@@ -266,8 +272,7 @@ def _check_columns(df: pd.DataFrame, origin: str, needed: dict[str, str]) -> Non
     for col, flag in needed.items():
         if col not in df.columns:
             raise DataError(
-                f"{origin}: column {col!r} not found; columns are {cols}; pass {flag} "
-                "with one of them"
+                f"{origin}: column {col!r} not found; columns are {cols}; choose one: {flag}"
             )
 
 
@@ -377,10 +382,11 @@ def dataset_from_frame(
     if text_col == label_col:
         raise DataError(
             f"{name}: the text column and the label column are both {text_col!r}; map the "
-            "label to the column that holds the classes (--label-col)"
+            "label to the column that holds the classes (the Data page's Label column, or --set "
+            "dataset.label_col=<column>)"
         )
-    needed = {text_col: "--text-col", label_col: "--label-col"}
-    needed.update({c: "--latent-col" for c in latent_cols if c not in needed})
+    needed = {text_col: _FLAG.format("text_col"), label_col: _FLAG.format("label_col")}
+    needed.update({c: "a fixed dataset.latent_cols" for c in latent_cols if c not in needed})
 
     labels: dict[str, np.ndarray] = {}
     texts: dict[str, list[str]] = {}
@@ -423,7 +429,7 @@ def dataset_from_frame(
             raise DataError(
                 f"{train_origin}: column {label_col!r} has {len(uniq)} distinct values (more "
                 f"than {MAX_CLASSES}); it looks like a regression target or an id, not class "
-                "labels; pass --label-col with the column of class labels"
+                "labels; choose the column of class labels: " + _FLAG.format("label_col")
             )
         classes = uniq.tolist()
         label_names = [_label_str(c) for c in classes]
@@ -446,7 +452,9 @@ def dataset_from_frame(
         only = label_names[int(np.argmax(counts))]
         raise DataError(
             f"{train_origin}: only one class ({only!r}) in column {label_col!r}; a classifier "
-            "needs at least two classes; add examples of another class or check --label-col"
+            "needs at least two classes; add examples of another class or check the label column ("
+            + _FLAG.format("label_col")
+            + ")"
         )
     # With label_map a class may legitimately be absent from train (labels.json lists all).
     low = [i for i in np.flatnonzero(counts < min_per_class) if label_map is None or counts[i]]
@@ -814,3 +822,21 @@ def check_upload_size(n_bytes: int, limit_mb: float | None = None, name: str = "
             "the file's path on the Data page (or to the CLI) instead of uploading it, or raise "
             "server.maxUploadSize in .streamlit/config.toml"
         )
+
+
+def store_upload(folder: str | Path, name: str, data: bytes) -> Path:
+    """Keep an uploaded file as ``folder/<content hash>/<its own name>`` so jobs and the CLI
+    can read it by path and every message names it as the user does; a file that cannot be
+    read as a table is refused (DataError) and not kept."""
+    base = Path(name).name or "upload"
+    target = Path(folder) / hashlib.sha256(data).hexdigest()[:16] / base
+    if not target.exists():
+        atomic_write_bytes(target, data)  # a crash mid-write never leaves a partial file
+    try:
+        read_table(target)
+    except DataError:
+        target.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()
+        raise
+    return target

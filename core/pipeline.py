@@ -474,15 +474,16 @@ def run_distill(
         {"config": cfg.model_dump(mode="json"), "sizes": sizes, "teacher_key": prep.teacher_key},
     )
     state_path = None if run.method is None else save_method_state(rdir / "student", run.method)
+    # Paths relative to the workspace: a moved or copied workspace serves its own files.
     artifacts = {
-        "student_dir": str(rdir / "student"),
+        "student_dir": (rdir / "student").relative_to(ws.root).as_posix(),
         "eval_logits": ws.put_array(student_eval.astype(np.float32)),
         "eval_split": ev,
         "teacher_key": prep.teacher_key,
         "dataset_fp": dataset.fingerprint(),
     }
     if state_path is not None:
-        artifacts["method_state"] = str(state_path)
+        artifacts["method_state"] = state_path.relative_to(ws.root).as_posix()
     record = {
         "run_id": run_id,
         "name": cfg.name or run_id,
@@ -546,11 +547,11 @@ def load_method_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return load_file(str(p))
 
 
-def method_state_path(run: dict[str, Any]) -> Path | None:
-    """The run's saved method state file, or None (runs saved before it existed, or methods
-    without learned state)."""
-    where = (run.get("artifacts") or {}).get("method_state")
-    return Path(where) if where and Path(where).is_file() else None
+def method_state_path(ws: Workspace, run: dict[str, Any]) -> Path | None:
+    """The run's saved method state file in ``ws``, or None (runs saved before it existed, or
+    methods without learned state)."""
+    path = ws.artifact_path(run, "method_state")
+    return path if path is not None and path.is_file() else None
 
 
 def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, Any]:
@@ -569,14 +570,14 @@ def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, Any]:
         raise ValueError(
             f"load_reaugkd: run {rid} was trained with {cfg.train.objective!r}, not reaugkd"
         )
-    state_path = method_state_path(run)
+    state_path = method_state_path(ws, run)
     if state_path is None:
         raise FileNotFoundError(
             f"load_reaugkd: run {rid} has no saved method state ({METHOD_STATE_FILE}); it was "
             "made before ReAugKD's maps were saved: re-run it to replay its retrieval"
         )
     arts = run["artifacts"]
-    student, _ = load_student(arts["student_dir"])
+    student, _ = load_student(ws.artifact_path(run, "student_dir"))
     method = methods.make_method(cfg.train)
     method.load_state_tensors(load_method_state(state_path))
     out = ws.load_teacher_outputs(arts["teacher_key"])

@@ -666,8 +666,8 @@ def sweep_heatmap(g: Mapping[str, Any], *, metric: str = "accuracy") -> go.Figur
     fig = go.Figure(
         go.Heatmap(
             z=mean,
-            x=[str(v) for v in g["x"]],
-            y=[str(v) for v in g["y"]],
+            x=[_tick(v) for v in g["x"]],
+            y=[_tick(v) for v in g["y"]],
             text=text,
             texttemplate="%{text}",
             customdata=custom,
@@ -700,7 +700,7 @@ def sweep_line(df: pd.DataFrame, x: str, *, metric: str = "accuracy") -> go.Figu
         g = g.sort_values(x)
         fig.add_trace(
             go.Scatter(
-                x=[str(v) for v in g[x]],
+                x=[_tick(v) for v in g[x]],
                 y=g["sel_mean"],
                 error_y={"type": "data", "array": g["sel_std"].fillna(0.0)},
                 mode="lines+markers",
@@ -743,3 +743,9 @@ def objective_bars(side: pd.DataFrame, *, metric: str = "accuracy") -> go.Figure
         yaxis_title=f"selection {metric} (mean ± std over seeds)",
         yaxis_range=[lo - pad, hi + pad],
     )
+
+
+def _tick(v: Any) -> str:
+    """A setting's value as an axis label: ``4`` for 4 and 4.0 (a column holding NaN for runs
+    that ignore the setting turns ints into floats), ``0.5``, or the text."""
+    return f"{v:g}" if isinstance(v, float) else str(v)

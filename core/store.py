@@ -9,6 +9,7 @@ a temporary file, is fsynced, then renamed: a crash mid-write leaves the previou
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -70,9 +71,40 @@ CREATE TABLE IF NOT EXISTS manual_groups (
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+=,@-]{0,99}$")
 
 
+#: Arrays whose content was checked against their hash in this process: path -> stat key.
+#: Why once per process: hashing 1.6M x 384 float16 (1.2 GB) takes about 2 s, too slow for
+#: every read but cheap once; a file changed since (size, mtime or inode) is checked again.
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
+_HASH_CHUNK = 1 << 24  # bytes per hashing step: no full copy of a large memory-mapped array
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def array_digest(a: np.ndarray) -> str:
+    """``hash_arrays(a)`` for one array, streamed in chunks (a memory map is not copied)."""
+    a = np.asarray(a)
+    if a.ndim == 0 or not a.flags.c_contiguous:
+        return hash_arrays(a)  # small or strided: one copy is fine
+    h = hashlib.sha256()
+    h.update(str(a.dtype).encode())
+    h.update(str(a.shape).encode())
+    rows = max(1, _HASH_CHUNK // max(1, a[:1].nbytes))
+    for i in range(0, a.shape[0], rows):
+        h.update(memoryview(np.ascontiguousarray(a[i : i + rows])).cast("B"))
+    h.update(b"\x00")
+    return h.hexdigest()
+
+
 class WorkspaceError(RuntimeError):
     """The workspace cannot be used (unwritable, disk full, bad name); the message says how to
     fix it."""
+
+
+class ArrayDamaged(WorkspaceError):
+    """A stored array is missing, unreadable or no longer matches its hash."""
 
 
 def safe_name(name: str, what: str = "name") -> str:
@@ -153,12 +185,48 @@ class Workspace:
                 f"workspace {self.root}: not writable; set LELP_WORKSPACE to a writable folder"
             )
         self.db_path = self.root / "catalog.sqlite"
+        #: What was found damaged and worked around in this process (the CLI prints them).
+        self.notes: list[str] = []
+        self._check_catalogue_file()
         con = sqlite3.connect(self.db_path, timeout=30.0)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise WorkspaceError(self.damaged_catalogue(str(err))) from None
         finally:
             con.close()
+
+    def damaged_catalogue(self, why: str) -> str:
+        """The one line every command and page shows for a catalogue that cannot be read."""
+        return (
+            f"workspace {self.root}: the catalogue catalog.sqlite is damaged ({why}); run "
+            f"`lelp doctor --repair -w {self.root}` to set it aside and rebuild it from the "
+            "run, spec and teacher-output files (nothing else is changed)"
+        )
+
+    def _check_catalogue_file(self) -> None:
+        """A zero-byte catalogue beside saved runs or arrays is damage, not a new workspace:
+        opening it as new would make every run, spec and group vanish from view."""
+        db, wal = self.db_path, self.db_path.with_name(self.db_path.name + "-wal")
+        if not db.exists():
+            return
+        if db.stat().st_size > 0:
+            with open(db, "rb") as f:  # SQLite reads the header lazily: check it here
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise WorkspaceError(self.damaged_catalogue("file is not a database"))
+            return
+        if wal.exists() and wal.stat().st_size > 0:
+            return
+        saved = [p for p in (self.root / "runs").iterdir()] + [
+            p for p in (self.root / "arrays").iterdir()
+        ]
+        if saved:
+            raise WorkspaceError(
+                self.damaged_catalogue(
+                    f"0 bytes, but the workspace holds {len(saved)} run and array folders"
+                )
+            )
 
     # -- catalogue -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -191,6 +259,8 @@ class Workspace:
                     f"workspace {self.root}: {err}; free disk space or choose another folder"
                 ) from None
             raise
+        except sqlite3.DatabaseError as err:  # "file is not a database", "malformed"
+            raise WorkspaceError(self.damaged_catalogue(str(err))) from None
         finally:
             con.close()
 
@@ -207,6 +277,11 @@ class Workspace:
             raise WorkspaceError("object arrays cannot be stored; convert to a numeric dtype")
         sha = hash_arrays(a)
         path = self._array_path(sha)
+        if path.exists():
+            try:
+                self.get_array(sha)  # a damaged copy under this name is replaced, not kept
+            except WorkspaceError:
+                self.quarantine(path)
         if not path.exists():
             try:
                 atomic_save_npy(path, a)
@@ -218,10 +293,39 @@ class Workspace:
         return sha
 
     def get_array(self, sha: str, mmap: bool = True) -> np.ndarray:
+        """The array stored under ``sha``. Its header, size and content hash are checked (the
+        hash once per process and file version, see ``_VERIFIED``): a damaged array raises
+        ``ArrayDamaged``, never comes back silently different."""
         path = self._array_path(sha)
         if not path.exists():
-            raise WorkspaceError(f"array {sha[:12]} is missing from {self.root / 'arrays'}")
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            raise ArrayDamaged(
+                f"array {sha[:12]} is missing from {self.root / 'arrays'}; run `lelp doctor "
+                f"--repair -w {self.root}` (teacher outputs are then recomputed on next use)"
+            )
+        try:
+            a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ArrayDamaged(self._damaged(sha, f"unreadable: {err}")) from None
+        key = _stat_key(path)
+        if _VERIFIED.get(str(path)) != key:
+            if array_digest(a) != sha:
+                raise ArrayDamaged(self._damaged(sha, "its content no longer matches its hash"))
+            _VERIFIED[str(path)] = key
+        return a
+
+    def _damaged(self, sha: str, why: str) -> str:
+        return (
+            f"array {sha[:12]} in {self.root / 'arrays'} is damaged ({why}); run `lelp doctor "
+            f"--repair -w {self.root}` to set it aside (teacher outputs are then recomputed)"
+        )
+
+    def quarantine(self, path: Path) -> Path:
+        """Move a damaged file aside into ``quarantine/`` (kept for inspection, never used)."""
+        dest = self.root / "quarantine" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(path, dest)
+        _VERIFIED.pop(str(path), None)
+        return dest
 
     # -- teacher outputs -------------------------------------------------------------------
     @staticmethod
@@ -248,19 +352,18 @@ class Workspace:
         for split in out.H:
             arrays[f"H:{split}"] = self.put_array(np.asarray(out.H[split], dtype=np.float16))
             arrays[f"Z:{split}"] = self.put_array(np.asarray(out.Z[split], dtype=np.float32))
+        values = (
+            key,
+            dataset_fp,
+            teacher_fp,
+            pooling,
+            json.dumps(arrays),
+            json.dumps(out.meta, default=str),
+            time.time(),
+        )
         with self.connect() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO teacher_outputs VALUES (?,?,?,?,?,?,?)",
-                (
-                    key,
-                    dataset_fp,
-                    teacher_fp,
-                    pooling,
-                    json.dumps(arrays),
-                    json.dumps(out.meta, default=str),
-                    time.time(),
-                ),
-            )
+            con.execute("INSERT OR REPLACE INTO teacher_outputs VALUES (?,?,?,?,?,?,?)", values)
+        self._mirror("teacher_outputs", key, {"table": "teacher_outputs", "values": values})
 
     def load_teacher_outputs(self, key: str) -> TeacherOutputs | None:
         """The cached outputs for ``key`` (H memory-mapped float16), or None on a miss."""
@@ -271,17 +374,31 @@ class Workspace:
         if row is None:
             return None
         arrays = json.loads(row["arrays"])
-        H = {k[2:]: self.get_array(v) for k, v in arrays.items() if k.startswith("H:")}
-        Z = {k[2:]: self.get_array(v, mmap=False) for k, v in arrays.items() if k.startswith("Z:")}
+        try:
+            H = {k[2:]: self.get_array(v) for k, v in arrays.items() if k.startswith("H:")}
+            Z = {
+                k[2:]: self.get_array(v, mmap=False)
+                for k, v in arrays.items()
+                if k.startswith("Z:")
+            }
+            W, b = self.get_array(arrays["W"], mmap=False), self.get_array(arrays["b"], mmap=False)
+        except ArrayDamaged as err:
+            # A damaged cache is a miss: set the bad arrays aside, forget the entry, recompute.
+            for sha in arrays.values():
+                path = self._array_path(sha)
+                try:
+                    if path.exists():
+                        self.get_array(sha)
+                except ArrayDamaged:
+                    self.quarantine(path)
+            with self.connect() as con:
+                con.execute("DELETE FROM teacher_outputs WHERE key = ?", (key,))
+            self.unmirror("teacher_outputs", key)
+            self.notes.append(f"teacher outputs {key[:12]}: {err}; they are recomputed")
+            return None
         meta = json.loads(row["meta"])
         meta["cache_key"] = key
-        return TeacherOutputs(
-            H=H,
-            Z=Z,
-            W=self.get_array(arrays["W"], mmap=False),
-            b=self.get_array(arrays["b"], mmap=False),
-            meta=meta,
-        )
+        return TeacherOutputs(H=H, Z=Z, W=W, b=b, meta=meta)
 
     def list_teacher_outputs(self) -> list[dict[str, Any]]:
         with self.connect() as con:
@@ -294,11 +411,10 @@ class Workspace:
     # -- subclass specs --------------------------------------------------------------------
     def save_spec(self, name: str, config: dict[str, Any]) -> str:
         name = safe_name(name, "spec name")
+        values = (name, json.dumps(config), time.time())
         with self.connect() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO specs VALUES (?,?,?)",
-                (name, json.dumps(config), time.time()),
-            )
+            con.execute("INSERT OR REPLACE INTO specs VALUES (?,?,?)", values)
+        self._mirror("specs", name, {"table": "specs", "values": values})
         return name
 
     def list_specs(self) -> list[str]:
@@ -321,18 +437,17 @@ class Workspace:
     def save_run(self, record: dict[str, Any]) -> str:
         """Record a finished run: ``run_id``, ``name``, ``config``, ``metrics``, ``artifacts``."""
         run_id = safe_name(record["run_id"], "run id")
+        values = (
+            run_id,
+            record.get("name"),
+            json.dumps(record.get("config", {})),
+            json.dumps(record.get("metrics", {}), default=float),
+            json.dumps(record.get("artifacts", {})),
+            record.get("created", time.time()),
+        )
         with self.connect() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?)",
-                (
-                    run_id,
-                    record.get("name"),
-                    json.dumps(record.get("config", {})),
-                    json.dumps(record.get("metrics", {}), default=float),
-                    json.dumps(record.get("artifacts", {})),
-                    record.get("created", time.time()),
-                ),
-            )
+            con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?)", values)
+        self._mirror("runs", run_id, {"table": "runs", "values": values})
         return run_id
 
     @staticmethod
@@ -402,15 +517,52 @@ class Workspace:
                 return rec
         return None
 
+    # -- mirrors: the catalogue's rows also as files, so a lost catalogue can be rebuilt ----
+    def _mirror(self, table: str, key: str, row: dict[str, Any]) -> None:
+        """Write one catalogue row as ``<table>/<key>.json`` (runs: ``runs/<id>/run.json``).
+
+        Why: the catalogue is one file; when it is damaged, ``lelp doctor --repair`` rebuilds
+        runs, specs, manual groups and teacher-output entries from these."""
+        path = self._mirror_path(table, key)
+        atomic_write_bytes(path, json.dumps(row, default=float).encode())
+
+    def _mirror_path(self, table: str, key: str) -> Path:
+        if table == "runs":
+            return self.run_dir(key) / "run.json"
+        return self.root / "mirror" / table / f"{hash_arrays(key)[:32]}.json"
+
+    def unmirror(self, table: str, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._mirror_path(table, key).unlink()
+
+    def artifact_path(self, run: dict[str, Any], name: str) -> Path | None:
+        """A run's artifact path (``student_dir``, ``method_state``) inside THIS workspace.
+
+        Runs store paths relative to the workspace, so a moved or copied workspace serves its
+        own files. Older runs stored absolute paths: the part from ``runs/<id>/`` on is
+        resolved against this workspace too (a copy never reads the original's files)."""
+        where = (run.get("artifacts") or {}).get(name)
+        if not where:
+            return None
+        p = Path(where)
+        if not p.is_absolute():
+            return self.root / p
+        parts = p.parts
+        if "runs" in parts:
+            i = len(parts) - 1 - parts[::-1].index("runs")
+            return self.root.joinpath(*parts[i:])
+        return p
+
     # -- manual groups (lasso selections) ---------------------------------------------------
     def save_manual_group(self, dataset_fp: str, name: str, row_ids: np.ndarray) -> str:
         name = safe_name(name, "group name")
         sha = self.put_array(np.unique(np.asarray(row_ids, dtype=np.int64)))
+        values = (dataset_fp, name, sha, time.time())
         with self.connect() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO manual_groups VALUES (?,?,?,?)",
-                (dataset_fp, name, sha, time.time()),
-            )
+            con.execute("INSERT OR REPLACE INTO manual_groups VALUES (?,?,?,?)", values)
+        self._mirror(
+            "manual_groups", f"{dataset_fp}/{name}", {"table": "manual_groups", "values": values}
+        )
         return name
 
     def list_manual_groups(self, dataset_fp: str) -> dict[str, np.ndarray]:
@@ -426,3 +578,4 @@ class Workspace:
             con.execute(
                 "DELETE FROM manual_groups WHERE dataset_fp = ? AND name = ?", (dataset_fp, name)
             )
+        self.unmirror("manual_groups", f"{dataset_fp}/{name}")

@@ -60,13 +60,16 @@ def relevant(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def varying_settings(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Config keys whose value differs between the runs (seed and name excepted), in config
-    order."""
+    """Config keys whose value differs between the runs that use them (seed and name
+    excepted), in config order. A key a run ignores (a kd run's subclass settings) does not
+    make it vary: else a kd + lelp sweep showed every subclass option as a column."""
     flats = [relevant(flat_config(r["config"])) for r in records]
     keys: list[str] = []
     for f in flats:
         keys += [k for k in f if k not in keys]
-    return [k for k in keys if k not in NOT_SETTINGS and len({repr(f.get(k)) for f in flats}) > 1]
+    return [
+        k for k in keys if k not in NOT_SETTINGS and len({repr(f[k]) for f in flats if k in f}) > 1
+    ]
 
 
 def _score(r: Mapping[str, Any], where: str, metric: str) -> float:
@@ -167,6 +170,7 @@ def grid(df: pd.DataFrame, x: str, y: str, fixed: Mapping[str, Any] | None = Non
     sub = df
     for k, v in (fixed or {}).items():
         sub = sub[sub[k].map(repr) == repr(v)]
+    sub = sub.dropna(subset=[x, y])  # rows whose objective ignores x or y (kd has no S)
     xs = sorted(sub[x].dropna().unique().tolist(), key=_sort_key)
     ys = sorted(sub[y].dropna().unique().tolist(), key=_sort_key)
     shape = (len(ys), len(xs))
@@ -224,3 +228,44 @@ def best_config(ws: Any, df: pd.DataFrame) -> dict[str, Any]:
     cfg.pop("name", None)
     cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "seed"}
     return cfg
+
+
+def lelp_vs_kd(df: pd.DataFrame) -> str | None:
+    """One sentence: does the best LELP setting beat the best KD setting beyond the noise?
+
+    Both are picked by selection score (``rank``); "beyond the noise" means their selection
+    means differ by more than the larger of their two seed stds. None when the table lacks
+    a scored LELP or KD row.
+    """
+    if "objective" not in df.columns:
+        return None
+    scored = df.dropna(subset=["sel_mean"])
+    lelp, kd = (scored[scored["objective"] == o].sort_values("rank") for o in ("lelp", "kd"))
+    if lelp.empty or kd.empty:
+        return None
+    a, b = lelp.iloc[0], kd.iloc[0]
+    diff = float(a["sel_mean"] - b["sel_mean"])
+    stds = [float(v) for v in (a["sel_std"], b["sel_std"]) if not np.isnan(v)]
+    noise = max(stds) if stds else float("nan")
+    said = (
+        f"best LELP {a['sel_mean']:.2f} (n={a['n']}) vs best KD {b['sel_mean']:.2f} "
+        f"(n={b['n']}) on the selection split"
+    )
+    if np.isnan(noise):
+        head = "LELP is ahead of KD" if diff > 0 else "LELP does not beat KD"
+        return f"{head}, but with one seed per setting the noise is unknown: {said}."
+    if diff > noise:
+        return f"LELP beats KD beyond the noise (+{diff:.2f} > std {noise:.2f}): {said}."
+    if diff > 0:
+        return f"LELP is ahead of KD only within the noise (+{diff:.2f} ≤ std {noise:.2f}): {said}."
+    return f"LELP does not beat KD here ({diff:+.2f}, std {noise:.2f}): {said}."
+
+
+def new_seeds(used: Iterable[int], k: int) -> list[int]:
+    """The ``k`` smallest non-negative seeds not in ``used`` (to re-run a setting afresh)."""
+    have, out, s = {int(u) for u in used}, [], 0
+    while len(out) < k:
+        if s not in have:
+            out.append(s)
+        s += 1
+    return out

@@ -1058,9 +1058,11 @@ def _frozen_head(
     """Fit the head, choosing the regularisation C from a short grid.
 
     Frozen embeddings overfit small training sets at C=1 (SST-2 with 1,500 rows: 76% test at
-    C=1, 81% at C=0.01), so C is picked by accuracy on the dev split, or on a seeded 20%
-    holdout of train when there is no dev split, then the head is refitted on all of train.
-    Below 200 training rows the holdout is too noisy and C=1 is used.
+    C=1, 81% at C=0.01), so C is picked by accuracy on the selection split (``dev``: every
+    dataset from ``core.data.load_dataset`` has one, the dataset's own or a holdout of
+    train), then the head is refitted on all of train. Without a dev split (a Dataset built
+    by hand) a seeded 20% holdout of train stands in; below 200 training rows that holdout is
+    too noisy and C=1 is used.
     """
     y_tr = np.asarray(dataset.splits["train"].y)
     n = len(y_tr)

@@ -7,17 +7,13 @@ committed specs when the page is opened again.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import app_state, plots
 from core.config import DatasetSpec, TeacherSpec
-from core.data import DEMOS, guess_columns, read_table, shared_data_root
-from core.store import atomic_write_bytes
+from core.data import DEMOS, guess_columns, read_table, shared_data_root, store_upload
 
 app_state.init_session()
 ss = st.session_state
@@ -77,14 +73,8 @@ def _columns(path: str) -> tuple[list[str], tuple[str, str]]:
 
 def _save_upload(upload: object) -> str:
     """Store an uploaded file in the workspace so jobs and the CLI can read it by path."""
-    data = upload.getvalue()  # type: ignore[attr-defined]
-    name = Path(upload.name).name  # type: ignore[attr-defined]
     folder = app_state.workspace().root / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(name).suffix.lower()}"
-    if not target.exists():
-        atomic_write_bytes(target, data)  # a crash mid-write never leaves a partial file
-    return str(target)
+    return str(store_upload(folder, upload.name, upload.getvalue()))  # type: ignore[attr-defined]
 
 
 # -- dataset choice -------------------------------------------------------------------------
@@ -200,7 +190,14 @@ if new_ds is not None:
     mt = int(ss["data_max_train"]) or None
     new_ds = new_ds.model_copy(update={"max_train": mt})
     if app_state.spec_json(new_ds) != app_state.spec_json(committed_ds):
-        ss["dataset_spec"] = new_ds.model_dump(mode="json")
+        try:  # loaded before it replaces the dataset in use, so a bad one never breaks pages
+            app_state.dataset_from_json(app_state.spec_json(new_ds))
+            ss["dataset_spec"] = new_ds.model_dump(mode="json")
+        except ERRORS as err:
+            st.error(str(err))
+            st.caption(
+                f"The dataset in use is still **{committed_ds.source}** until this is fixed."
+            )
 
 # -- load the dataset -----------------------------------------------------------------------
 try:

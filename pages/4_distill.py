@@ -190,7 +190,9 @@ for obj in objectives:
             )
 
 
-def _configs() -> list[RunConfig]:
+def _config(obj: str, sections: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """The run the fields above describe, for objective ``obj``; ``sections`` are the method
+    parameters to include (default: ``obj``'s own)."""
     if base in (CURRENT, MANUAL):
         sub = app_state.subclass_spec()
         if base == MANUAL:
@@ -207,29 +209,31 @@ def _configs() -> list[RunConfig]:
         layers=int(layers),
         init=init if kind == "transformer" else "random",
     )
-    out = []
-    for obj in objectives:
+    if sections is None:
         section = app_state.train_section(obj)
-        extra = {section: method_params[obj]} if section else {}
-        train = TrainSpec.model_validate(
-            {
-                "objective": obj,
-                "tau": float(tau),
-                "alpha": float(alpha),
-                "epochs": int(epochs),
-                "lr": float(lr),
-                "batch_size": int(batch),
-                "seed": int(seed),
-                **extra,
-            }
-        )
-        label = f"{name.strip() or ds.name} {obj}"
-        if obj == "lelp":
-            label += " " + app_state.subclass_label(bcfg.subclasses)
-        cfg = bcfg.model_copy(update={"student": student, "train": train, "name": label})
-        check_run(cfg)
-        out.append(cfg)
-    return out
+        sections = {section: method_params[obj]} if section else {}
+    train = TrainSpec.model_validate(
+        {
+            "objective": obj,
+            "tau": float(tau),
+            "alpha": float(alpha),
+            "epochs": int(epochs),
+            "lr": float(lr),
+            "batch_size": int(batch),
+            "seed": int(seed),
+            **sections,
+        }
+    )
+    label = f"{name.strip() or ds.name} {obj}"
+    if obj == "lelp":
+        label += " " + app_state.subclass_label(bcfg.subclasses)
+    cfg = bcfg.model_copy(update={"student": student, "train": train, "name": label})
+    check_run(cfg)
+    return cfg
+
+
+def _configs() -> list[RunConfig]:
+    return [_config(obj) for obj in objectives]
 
 
 # What will run, read back from the applied values: a number typed outside a field's range
@@ -269,6 +273,97 @@ if st.button(
         st.error(str(err))
 if not objectives:
     st.info("Pick at least one objective to queue a run.")
+
+with st.expander("Sweep over a grid", expanded=False):
+    st.caption(
+        "One job per point of the grid (every combination of the values below), all under one "
+        "sweep id, as `lelp jobs sweep --grid KEY=V1,V2` does. Values are separated by commas; "
+        "a field left empty is not swept and takes the value set above. Read the result on "
+        "**Compare**, Sweep view."
+    )
+    for k in ("sweep_S", "sweep_beta", "sweep_tau", "sweep_seeds"):
+        app_state.remember(k, "")
+    app_state.remember("sweep_objectives", [])
+    w1, w2, w3, w4 = st.columns(4)
+    sweep_text = {
+        "S": w1.text_input(
+            "S (subclasses.n_subclasses)",
+            key="sweep_S",
+            placeholder="e.g. 2, 4, 8",
+            help="Pseudo-subclasses per class (lelp only).",
+        ),
+        "beta": w2.text_input(
+            "beta (subclasses.beta)",
+            key="sweep_beta",
+            placeholder="e.g. 0.5, 1, 2",
+            help="Temperature of the pseudo-subclass split (lelp only).",
+        ),
+        "tau": w3.text_input(
+            "tau (train.tau)",
+            key="sweep_tau",
+            placeholder="e.g. 1, 4",
+            help="Distillation temperature (not used by hard).",
+        ),
+        "seed": w4.text_input(
+            "seeds (train.seed)",
+            key="sweep_seeds",
+            placeholder="e.g. 0, 1, 2",
+            help="Student seeds; the sweep view folds them into mean ± std.",
+        ),
+    }
+    sweep_objs = st.multiselect(
+        "objective (train.objective)",
+        list(OBJECTIVES),
+        key="sweep_objectives",
+        help="Objectives to sweep; their parameters are those set above (defaults for one not "
+        "picked there). Empty: the objectives picked above.",
+    )
+    # The objectives picked above are swept too when there are several, as Queue run does.
+    grid_objs = sweep_objs or (objectives if len(objectives) > 1 else [])
+    try:
+        grid = app_state.sweep_grid(sweep_text, grid_objs)
+    except ERRORS as err:
+        st.error(str(err))
+        grid = {}
+    sweep_base = (sweep_objs or objectives or [None])[0]
+    n_jobs = app_state.sweep_size(grid) if sweep_base else 0
+    if grid and sweep_base:
+        sizes = " × ".join(f"{len(v)} {k.rsplit('.', 1)[-1]}" for k, v in grid.items())
+        st.markdown(f"This will queue **{n_jobs} jobs** ({sizes}).")
+        st.caption(f"Same as `lelp jobs sweep CONFIG {app_state.sweep_cli(grid)}`.")
+    elif not sweep_base:
+        st.caption("Pick an objective (here or above) to sweep.")
+    else:
+        st.caption("Enter values for at least one setting to sweep.")
+    if st.button(
+        "Queue sweep",
+        key="sweep_queue",
+        disabled=not n_jobs,
+        help="Submit the whole grid as background jobs; a local worker is started if none runs.",
+    ):
+        try:
+            if jobs is None:
+                raise RuntimeError("core.jobs is not available; run `lelp jobs sweep`")
+            params = {}
+            for o in dict.fromkeys([*objectives, *grid_objs]):
+                sec = app_state.train_section(o)
+                if sec:
+                    params[sec] = method_params.get(o, {})
+            base_cfg = _config(sweep_base, params)
+            # Members are named by their grid values (the objective too, when swept).
+            base_name = (name.strip() or ds.name) + ("" if grid_objs else f" {sweep_base}")
+            base_cfg = base_cfg.model_copy(update={"name": base_name})
+            for member in jobs.expand_grid(base_cfg, grid):
+                check_run(member)
+            sweep_id, ids = jobs.submit_sweep(ws, base_cfg, grid)
+            if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
+                jobs.ensure_worker(ws)
+            st.success(
+                f"Queued sweep `{sweep_id}`: {len(ids)} jobs #{ids[0]}–#{ids[-1]}. Once they "
+                "finish, pick the sweep on **Compare** to read it aggregated."
+            )
+        except ERRORS as err:
+            st.error(str(err))
 
 st.divider()
 st.subheader("Jobs")

@@ -7,6 +7,7 @@ teacher outputs), so it works for runs made by the app, the CLI or a job worker 
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import app_state, plots
+from core import app_state, plots, sweeps
 from core import metrics as M
-from core.config import DatasetSpec
+from core.config import DatasetSpec, RunConfig
 
 app_state.init_session()
 ss = st.session_state
 ERRORS = (*app_state.user_errors(), ValueError)
+PER_RUN, SWEEP = "Per run", "Sweep view"
 
 st.title("Compare")
 ws = app_state.workspace()
@@ -43,20 +45,21 @@ new_runs = [r["run_id"] for r in runs[:3]] if seen is None else [r for r in by_i
 ss["cmp_seen_runs"] = set(by_id)
 picked_before = app_state.remember("cmp_runs", [])
 ss["cmp_runs"] = [*new_runs, *(r for r in picked_before if r in by_id and r not in new_runs)]
-sweeps = app_state.sweep_runs(ws, set(by_id))
-if sweeps:
+by_sweep = app_state.sweep_runs(ws, set(by_id))
+if by_sweep:
     ss.setdefault("cmp_sweep", "")
     chosen = st.selectbox(
         "Sweep",
-        ["", *sweeps],
+        ["", *by_sweep],
         key="cmp_sweep",
-        format_func=lambda s: "(pick runs by hand)" if not s else f"{s} ({len(sweeps[s])} runs)",
+        format_func=lambda s: "(pick runs by hand)" if not s else f"{s} ({len(by_sweep[s])} runs)",
         help="A sweep queued from `lelp jobs sweep` (or the Distill page): picking it selects "
-        "all its finished runs below.",
+        "all its finished runs below and opens the Sweep view.",
     )
     if chosen and ss.get("cmp_sweep_applied") != chosen:
-        ss["cmp_runs"] = sweeps[chosen]
+        ss["cmp_runs"] = by_sweep[chosen]
         ss["cmp_sweep_applied"] = chosen
+        ss["cmp_view"] = SWEEP  # a sweep is read aggregated first
 picked = st.multiselect(
     "Runs",
     list(by_id),
@@ -64,10 +67,188 @@ picked = st.multiselect(
     format_func=lambda rid: f"{by_id[rid]['name']} ({rid})",
     help="Runs recorded in this workspace, newest first.",
 )
+app_state.remember("cmp_view", PER_RUN)
+view = st.radio(
+    "View",
+    [PER_RUN, SWEEP],
+    key="cmp_view",
+    horizontal=True,
+    help="Per run: one row and one curve per run. Sweep view: runs that differ only by seed "
+    "folded into one row (mean ± std, n), ranked on the selection split, with a grid chart.",
+)
 if not picked:
     st.info("Pick at least one run above.")
     st.stop()
 sel = [by_id[r] for r in picked]
+
+
+# -- sweep view: runs that differ only by seed folded into one row -----------------------------
+def _pick(label: str, choices: list[str], key: str, default: str, **kw: Any) -> str:
+    """A selectbox over ``choices`` whose kept value is reset when it is no longer offered."""
+    if ss.get(key) not in choices:
+        ss[key] = default if default in choices else choices[0]
+    return st.selectbox(label, choices, key=key, **kw)
+
+
+def sweep_view(records: list[dict[str, Any]]) -> None:
+    """The aggregated table, a grid chart, objectives side by side and the next run."""
+    st.subheader("Sweep view")
+    usable_recs = app_state.sweep_records(records)
+    if not usable_recs:
+        st.info(
+            "None of the picked runs records a full run config, so there is nothing to fold: "
+            "pick runs made by the Distill page, `lelp distill` or a sweep."
+        )
+        return
+    ss.setdefault("cmp_sweep_metric", "accuracy")
+    metric = st.columns([1, 3])[0].selectbox(
+        "Score",
+        ["accuracy", "agreement"],
+        key="cmp_sweep_metric",
+        help="accuracy: against the labels; agreement: share of examples where the student "
+        "predicts the teacher's class. Both measured on the selection split to rank.",
+    )
+    df = sweeps.aggregate(usable_recs, metric=metric)
+    settings = app_state.sweep_setting_columns(df)
+    st.dataframe(
+        app_state.sweep_table(df),
+        hide_index=True,
+        key="cmp_sweep_table",
+        column_config={
+            "n": st.column_config.NumberColumn(help="Runs folded into this row (one per seed)."),
+            "missing seeds": st.column_config.TextColumn(
+                help="Seeds other rows ran and this one lacks."
+            ),
+            "selection (ranks)": st.column_config.TextColumn(
+                help=f"Mean ± std over seeds of {metric} on the selection split (dev)."
+            ),
+            "test (shown only)": st.column_config.TextColumn(
+                help=f"Mean ± std over seeds of {metric} on test: shown, never used to rank."
+            ),
+        },
+    )
+    left_out = len(records) - len(usable_recs)
+    st.caption(
+        f"{len(usable_recs)} runs folded into {len(df)} settings: runs that differ only by "
+        "seed are one row (n runs, mean ± std). Ranked on the selection split (dev); the "
+        "test score is shown beside it and never ranks."
+        + (f" {left_out} picked run(s) without a full config are left out." if left_out else "")
+    )
+    scored = df.dropna(subset=["sel_mean"])
+    best = scored.iloc[0] if not scored.empty else df.iloc[0]
+    vary = app_state.sweep_varying(df)
+    if len(vary) >= 2:
+        st.markdown(f"**Selection-split {metric} over two settings** (std and n on hover)")
+        axes = st.columns(2 + len(vary) - 2)
+        with axes[0]:
+            x = _pick("x axis", vary, "cmp_sweep_x", vary[0], help="Setting across the map.")
+        ys = [v for v in vary if v != x]
+        with axes[1]:
+            y = _pick("y axis", ys, "cmp_sweep_y", ys[0], help="Setting down the map.")
+        fixed = {}
+        for i, c in enumerate(v for v in vary if v not in (x, y)):
+            choices = app_state.setting_choices(df, c)
+            with axes[2 + i]:
+                chosen = _pick(
+                    f"{c} fixed at",
+                    list(choices),
+                    f"cmp_sweep_fix_{c}",
+                    app_state.setting_text(best[c]),
+                    help=f"The heat map shows the runs with this {c} (default: the best "
+                    "setting's).",
+                )
+            fixed[c] = choices[chosen]
+        g = sweeps.grid(df, x, y, fixed)
+        if not np.isfinite(np.asarray(g["mean"], dtype=float)).any():
+            st.info(f"No scored run has {x} and {y} at these fixed values; change them.")
+        else:
+            st.plotly_chart(plots.sweep_heatmap(g, metric=metric), key="cmp_sweep_heatmap")
+    elif vary and vary != ["objective"]:
+        st.markdown(f"**Selection-split {metric} against {vary[0]}** (mean ± std over seeds)")
+        st.plotly_chart(plots.sweep_line(df, vary[0], metric=metric), key="cmp_sweep_line")
+    if "objective" in vary and not scored.empty:
+        st.markdown("**Objectives side by side** (each one's best setting, KD at each tau)")
+        st.plotly_chart(
+            plots.objective_bars(sweeps.objective_rows(scored), metric=metric),
+            key="cmp_sweep_objectives",
+        )
+        verdict = sweeps.lelp_vs_kd(df)
+        if verdict:
+            st.markdown(f"**Verdict:** {verdict}")
+
+    st.markdown("**From here to the next run**")
+    if scored.empty:
+        st.info("No picked run has a selection-split score (they predate it): re-run them.")
+        return
+    label_best = app_state.sweep_row_label(best, settings)
+    st.caption(
+        f"Best on the selection split: **{label_best}**, {metric} "
+        f"{app_state.mean_std(best['sel_mean'], best['sel_std'])} over {best['n']} seed(s)."
+    )
+    try:
+        best_cfg = sweeps.best_config(ws, df)
+    except (*ERRORS, KeyError) as err:
+        st.info(f"The best run's config cannot be read back ({err}).")
+        return
+    n1, n2 = st.columns(2)
+    with n1:
+        app_state.remember("cmp_sweep_spec_name", "sweep-best")
+        spec_name = st.text_input(
+            "Spec name",
+            key="cmp_sweep_spec_name",
+            help="Letters, digits, spaces or . _ - + = , @",
+        )
+        if st.button(
+            "Save best setting as spec",
+            key="cmp_sweep_save",
+            help="Its pseudo-subclass setting and train config, saved in the workspace.",
+        ):
+            try:
+                saved = ws.save_spec(spec_name.strip(), best_cfg)
+            except ERRORS as err:
+                st.error(str(err))
+            else:
+                st.success(
+                    f"Saved spec `{saved}`: pick it as the **Pseudo-subclass setting** on the "
+                    f"Distill page, or run `lelp distill --spec {saved}`."
+                )
+    with n2:
+        app_state.remember("cmp_sweep_new_seeds", 3)
+        k = int(
+            st.number_input(
+                "New seeds",
+                1,
+                20,
+                key="cmp_sweep_new_seeds",
+                help="How many seeds no picked run used yet.",
+            )
+        )
+        seeds = sweeps.new_seeds({s for ss_ in df["seeds"] for s in ss_}, k)
+        if st.button(
+            "Queue the best setting with new seeds",
+            key="cmp_sweep_requeue",
+            help=f"One job per new seed ({', '.join(map(str, seeds))}), as one sweep.",
+        ):
+            from core import jobs
+
+            try:
+                cfg = RunConfig.model_validate({**best_cfg, "name": f"{label_best} (best)"})
+                sweep_id, ids = jobs.submit_sweep(ws, cfg, {"train.seed": seeds})
+                if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
+                    jobs.ensure_worker(ws)
+            except ERRORS as err:
+                st.error(str(err))
+            else:
+                st.success(
+                    f"Queued sweep `{sweep_id}`: {len(ids)} job(s) #{ids[0]}–#{ids[-1]}, seeds "
+                    f"{', '.join(map(str, seeds))}. The Distill page shows their progress; pick "
+                    "the sweep above once they finish."
+                )
+
+
+if view == SWEEP:
+    sweep_view(sel)
+    st.stop()
 
 
 def _fmt(v: Any) -> Any:
@@ -449,8 +630,9 @@ def _zip_dir(path: str) -> bytes:
     return buf.getvalue()
 
 
-sdir = by_id[focus]["artifacts"].get("student_dir")
-if sdir and Path(sdir).is_dir():
+sdir = ws.artifact_path(by_id[focus], "student_dir")
+missing = app_state.student_files_missing(sdir)
+if not missing:
     st.download_button(
         f"Download {by_id[focus]['name']} (safetensors + config)",
         _zip_dir(sdir),
@@ -460,5 +642,8 @@ if sdir and Path(sdir).is_dir():
         help="The student's safetensors weights and its JSON config; load with "
         "core.students.load_student.",
     )
-else:
-    st.info("This run's student folder is not in the workspace any more.")
+else:  # never a zip without the weights
+    st.warning(
+        f"No download: {missing}. Re-run it from the Distill page (or `lelp distill`); "
+        "`lelp doctor` lists every run in this state."
+    )

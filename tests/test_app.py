@@ -727,3 +727,206 @@ def test_compare_says_which_split_chose_and_shows_the_runs_headroom(
     at.button(key="cmp_headroom_0").click().run()
     assert not at.exception, at.exception
     assert _metric(at, "Hard-label mlp student").endswith("%")
+
+
+# -- sweeps you can read by eye: Compare's sweep view, the Distill page's grid builder ---------
+@pytest.fixture(scope="module")
+def kd_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real sweep in a fresh workspace: kd at tau 1 and 4, seeds 0 and 1, one epoch of a
+    tiny digits student each, run in this process (``core.jobs.run_job``)."""
+    from core import jobs
+    from core.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from core.store import Workspace
+
+    root = tmp_path_factory.mktemp("sweep_ws")
+    ws = Workspace(root)
+    base = RunConfig(
+        name="digits kd",
+        dataset=DatasetSpec(source="digits-bin"),
+        teacher=TeacherSpec(kind="digits-mlp"),
+        student=StudentSpec(kind="mlp", hidden=8),
+        train=TrainSpec(epochs=1, objective="kd", device="cpu"),
+    )
+    sweep_id, ids = jobs.submit_sweep(ws, base, {"train.tau": [1.0, 4.0], "train.seed": [0, 1]})
+    for i in ids:
+        assert jobs.run_job(ws, i).state == "succeeded"
+    return {"root": root, "sweep_id": sweep_id, "ids": ids}
+
+
+def _figure(chart: Any) -> Any:
+    """The plotly Figure an AppTest chart element carries."""
+    import plotly.io as pio
+
+    return pio.from_json(chart.proto.spec)
+
+
+def _array(v: Any) -> Any:
+    """A figure array as numbers (plotly 6+ writes numpy arrays as base64 ``bdata``)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v)
+
+
+def _sweep_compare(root: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")  # queued jobs stay queued
+    at = _first_run(root, monkeypatch, ws_root=str(root))
+    return _open(at, "5_compare.py")
+
+
+def test_compare_sweep_view_folds_seeds_and_draws_the_line(kd_sweep, monkeypatch):
+    at = _sweep_compare(kd_sweep["root"], monkeypatch)
+    assert at.radio(key="cmp_view").value == "Per run"
+    at.selectbox(key="cmp_sweep").set_value(kd_sweep["sweep_id"]).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="cmp_view").value == "Sweep view"  # a picked sweep reads aggregated
+    table = next(d.value for d in at.dataframe if "selection (ranks)" in d.value.columns)
+    assert len(table) == 2 and table["n"].tolist() == [2, 2]
+    assert sorted(table["tau"]) == ["1", "4"] and set(table["seeds"]) == {"0, 1"}
+    assert table["missing seeds"].tolist() == ["-", "-"]
+    assert all(" ± " in v for v in table["selection (ranks)"])
+    assert any(
+        "Ranked on the selection split (dev)" in c.value and "never ranks" in c.value
+        for c in at.caption
+    )
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1  # one setting varies: the line, no heat map, no bars
+    fig = _figure(charts[0])
+    assert fig.layout.xaxis.title.text == "tau"
+    assert list(fig.data[0].x) == ["1", "4"] and len(_array(fig.data[0].error_y.array)) == 2
+    # Back to the per-run view: one row per run.
+    at.radio(key="cmp_view").set_value("Per run").run()
+    assert len(at.dataframe[0].value) == 4
+
+
+def test_compare_sweep_view_saves_the_best_setting_and_queues_new_seeds(kd_sweep, monkeypatch):
+    from core import jobs, sweeps
+    from core.store import Workspace
+
+    ws = Workspace(kd_sweep["root"])
+    at = _sweep_compare(kd_sweep["root"], monkeypatch)
+    at.selectbox(key="cmp_sweep").set_value(kd_sweep["sweep_id"]).run()
+    at.text_input(key="cmp_sweep_spec_name").set_value("kd best").run()
+    at.button(key="cmp_sweep_save").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert any("lelp distill --spec kd best" in s.value for s in at.success)
+    df = sweeps.aggregate(r for r in ws.list_runs())
+    best_tau = sweeps.best_setting(df)["tau"]
+    spec = ws.load_spec("kd best")
+    assert spec["train"]["tau"] == best_tau and "seed" not in spec["train"]
+    assert spec["train"]["objective"] == "kd"
+
+    at.number_input(key="cmp_sweep_new_seeds").set_value(2).run()
+    at.button(key="cmp_sweep_requeue").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    said = next(s.value for s in at.success if "Queued sweep" in s.value)
+    new_id = said.split("`")[1]
+    queued = jobs.list_jobs(ws, sweep_id=new_id)
+    assert sorted(j.config["train"]["seed"] for j in queued) == [2, 3]  # seeds not used yet
+    assert {j.config["train"]["tau"] for j in queued} == {best_tau}
+    assert all(j.state == "queued" for j in queued)
+
+
+def test_compare_sweep_view_heat_map_objective_bars_and_verdict(tmp_path: Path, monkeypatch):
+    """Hand-made records: lelp over S x tau and kd over tau, two seeds each."""
+    from core.config import RunConfig
+    from core.store import Workspace
+
+    ws = Workspace(tmp_path)
+    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
+    for obj, S, tau, seed in [
+        (o, s, t, seed)
+        for o, ss in (("lelp", (2, 4)), ("kd", (4,)))
+        for s in ss
+        for t in (1.0, 4.0)
+        for seed in (0, 1)
+    ]:
+        cfg = RunConfig(name="hand").model_dump(mode="json")
+        cfg["train"].update(objective=obj, tau=tau, seed=seed)
+        cfg["subclasses"]["n_subclasses"] = S
+        sel = (80.0 if obj == "lelp" else 70.0) + S + tau + seed
+        ws.save_run(
+            {
+                "run_id": f"{obj}-{S}-{tau:g}-{seed}",
+                "name": f"{obj} S={S} tau={tau} seed={seed}",
+                "config": cfg,
+                "metrics": {"student": {"accuracy": sel - 5}, "student_select": {"accuracy": sel}},
+            }
+        )
+    at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path), cmp_view="Sweep view")
+    _open(at, "5_compare.py")
+    at.multiselect(key="cmp_runs").set_value([r["run_id"] for r in ws.list_runs()]).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "selection (ranks)" in d.value.columns)
+    assert len(table) == 6 and table["n"].tolist() == [2] * 6
+    assert table.iloc[0][["objective", "S", "tau"]].tolist() == ["lelp", "4", "4"]
+    # only what was swept: a kd run's ignored subclass options do not count as varying
+    assert list(table.columns[:4]) == ["rank", "objective", "tau", "S"]
+    assert at.selectbox(key="cmp_sweep_x").options == ["objective", "tau", "S"]
+    at.selectbox(key="cmp_sweep_x").set_value("S").run()
+    at.selectbox(key="cmp_sweep_y").set_value("tau").run()
+    # objective is fixed at the best row's value
+    assert at.selectbox(key="cmp_sweep_fix_objective").value == "lelp"
+    heat = _figure(at.get("plotly_chart")[0]).data[0]
+    assert heat.type == "heatmap" and list(heat.x) == ["2", "4"] and list(heat.y) == ["1", "4"]
+    assert _array(heat.z)[1, 1] == pytest.approx(80 + 4 + 4 + 0.5)
+    bars = _figure(at.get("plotly_chart")[1]).data[0]
+    assert list(bars.x) == ["lelp (best of 4)", "kd tau=1", "kd tau=4"]
+    verdict = next(m.value for m in at.markdown if m.value.startswith("**Verdict:**"))
+    assert "LELP beats KD beyond the noise" in verdict
+    # fixed at kd, the S x tau map has no S values to draw: said, not drawn empty
+    at.selectbox(key="cmp_sweep_fix_objective").set_value("kd").run()
+    assert not at.exception
+    assert any("No scored run has S and tau" in i.value for i in at.info)
+
+
+def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkeypatch):
+    from core import jobs
+    from core.store import Workspace
+
+    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")  # queued jobs stay queued
+    at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
+    _open(at, "4_distill.py")
+    assert at.multiselect(key="sweep_objectives").value == []  # the objective picked above
+    assert at.button(key="sweep_queue").disabled
+    assert any("Enter values for at least one setting" in c.value for c in at.caption)
+    at.text_input(key="sweep_S").set_value("2, 4").run()
+    at.text_input(key="sweep_tau").set_value("1 4").run()
+    at.text_input(key="sweep_seeds").set_value("0,1").run()
+    at.multiselect(key="sweep_objectives").set_value(["kd", "lelp"]).run()
+    said = [m.value for m in at.markdown if m.value.startswith("This will queue")]
+    assert said == ["This will queue **16 jobs** (2 objective × 2 n_subclasses × 2 tau × 2 seed)."]
+    assert any(
+        "--grid train.objective=kd,lelp --grid subclasses.n_subclasses=2,4" in c.value
+        for c in at.caption
+    )
+    at.text_input(key="sweep_beta").set_value("1, x").run()
+    assert any("beta (subclasses.beta): 'x' is not a number" in e.value for e in at.error)
+    assert at.button(key="sweep_queue").disabled
+    at.text_input(key="sweep_beta").set_value("").run()
+    at.button(key="sweep_queue").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    msg = next(s.value for s in at.success if "Queued sweep" in s.value)
+    queued = jobs.list_jobs(Workspace(tmp_path), sweep_id=msg.split("`")[1])
+    assert len(queued) == 16 and {j.kind for j in queued} == {"sweep-member"}
+    combos = {
+        (
+            j.config["train"]["objective"],
+            j.config["subclasses"]["n_subclasses"],
+            j.config["train"]["tau"],
+            j.config["train"]["seed"],
+        )
+        for j in queued
+    }
+    assert len(combos) == 16
+    assert {j.config["train"]["epochs"] for j in queued} == {4}  # the page's own fields
+    assert any(j.name.endswith("objective=kd n_subclasses=2 tau=1.0 seed=0") for j in queued)
+    # The fields survive a visit to another page.
+    _open(at, "1_data.py")
+    _open(at, "4_distill.py")
+    assert at.text_input(key="sweep_tau").value == "1 4"
+    assert at.multiselect(key="sweep_objectives").value == ["kd", "lelp"]

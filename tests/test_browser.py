@@ -261,3 +261,51 @@ def test_the_browser_fetched_nothing_from_the_internet(page) -> None:  # type: i
     assert urllib.parse.urlsplit(page.evaluate(icon)).hostname == "127.0.0.1"
     hosts = {urllib.parse.urlsplit(u).hostname for u in REQUESTED if u.startswith("http")}
     assert REQUESTED and hosts == {"127.0.0.1"}, sorted(h or "" for h in hosts)
+
+
+def test_a_sweep_queued_on_distill_reads_as_a_heat_map_on_compare(page) -> None:  # type: ignore[no-untyped-def]
+    """The grid builder queues S x tau (2 x 2, one epoch each) on the text demo, the app's
+    worker runs it, and Compare's sweep view draws the selection-split heat map."""
+    _goto(page, "Distill")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("1")
+    epochs.press("Enter")
+    _idle(page)
+    page.get_by_test_id("stExpander").filter(has_text="Sweep over a grid").locator(
+        "summary"
+    ).click()
+    for label, values in (("S (subclasses.n_subclasses)", "2, 4"), ("tau (train.tau)", "1, 4")):
+        box = page.get_by_role("textbox", name=label)
+        box.fill(values)
+        box.press("Enter")
+        _idle(page)
+    page.get_by_text("This will queue 4 jobs", exact=False).wait_for()
+    page.get_by_role("button", name="Queue sweep").click()
+    page.get_by_text("Queued sweep", exact=False).first.wait_for()
+    # The job list (a fragment re-reading the jobs table) shows each state as `code`.
+    states = (
+        "() => [...document.querySelectorAll('[data-testid=\"stMain\"] code')]"
+        ".map(e => e.innerText)"
+    )
+    page.wait_for_function(
+        f"() => {{ const s = ({states})(); return s.includes('failed') || "
+        "(s.filter(t => t === 'succeeded').length >= 4 && "
+        "!s.some(t => t === 'queued' || t === 'running')); }",
+        timeout=600_000,
+    )
+    assert "failed" not in page.evaluate(states)
+    _goto(page, "Compare")
+    page.get_by_test_id("stSelectbox").filter(has_text="Sweep").first.click()
+    page.get_by_role("option").filter(has_text="(4 runs)").first.click()
+    heading = page.get_by_role("heading", name="Sweep view")
+    heading.wait_for()
+    _idle(page)
+    page.locator(".js-plotly-plot .heatmaplayer").first.wait_for()
+    text = page.locator("[data-testid='stMain']").first.inner_text()
+    assert "Ranked on the selection split (dev)" in text and "never ranks" in text
+    assert page.get_by_test_id("stDataFrame").count() >= 1
+    _no_exception(page)
+    page.set_viewport_size({"width": 1280, "height": 1000})  # table and heat map in one shot
+    heading.evaluate("e => e.scrollIntoView({block: 'start'})")
+    _shoot(page, "6_sweep")
+    page.set_viewport_size({"width": 1280, "height": 800})

@@ -450,16 +450,18 @@ def test_check_subclass_counts_wrong_list_length(tiny_text_dataset: Dataset) -> 
     [
         (
             {"text_col": "review"},
-            r"column 'review' not found; columns are \['text', 'label', 'topic'\]; pass --text-col",
+            r"column 'review' not found; columns are \['text', 'label', 'topic'\]; "
+            r"choose one: --set dataset\.text_col",
         ),
         (
             {"label_col": "y"},
-            r"column 'y' not found; columns are \['text', 'label', 'topic'\]; pass --label-col",
+            r"column 'y' not found; columns are \['text', 'label', 'topic'\]; "
+            r"choose one: --set dataset\.label_col",
         ),
         (
             {"latent_cols": ["genre"]},
             r"column 'genre' not found; columns are \['text', 'label', 'topic'\]; "
-            r"pass --latent-col",
+            r"choose one: a fixed dataset.latent_cols",
         ),
     ],
     ids=["text", "label", "latent"],

@@ -482,7 +482,6 @@ def test_run_distill_dwt_larger_student(remap: bool, digits_ws: Any) -> None:
 def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
     """The reloaded run's neighbours equal a brute-force cosine search with the SAVED P and B,
     and its retrieval-augmented predictions equal the eval logits the run stored."""
-    from pathlib import Path
 
     from safetensors.torch import load_file
 
@@ -494,8 +493,9 @@ def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
         [*DIGITS, "train.epochs=2", "train.objective=reaugkd", "train.reaugkd.proj_epochs=2"],
     )
     rec = pipeline.run_distill(cfg, digits_ws)
-    path = Path(rec["artifacts"]["method_state"])
-    assert path == Path(rec["artifacts"]["student_dir"]) / "method.safetensors" and path.is_file()
+    path = digits_ws.artifact_path(rec, "method_state")
+    student_dir = digits_ws.artifact_path(rec, "student_dir")
+    assert path == student_dir / "method.safetensors" and path.is_file()
     student, method = pipeline.load_reaugkd(digits_ws, rec)
     rows, k = [0, 5, 17, 300], cfg.train.reaugkd.k
     ind, sims = pipeline.reaugkd_neighbours(digits_ws, rec, rows, "test", loaded=(student, method))

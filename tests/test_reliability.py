@@ -224,7 +224,8 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     (
         "misnamed label column",
         lambda d: _embed_file(d, "c.csv", _csv_rows().replace("label", "Label", 1)),
-        r"column 'label' not found; columns are \['text', 'Label'\]; pass --label-col",
+        r"column 'label' not found; columns are \['text', 'Label'\]; "
+        r"choose one: --set dataset\.label_col",
     ),
     (
         "text and label the same column",
@@ -235,7 +236,8 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     (
         "missing text column",
         lambda d: [*_embed_file(d, "c.csv", _csv_rows()), "--set", "dataset.text_col=review"],
-        r"column 'review' not found; columns are \['text', 'label'\]; pass --text-col",
+        r"column 'review' not found; columns are \['text', 'label'\]; "
+        r"choose one: --set dataset\.text_col",
     ),
     (
         "NaN labels",
@@ -250,7 +252,8 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     (
         "10,000 distinct labels",
         lambda d: _embed_file(d, "ids.csv", _csv_rows(10_000, label=lambda i: f"id{i}")),
-        r"ids\.csv: column 'label' has 10000 distinct values .*pass --label-col",
+        r"ids\.csv: column 'label' has 10000 distinct values .*class labels: "
+        r"--set dataset\.label_col",
     ),
     (
         "empty texts",

@@ -107,3 +107,29 @@ def test_sweep_figures_carry_the_selection_means_and_spreads() -> None:
     assert list(line.data[0].error_y.array) == pytest.approx([np.sqrt(0.5)] * 2)
     bars = plots.objective_bars(sweeps.objective_rows(df))
     assert list(bars.data[0].x) == ["lelp (best of 4)"]
+
+
+def test_lelp_vs_kd_says_beyond_the_noise_within_it_or_not_at_all() -> None:
+    def table(lelp: tuple[float, ...], kd: tuple[float, ...]) -> Any:
+        recs = [_run(f"l{i}", "lelp", i, v, 0.0, S=2) for i, v in enumerate(lelp)]
+        recs += [_run(f"k{i}", "kd", i, v, 0.0) for i, v in enumerate(kd)]
+        recs += [_run("k9", "kd", 0, 10.0, 99.0, tau=8.0)]  # a worse KD setting: not the best
+        return sweeps.aggregate(recs)
+
+    # stds 1.0 each: +3 is beyond one std, +0.5 within it, -1 is no win at all.
+    beyond = sweeps.lelp_vs_kd(table((82.0, 84.0, 83.0), (79.0, 81.0, 80.0)))
+    assert beyond is not None and beyond.startswith("LELP beats KD beyond the noise (+3.00 > std")
+    assert "best LELP 83.00 (n=3) vs best KD 80.00 (n=3)" in beyond
+    within = sweeps.lelp_vs_kd(table((80.0, 82.0, 81.5), (80.0, 82.0, 81.0)))
+    assert within is not None and within.startswith("LELP is ahead of KD only within the noise")
+    worse = sweeps.lelp_vs_kd(table((78.0, 80.0, 79.0), (79.0, 81.0, 80.0)))
+    assert worse is not None and worse.startswith("LELP does not beat KD here (-1.00")
+    one_seed = sweeps.lelp_vs_kd(table((90.0,), (80.0,)))
+    assert one_seed is not None and "noise is unknown" in one_seed
+    only_kd = sweeps.aggregate([_run("k", "kd", 0, 80.0, 80.0)])
+    assert sweeps.lelp_vs_kd(only_kd) is None
+
+
+def test_new_seeds_skip_the_ones_used() -> None:
+    assert sweeps.new_seeds([0, 1, 3], 3) == [2, 4, 5]
+    assert sweeps.new_seeds([], 2) == [0, 1]
