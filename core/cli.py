@@ -244,16 +244,26 @@ def runs(
     save_best: Annotated[
         str | None, typer.Option(help="Save the best setting as a spec with this name")
     ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only runs on this dataset source")] = None,
+    teacher: Annotated[str | None, typer.Option(help="Only runs with this teacher kind")] = None,
+    objective: Annotated[str | None, typer.Option(help="Only runs of this objective")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or markdown")] = "table",
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Finished runs aggregated: seeds folded (mean ± std, n), settings ranked on the
-    selection split, test shown beside it (the Compare page's sweep view)."""
+    """Finished runs aggregated: seeds folded (mean ± std, n), grouped by every setting that
+    differs, ranked on the selection split, test shown beside it (Compare's sweep view)."""
     from core import sweeps
 
     if metric not in ("accuracy", "agreement"):
         raise typer.BadParameter("choose accuracy or agreement", param_hint="--metric")
+    if fmt not in sweeps.FORMATS:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(sweeps.FORMATS)}", param_hint="--format"
+        )
     ws = _workspace(workspace)
-    records = ws.list_runs()
+    records = sweeps.filter_runs(
+        ws.list_runs(), dataset=dataset, teacher=teacher, objective=objective
+    )
     if sweep is not None:
         ids = set(sweeps.sweep_run_ids(ws, sweep).get(sweep, []))
         if not ids:
@@ -264,8 +274,10 @@ def runs(
             raise typer.Exit(2)
         records = [r for r in records if r["run_id"] in ids]
     df = sweeps.aggregate(records, metric=metric)
-    typer.echo(sweeps.text_table(df))
-    if df.empty:
+    typer.echo(sweeps.render(df, fmt))
+    if df.empty or fmt != "table":
+        if save_best is not None and not df.empty:
+            ws.save_spec(save_best, sweeps.best_config(ws, df))
         return
     scored = df.dropna(subset=["sel_mean"])
     if not scored.empty:

@@ -269,3 +269,48 @@ def new_seeds(used: Iterable[int], k: int) -> list[int]:
             out.append(s)
         s += 1
     return out
+
+
+#: ``lelp runs --format``: how the aggregated table is written.
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+def filter_runs(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    dataset: str | None = None,
+    teacher: str | None = None,
+    objective: str | None = None,
+) -> list[Mapping[str, Any]]:
+    """Runs whose dataset source, teacher kind and objective match the given values (None:
+    any). Why here: ``lelp runs`` and the benchmark pick runs the same way."""
+    out = []
+    for r in records:
+        cfg = r.get("config") or {}
+        if dataset is not None and (cfg.get("dataset") or {}).get("source") != dataset:
+            continue
+        if teacher is not None and (cfg.get("teacher") or {}).get("kind") != teacher:
+            continue
+        if objective is not None and (cfg.get("train") or {}).get("objective") != objective:
+            continue
+        out.append(r)
+    return out
+
+
+def render(df: pd.DataFrame, fmt: str = "table") -> str:
+    """The aggregated table as text (``table``), CSV, JSON (records) or Markdown."""
+    if fmt == "table":
+        return text_table(df)
+    flat = df.copy()
+    for c in ("seeds", "missing_seeds", "run_ids"):
+        if c in flat.columns:
+            flat[c] = [" ".join(map(str, v)) for v in flat[c]]
+    if fmt == "csv":
+        return flat.to_csv(index=False)
+    if fmt == "json":
+        return flat.to_json(orient="records", indent=1)
+    if fmt == "markdown":
+        return flat.drop(columns=["run_ids"], errors="ignore").to_markdown(
+            index=False, floatfmt=".2f"
+        )
+    raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")

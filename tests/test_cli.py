@@ -146,3 +146,13 @@ def test_runs_folds_seeds_ranks_on_selection_and_saves_the_best(tmp_path: Path) 
     assert again.exit_code == 0, again.output
     bad = runner.invoke(app, ["runs", "-w", str(tmp_path), "--sweep", "sweep-nope"])
     assert bad.exit_code == 2 and "has no finished runs" in bad.output
+    md = runner.invoke(app, ["runs", "-w", str(tmp_path), "--format", "markdown",
+                             "--objective", "kd", "--dataset", "digits-bin"])  # fmt: skip
+    assert md.exit_code == 0 and md.output.startswith("| objective") and "sel_mean" in md.output
+    js = runner.invoke(app, ["runs", "-w", str(tmp_path), "--format", "json"])
+    rows = __import__("json").loads(js.output)
+    assert sorted(r["n"] for r in rows) == [2, 3]  # the spec run joined its setting
+    none = runner.invoke(app, ["runs", "-w", str(tmp_path), "--format", "csv", "--teacher", "hf"])
+    assert none.exit_code == 0 and none.output.strip() == ""
+    wrong = runner.invoke(app, ["runs", "-w", str(tmp_path), "--format", "xml"])
+    assert wrong.exit_code == 2 and "table, csv, json, markdown" in wrong.output
