@@ -143,7 +143,7 @@ def list_cmd(
             _progress_text(j),
             j.device or "-",
             _ago(j.heartbeat) if j.state == "running" else "-",
-            (j.error or "")[:60],
+            (j.error or j.progress.get("note") or "")[:60],
         )
     Console().print(table)
 
@@ -175,6 +175,8 @@ def show_cmd(
         typer.echo(f"  result {job.result}")
     if job.metrics:
         typer.echo(f"  metrics ({len(job.metrics)} evaluations), last: {job.metrics[-1]}")
+    if job.progress.get("note"):
+        typer.echo(f"  note: {job.progress['note']}")
     if job.error:
         typer.secho(f"  error: {job.error}", fg=typer.colors.RED)
     typer.echo("config:\n" + yaml.safe_dump(job.config, sort_keys=False).rstrip())
@@ -214,11 +216,21 @@ def cancel_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
 @jobs_app.command("retry")
 @_friendly
 def retry_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
-    """Re-queue a failed or cancelled job; it resumes from its last checkpoint."""
-    from core.jobs import retry
+    """Re-queue a failed or cancelled job; it resumes from its last readable checkpoint (a
+    damaged one falls back to the previous one or restarts from epoch 1, and says so)."""
+    from core.jobs import resume_point, retry
 
-    retry(_ws(workspace), job_id)
-    typer.echo(f"job {job_id} re-queued; it resumes from its last checkpoint")
+    ws = _ws(workspace)
+    job = retry(ws, job_id)
+    point = resume_point(ws, job_id)
+    if point.note:
+        typer.echo(f"job {job_id} re-queued; {point.note}")
+    elif point.epoch:
+        typer.echo(f"job {job_id} re-queued; it resumes after epoch {point.epoch}")
+    elif job.kind in ("distill", "sweep-member", "sleep"):
+        typer.echo(f"job {job_id} re-queued; it has no checkpoint yet, so it starts from epoch 1")
+    else:
+        typer.echo(f"job {job_id} re-queued")
 
 
 @jobs_app.command("sweep")
@@ -252,8 +264,23 @@ def worker(
         bool, typer.Option("--once", help="Exit when the queue is empty and jobs have ended")
     ] = False,
     poll: Annotated[float, typer.Option(min=0.05, help="Seconds between queue polls")] = 0.5,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(
+            "--parent-pid",
+            help="Exit once the process with this id has ended (the app starts its worker "
+            "with its own id, so the worker stops with the app)",
+        ),
+    ] = None,
 ) -> None:
-    """Run queued jobs: locally (one process per job, one job per GPU) or on a Ray cluster."""
+    """Run queued jobs: locally (one process per job, one job per GPU) or on a Ray cluster.
+
+    The worker runs until Ctrl-C or SIGTERM (or, with --once, until the queue is empty). When
+    it stops, job processes already running carry on, finish and record their result; queued
+    jobs wait for the next worker. The worker the app starts is given --parent-pid, so it
+    exits when the app stops; start `lelp worker` yourself to keep jobs running without the
+    app.
+    """
     from core.jobs import JobError, LocalWorker, RayExecutor
 
     ws = _ws(workspace)
@@ -267,7 +294,11 @@ def worker(
         typer.echo(f"ray executor {w.worker_id} connected (workspace {ws.root.resolve()})")
     else:
         raise JobError(f"--executor {executor!r}: choose local or ray")
-    w.run_forever(until_idle=once)
+    if w.run_forever(until_idle=once, parent_pid=parent_pid) == "parent gone":
+        typer.echo(
+            f"worker: process {parent_pid} (the app) has ended; stopped taking jobs (running "
+            "jobs finish on their own)"
+        )
 
 
 entry_app.command("worker")(worker)

@@ -11,7 +11,11 @@ its own short transactions (litequeue's shape, see STYLE.md):
   requested; a heartbeat thread keeps the row fresh while a stage has no callback;
 * ``finish`` records the outcome; ``recover_stale`` fails only rows whose heartbeat is old
   (another worker may be alive), and ``retry`` re-queues a failed job, which resumes from its
-  checkpoint in ``ws.run_dir(f"job-{id}") / "ckpt"``.
+  checkpoint in ``ws.run_dir(f"job-{id}") / "ckpt"`` (a damaged one falls back to the
+  previous generation or restarts from epoch 1, with a note: ``resume_point``);
+* any reader (``get_job``, ``list_jobs``) fails a running job whose heartbeat is stale AND
+  whose process, on this host, is gone, so a job whose worker and process were both killed
+  can be retried or cancelled without a worker running.
 
 Executors: :class:`LocalWorker` (the default, nothing to install) runs each job in its own
 ``python -m core.jobs run`` process, one per GPU and ``max_cpu_jobs`` on CPU;
@@ -54,6 +58,9 @@ CONFIG_KINDS = ("distill", "sweep-member", "embed", "teacher-finetune")
 LOG_TAIL_CHARS = 4000
 CANCEL_GRACE_S = 2.5
 """How long a job process may take to reach a cancel check before it is stopped forcibly."""
+DEAD_AFTER_S = 10.0
+"""Seconds without a heartbeat (beats come every second) after which a reader checks whether a
+running job's process still exists; a job is marked failed only when it does not."""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
@@ -257,12 +264,17 @@ def submit_sweep(
     return sweep_id, ids
 
 
-def get_job(ws: Workspace, job_id: int) -> Job:
+def _read_job(ws: Workspace, job_id: int) -> Job:
     with _db(ws, immediate=False) as con:
         row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
     if row is None:
         raise JobError(f"no job with id {job_id} in {ws.root}; see `lelp jobs list`")
     return Job.from_row(row)
+
+
+def get_job(ws: Workspace, job_id: int) -> Job:
+    """One job; a running job whose process died is marked failed first (see ``_settle``)."""
+    return _settle(ws, _read_job(ws, job_id), time.time())
 
 
 def active_twin(ws: Workspace, kind: str, config: dict[str, Any] | RunConfig) -> int | None:
@@ -291,7 +303,98 @@ def list_jobs(
         args.extend(states)
     with _db(ws, immediate=False) as con:
         rows = con.execute(sql + " ORDER BY id DESC", args).fetchall()
-    return [Job.from_row(r) for r in rows]
+    now = time.time()
+    found = [_settle(ws, Job.from_row(r), now) for r in rows]
+    return [j for j in found if not states or j.state in states]
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie (which can never
+    beat again). Errs towards alive: a job is never failed while its process might run."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): existence is all we know
+    return stat.rsplit(")", 1)[-1].split()[:1] not in (["Z"], ["X"])
+
+
+def _job_process_starting(ws: Workspace, job_id: int) -> bool:
+    """Whether a ``python -m core.jobs run`` process for this job exists on this host: its
+    worker may have died after starting it and before it recorded its pid. True where
+    ``/proc`` cannot tell (then only a worker's ``recover_stale`` fails such a job)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cmdline").exists():
+        return True
+    want = ["core.jobs", "run", "--workspace", str(ws.root.resolve()), "--job", str(job_id)]
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if args[-len(want) - 1 : -1] == want or args[-len(want) :] == want:
+            return True
+    return False
+
+
+def _process_gone(ws: Workspace, job: Job) -> bool:
+    """True only when the job's process provably ended: it ran on THIS host (the worker id
+    ``local-<host>-<pid>`` or ``direct-<host>-<pid>`` says so) and its pid is not alive, or,
+    before it recorded one, neither its worker nor a job process for it is. Ray tasks and
+    unknown workers are never judged here (their executor recovers them)."""
+    kind, _, rest = (job.worker_id or "").partition("-")
+    host, _, owner = rest.rpartition("-")
+    if kind not in ("local", "direct") or host != socket.gethostname() or not owner.isdigit():
+        return False
+    if job.pid:
+        return not _pid_alive(job.pid)
+    return not _pid_alive(int(owner)) and not _job_process_starting(ws, job.id)
+
+
+def _dead_reason(ws: Workspace, job: Job, now: float) -> str | None:
+    """The one-line reason a running job is dead (stale heartbeat AND process gone), else None."""
+    if job.state != "running":
+        return None
+    beat = job.heartbeat or job.started or job.created
+    if now - beat < DEAD_AFTER_S or not _process_gone(ws, job):
+        return None
+    since = time.strftime(
+        "%H:%M:%S" if now - beat < 86400 else "%Y-%m-%d %H:%M", time.localtime(beat)
+    )
+    return (
+        f"the job's process died (no heartbeat since {since}); retry it with "
+        f"`lelp jobs retry {job.id}`"
+    )
+
+
+def _settle(ws: Workspace, job: Job, now: float, state: str = "failed") -> Job:
+    """Mark a dead running job ``state`` (failed, or cancelled for a cancel request) so it can
+    be retried without a worker running; any reader does this. Guarded by the attempt and the
+    stale heartbeat, so a job that came back to life or was re-queued meanwhile is untouched.
+    A read-only catalogue shows the row as it is."""
+    reason = _dead_reason(ws, job, now)
+    if reason is None:
+        return job
+    if state == "cancelled":
+        reason = f"cancelled; {reason.split(';')[0]}"
+    try:
+        with _db(ws) as con:
+            con.execute(
+                "UPDATE jobs SET state=?, finished=?, error=? WHERE id=? AND state='running' "
+                "AND attempts=? AND COALESCE(heartbeat, started, created) < ?",
+                (state, now, reason, job.id, job.attempts, now - DEAD_AFTER_S),
+            )
+            row = con.execute("SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone()
+    except sqlite3.Error:
+        return job
+    return Job.from_row(row)
 
 
 def claim(
@@ -348,8 +451,23 @@ def append_metrics(ws: Workspace, job_id: int, row: dict[str, Any]) -> None:
         cur = con.execute("SELECT metrics FROM jobs WHERE id=?", (int(job_id),)).fetchone()
         if cur is None:
             raise JobError(f"no job with id {job_id} in {ws.root}")
-        hist = json.loads(cur["metrics"]) + [_jsonable(row)]
+        hist = _merge_metrics(json.loads(cur["metrics"]), _jsonable(row))
         con.execute("UPDATE jobs SET metrics=? WHERE id=?", (json.dumps(hist), int(job_id)))
+
+
+def _epoch(row: dict[str, Any]) -> int | None:
+    e = row.get("epoch")
+    return e if isinstance(e, int) and not isinstance(e, bool) else None
+
+
+def _merge_metrics(hist: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """``hist`` plus ``row``, dropping rows of the same or a later epoch first: an attempt
+    that redoes epochs (resumed from an older checkpoint, or restarted) replaces them, so the
+    history never holds an epoch twice."""
+    e = _epoch(row)
+    if e is not None:
+        hist = [m for m in hist if (_epoch(m) or 0) < e]
+    return [*hist, row]
 
 
 def finish(
@@ -380,7 +498,11 @@ def finish(
 
 def request_cancel(ws: Workspace, job_id: int) -> str:
     """Cancel a job: a queued one at once, a running one at its next check (within seconds).
-    Returns the job's state after the request."""
+    Returns the job's state after the request. A running job whose process died is
+    cancelled at once (nothing would ever read the flag)."""
+    job = _settle(ws, _read_job(ws, job_id), time.time(), state="cancelled")
+    if job.state == "cancelled":
+        return "cancelled"
     with _db(ws) as con:
         row = con.execute("SELECT state FROM jobs WHERE id=?", (int(job_id),)).fetchone()
         if row is None:
@@ -401,9 +523,112 @@ def ckpt_dir(ws: Workspace, job_id: int) -> Path:
     return ws.run_dir(f"job-{int(job_id)}") / "ckpt"
 
 
+def _safetensors_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint's weights file records; None when it is damaged. Checks the
+    header and that the file holds every byte it declares (what ``safe_open`` checks in
+    ``core.train._load_checkpoint``) without importing torch, so the CLI stays quick."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= size - 8:
+                return None
+            header = json.loads(f.read(n))
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+        return int(header["__metadata__"]["epoch"]) if 8 + n + end == size else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a job's next attempt starts: after ``epoch`` (0: from the start). ``note`` says
+    why it is not the newest checkpoint (damaged files), ``history`` is the restored
+    checkpoint's per-epoch history, ``saved`` its time; ``exists``: any checkpoint file was
+    there (so a restart is news, not a first start)."""
+
+    epoch: int
+    note: str | None = None
+    history: tuple[dict[str, Any], ...] = ()
+    saved: float = 0.0
+    exists: bool = False
+
+
+def resume_point(ws: Workspace, job_id: int) -> ResumePoint:
+    """What a retry of ``job_id`` will resume from, read from its checkpoint folder with the
+    rule ``core.train._load_checkpoint`` follows (``last.*``, else ``prev.*``, paired by
+    epoch; nothing readable restarts from epoch 1). Why: a retry must not claim to resume
+    when it restarts, and a damaged checkpoint must be said, not fail every attempt."""
+    ckpt = ckpt_dir(ws, job_id)
+    try:
+        rel = ckpt.relative_to(ws.root)
+    except ValueError:
+        rel = ckpt
+    counter = ckpt / "counter.json"  # the sleep kind's checkpoint
+    if counter.exists():
+        try:
+            return ResumePoint(int(json.loads(counter.read_text())["epoch"]), exists=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            note = f"checkpoint {rel}/counter.json is unreadable; it restarts from epoch 1"
+            return ResumePoint(0, note, exists=True)
+    problems: list[str] = []
+    metas: list[tuple[dict[str, Any], float]] = []
+    weights: set[int] = set()
+    for name in ("last", "prev"):
+        meta_path, w_path = ckpt / f"{name}.json", ckpt / f"{name}.safetensors"
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                int(meta["epoch"]), int(meta["step"]), meta["optim_param_groups"]
+                metas.append((meta, meta_path.stat().st_mtime))
+            except (OSError, ValueError, KeyError, TypeError):
+                problems.append(f"{name}.json is unreadable")
+        if w_path.exists():
+            epoch = _safetensors_epoch(w_path)
+            if epoch is None:
+                problems.append(f"{name}.safetensors is damaged (truncated?)")
+            else:
+                weights.add(epoch)
+    if not metas and not weights and not problems:
+        return ResumePoint(0)
+    newest = max([int(m["epoch"]) for m, _ in metas] + list(weights), default=0)
+    good = [(m, t) for m, t in metas if int(m["epoch"]) in weights]
+    if not good:
+        why = "; ".join(problems) or "no complete checkpoint"
+        return ResumePoint(
+            0, f"no readable checkpoint in {rel} ({why}); it restarts from epoch 1", exists=True
+        )
+    meta, saved = max(good, key=lambda mt: int(mt[0]["epoch"]))
+    epoch, note = int(meta["epoch"]), None
+    if problems and epoch < newest:
+        note = (
+            f"checkpoint {rel}: {'; '.join(problems)}; it resumes after epoch {epoch} from "
+            "the previous checkpoint"
+        )
+    history = tuple(h for h in meta.get("history", []) if (_epoch(h) or 0) <= epoch)
+    return ResumePoint(epoch, note, history, saved, exists=True)
+
+
+def _restore_metrics(hist: list[dict[str, Any]], point: ResumePoint) -> list[dict[str, Any]]:
+    """The job's metrics as the attempt resuming at ``point`` starts: rows of later epochs
+    dropped (they are redone), and epochs the checkpoint holds but the job's metrics missed
+    (killed between the checkpoint and the metrics write) filled in from its history."""
+    kept = [m for m in hist if (_epoch(m) or 0) <= point.epoch]
+    have = {_epoch(m) for m in kept}
+    for h in point.history:
+        if _epoch(h) not in have:
+            kept.append(_jsonable(h) | {"time": point.saved})
+    return sorted(kept, key=lambda m: _epoch(m) or 0)
+
+
 def retry(ws: Workspace, job_id: int) -> Job:
     """Re-queue a failed or cancelled job; it resumes from its last checkpoint. Its progress
-    and metrics history stay visible until the new attempt overwrites the progress."""
+    and metrics history stay visible until the new attempt overwrites the progress. A
+    running job whose process died is marked failed first, so no worker is needed."""
+    get_job(ws, job_id)
     with _db(ws) as con:
         row = con.execute("SELECT state FROM jobs WHERE id=?", (int(job_id),)).fetchone()
         if row is None:
@@ -511,7 +736,10 @@ def _run_sleep(
     delay, fail_at = float(c.get("delay", 0.05)), c.get("fail_at")
     epochs = math.ceil(steps / spe)
     counter = ckpt / "counter.json"
-    start_epoch = json.loads(counter.read_text())["epoch"] if resume and counter.exists() else 0
+    start_epoch = 0
+    if resume and counter.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # damaged: restart
+            start_epoch = int(json.loads(counter.read_text())["epoch"])
     if c.get("oom_above") is not None and int(c.get("batch_size", 128)) > int(c["oom_above"]):
         import torch
 
@@ -703,12 +931,29 @@ def run_job(
     attempt = job.attempts
     log = _JobLog(ws.run_dir(f"job-{job.id}") / "job.log")
     ckpt = ckpt_dir(ws, job.id)
+    point = resume_point(ws, job.id)
     with _db(ws) as con:
+        row = con.execute("SELECT metrics, progress FROM jobs WHERE id=?", (job.id,)).fetchone()
+        progress = json.loads(row["progress"] or "{}")
+        progress.pop("note", None)
+        if point.note:
+            progress["note"] = point.note
         con.execute(
-            "UPDATE jobs SET pid=?, heartbeat=? WHERE id=? AND attempts=?",
-            (os.getpid(), time.time(), job.id, attempt),
+            "UPDATE jobs SET pid=?, heartbeat=?, metrics=?, progress=? WHERE id=? AND attempts=?",
+            (
+                os.getpid(),
+                time.time(),
+                json.dumps(_restore_metrics(json.loads(row["metrics"]), point)),
+                json.dumps(progress),
+                job.id,
+                attempt,
+            ),
         )
     log.write(f"attempt {attempt} of {job.kind} job {job.id} on {job.device} (pid {os.getpid()})")
+    if point.note:
+        log.write(point.note)
+    elif point.epoch:
+        log.write(f"resuming after epoch {point.epoch}")
     hb = _Heartbeat(ws, job, heartbeat_interval, hard_cancel, log)
     hb.start()
     state = {"last": 0.0, "cancel": False}
@@ -724,7 +969,9 @@ def run_job(
                 return
             hist = json.loads(row["metrics"])
             if metrics_row is not None:
-                hist.append(metrics_row)
+                hist = _merge_metrics(hist, metrics_row)
+            if point.note:
+                progress = progress | {"note": point.note}
             con.execute(
                 "UPDATE jobs SET progress=?, metrics=?, heartbeat=? WHERE id=?",
                 (json.dumps(progress), json.dumps(hist), time.time(), job.id),
@@ -792,6 +1039,9 @@ def run_job(
                 job = dataclasses.replace(job, batch_size_override=half)
         metrics = record.get("metrics") or {}
         result = record.get("run_id") or record.get("teacher_key")
+        if point.note and record.get("run_id") and isinstance(record.get("metrics"), dict):
+            record["metrics"]["resume_note"] = point.note  # the run says how it was resumed
+            ws.save_run(record)
         if metrics.get("cancelled") or state["cancel"] or hb.cancel.is_set():
             final = "cancelled"
             log.write("cancelled; partial progress and metrics kept")
@@ -877,7 +1127,9 @@ class _WorkerLock:
         self.path = ws.root / name
         self.fd: int | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, record_pid: bool = True) -> bool:
+        """Take the lock if free; ``record_pid`` writes this process's id into the file (a
+        liveness probe passes False, so the file keeps naming the worker)."""
         try:
             import fcntl
         except ImportError:  # Windows: no lock; ensure_worker falls back to the workers table
@@ -888,9 +1140,21 @@ class _WorkerLock:
         except OSError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if record_pid:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self.fd = fd
+        return True
+
+    def acquire_for_worker(self, wait: float = 1.0) -> bool:
+        """``acquire``, retried for up to ``wait`` s: a liveness probe (``worker_alive``,
+        ``ensure_worker``) holds the lock for an instant, and a worker starting in that
+        instant must not give up as if another worker ran."""
+        deadline = time.monotonic() + wait
+        while not self.acquire():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
         return True
 
     def release(self) -> None:
@@ -922,22 +1186,31 @@ class _PollingExecutor:
     def _queued_runnable(self) -> bool:  # pragma: no cover
         raise NotImplementedError
 
-    def run_forever(self, until_idle: bool = False) -> None:
+    def run_forever(self, until_idle: bool = False, parent_pid: int | None = None) -> str:
         """Loop until ``stop()`` (or SIGTERM/Ctrl-C); ``until_idle`` returns once the queue
-        holds nothing this executor could run and its own jobs have ended."""
+        holds nothing this executor could run and its own jobs have ended; ``parent_pid``
+        returns once that process is gone (the app's worker must not outlive the app). Job
+        processes already started finish and record their outcome on their own. Returns why
+        it stopped: ``"stopped"``, ``"idle"`` or ``"parent gone"``."""
         self.start()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        why = "stopped"
         try:
             while not self._stop.is_set():
+                if parent_pid is not None and not _pid_alive(parent_pid):
+                    why = "parent gone"
+                    break
                 active = self.run_once()
                 if until_idle and active == 0 and not self._queued_runnable():
+                    why = "idle"
                     break
                 self._stop.wait(self.poll)
         except KeyboardInterrupt:
             pass
         finally:
             self.stop()
+        return why
 
 
 class LocalWorker(_PollingExecutor):
@@ -978,7 +1251,7 @@ class LocalWorker(_PollingExecutor):
     def start(self) -> None:
         if self._started:
             return
-        if self._lock is not None and not self._lock.acquire():
+        if self._lock is not None and not self._lock.acquire_for_worker():
             raise JobError(
                 f"another worker already runs for workspace {self.ws.root} (see "
                 f"{self._lock.path}); stop it first or use it"
@@ -1085,12 +1358,15 @@ class LocalWorker(_PollingExecutor):
         return row is not None
 
 
-def ensure_worker(ws: Workspace, wait: float = 15.0) -> bool:
+def ensure_worker(ws: Workspace, wait: float = 15.0, *, outlive_caller: bool = False) -> bool:
     """Start a detached local worker for ``ws`` unless one is alive; True if one was started.
 
     Liveness is the worker's ``flock`` on ``worker.lock`` (released by the kernel when the
     worker dies), so a crashed worker never blocks a new one. Waits up to ``wait`` seconds for
-    the new worker to take the lock, so two quick calls never start two workers.
+    the new worker to take the lock, so two quick calls never start two workers. The worker
+    gets ``--parent-pid`` (this process) and exits once this process is gone, so the app's
+    worker stops with the app; jobs already running still finish. ``outlive_caller`` leaves
+    it running instead.
     """
     spawn_lock = _WorkerLock(ws, "worker.spawn.lock")
     deadline = time.monotonic() + wait
@@ -1112,6 +1388,7 @@ def ensure_worker(ws: Workspace, wait: float = 15.0) -> bool:
                     "worker",
                     "--workspace",
                     str(ws.root.resolve()),
+                    *([] if outlive_caller else ["--parent-pid", str(os.getpid())]),
                 ],
                 env=env,
                 stdout=out,
@@ -1121,7 +1398,7 @@ def ensure_worker(ws: Workspace, wait: float = 15.0) -> bool:
             )
         while time.monotonic() < deadline and _has_fcntl():
             check = _WorkerLock(ws)
-            if not check.acquire():
+            if not check.acquire(record_pid=False):
                 break
             check.release()
             time.sleep(0.05)
@@ -1143,11 +1420,16 @@ def worker_alive(ws: Workspace) -> bool:
     heartbeat in the ``workers`` table)."""
     if not _has_fcntl():
         return bool(list_workers(ws))
+    # A worker holds the lock for its lifetime, another probe only for an instant: retry
+    # briefly, so two probes at once never take each other for a worker.
     probe = _WorkerLock(ws)
-    if probe.acquire():
-        probe.release()
-        return False
-    return True
+    deadline = time.monotonic() + 0.25
+    while not probe.acquire(record_pid=False):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.01)
+    probe.release()
+    return False
 
 
 def _ray_task(root: str, job_id: int) -> str:
@@ -1174,7 +1456,9 @@ class RayExecutor(_PollingExecutor):
     Ray node (NFS or similar; for a local Ray instance it is). A job that needs a GPU
     (``train.device: cuda``, or ``auto`` when the cluster has GPUs) asks for ``num_gpus=1``.
     In-flight tasks are capped at the cluster's CPU count so claimed jobs start promptly and
-    their heartbeat stays fresh; a task that dies is marked failed with Ray's error.
+    their heartbeat stays fresh; a task that dies is marked failed with Ray's error. With
+    ``lock`` (the default) it holds the local worker's lock, so it never runs beside another
+    executor of this workspace.
     """
 
     def __init__(
@@ -1185,6 +1469,7 @@ class RayExecutor(_PollingExecutor):
         poll: float = 0.5,
         stale_after: float = 15.0,
         max_in_flight: int | None = None,
+        lock: bool = True,
     ) -> None:
         self.ws, self.address, self.num_cpus, self.poll = ws, address, num_cpus, poll
         self.stale_after, self.max_in_flight = stale_after, max_in_flight
@@ -1194,18 +1479,33 @@ class RayExecutor(_PollingExecutor):
         self._ray: Any = None
         self._task: Any = None
         self._stop = threading.Event()
+        # The local worker's lock: one executor of either kind per workspace, since both
+        # recover stale jobs and claim from the same queue.
+        self._lock = _WorkerLock(ws) if lock else None
+        self._locked = False
 
     def start(self) -> None:
         if self._ray is not None:
             return
-        ray = _import_ray()
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
-            if self.address:
-                kwargs["address"] = self.address
-            elif self.num_cpus is not None:
-                kwargs["num_cpus"] = self.num_cpus
-            ray.init(**kwargs)
+        if self._lock is not None and not self._locked:
+            if not self._lock.acquire_for_worker():
+                raise JobError(
+                    f"another worker already runs for workspace {self.ws.root} (see "
+                    f"{self._lock.path}); stop it first or use it"
+                )
+            self._locked = True
+        try:
+            ray = _import_ray()
+            if not ray.is_initialized():
+                kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
+                if self.address:
+                    kwargs["address"] = self.address
+                elif self.num_cpus is not None:
+                    kwargs["num_cpus"] = self.num_cpus
+                ray.init(**kwargs)
+        except BaseException:
+            self._release()
+            raise
         self._ray = ray
         _register_worker(self.ws, self.worker_id, "ray")
         recover_stale(self.ws, self.stale_after)
@@ -1237,14 +1537,20 @@ class RayExecutor(_PollingExecutor):
 
     def _force_cancel(self) -> None:
         """Cancel tasks whose job ignores a cancel request beyond the grace period."""
-        for ref, (job_id, _attempt, _) in list(self.in_flight.items()):
+        for ref, (job_id, attempt, _) in list(self.in_flight.items()):
             job = get_job(self.ws, job_id)
             if not job.cancel_requested:
                 continue
             seen = self._cancel_seen.setdefault(job_id, time.monotonic())
             if time.monotonic() - seen > CANCEL_GRACE_S * 2:
                 self._ray.cancel(ref, force=True)
-                finish(self.ws, job_id, "cancelled", error="cancelled (task stopped by Ray)")
+                finish(
+                    self.ws,
+                    job_id,
+                    "cancelled",
+                    error="cancelled (task stopped by Ray)",
+                    attempt=attempt,  # never over a newer attempt of the same job
+                )
 
     def run_once(self) -> int:
         self.start()
@@ -1280,6 +1586,13 @@ class RayExecutor(_PollingExecutor):
         self._stop.set()
         if self._ray is not None:
             _unregister_worker(self.ws, self.worker_id)
+            self._ray = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None and self._locked:
+            self._lock.release()
+            self._locked = False
 
 
 if __name__ == "__main__":

@@ -279,8 +279,24 @@ def _save_checkpoint(
     method: Method | None = None,
 ) -> None:  # fmt: skip
     """Model, method and optimizer tensors in safetensors, the rest in JSON; each written
-    atomically, the JSON last (it names the epoch the weights belong to)."""
+    atomically, the JSON last (it names the epoch the weights belong to).
+
+    A sound ``last.*`` pair is first renamed to ``prev.*``, so one earlier generation survives
+    a damaged write (a full disk, a file truncated later): ``_load_checkpoint`` falls back to
+    it. A damaged ``last.*`` is never rotated over a sound ``prev.*``. Each file records its
+    epoch, so a kill between the two renames still leaves a matching pair.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last_w, last_m = ckpt_dir / CKPT_WEIGHTS, ckpt_dir / CKPT_META
+    try:
+        with safe_open(str(last_w), framework="pt") as f:
+            w_epoch = (f.metadata() or {}).get("epoch")
+        sound = w_epoch == str(json.loads(last_m.read_text(encoding="utf-8"))["epoch"])
+    except Exception:  # noqa: BLE001 - missing or damaged (SafetensorError, bad JSON): keep prev
+        sound = False
+    if sound:
+        last_m.replace(ckpt_dir / "prev.json")
+        last_w.replace(ckpt_dir / "prev.safetensors")
     tensors = {
         f"model.{k}": v.detach().cpu().contiguous().clone()
         for k, v in unwrap(student).state_dict().items()
@@ -298,53 +314,88 @@ def _save_checkpoint(
                 tensors[f"optim.{pid}.{name}"] = val.detach().cpu().contiguous().clone()
             else:
                 scalars.setdefault(str(pid), {})[name] = val
-    with atomic_path(ckpt_dir / CKPT_WEIGHTS) as tmp:
+    with atomic_path(last_w) as tmp:
         save_file(tensors, str(tmp), metadata={"epoch": str(state["epoch"])})
     meta = dict(state, optim_param_groups=opt_state["param_groups"], optim_scalars=scalars)
-    atomic_write_bytes(ckpt_dir / CKPT_META, json.dumps(meta, indent=1).encode("utf-8"))
+    atomic_write_bytes(last_m, json.dumps(meta, indent=1).encode("utf-8"))
 
 
 def _load_checkpoint(
     ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, method: Method | None = None
-) -> dict[str, Any] | None:
-    """Restore model, method and optimizer from ``ckpt_dir``; None when there is none."""
-    meta_path, weights = ckpt_dir / CKPT_META, ckpt_dir / CKPT_WEIGHTS
-    if not meta_path.is_file() or not weights.is_file():
-        return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    model_sd: dict[str, Tensor] = {}
-    method_sd: dict[str, Tensor] = {}
-    optim_state: dict[int, dict[str, Any]] = {}
-    with safe_open(str(weights), framework="pt") as f:
-        saved_epoch = (f.metadata() or {}).get("epoch")
-        if saved_epoch != str(meta["epoch"]):
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Restore model, method and optimizer from the newest readable checkpoint in ``ckpt_dir``.
+
+    Returns ``(meta, note)``. Why a note: a truncated or unreadable ``last.*`` must not fail
+    every retry, so the previous generation (``prev.*``) is used instead, and when nothing is
+    readable ``(None, note)`` means "restart from epoch 1"; the note names the damaged files.
+    Weights and JSON are paired by the epoch both record. ``(None, None)``: no checkpoint.
+    Nothing is loaded into the model until a whole file has been read.
+    """
+    pairs = [(CKPT_META, CKPT_WEIGHTS), ("prev.json", "prev.safetensors")]
+    problems: list[str] = []
+    metas: list[dict[str, Any]] = []
+    weights: dict[int, Path] = {}
+    for meta_name, weights_name in pairs:
+        meta_path, w_path = ckpt_dir / meta_name, ckpt_dir / weights_name
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                int(meta["epoch"]), int(meta["step"]), meta["optim_param_groups"]
+                metas.append(meta)
+            except (OSError, ValueError, KeyError, TypeError):
+                problems.append(f"{meta_name} is unreadable")
+        if w_path.exists():
+            try:
+                with safe_open(str(w_path), framework="pt") as f:
+                    weights.setdefault(int((f.metadata() or {})["epoch"]), w_path)
+            except Exception:  # noqa: BLE001 - SafetensorError (truncated), OSError, no epoch
+                problems.append(f"{weights_name} is damaged (truncated or not safetensors)")
+    newest = max([int(m["epoch"]) for m in metas] + list(weights), default=0)
+    for meta in sorted(metas, key=lambda m: int(m["epoch"]), reverse=True):
+        w_path = weights.get(int(meta["epoch"]))
+        if w_path is None:
+            continue
+        model_sd: dict[str, Tensor] = {}
+        method_sd: dict[str, Tensor] = {}
+        optim_state: dict[int, dict[str, Any]] = {}
+        try:
+            with safe_open(str(w_path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
+                    kind, rest = key.split(".", 1)
+                    if kind == "model":
+                        model_sd[rest] = f.get_tensor(key)
+                    elif kind == "method":
+                        method_sd[rest] = f.get_tensor(key)
+                    else:
+                        pid, name = rest.split(".", 1)
+                        optim_state.setdefault(int(pid), {})[name] = f.get_tensor(key)
+        except Exception:  # noqa: BLE001 - a damaged tensor: try the older generation
+            problems.append(f"{w_path.name} is damaged (a tensor cannot be read)")
+            continue
+        for pid, vals in meta.get("optim_scalars", {}).items():
+            optim_state.setdefault(int(pid), {}).update(vals)
+        try:
+            unwrap(student).load_state_dict(model_sd)
+            if method is not None:
+                method.load_checkpoint_state(method_sd)
+        except (RuntimeError, KeyError) as err:
+            what = "student" if method is None else f"student and {method.name} method"
             raise ValueError(
-                f"{ckpt_dir}: {CKPT_WEIGHTS} is from epoch {saved_epoch} but {CKPT_META} says "
-                f"{meta['epoch']}; delete the folder or set resume=False"
+                f"{ckpt_dir}: the checkpoint does not fit this {what} ({err}); use a fresh "
+                "checkpoint_dir or set resume=False"
+            ) from None
+        opt.load_state_dict({"state": optim_state, "param_groups": meta["optim_param_groups"]})
+        note = None
+        if problems and int(meta["epoch"]) < newest:
+            note = (
+                f"{ckpt_dir}: {'; '.join(problems)}; resumed from the previous checkpoint "
+                f"(epoch {meta['epoch']})"
             )
-        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
-            kind, rest = key.split(".", 1)
-            if kind == "model":
-                model_sd[rest] = f.get_tensor(key)
-            elif kind == "method":
-                method_sd[rest] = f.get_tensor(key)
-            else:
-                pid, name = rest.split(".", 1)
-                optim_state.setdefault(int(pid), {})[name] = f.get_tensor(key)
-    for pid, vals in meta.get("optim_scalars", {}).items():
-        optim_state.setdefault(int(pid), {}).update(vals)
-    try:
-        unwrap(student).load_state_dict(model_sd)
-        if method is not None:
-            method.load_checkpoint_state(method_sd)
-    except (RuntimeError, KeyError) as err:
-        what = "student" if method is None else f"student and {method.name} method"
-        raise ValueError(
-            f"{ckpt_dir}: the checkpoint does not fit this {what} ({err}); use a fresh "
-            "checkpoint_dir or set resume=False"
-        ) from None
-    opt.load_state_dict({"state": optim_state, "param_groups": meta["optim_param_groups"]})
-    return meta
+        return meta, note
+    if not metas and not weights and not problems:
+        return None, None
+    why = "; ".join(problems) or "no complete checkpoint"
+    return None, f"{ckpt_dir}: {why}; restarting from epoch 1"
 
 
 def train(
@@ -434,7 +485,13 @@ def train(
     start_epoch, step, best = 0, 0, None
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckpt_dir is not None and config.resume:
-        meta = _load_checkpoint(ckpt_dir, student, opt, method)
+        # A damaged checkpoint falls back to the previous one or restarts; the note says so
+        # (the job runner records it too), and the restored history ends at that epoch.
+        meta, note = _load_checkpoint(ckpt_dir, student, opt, method)
+        if note is not None:
+            import warnings
+
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
         if meta is not None:
             if meta["config"]["objective"] != objective:
                 raise ValueError(
@@ -442,7 +499,7 @@ def train(
                     f"this run asks for {objective!r}; use another checkpoint_dir"
                 )
             start_epoch, step, best = int(meta["epoch"]), int(meta["step"]), meta.get("best")
-            result.history = list(meta.get("history", []))
+            result.history = [h for h in meta.get("history", []) if h["epoch"] <= start_epoch]
             result.resumed_from_epoch = start_epoch
 
     def loss_fn(out: Tensor, idx: Tensor) -> Tensor:

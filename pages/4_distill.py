@@ -284,32 +284,31 @@ with st.expander("Sweep over a grid", expanded=False):
     for k in ("sweep_S", "sweep_beta", "sweep_tau", "sweep_seeds"):
         app_state.remember(k, "")
     app_state.remember("sweep_objectives", [])
-    w1, w2, w3, w4 = st.columns(4)
+    # (short name, widget key, example, help) for each grid field, in SWEEP_FIELDS' order.
+    fields = [
+        ("S", "sweep_S", "2, 4, 8", "Pseudo-subclasses per class (lelp only)."),
+        (
+            "beta",
+            "sweep_beta",
+            "0.5, 1, 2",
+            "Temperature of the pseudo-subclass split (lelp only).",
+        ),
+        ("tau", "sweep_tau", "1, 4", "Distillation temperature (not used by hard)."),
+        (
+            "seed",
+            "sweep_seeds",
+            "0, 1, 2",
+            "Student seeds; the sweep view folds them into mean ± std.",
+        ),
+    ]
     sweep_text = {
-        "S": w1.text_input(
-            "S (subclasses.n_subclasses)",
-            key="sweep_S",
-            placeholder="e.g. 2, 4, 8",
-            help="Pseudo-subclasses per class (lelp only).",
-        ),
-        "beta": w2.text_input(
-            "beta (subclasses.beta)",
-            key="sweep_beta",
-            placeholder="e.g. 0.5, 1, 2",
-            help="Temperature of the pseudo-subclass split (lelp only).",
-        ),
-        "tau": w3.text_input(
-            "tau (train.tau)",
-            key="sweep_tau",
-            placeholder="e.g. 1, 4",
-            help="Distillation temperature (not used by hard).",
-        ),
-        "seed": w4.text_input(
-            "seeds (train.seed)",
-            key="sweep_seeds",
-            placeholder="e.g. 0, 1, 2",
-            help="Student seeds; the sweep view folds them into mean ± std.",
-        ),
+        short: col.text_input(
+            f"{'seeds' if short == 'seed' else short} ({app_state.SWEEP_FIELDS[short][0]})",
+            key=key,
+            placeholder=f"e.g. {example}",
+            help=text,
+        )
+        for col, (short, key, example, text) in zip(st.columns(4), fields, strict=True)
     }
     sweep_objs = st.multiselect(
         "objective (train.objective)",
