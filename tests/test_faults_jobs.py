@@ -215,6 +215,10 @@ def test_dead_job_is_failed_by_any_reader_then_retry_and_cancel_work(
     err = _one_line(jobs.get_job(workspace, a).error)
     assert err.startswith("the job's process died (no heartbeat since ")
     assert err.endswith(f"); retry it with `lelp jobs retry {a}`")
+    from core import doctor  # `lelp doctor` lists it with the same way out
+
+    lines = [f.line() for f in doctor.check(workspace.root)]
+    assert any(ln.startswith(f"job: job {a}: the job's process died") for ln in lines), lines
     r = _cli("retry", str(a), *ws)  # no worker needed; it resumes from its checkpoint
     assert r.exit_code == 0 and "resumes after epoch" in r.output, r.output
     done = jobs.run_job(workspace, a)
