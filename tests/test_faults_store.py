@@ -237,3 +237,52 @@ def test_compare_offers_no_zip_without_the_student_weights(made, monkeypatch) ->
     assert any("student.safetensors is missing" in w.value for w in at.warning)
     findings = [f.line() for f in doctor.check(ws.root)]
     assert any("the student weights are missing" in f for f in findings), findings
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs POSIX rlimits")
+def test_a_full_disk_during_a_write_is_one_line_and_loses_nothing(made) -> None:
+    """A real file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so writes fail with EFBIG)
+    while an array and a run record are written: one clear error each, no half-written file,
+    every earlier row and file intact."""
+    import subprocess
+    import sys
+    import textwrap
+
+    ws, rec = made
+    before = {
+        p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file() and "catalog" not in p.name
+    }
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, numpy as np
+        from core.store import Workspace, WorkspaceError
+        ws = Workspace({str(ws.root)!r})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+        for what, write in (
+            ("array", lambda: ws.put_array(np.ones((4096, 64), np.float32))),
+            ("run", lambda: ws.save_run({{"run_id": "big", "config": {{}},
+                                          "metrics": {{"x": "y" * 200_000}}, "artifacts": {{}}}})),
+        ):
+            try:
+                write()
+                print(what, "WROTE")
+            except WorkspaceError as err:
+                print(what, "ERROR", str(err).splitlines()[0] if str(err) else "")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("array ERROR") and "free disk space" in lines[0], lines
+    assert "(None)" not in lines[0]
+    assert lines[1].startswith("run ERROR") or lines[1] == "run WROTE", lines
+    again = Workspace(ws.root)
+    assert [r["run_id"] for r in again.list_runs() if r["run_id"] != "big"] == [rec["run_id"]]
+    for p, data in before.items():
+        assert p.read_bytes() == data, f"{p} changed"
+    assert not list(ws.root.rglob(".*.tmp"))
+    assert [f for f in doctor.check(ws.root) if f.kind != "reference"] == []
