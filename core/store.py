@@ -287,8 +287,8 @@ class Workspace:
                 atomic_save_npy(path, a)
             except OSError as err:
                 raise WorkspaceError(
-                    f"workspace {self.root}: cannot write an array ({err.strerror or err}); free disk "
-                    "space or choose another folder"
+                    f"workspace {self.root}: cannot write an array ({err.strerror or err}); "
+                    "free disk space or choose another folder"
                 ) from None
         return sha
 
