@@ -111,6 +111,9 @@ def check(root: str | Path) -> list[Finding]:
                     Finding("reference", f"{table} {key[:24]} refers to missing array "
                             f"{sha[:12]}", repair)
                 )  # fmt: skip
+    known = {r["run_id"] for r in ws.list_runs()}
+    for f in _unlisted_runs(root, known):
+        out.append(Finding("orphan", f"run folder {f.parent.name} has no catalogue row", repair))
     for run in ws.list_runs():
         student = ws.artifact_path(run, "student_dir")
         if student is not None and not (student / "student.safetensors").is_file():
@@ -158,6 +161,8 @@ def repair(root: str | Path) -> list[str]:
     if catalogue_problem(root) is not None:
         done += _rebuild_catalogue(root, stamp)
     ws = Workspace(root)
+    known = {r["run_id"] for r in ws.list_runs()}
+    done += _replay(ws, _unlisted_runs(root, known))  # rows lost while their files stayed
     present = {p.stem for p in (root / "arrays").glob("*/*.npy")}
     for sha, users in _referenced(ws).items():
         if sha in present:
@@ -175,24 +180,40 @@ def _rebuild_catalogue(root: Path, stamp: str) -> list[str]:
             os.replace(p, root / "quarantine" / f"{p.name}.{stamp}")
     ws = Workspace(root)
     files = sorted((root / "runs").glob("*/run.json")) + sorted((root / "mirror").glob("*/*.json"))
+    got = _replay(ws, files, quiet=True)[0]
+    return [
+        f"set the damaged catalogue aside (quarantine/catalog.sqlite.{stamp}) and rebuilt it "
+        f"from the saved files: {got}; the job list starts empty"
+    ]
+
+
+def _unlisted_runs(root: Path, known: set[str]) -> list[Path]:
+    """``run.json`` files (written only by a finished run's save) whose run has no row; a
+    folder without one (a job still training) is not an orphan."""
+    return [f for f in sorted((root / "runs").glob("*/run.json")) if f.parent.name not in known]
+
+
+def _replay(ws: Workspace, files: list[Path], quiet: bool = False) -> list[str]:
+    """Insert the rows mirrored in ``files``; a damaged mirror file is skipped, not trusted.
+    Returns a count per table (``quiet``) or one line per file."""
     counts: dict[str, int] = {}
+    done = []
     with ws.connect() as con:
         for f in files:
             try:
                 row = json.loads(f.read_text(encoding="utf-8"))
                 table, values = row["table"], row["values"]
             except (OSError, ValueError, KeyError, TypeError):
-                continue  # a damaged mirror file is skipped, not trusted
+                continue
             if table not in MIRRORED:
                 continue
             marks = ",".join("?" * len(values))
             con.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", values)
             counts[table] = counts.get(table, 0) + 1
-    got = ", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "nothing"
-    return [
-        f"set the damaged catalogue aside (quarantine/catalog.sqlite.{stamp}) and rebuilt it "
-        f"from the saved files: {got}; the job list starts empty"
-    ]
+            done.append(f"re-added the catalogue row of {f.parent.name} from {f.name}")
+    if quiet:
+        return [", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "nothing"]
+    return done
 
 
 def _drop_reference(ws: Workspace, table: str, key: str, sha: str) -> str:

@@ -138,6 +138,14 @@ def test_doctor_repair_sets_aside_a_damaged_array_and_keeps_the_rest(made) -> No
     run = Workspace(ws.root).load_run(rec["run_id"])
     assert "eval_logits" not in run["artifacts"] and run["metrics"]["student"]
     assert doctor.check(ws.root) == []
+    # A run row lost while its files stayed is an orphan folder; the repair re-adds it.
+    with Workspace(ws.root).connect() as con:
+        con.execute("DELETE FROM runs")
+    assert [f.line() for f in doctor.check(ws.root)][0].startswith(
+        f"orphan: run folder {rec['run_id']} has no catalogue row"
+    )
+    assert any("re-added the catalogue row" in d for d in doctor.repair(ws.root))
+    assert [r["run_id"] for r in Workspace(ws.root).list_runs()] == [rec["run_id"]]
 
 
 def test_moved_and_copied_workspaces_serve_their_own_files(made, tmp_path: Path) -> None:
