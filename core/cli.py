@@ -103,6 +103,8 @@ def embed(config: ConfigArg = None, set_: SetOpt = None, workspace: WorkspaceOpt
     cfg = _load(config, set_)
     ws = _workspace(workspace)
     ds = get_dataset(cfg.dataset)
+    if ds.split_note:  # a split made here, not by the user, is said with its sizes
+        typer.echo(f"note: {ds.split_note}")
     out, key, hit = get_teacher_outputs(ws, ds, cfg.teacher, _tqdm_progress())
     for note in ws.notes:  # damaged cache entries found and recomputed
         typer.echo(f"note: {note}")
@@ -213,6 +215,8 @@ def distill(
     s, t, sel = m["student"], m["teacher"], m["selection"]
     split = rec["artifacts"]["eval_split"]
     typer.echo(f"run {rec['run_id']}  ({m['wall_s']:.1f} s)")
+    if prep.dataset.split_note:  # a split made here, not by the user, is said with its sizes
+        typer.echo(f"  note: {prep.dataset.split_note}")
     typer.echo(
         f"  selection split: {sel['split']} ({sel['n']} rows, {sel['source']}); it chose "
         f"{sel['chooses']}. The {split} split was scored once, after training."
@@ -289,6 +293,38 @@ def runs(
     if save_best is not None:
         ws.save_spec(save_best, sweeps.best_config(ws, df))
         typer.echo(f"saved the best setting as spec {save_best!r}: lelp distill --spec {save_best}")
+
+
+@app.command()
+@friendly
+def export(
+    run_id: Annotated[str, typer.Argument(help="The run to ship (ids: `lelp runs`)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write: new or empty")],
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f", help="onnx (every student) or hf (transformer students)"),
+    ] = "onnx",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a previous export in --out")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Export a run's student with a model card: onnx (onnxruntime) or hf (transformers'
+    Auto classes); both output the class log-probabilities the project scores."""
+    from core.export import MARKER, export_run, find_run
+
+    ws = _workspace(workspace)
+    folder = export_run(ws, find_run(ws, run_id), fmt, out, force=force)
+    info = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    size = info["size"]
+    typer.echo(
+        f"exported run {run_id} ({info['student_kind']} student, {len(info['labels'])} classes) "
+        f"as {fmt} to {folder}"
+    )
+    typer.echo(
+        f"  {size['parameters']:,} parameters, {size['files_bytes']:,} bytes; model card: "
+        f"{folder / 'README.md'}"
+    )
 
 
 @app.command()

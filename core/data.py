@@ -7,8 +7,11 @@ results without any error. Every problem raises :class:`DataError` naming the fi
 problem and the fix, before anything expensive runs.
 
 Sources (see docs/ARCHITECTURE.md): a single CSV/TSV/Parquet/JSONL file (split here into
-train/test), a folder in the ``../shared/data/<name>/`` format (``train.csv``, ``test.csv``,
-optional ``dev.csv``, ``labels.json``), and two built-in demos (:data:`DEMOS`).
+train/test, and :attr:`Dataset.split_note` says so with the sizes), a folder path holding
+``train``/``test`` (optional ``dev``) files in any of those formats and an optional
+``labels.json``, a folder in the ``../shared/data/<name>/`` format (``shared:<name>``), Hugging
+Face ``datasets`` sources with the optional ``hf`` extra (``hf:NAME[:CONFIG]`` online, a folder
+written by ``save_to_disk`` offline), and two built-in demos (:data:`DEMOS`).
 """
 
 from __future__ import annotations
@@ -43,9 +46,13 @@ __all__ = [
     "load_dataset",
     "load_demo",
     "load_file",
+    "load_folder",
+    "load_hf",
     "load_shared",
     "read_table",
     "shared_data_root",
+    "source_table",
+    "split_files",
     "upload_limit_mb",
 ]
 
@@ -360,13 +367,15 @@ def dataset_from_frame(
     *,
     label_map: Mapping[Any, str] | None = None,
     origins: Mapping[str, str] | None = None,
+    label_source: str = "labels.json",
 ) -> Dataset:
     """Validate frames and build a :class:`Dataset` with y in 0..C-1.
 
     Labels may be strings (classes in sorted order) or numbers (numeric order); string labels
     are stripped of surrounding whitespace so "pos " and "pos" are one class. ``label_map``
     (original value -> display name, in class order) fixes the classes instead, as
-    ``labels.json`` does for the shared data. ``origins`` names each split's source (e.g.
+    ``labels.json`` does for the shared data (``label_source`` names where it came from, for
+    messages). ``origins`` names each split's source (e.g.
     ``{"train": "train.csv"}``) for error messages. Without ``test_df`` the frame is split
     stratified by label with ``test_size`` and ``seed``. Missing latent values become
     :data:`MISSING`.
@@ -439,7 +448,7 @@ def dataset_from_frame(
         codes = pd.Categorical(a, categories=classes).codes.astype(np.int64)
         if (codes < 0).any():
             unknown = sorted({_label_str(v) for v in a[codes < 0]})[:10]
-            where = "labels.json" if label_map is not None else "the training data"
+            where = label_source if label_map is not None else "the training data"
             raise DataError(
                 f"{org[split]}: label values {unknown} do not occur in {where}; fix those "
                 "labels or remove the rows"
@@ -520,19 +529,43 @@ def _split_single(
     return {"train": take(tr), "test": take(te)}
 
 
-def load_file(
-    path: str | Path,
-    text_col: str = "text",
-    label_col: str = "label",
-    latent_cols: Sequence[str] = (),
-    test_size: float = 0.2,
-    seed: int = 0,
+def _sizes(ds: Dataset) -> str:
+    """``1,037 train, 115 dev, 288 test rows``: the split sizes a note names."""
+    order = [s for s in ("train", "dev", "test") if s in ds.splits]
+    order += sorted(s for s in ds.splits if s not in order)
+    held = ds.holdout_rows is not None  # dev carved out of train by with_selection_split
+    return (
+        ", ".join(
+            f"{len(ds.splits[s]):,} {s}{' (held out of train)' if held and s == SELECT else ''}"
+            for s in order
+        )
+        + " rows"
+    )
+
+
+def _with_note(ds: Dataset, extra: str = "") -> Dataset:
+    """``ds`` with its split note completed by the split sizes (and ``extra``, a mention)."""
+    if not ds.split_note and not extra:
+        return ds
+    head = f"{ds.split_note}: {_sizes(ds)}" if ds.split_note else ""
+    return replace(ds, split_note="; ".join(p for p in (head, extra) if p))
+
+
+def _split_reason(what: str, test_size: float, seed: int) -> str:
+    pct = int(round(100 * test_size))
+    return f"{what} was split stratified {100 - pct}/{pct} (seed {seed}) into train and test"
+
+
+def _load_file(
+    p: Path,
+    text_col: str,
+    label_col: str,
+    latent_cols: Sequence[str],
+    test_size: float,
+    seed: int,
 ) -> Dataset:
-    """One CSV/TSV/Parquet/JSONL file, split stratified into train/test."""
-    p = Path(path)
-    df = read_table(p)
-    return dataset_from_frame(
-        df,
+    ds = dataset_from_frame(
+        read_table(p),
         p.stem,
         text_col=text_col,
         label_col=label_col,
@@ -541,6 +574,23 @@ def load_file(
         seed=seed,
         origins={"train": p.name},
     )
+    return replace(ds, split_note=_split_reason(p.name, test_size, seed))
+
+
+def load_file(
+    path: str | Path,
+    text_col: str = "text",
+    label_col: str = "label",
+    latent_cols: Sequence[str] = (),
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """One CSV/TSV/Parquet/JSONL file, split stratified into train/test.
+
+    ``split_note`` names the split and its sizes: a split made here, not by the user, should
+    never pass unnoticed (the held-out rows are what the test score means)."""
+    p = Path(path)
+    return _with_note(_load_file(p, text_col, label_col, latent_cols, test_size, seed))
 
 
 # --------------------------------------------------------------------------- folders, demos
@@ -551,6 +601,22 @@ def shared_data_root() -> Path | None:
     env = os.environ.get("LELP_SHARED_DATA")
     root = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
     return root if root.is_dir() else None
+
+
+def _read_label_map(lpath: Path) -> dict[str, Any]:
+    """``labels.json`` (class id -> name), in id order; the messages name the fix."""
+    try:
+        label_map = json.loads(lpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f'{lpath}: not valid JSON ({err}); write e.g. {{"0": "neg"}}') from None
+    if not isinstance(label_map, dict) or not label_map:
+        raise DataError(f'{lpath}: expected an object mapping id to name, e.g. {{"0": "neg"}}')
+    try:
+        return dict(sorted(label_map.items(), key=lambda kv: int(kv[0])))
+    except ValueError:
+        raise DataError(
+            f"{lpath}: keys must be integer class ids 0..C-1, got {list(label_map)}"
+        ) from None
 
 
 def _load_folder(folder: Path, name: str) -> Dataset:
@@ -564,20 +630,7 @@ def _load_folder(folder: Path, name: str) -> Dataset:
                 f"{folder}: {need} is missing (found {present}); a dataset folder needs "
                 "train.csv, test.csv and labels.json (dev.csv optional)"
             )
-    lpath = folder / "labels.json"
-    try:
-        label_map = json.loads(lpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f'{lpath}: not valid JSON ({err}); write e.g. {{"0": "neg"}}') from None
-    if not isinstance(label_map, dict) or not label_map:
-        raise DataError(f'{lpath}: expected an object mapping id to name, e.g. {{"0": "neg"}}')
-    try:
-        label_map = dict(sorted(label_map.items(), key=lambda kv: int(kv[0])))
-    except ValueError:
-        raise DataError(
-            f"{lpath}: keys must be integer class ids 0..C-1, got {list(label_map)}"
-        ) from None
-
+    label_map = _read_label_map(folder / "labels.json")
     frames = {
         s: read_table(folder / f"{s}.csv") for s in SPLIT_FILES if (folder / f"{s}.csv").is_file()
     }
@@ -597,6 +650,260 @@ def _load_folder(folder: Path, name: str) -> Dataset:
         label_map=label_map,
         origins={s: f"{folder.name}/{s}.csv" for s in frames},
     )
+
+
+#: File stems a dataset folder's splits go by (``validation`` is Hugging Face's name for dev).
+_SPLIT_STEMS = {"train": "train", "dev": "dev", "validation": "dev", "test": "test"}
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The ``train``/``dev``/``test`` files of a folder (any readable suffix; ``validation``
+    counts as dev), by split; a split given twice is refused, naming both files."""
+    found: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir()):
+        split = _SPLIT_STEMS.get(f.stem.lower())
+        if split is not None and f.is_file() and f.suffix.lower() in _SUFFIXES:
+            found.setdefault(split, []).append(f)
+    for split, files in found.items():
+        if len(files) > 1:
+            names = [f.name for f in files]
+            raise DataError(
+                f"{folder}: {len(files)} files for the {split} split ({names}); keep one of them"
+            )
+    return {s: fs[0] for s, fs in found.items()}
+
+
+def _is_saved_hf(folder: Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def load_folder(
+    folder: str | Path,
+    text_col: str = "text",
+    label_col: str = "label",
+    latent_cols: Sequence[str] = (),
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """A folder of ``train``, ``test`` and optional ``dev`` files (CSV/TSV/Parquet/JSONL),
+    with an optional ``labels.json``; a folder saved by ``datasets`` goes to :func:`load_hf`.
+
+    Why: users keep their splits as files side by side; re-splitting them would score on
+    rows the user trained on elsewhere. Columns are mapped as for a single file. Without a
+    test file, train is split (and ``split_note`` says so).
+    """
+    d = Path(folder)
+    if _is_saved_hf(d):
+        return _with_note(load_hf_raw(str(d), text_col, label_col, latent_cols, test_size, seed))
+    return _with_note(_load_split_folder(d, text_col, label_col, latent_cols, test_size, seed))
+
+
+def _load_split_folder(
+    d: Path,
+    text_col: str,
+    label_col: str,
+    latent_cols: Sequence[str],
+    test_size: float,
+    seed: int,
+) -> Dataset:
+    files = split_files(d)
+    if "train" not in files:
+        present = sorted(p.name for p in d.iterdir())
+        raise DataError(
+            f"{d}: no train file (found {present}); a dataset folder needs train and test files "
+            f"named train.<ext>, test.<ext> (dev.<ext> optional), <ext> one of "
+            f"{sorted(_SUFFIXES)}; or give one file's path to split it"
+        )
+    frames = {s: read_table(f) for s, f in files.items()}
+    lpath = d / "labels.json"
+    label_map = _read_label_map(lpath) if lpath.is_file() else None
+    ds = dataset_from_frame(
+        frames["train"],
+        d.name,
+        text_col=text_col,
+        label_col=label_col,
+        latent_cols=latent_cols,
+        test_df=frames.get("test"),
+        dev_df=frames.get("dev"),
+        test_size=test_size,
+        seed=seed,
+        label_map=label_map,
+        origins={s: f"{d.name}/{f.name}" for s, f in files.items()},
+    )
+    if "test" not in files:
+        reason = _split_reason(f"{d.name}/{files['train'].name} (no test file)", test_size, seed)
+        return replace(ds, split_note=reason)
+    return ds
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def hf_offline() -> str | None:
+    """The environment variable that makes Hugging Face offline (``HF_DATASETS_OFFLINE`` or
+    ``HF_HUB_OFFLINE`` set to 1/ON/YES/TRUE), or None when online is allowed."""
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return var
+    return None
+
+
+def _import_datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            "Hugging Face dataset sources need the optional 'hf' extra; install it with "
+            "pip install 'lelp-studio[hf]' (or pip install datasets)"
+        ) from None
+    return datasets
+
+
+def _is_unlabelled(df: pd.DataFrame, label_col: str) -> bool:
+    """A hidden test set (GLUE's): every label -1."""
+    if label_col not in df.columns or not len(df):
+        return False
+    col = df[label_col]
+    return bool(pd.api.types.is_numeric_dtype(col) and (col == -1).all())
+
+
+def _from_hf(
+    obj: Any,
+    name: str,
+    text_col: str,
+    label_col: str,
+    latent_cols: Sequence[str],
+    test_size: float,
+    seed: int,
+) -> Dataset:
+    """A ``datasets`` Dataset or DatasetDict through the same checks as files.
+
+    Splits ``train``, ``validation``/``dev`` and ``test`` are used; ClassLabel names become
+    the class names. A test split without labels (all -1) is left out and the validation
+    split takes its place; other splits are named in the note, never dropped silently.
+    """
+    datasets = _import_datasets()
+    parts = dict(obj) if isinstance(obj, datasets.DatasetDict) else {"train": obj}
+    mapped: dict[str, str] = {}
+    for raw in parts:
+        split = _SPLIT_STEMS.get(str(raw).lower())
+        if split is not None and split not in mapped.values():
+            mapped[str(raw)] = split
+    if "train" not in mapped.values():
+        raise DataError(
+            f"{name}: no train split (splits: {sorted(map(str, parts))}); a dataset needs a "
+            "'train' split (rename one with DatasetDict({'train': ...}) before save_to_disk)"
+        )
+    frames = {split: parts[raw].to_pandas() for raw, split in mapped.items()}
+    notes: list[str] = []
+    if "test" in frames and _is_unlabelled(frames["test"], label_col):
+        del frames["test"]
+        if "dev" in frames:
+            frames["test"] = frames.pop("dev")
+            notes.append("its test split has no labels (all -1), so validation is the test split")
+        else:
+            notes.append("its test split has no labels (all -1) and is left out")
+    ignored = sorted(str(r) for r in parts if str(r) not in mapped)
+    if ignored:
+        notes.append(f"splits {ignored} are not used")
+    label_map = None
+    feature = parts[next(r for r, s in mapped.items() if s == "train")].features.get(label_col)
+    if isinstance(feature, datasets.ClassLabel):
+        label_map = dict(enumerate(feature.names))
+    ds = dataset_from_frame(
+        frames["train"],
+        name,
+        text_col=text_col,
+        label_col=label_col,
+        latent_cols=latent_cols,
+        test_df=frames.get("test"),
+        dev_df=frames.get("dev"),
+        test_size=test_size,
+        seed=seed,
+        label_map=label_map,
+        label_source=f"the dataset's ClassLabel names {list(label_map.values())[:10]}"
+        if label_map
+        else "labels.json",
+    )
+    if "test" not in frames:
+        notes.append(_split_reason("train", test_size, seed))
+    return replace(ds, split_note=(f"{name}: " + "; ".join(notes)) if notes else "")
+
+
+def load_hf_raw(
+    source: str,
+    text_col: str = "text",
+    label_col: str = "label",
+    latent_cols: Sequence[str] = (),
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """:func:`load_hf` without the split sizes in ``split_note`` (``load_dataset`` adds them
+    after the selection split is carved)."""
+    src = source.strip()
+    if not src:
+        raise DataError(
+            "hf: needs a dataset name, e.g. hf:imdb or hf:glue:sst2 (NAME[:CONFIG]), or the "
+            "path of a folder saved with save_to_disk"
+        )
+    local = Path(src).expanduser()
+    pathlike = src.startswith(("/", ".", "~")) or Path(src).is_absolute()
+    if local.is_dir() and (pathlike or _is_saved_hf(local)):
+        if not _is_saved_hf(local):
+            raise DataError(
+                f"{local}: not a folder written by datasets' save_to_disk (no dataset_dict.json "
+                "or state.json); save it with ds.save_to_disk(folder), or give a folder of "
+                "train/test files as a plain path"
+            )
+        datasets = _import_datasets()
+        try:
+            obj = datasets.load_from_disk(str(local))
+        except Exception as err:  # datasets raises many types for damaged folders
+            detail = " ".join(str(err).split())[:200]
+            raise DataError(
+                f"{local}: cannot be read as a saved datasets folder ({detail}); save it again "
+                "with save_to_disk"
+            ) from None
+        return _from_hf(obj, local.name, text_col, label_col, latent_cols, test_size, seed)
+    name, _, config = src.partition(":")
+    var = hf_offline()
+    if var is not None:
+        raise DataError(
+            f"hf:{src} needs the Hugging Face hub but {var} is set (offline); unset it, or where "
+            "you are online save the data with load_dataset(...).save_to_disk(folder) and give "
+            "that folder as the source"
+        )
+    datasets = _import_datasets()
+    try:
+        obj = datasets.load_dataset(name, config or None)
+    except Exception as err:  # not found, no network, a config needed: all say why
+        raise DataError(
+            f"hf:{src}: cannot be loaded ({' '.join(str(err).split())[:300]}); check the name "
+            "and config on huggingface.co/datasets (hf:NAME or hf:NAME:CONFIG) and the network"
+        ) from None
+    label = name.rsplit("/", 1)[-1] + (f"-{config}" if config else "")
+    return _from_hf(obj, label, text_col, label_col, latent_cols, test_size, seed)
+
+
+def load_hf(
+    source: str,
+    text_col: str = "text",
+    label_col: str = "label",
+    latent_cols: Sequence[str] = (),
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """A Hugging Face ``datasets`` source: ``NAME[:CONFIG]`` from the hub (refused while
+    ``HF_DATASETS_OFFLINE``/``HF_HUB_OFFLINE`` is set), or a folder saved by ``save_to_disk``.
+
+    Why through the same checks as files: a hub dataset has the same pitfalls (a text column
+    under another name, a hidden test set labelled -1); the messages name the same fixes.
+    """
+    return _with_note(load_hf_raw(source, text_col, label_col, latent_cols, test_size, seed))
 
 
 def load_shared(name: str, root: str | Path | None = None) -> Dataset:
@@ -663,27 +970,92 @@ def _subsample(ds: Dataset, max_train: int, seed: int) -> Dataset:
     return replace(ds, splits={**ds.splits, "train": _take(tr, np.sort(keep))})
 
 
+def _beside(p: Path) -> tuple[Path | None, str]:
+    """A file given by path, read together with the split files beside it.
+
+    Returns ``(folder, "")`` when ``p`` is a folder's ``train`` file and a ``test`` file sits
+    beside it (the folder case: those splits are used as they are), else ``(None, mention)``
+    where the mention names split files beside ``p`` that this source does not read.
+    """
+    is_train = _SPLIT_STEMS.get(p.stem.lower()) == "train"
+    try:
+        siblings = split_files(p.parent)
+    except DataError:
+        if is_train:  # a folder's train file: its folder's problem is the user's to fix
+            raise
+        siblings = {}
+    if is_train and "test" in siblings:
+        return p.parent, ""
+    unread = [f.name for s, f in sorted(siblings.items()) if f != p and s in ("test", "dev")]
+    if not unread:
+        return None, ""
+    return None, (
+        f"{' and '.join(unread)} beside it {'is' if len(unread) == 1 else 'are'} not read; give "
+        f"the folder {p.parent} as the source (with train, test and optional dev files) to use "
+        "them"
+    )
+
+
+def source_table(path: str | Path) -> pd.DataFrame:
+    """The training table of a path source (a file, a folder of split files, or a folder
+    saved by ``datasets``), for a column mapping such as the Data page's."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return read_table(p)
+    if _is_saved_hf(p):
+        datasets = _import_datasets()
+        obj = datasets.load_from_disk(str(p))
+        parts = dict(obj) if isinstance(obj, datasets.DatasetDict) else {"train": obj}
+        if "train" not in parts:
+            raise DataError(f"{p.name}: no train split (splits: {sorted(map(str, parts))})")
+        return parts["train"].to_pandas()
+    files = split_files(p)
+    if "train" not in files:
+        raise DataError(
+            f"{p}: no train file (found {sorted(f.name for f in p.iterdir())}); a dataset "
+            "folder needs train and test files (dev optional)"
+        )
+    return read_table(files["train"])
+
+
 def load_dataset(spec: DatasetSpec) -> Dataset:
-    """Dispatch on ``spec.source``: a demo name, ``shared:<name>``, or a file path.
+    """Dispatch on ``spec.source``: a demo name, ``shared:<name>``, ``hf:NAME[:CONFIG]``, a
+    folder path (split files, or a ``save_to_disk`` folder) or a file path.
 
     For demos and shared folders the columns are fixed (all extra columns are latent), so
-    ``text_col``/``label_col`` are not used; ``latent_cols``, when given, must exist.
+    ``text_col``/``label_col`` are not used; ``latent_cols``, when given, must exist. A path
+    to a folder's ``train`` file with a ``test`` file beside it reads the folder.
+    ``split_note`` says how splits were made when the source did not give them all.
     """
     src = spec.source.strip()
+    cols = (spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed)
+    mention = ""
     if src in DEMOS:
         ds = load_demo(src)
     elif src.startswith("shared:"):
         ds = load_shared(src.split(":", 1)[1])
+    elif src.startswith("hf:"):
+        ds = load_hf_raw(src[3:], *cols)
     else:
         p = Path(src).expanduser()
-        if not p.is_file():
+        if p.is_dir():
+            ds = load_hf_raw(str(p), *cols) if _is_saved_hf(p) else _load_split_folder(p, *cols)
+        elif p.is_file():
+            folder, mention = _beside(p)
+            if folder is not None:
+                ds = _load_split_folder(folder, *cols)
+                ds = replace(
+                    ds,
+                    split_note=f"{p.name}: the split files beside it are used as they are "
+                    f"(the folder {folder})",
+                )
+            else:
+                ds = _load_file(p, *cols)
+        else:
             raise DataError(
-                f"dataset source {src!r} is not a demo {list(DEMOS)}, not shared:<name>, and "
-                "no such file exists; fix the path or pick a demo"
+                f"dataset source {src!r} is not a demo {list(DEMOS)}, not shared:<name> or "
+                "hf:<name>, and no such file or folder exists; fix the path or pick a demo"
             )
-        ds = load_file(
-            p, spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed
-        )
     missing = [c for c in spec.latent_cols if c not in ds.splits["train"].latent]
     if missing:
         raise DataError(
@@ -694,7 +1066,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     ds = with_selection_split(ds, spec.selection_fraction, spec.seed)
     if spec.max_train is not None:
         ds = _subsample(ds, spec.max_train, spec.seed)
-    return ds
+    return _with_note(ds, mention)
 
 
 #: The split every choice made from scores is made on (epochs, settings, regularisation).

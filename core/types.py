@@ -78,6 +78,9 @@ class Dataset:
     holdout_rows: tuple[np.ndarray, np.ndarray] | None = field(
         default=None, compare=False, repr=False
     )
+    #: One line on how the loader made the splits when the source did not give them all
+    #: (a single file split here, a test file beside it), with the split sizes; "" otherwise.
+    split_note: str = field(default="", compare=False)
 
     @property
     def n_classes(self) -> int:

@@ -290,6 +290,8 @@ cols[2 + len(ds.splits)].metric("Latent columns", len(ds.latent_columns))
 cols[3 + len(ds.splits)].metric(
     "Smallest class (train)", int(np.bincount(ds.splits["train"].y).min())
 )
+if ds.split_note:
+    st.caption(ds.split_note)
 st.caption(
     "Classes: "
     + ", ".join(ds.label_names)

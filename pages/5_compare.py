@@ -356,6 +356,10 @@ with st.expander("Fidelity on test vs train, and method facts", expanded=False):
     else:
         st.caption("The picked runs use hard, kd or lelp: no method-specific facts.")
 
+# -- cost beside accuracy -------------------------------------------------------------------
+st.subheader("Cost on this machine")
+app_state.show_compare_cost(sel, label)
+
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _eval_data(ws_root: str, run_id: str) -> dict[str, Any] | None:
@@ -647,3 +651,47 @@ else:  # never a zip without the weights
         f"No download: {missing}. Re-run it from the Distill page (or `lelp distill`); "
         "`lelp doctor` lists every run in this state."
     )
+
+# -- export: a folder other tools load (core.export, the same as `lelp export`) -------------
+st.subheader("Export the student")
+kind = by_id[focus]["config"].get("student", {}).get("kind")
+formats = ["onnx", "hf"] if kind == "transformer" else ["onnx"]
+if ss.get("cmp_export_format") not in formats:
+    ss["cmp_export_format"] = formats[0]
+e1, e2 = st.columns([1, 3])
+fmt = e1.selectbox(
+    "Format",
+    formats,
+    key="cmp_export_format",
+    help="onnx: any student, class logits out, dynamic batch (and sequence) axes. hf: a "
+    "transformers folder (config, safetensors, tokenizer), for transformer students only.",
+)
+# The folder follows the run and format until the user types their own.
+default_dir = str(ws.root / "exports" / f"{focus}-{fmt}")
+if ss.get("cmp_export_dir") in (None, "", ss.get("cmp_export_dir_default")):
+    ss["cmp_export_dir"] = default_dir
+ss["cmp_export_dir_default"] = default_dir
+out_dir = e2.text_input(
+    "Folder",
+    key="cmp_export_dir",
+    help="Where the export is written (with a README.md model card); it must not exist or be "
+    "empty unless you tick Replace.",
+).strip()
+force = st.checkbox(
+    "Replace a non-empty folder", key="cmp_export_force", help="Same as `lelp export --force`."
+)
+if st.button(
+    f"Export {by_id[focus]['name']} as {fmt}",
+    key="cmp_export",
+    help=f"Same as `lelp export {focus} --format {fmt} --out <folder>`.",
+):
+    try:
+        if not out_dir:
+            raise ValueError("no export folder given; type the folder to write the export to")
+        from core.export import export_run
+
+        where = export_run(ws, by_id[focus], fmt, Path(out_dir).expanduser(), force)
+    except (*ERRORS, ImportError, OSError) as err:
+        st.error(str(err))
+    else:
+        st.success(f"Exported to `{where}` (model card: `{Path(where) / 'README.md'}`).")
