@@ -59,9 +59,6 @@ QUICK_GRID_S = (2, 4)
 #: beside its best of N so an untuned comparison (N = 1 each) is there too.
 KD_DEFAULT: dict[str, float] = {"tau": 4.0, "alpha": 0.0}
 DEFAULT_LELP: dict[str, Any] = {"n_subclasses": 4, "beta": 1.0, "tau": 1.0}
-#: Below this many points of teacher-over-hard-label gap on the selection split (or within the
-#: seeds' spread) no distillation objective can help much (issue 13, point 5).
-PAY_GAP = 1.0
 #: Written at the top of every JSON this script makes: how its best rows were chosen.
 PROTOCOL = "selection-picked (issue 13)"
 
@@ -275,6 +272,16 @@ PER_SEED: dict[str, tuple[str, str]] = {
 MEAN_DONE = ("accuracy", "agreement")
 
 
+def _fold(records: list[dict[str, Any]]) -> dict[str, float]:
+    """One setting's seeds folded by ``core.sweeps.aggregate`` (selection and test mean and
+    std); a single seed has std 0 here, as the tables always showed."""
+    from core.sweeps import aggregate
+
+    row = aggregate(records, settings=[]).iloc[0]
+    keys = ("sel_mean", "sel_std", "test_mean", "test_std", "agreement_mean")
+    return {k: 0.0 if np.isnan(row[k]) else float(row[k]) for k in keys}
+
+
 def _mean_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
     """Numeric ``method_info`` entries as ``{key: {"mean", "std", "values"}}`` over seeds."""
     out: dict[str, Any] = {}
@@ -314,14 +321,23 @@ def run_setting(
         sub, recovery, _ = fits[fit_key]
     per: dict[str, list[float]] = {k: [] for k in PER_SEED}
     infos: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     for seed in seeds:
         c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
         run = train_student(prep, c, sub=sub)
         scores = {"test": run.scores, "select": run.select_scores, "train": run.train_scores}
+        records.append(
+            {
+                "run_id": f"{st.key} seed {seed}",
+                "config": c.model_dump(mode="json"),
+                "metrics": {"student": run.scores, "student_select": run.select_scores},
+            }
+        )
         for key, (where, name) in PER_SEED.items():
             per[key].append(float(scores[where][name]) if where else float(run.wall_s))
         infos.append(run.method_info)
     accs, agrees, train_s = per["accuracy"], per["agreement"], per["run_s"]
+    folded = _fold(records)  # the same aggregation as `lelp runs` and Compare's sweep view
     rec = recovery.get(latent, {}) if latent else {}
     row = {
         "setting": st.key,
@@ -336,9 +352,9 @@ def run_setting(
         "seeds": list(seeds),
         "accuracy": accs,
         "agreement": agrees,
-        "acc_mean": float(np.mean(accs)),
-        "acc_std": _std(accs),
-        "agree_mean": float(np.mean(agrees)),
+        "acc_mean": folded["test_mean"],
+        "acc_std": folded["test_std"],
+        "agree_mean": folded["agreement_mean"],
         "agree_std": _std(agrees),
         "ari": rec.get("ari"),
         "nmi": rec.get("nmi"),
@@ -346,6 +362,8 @@ def run_setting(
         **{f"{k}_values": v for k, v in per.items() if k not in ("accuracy", "agreement")},
         **{f"{k}_mean": float(np.mean(per[k])) for k in PER_SEED if k not in MEAN_DONE},
         **{f"{k}_std": _std(per[k]) for k in PER_SEED if k not in MEAN_DONE},
+        "sel_mean": folded["sel_mean"],
+        "sel_std": folded["sel_std"],
         "label": st.label or st.key,
         "n_tried": st.n_tried,
         "train_overrides": st.train,
@@ -416,14 +434,17 @@ def distill_gap(teacher_sel: float, hard: dict[str, Any] | None) -> dict[str, An
     pay: not when the teacher is within ~1 point or within the seeds' spread (issue 13)."""
     if hard is None:
         return {}
-    gap = teacher_sel - hard["sel_mean"]
+    from core.headroom import verdict
+
+    v = verdict(teacher_sel, hard.get("sel_values") or [hard["sel_mean"]])  # the app's rule
     return {
         "split": SELECT,
         "teacher_sel": teacher_sel,
         "hard_sel": hard["sel_mean"],
         "hard_sel_std": hard["sel_std"],
-        "gap": gap,
-        "pays": bool(gap > PAY_GAP and gap > hard["sel_std"]),
+        "hard_sel_spread": v["hard_spread"],
+        "gap": v["gap"],
+        "pays": v["pays"],
     }
 
 

@@ -133,14 +133,42 @@ def test_summary_on_hand_made_rows_never_picks_on_test() -> None:
 
 
 def test_distill_gap_says_when_distillation_cannot_pay() -> None:
-    hard = {"sel_mean": 80.75, "sel_std": 0.39}
+    hard = {"sel_mean": 80.75, "sel_std": 0.39, "sel_values": [80.36, 80.75, 81.14]}
     g = bq.distill_gap(80.96, hard)
     assert g["gap"] == pytest.approx(0.21) and not g["pays"]
     assert "not meaningfully better than a hard-label student here" in bq.gap_sentence(g)
     assert "no distillation objective can help much" in bq.gap_sentence(g)
-    assert not bq.distill_gap(82.0, {"sel_mean": 80.0, "sel_std": 2.5})["pays"]  # within spread
+    spread = {"sel_mean": 80.0, "sel_std": 2.0, "sel_values": [78.0, 80.0, 82.0]}
+    assert not bq.distill_gap(82.0, spread)["pays"]  # +2 is within the seeds' spread of 4
     ok = bq.distill_gap(85.0, hard)
     assert ok["pays"] and "room for distillation" in bq.gap_sentence(ok)
+    # The one rule the app, the CLI and the benchmark share (core.headroom).
+    from core.headroom import verdict
+
+    for t, h in ((80.96, hard), (82.0, spread), (85.0, hard)):
+        assert bq.distill_gap(t, h)["pays"] == verdict(t, h["sel_values"])["pays"]
+
+
+def test_benchmark_rows_fold_seeds_through_the_sweep_aggregation() -> None:
+    """The benchmark's per-setting means and its best pick come out of core.sweeps, the code
+    behind `lelp runs` and Compare's sweep view."""
+    from core import sweeps
+    from core.config import RunConfig
+
+    def rec(tau: float, seed: int, sel: float, test: float) -> dict:
+        cfg = RunConfig().model_dump(mode="json")
+        cfg["train"].update(objective="kd", tau=tau, seed=seed)
+        metrics = {"student": {"accuracy": test, "agreement": 90.0},
+                   "student_select": {"accuracy": sel}}  # fmt: skip
+        return {"run_id": f"{tau}-{seed}", "config": cfg, "metrics": metrics}
+
+    a = [rec(1.0, 0, 80.0, 70.0), rec(1.0, 1, 82.0, 72.0)]
+    b = [rec(4.0, 0, 79.0, 99.0), rec(4.0, 1, 80.0, 99.0)]
+    fa = bq._fold(a)
+    assert fa["sel_mean"] == 81.0 and fa["test_mean"] == 71.0
+    assert fa["sel_std"] == pytest.approx(2.0**0.5)
+    rows = [dict(bq._fold(r), family="kd", tau=r[0]["config"]["train"]["tau"]) for r in (a, b)]
+    assert bq.best_row(rows, "kd")["tau"] == sweeps.best_setting(sweeps.aggregate(a + b))["tau"]
 
 
 def test_full_grid_is_the_issue_grid_and_kd_gets_as_many_points() -> None:
