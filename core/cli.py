@@ -168,13 +168,14 @@ def distill(
     workspace: WorkspaceOpt = None,
     spec: Annotated[str | None, typer.Option(help="Start from a spec saved in the app")] = None,
     headroom_seeds: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Hard-label students (seeds) that answer 'does distillation pay here?' "
-            "(trained once, then cached); 0 skips the check",
+            "(trained once, then cached); 0 skips it. Default: 3 up to 20,000 training rows, "
+            "else only a cached answer",
         ),
-    ] = 3,
+    ] = None,
 ) -> None:
     """Distil one student as the config says; print student and teacher scores, which split
     chose what, and whether the teacher leaves distillation room to help."""
@@ -230,12 +231,23 @@ def distill(
         f"KL {s['kl']:.4f}  ECE {s['ece']:.4f}  ({split}; KL and ECE at T=1)"
     )
     typer.echo(f"  student saved in {ws.artifact_path(rec, 'student_dir')}")
-    if headroom_seeds > 0:
-        from core.headroom import compute_headroom
+    from core import headroom
 
-        h = compute_headroom(ws, prep, cfg, seeds=range(headroom_seeds))
-        cached = " (cached)" if h["cache_hit"] else ""
-        typer.echo(f"  does distillation pay here?{cached} {h['message']}")
+    if headroom_seeds == 0:
+        return
+    seeds = headroom.DEFAULT_SEEDS if headroom_seeds is None else tuple(range(headroom_seeds))
+    n_train = len(prep.dataset.splits["train"])
+    key = headroom.headroom_key(prep.teacher_key, cfg, seeds)
+    big = headroom_seeds is None and n_train > headroom.AUTO_MAX_ROWS
+    if big and headroom.cached_headroom(ws, key) is None:  # 3 more students cost too much
+        typer.echo(
+            f"  does distillation pay here? not measured ({n_train:,} training rows): pass "
+            "--headroom-seeds 3 to train 3 hard-label students once, or use the Data page"
+        )
+        return
+    h = headroom.compute_headroom(ws, prep, cfg, seeds=seeds)
+    cached = " (cached)" if h["cache_hit"] else ""
+    typer.echo(f"  does distillation pay here?{cached} {h['message']}")
 
 
 @app.command()

@@ -980,10 +980,8 @@ def _beside(p: Path) -> tuple[Path | None, str]:
     is_train = _SPLIT_STEMS.get(p.stem.lower()) == "train"
     try:
         siblings = split_files(p.parent)
-    except DataError:
-        if is_train:  # a folder's train file: its folder's problem is the user's to fix
-            raise
-        siblings = {}
+    except DataError as err:  # e.g. train.csv and train.parquet side by side
+        return None, f"the files beside it are not read ({err})"
     if is_train and "test" in siblings:
         return p.parent, ""
     unread = [f.name for s, f in sorted(siblings.items()) if f != p and s in ("test", "dev")]
@@ -1066,6 +1064,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     ds = with_selection_split(ds, spec.selection_fraction, spec.seed)
     if spec.max_train is not None:
         ds = _subsample(ds, spec.max_train, spec.seed)
+        ds = replace(ds, before_holdout=None)  # its rows no longer map one to one
     return _with_note(ds, mention)
 
 
@@ -1105,7 +1104,7 @@ def with_selection_split(ds: Dataset, fraction: float = 0.1, seed: int = 0) -> D
     keep, sel = np.sort(keep), np.sort(sel)
     splits = {**ds.splits, "train": _take(tr, keep), SELECT: _take(tr, sel)}
     how = f"a stratified {fraction:.0%} holdout of train (seed {seed}; the dataset has no dev)"
-    return replace(ds, splits=splits, selection=how, holdout_rows=(keep, sel))
+    return replace(ds, splits=splits, selection=how, holdout_rows=(keep, sel), before_holdout=ds)
 
 
 def _take(sp: Split, ix: np.ndarray) -> Split:

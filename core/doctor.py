@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def check(root: str | Path) -> list[Finding]:
         problem = _array_problem(path)
         if problem:
             out.append(Finding("array", f"{path.name[:12]} is damaged: {problem}", repair))
-    for tmp in sorted(root.rglob(".*.tmp")):
+    for tmp in _stale_tmp(root):
         out.append(Finding("orphan", f"{tmp.relative_to(root)} is a half-written file", repair))
     if why is not None:
         return out
@@ -128,16 +129,30 @@ def check(root: str | Path) -> list[Finding]:
     return out
 
 
+#: A temporary file younger than this may belong to a writer still at work (a job's
+#: checkpoint, an export being staged): the doctor leaves it alone.
+STALE_TMP_S = 600
+
+
+def _stale_tmp(root: Path) -> list[Path]:
+    """Half-written files and staging folders (``.*.tmp``) left by a killed writer."""
+    now = time.time()
+    return [
+        p
+        for p in sorted(root.rglob(".*.tmp"))
+        if "quarantine" not in p.parts and now - p.stat().st_mtime > STALE_TMP_S
+    ]
+
+
 def _job_findings(ws: Workspace) -> list[Finding]:
-    """Jobs whose process died: reading the job list marks them failed (``core.jobs``)."""
+    """Jobs whose process died: reading the whole job list settles them as failed
+    (``core.jobs``), then the failed ones with that reason are reported."""
     from core import jobs
 
     found = []
-    for job in jobs.list_jobs(ws, states=("failed",)):
-        if "process died" in (job.error or ""):
-            found.append(
-                Finding("job", f"job {job.id}: {job.error}", f"`lelp jobs retry {job.id}`")
-            )
+    for job in jobs.list_jobs(ws):
+        if job.state == "failed" and "process died" in (job.error or ""):
+            found.append(Finding("job", f"job {job.id}: {job.error}", "retry it as it says"))
     return found
 
 
@@ -154,10 +169,9 @@ def repair(root: str | Path) -> list[str]:
             os.replace(path, root / "quarantine" / f"{path.name}.{stamp}")
             damaged_sha.add(path.stem)
             done.append(f"set aside damaged array {path.name[:12]} (in quarantine/)")
-    for tmp in sorted(root.rglob(".*.tmp")):
-        if "quarantine" not in tmp.parts:
-            tmp.unlink()
-            done.append(f"removed half-written file {tmp.relative_to(root)}")
+    for tmp in _stale_tmp(root):
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        done.append(f"removed half-written {tmp.relative_to(root)}")
     if catalogue_problem(root) is not None:
         done += _rebuild_catalogue(root, stamp)
     ws = Workspace(root)

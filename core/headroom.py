@@ -25,6 +25,8 @@ from core.types import hash_arrays
 #: Below this many accuracy points of teacher-over-student gap, distillation has little room.
 MEANINGFUL_POINTS = 1.0
 DEFAULT_SEEDS = (0, 1, 2)
+#: ``lelp distill`` trains the baseline by itself only up to this many training rows.
+AUTO_MAX_ROWS = 20_000
 
 
 def verdict(teacher_acc: float, hard_accs: Sequence[float]) -> dict[str, Any]:

@@ -80,13 +80,41 @@ def class_labels(
     return np.asarray(dataset.splits[split].y)
 
 
+def manual_groups(ws: Workspace, dataset: Dataset) -> dict[str, np.ndarray]:
+    """The lasso groups saved for ``dataset``: its own, plus groups saved before the
+    selection split existed (keyed by the dataset without its holdout), their training-row
+    ids mapped to the new train split (rows that moved to the holdout dropped)."""
+    groups = ws.list_manual_groups(dataset.fingerprint())
+    old, rows = dataset.before_holdout, dataset.holdout_rows
+    if old is None or rows is None:
+        return groups
+    keep = rows[0]
+    for name, ids in ws.list_manual_groups(old.fingerprint()).items():
+        if name in groups:
+            continue
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(keep, ids)
+        ok = (pos < len(keep)) & (keep[np.minimum(pos, len(keep) - 1)] == ids)
+        groups[name] = pos[ok]
+    return groups
+
+
+def dataset_fps(dataset: Dataset) -> set[str]:
+    """Fingerprints a run of this dataset may carry (runs from before the selection split
+    recorded the dataset without its holdout; their test split is the same)."""
+    fps = {dataset.fingerprint()}
+    if dataset.before_holdout is not None:
+        fps.add(dataset.before_holdout.fingerprint())
+    return fps
+
+
 def manual_assignment(
     ws: Workspace, dataset: Dataset, names: list[str] | None = None
 ) -> np.ndarray:
     """Group id per training row from the manual groups saved for this dataset (lasso
     selections on the Embedding map); -1 for rows in no group. ``names`` picks groups (all
     when None); a row in several groups belongs to the last one named."""
-    groups = ws.list_manual_groups(dataset.fingerprint())
+    groups = manual_groups(ws, dataset)
     chosen = list(groups) if names is None else list(names)
     missing = [n for n in chosen if n not in groups]
     if missing or not chosen:

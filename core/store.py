@@ -196,6 +196,30 @@ class Workspace:
             raise WorkspaceError(self.damaged_catalogue(str(err))) from None
         finally:
             con.close()
+        self._backfill_mirrors()
+
+    #: Rows mirrored as files, by table: (the key the mirror is named by, from a row).
+    _MIRRORED = {
+        "runs": lambda r: r[0],
+        "specs": lambda r: r[0],
+        "manual_groups": lambda r: f"{r[0]}/{r[1]}",
+        "teacher_outputs": lambda r: r[0],
+    }
+
+    def _backfill_mirrors(self) -> None:
+        """Write the mirror file of every row saved before mirrors existed, once per
+        workspace (a marker records it), so ``lelp doctor --repair`` can rebuild them too."""
+        marker = self.root / "mirror" / ".complete"
+        if marker.exists():
+            return
+        with contextlib.suppress(sqlite3.Error, OSError, WorkspaceError):
+            with self.connect() as con:
+                for table, key_of in self._MIRRORED.items():
+                    for row in con.execute(f"SELECT * FROM {table}").fetchall():
+                        key = key_of(tuple(row))
+                        if not self._mirror_path(table, key).exists():
+                            self._mirror(table, key, {"table": table, "values": list(row)})
+            atomic_write_bytes(marker, b"rows saved before mirrors were written as files\n")
 
     def damaged_catalogue(self, why: str) -> str:
         """The one line every command and page shows for a catalogue that cannot be read."""

@@ -78,6 +78,9 @@ class Dataset:
     holdout_rows: tuple[np.ndarray, np.ndarray] | None = field(
         default=None, compare=False, repr=False
     )
+    #: The dataset before the holdout was carved (None when it has its own dev split or a
+    #: max_train subset): what workspaces written before the selection split keyed groups on.
+    before_holdout: Dataset | None = field(default=None, compare=False, repr=False)
     #: One line on how the loader made the splits when the source did not give them all
     #: (a single file split here, a test file beside it), with the split sizes; "" otherwise.
     split_note: str = field(default="", compare=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import app_state, plots
+from core import app_state, pipeline, plots
 from core.maps import stratified_sample
 
 app_state.init_session()
@@ -32,7 +32,7 @@ app_state.remember("map_lelp_class", 0)
 runs = [
     r
     for r in ws.list_runs()
-    if r.get("artifacts", {}).get("dataset_fp") == ds.fingerprint()
+    if r.get("artifacts", {}).get("dataset_fp") in pipeline.dataset_fps(ds)
     and r.get("artifacts", {}).get("eval_logits")
 ]
 color_options = ["class", "teacher prediction", "teacher confidence", "pseudo-subclass (LELP)"]
@@ -220,6 +220,6 @@ if g3.button(
 ):
     ss["inspect_row"] = int(sel[0])
     st.switch_page("pages/3_subspaces.py")
-groups = ws.list_manual_groups(ds.fingerprint())
+groups = pipeline.manual_groups(ws, ds)
 if groups:
     st.caption("Saved groups: " + ", ".join(f"{k} ({len(v):,} rows)" for k, v in groups.items()))

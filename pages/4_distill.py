@@ -378,6 +378,12 @@ def job_list() -> None:
     if not all_jobs:
         st.info("No jobs yet: set a student and objective above and press **Queue run**.")
         return
+    autostart = os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0"
+    if autostart and any(j.state == "queued" for j in all_jobs) and jobs.ensure_worker(ws):
+        st.caption(  # the app's worker stops with the app: a restart leaves queued jobs
+            "Queued jobs were waiting for a worker (the last one stopped with the app): "
+            "started one."
+        )
     for job in all_jobs:
         with st.container(border=True):
             h1, h2, h3 = st.columns([4, 1, 1])

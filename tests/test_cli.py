@@ -30,6 +30,21 @@ def test_distill_prints_student_and_teacher_scores(tmp_path: Path) -> None:
         app, ["distill", "examples/digits-kd.yaml", "-w", str(tmp_path), "--headroom-seeds", "0"]
     )
     assert skip.exit_code == 0 and "does distillation pay" not in skip.output
+    # Large data: by default only a cached answer, never three extra students unasked.
+    import core.headroom
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(core.headroom, "AUTO_MAX_ROWS", 100)
+    big = runner.invoke(
+        app, ["distill", "examples/digits-kd.yaml", "-w", str(tmp_path), "--set", "train.tau=3"]
+    )
+    monkey.undo()
+    assert big.exit_code == 0 and "(cached)" in big.output  # same budget: the answer above
+    fresh = tmp_path / "fresh"
+    monkey.setattr(core.headroom, "AUTO_MAX_ROWS", 100)
+    none = runner.invoke(app, ["distill", "examples/digits-kd.yaml", "-w", str(fresh)])
+    monkey.undo()
+    assert none.exit_code == 0 and "not measured (1,293 training rows)" in none.output
 
 
 def test_embed_then_cache_hit(tmp_path: Path) -> None:

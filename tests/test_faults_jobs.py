@@ -209,16 +209,17 @@ def test_dead_job_is_failed_by_any_reader_then_retry_and_cancel_work(
     r = _cli("cancel", str(b), *ws)
     assert r.exit_code == 0 and f"job {b} is cancelled" in r.output, r.output
     assert _one_line(jobs.get_job(workspace, b).error).startswith("cancelled; the job's process")
+    # `lelp doctor` alone (no job list read first) finds it, with the way out.
+    from core import doctor
+
+    lines = [f.line() for f in doctor.check(workspace.root)]
+    assert any(ln.startswith(f"job: job {a}: the job's process died") for ln in lines), lines
     # ...and `lelp jobs list` (any reader) fails the other one, with the way out.
     r = _cli("list", *ws)
     assert r.exit_code == 0 and "running" not in r.output, r.output
     err = _one_line(jobs.get_job(workspace, a).error)
     assert err.startswith("the job's process died (no heartbeat since ")
     assert err.endswith(f"); retry it with `lelp jobs retry {a}`")
-    from core import doctor  # `lelp doctor` lists it with the same way out
-
-    lines = [f.line() for f in doctor.check(workspace.root)]
-    assert any(ln.startswith(f"job: job {a}: the job's process died") for ln in lines), lines
     r = _cli("retry", str(a), *ws)  # no worker needed; it resumes from its checkpoint
     assert r.exit_code == 0 and "resumes after epoch" in r.output, r.output
     done = jobs.run_job(workspace, a)
@@ -636,3 +637,31 @@ def _no_stray_workers(workspace: Workspace) -> Iterator[None]:
     pid = _lock_pid(workspace.root / "worker.lock")
     if jobs.worker_alive(workspace) and pid and pid != os.getpid():
         os.kill(pid, signal.SIGKILL)
+
+
+def test_distill_page_starts_a_worker_for_jobs_left_queued_by_a_restart(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's worker exits with the app; when the app comes back, queued jobs must not
+    wait for ever: the job list starts a worker and says so."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    jobs.submit(workspace, "sleep", {"steps": 2, "steps_per_epoch": 1, "delay": 0.0})
+    started: list[str] = []
+    monkeypatch.setattr(
+        jobs, "ensure_worker", lambda ws, *a, **k: started.append(str(ws.root)) or True
+    )
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("LELP_WORKSPACE", str(workspace.root))
+    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "1")
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at.session_state["dataset_spec"] = {"source": "digits-bin"}
+    at.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+    at.run()
+    at.switch_page("pages/4_distill.py").run()
+    assert not at.exception, at.exception
+    assert started == [str(workspace.root)]
+    assert any("started one" in c.value for c in at.caption)

@@ -127,14 +127,27 @@ def test_doctor_repair_sets_aside_a_damaged_array_and_keeps_the_rest(made) -> No
     path = ws._array_path(logits)
     path.write_bytes(path.read_bytes()[:64])
     sound = {p.name: p.read_bytes() for p in (ws.root / "arrays").glob("*/*.npy") if p != path}
-    (ws.root / "runs" / ".x.tmp").write_bytes(b"half")
+    import os
+    import time
+
+    old_tmp, fresh_tmp = ws.root / "runs" / ".x.tmp", ws.root / "runs" / ".busy.tmp"
+    old_tmp.write_bytes(b"half")
+    fresh_tmp.write_bytes(b"a writer at work")
+    staged = ws.root / "exports" / ".staging.tmp"  # a killed export's staging folder
+    staged.mkdir(parents=True)
+    (staged / "model.onnx").write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for p in (old_tmp, staged):
+        os.utime(p, (hour_ago, hour_ago))
     kinds = sorted(f.kind for f in doctor.check(ws.root))
-    assert kinds == ["array", "orphan"]
+    assert kinds == ["array", "orphan", "orphan"]  # the fresh temp file is left alone
     done = doctor.repair(ws.root)
     assert any("set aside damaged array" in d for d in done)
     assert any("stored evaluation logits were lost" in d for d in done)
     after = {p.name: p.read_bytes() for p in (ws.root / "arrays").glob("*/*.npy")}
     assert after == sound  # every sound array untouched
+    assert fresh_tmp.is_file() and not old_tmp.exists() and not staged.exists()
+    fresh_tmp.unlink()
     run = Workspace(ws.root).load_run(rec["run_id"])
     assert "eval_logits" not in run["artifacts"] and run["metrics"]["student"]
     assert doctor.check(ws.root) == []
@@ -294,3 +307,44 @@ def test_a_full_disk_during_a_write_is_one_line_and_loses_nothing(made) -> None:
         assert p.read_bytes() == data, f"{p} changed"
     assert not list(ws.root.rglob(".*.tmp"))
     assert [f for f in doctor.check(ws.root) if f.kind != "reference"] == []
+
+
+def test_a_workspace_written_before_this_change_keeps_its_groups_runs_and_rebuilds(
+    tmp_path: Path,
+) -> None:
+    """Rows saved before mirrors existed get their mirror files on first open, so a later
+    repair rebuilds them; lasso groups keyed by the dataset without its selection holdout are
+    found and mapped to the new train rows; its runs still show on the Map."""
+    from core.config import DatasetSpec
+    from core.data import load_dataset
+
+    ws = Workspace(tmp_path / "old")
+    ds = load_dataset(DatasetSpec(source="digits-bin"))
+    before = ds.before_holdout
+    assert before is not None and len(before.splits["train"]) == 1437
+    keep, held = ds.holdout_rows
+    ids = np.array([int(keep[0]), int(held[0]), int(keep[5])])  # one row went to the holdout
+    values = (before.fingerprint(), "old group", ws.put_array(ids), 0.0)
+    with ws.connect() as con:  # as the old code wrote them: no mirror files
+        con.execute("INSERT INTO manual_groups VALUES (?,?,?,?)", values)
+        con.execute("INSERT INTO specs VALUES (?,?,?)", ("old spec", "{}", 0.0))
+        con.execute(
+            "INSERT INTO runs VALUES (?,?,?,?,?,?)",
+            ("old-run", "old", "{}", "{}", json.dumps({"dataset_fp": before.fingerprint()}), 0.0),
+        )
+    (ws.root / "mirror" / ".complete").unlink()
+    groups = pipeline.manual_groups(Workspace(ws.root), ds)  # reopened: mirrors backfilled
+    assert groups["old group"].tolist() == [0, 5]  # new train rows; the held-out one dropped
+    assert (
+        ds.splits["train"].features[5].tolist() == before.splits["train"].features[keep[5]].tolist()
+    )
+    assert before.fingerprint() in pipeline.dataset_fps(ds)
+    db = ws.root / "catalog.sqlite"
+    for p in (db.with_name("catalog.sqlite-wal"), db.with_name("catalog.sqlite-shm")):
+        p.unlink(missing_ok=True)
+    db.write_bytes(b"garbage" * 100)
+    doctor.repair(ws.root)
+    again = Workspace(ws.root)
+    assert [r["run_id"] for r in again.list_runs()] == ["old-run"]
+    assert again.list_specs() == ["old spec"]
+    assert list(again.list_manual_groups(before.fingerprint())) == ["old group"]

@@ -158,8 +158,10 @@ def test_source_table_reads_the_train_table_of_any_path_source(split_folder: Pat
 
 def test_train_file_beside_a_confused_folder_names_the_problem(split_folder: Path) -> None:
     _frame(20).to_csv(split_folder / "test.csv", index=False)  # beside test.parquet
+    ds = _load(split_folder / "train.csv")  # the named file still loads, as it always did
+    assert "was split" in ds.split_note and "2 files for the test split" in ds.split_note
     with pytest.raises(DataError, match=r"2 files for the test split"):
-        _load(split_folder / "train.csv")
+        _load(split_folder)  # the folder itself is ambiguous: refused
 
 
 # -- a single file: split here, and says so in one line -----------------------------------------
