@@ -49,7 +49,7 @@ with st.sidebar:
     st.caption("Change them on the *Data & teacher* page.")
 
 try:
-    app_state.workspace()
+    app_state.workspace().check_catalogue()  # also damage that happens while the app runs
 except WorkspaceError as err:  # said here, where the folder is typed, not on some page below
     st.sidebar.error(str(err))
     if not app_state.offer_repair(err):

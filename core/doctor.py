@@ -197,7 +197,8 @@ def _rebuild_catalogue(root: Path, stamp: str) -> list[str]:
     got = _replay(ws, files, quiet=True)[0]
     return [
         f"set the damaged catalogue aside (quarantine/catalog.sqlite.{stamp}) and rebuilt it "
-        f"from the saved files: {got}; the job list starts empty"
+        f"from the saved files: {got}; the job list (and with it the sweep groupings) and the "
+        "cached 'does distillation pay' answers start empty"
     ]
 
 

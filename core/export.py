@@ -742,22 +742,26 @@ def model_card(info: dict[str, Any], run: dict[str, Any], cfg: RunConfig, head: 
 # -- the folder -------------------------------------------------------------------------------
 
 
+#: Where the folder is chosen, in the CLI and the app (messages name both).
+_WHERE = "--out in the CLI, the Folder field on Compare"
+
+
 def _check_out(out: Path, force: bool) -> None:
     """Refuse a destination that exists and is not empty unless ``force`` and it holds a
     previous export: --force never deletes a folder this module did not write."""
     if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file; pass --out a new or empty folder")
+        raise ExportError(f"{out} is a file; choose a new or empty folder ({_WHERE})")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not force:
         raise ExportError(
-            f"export folder {out} exists and is not empty; pass --out a new folder, or --force "
-            "to replace the export in it"
+            f"export folder {out} exists and is not empty; choose a new folder, or replace the "
+            f"export in it ({_WHERE}; replacing: --force, or Compare's Replace box)"
         )
     if not (out / MARKER).is_file():
         raise ExportError(
             f"export folder {out} holds files that are not a lelp export (no {MARKER}); "
-            "--force only replaces a previous export: pass --out a new folder"
+            f"only a previous export is ever replaced: choose a new folder ({_WHERE})"
         )
 
 

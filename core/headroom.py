@@ -69,14 +69,15 @@ def message(
     advice."""
     head = (
         f"Teacher {v['teacher_accuracy']:.2f}% vs a hard-label {student_kind} student "
-        f"{v['hard_mean']:.2f}% ± {v['hard_std']:.2f} ({v['n_seeds']} seeds) on the selection "
-        f"split ({split}): gap {v['gap']:+.2f} points."
+        f"{v['hard_mean']:.2f}% (std {v['hard_std']:.2f} over {v['n_seeds']} seeds) on the "
+        f"selection split ({split}): gap {v['gap']:+.2f} points."
     )
     if v["pays"]:
         return head + " The teacher is meaningfully better: distillation has room to help."
     return (
         head + " The teacher is not meaningfully better (within about "
-        f"{MEANINGFUL_POINTS:g} point or the seeds' spread of {v['hard_spread']:.2f}): no "
+        f"{MEANINGFUL_POINTS:g} point, or within the seeds' range, max - min = "
+        f"{v['hard_spread']:.2f}): no "
         f"distillation objective can help much here. What would: {teacher}, or more "
         "unlabeled inputs for the teacher to label."
     )

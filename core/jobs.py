@@ -223,15 +223,18 @@ def submit(
 
 def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
     """The cartesian product of ``grid`` (dotted config paths -> values) applied to ``base``,
-    each member validated; the member's name records its grid values."""
+    each member validated; the member's name records its grid values. Points that differ only
+    in a setting their objective ignores (tau for hard labels) are queued once."""
     if not grid:
         raise ConfigError("a sweep needs at least one grid key, e.g. train.seed=0,1,2")
     for key, values in grid.items():
         if not isinstance(values, list | tuple) or not values:
             raise ConfigError(f"grid key {key!r}: give a non-empty list of values, got {values!r}")
+    from core.sweeps import same_student
+
     base_dict = base.model_dump(mode="json")
     base_name = base.name or "sweep"
-    members = []
+    members, seen = [], set()
     for combo in itertools.product(*grid.values()):
         d = json.loads(json.dumps(base_dict))
         label = []
@@ -239,7 +242,10 @@ def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
             set_dotted(d, key, value, what="grid key")
             label.append(f"{key.rsplit('.', 1)[-1]}={value}")
         d["name"] = f"{base_name} " + " ".join(label)
-        members.append(config_from_dict(d, f"sweep member {', '.join(label)}"))
+        key = same_student(d)  # e.g. hard x tau 1, 4: one student, queued once
+        if key not in seen:
+            seen.add(key)
+            members.append(config_from_dict(d, f"sweep member {', '.join(label)}"))
     return members
 
 

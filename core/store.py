@@ -229,6 +229,11 @@ class Workspace:
             "run, spec and teacher-output files (nothing else is changed)"
         )
 
+    def check_catalogue(self) -> None:
+        """Raise the one-line damage message when the catalogue file is no longer sound
+        (reads 16 bytes: cheap enough for every app rerun, where the Workspace is cached)."""
+        self._check_catalogue_file()
+
     def _check_catalogue_file(self) -> None:
         """A zero-byte catalogue beside saved runs or arrays is damage, not a new workspace:
         opening it as new would make every run, spec and group vanish from view."""

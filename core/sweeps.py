@@ -9,6 +9,7 @@ Compare page's sweep view, ``lelp runs`` and the benchmark tables all read this 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -314,3 +315,27 @@ def render(df: pd.DataFrame, fmt: str = "table") -> str:
             index=False, floatfmt=".2f"
         )
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+def distinct_combos(grid: Mapping[str, Sequence[Any]], objective: str) -> list[dict[str, Any]]:
+    """The grid's points that train different students: a setting the objective ignores
+    (tau for hard labels, S and beta for all but lelp) does not make a new job.
+
+    Why: "hard x tau 1, 4" used to queue the same student twice, and the sweep view then
+    folded the copies as extra seeds (n and the spread both wrong)."""
+    seen: set[str] = set()
+    out = []
+    for combo in itertools.product(*grid.values()):
+        point = dict(zip(grid, combo, strict=True))
+        key = repr(sorted(relevant({"train.objective": objective, **point}).items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(point)
+    return out
+
+
+def same_student(cfg: Mapping[str, Any]) -> str:
+    """A key equal for two run configs that train the same student (name and ignored
+    settings left out)."""
+    flat = relevant(flat_config({k: v for k, v in cfg.items() if k != "name"}))
+    return repr(sorted(flat.items()))

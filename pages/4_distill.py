@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import app_state, plots
+from core import app_state, plots, sweeps
 from core.config import (
     OBJECTIVES,
     RunConfig,
@@ -325,10 +325,13 @@ with st.expander("Sweep over a grid", expanded=False):
         st.error(str(err))
         grid = {}
     sweep_base = (sweep_objs or objectives or [None])[0]
-    n_jobs = app_state.sweep_size(grid) if sweep_base else 0
+    n_grid = app_state.sweep_size(grid) if sweep_base else 0
+    n_jobs = len(sweeps.distinct_combos(grid, sweep_base)) if grid and sweep_base else 0
     if grid and sweep_base:
         sizes = " × ".join(f"{len(v)} {k.rsplit('.', 1)[-1]}" for k, v in grid.items())
-        st.markdown(f"This will queue **{n_jobs} jobs** ({sizes}).")
+        same = n_grid - n_jobs
+        dropped = f"; {same} would repeat a student (a setting its objective ignores)" * bool(same)
+        st.markdown(f"This will queue **{n_jobs} jobs** ({sizes}{dropped}).")
         st.caption(f"Same as `lelp jobs sweep CONFIG {app_state.sweep_cli(grid)}`.")
     elif not sweep_base:
         st.caption("Pick an objective (here or above) to sweep.")

@@ -899,7 +899,10 @@ def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkey
     at.text_input(key="sweep_seeds").set_value("0,1").run()
     at.multiselect(key="sweep_objectives").set_value(["kd", "lelp"]).run()
     said = [m.value for m in at.markdown if m.value.startswith("This will queue")]
-    assert said == ["This will queue **16 jobs** (2 objective × 2 n_subclasses × 2 tau × 2 seed)."]
+    assert said == [
+        "This will queue **12 jobs** (2 objective × 2 n_subclasses × 2 tau × 2 seed; 4 would "
+        "repeat a student (a setting its objective ignores))."
+    ]  # kd ignores S: its 2 x S points are one student each
     assert any(
         "--grid train.objective=kd,lelp --grid subclasses.n_subclasses=2,4" in c.value
         for c in at.caption
@@ -912,7 +915,7 @@ def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkey
     assert not at.exception and not at.error, (at.exception, at.error)
     msg = next(s.value for s in at.success if "Queued sweep" in s.value)
     queued = jobs.list_jobs(Workspace(tmp_path), sweep_id=msg.split("`")[1])
-    assert len(queued) == 16 and {j.kind for j in queued} == {"sweep-member"}
+    assert len(queued) == 12 and {j.kind for j in queued} == {"sweep-member"}
     combos = {
         (
             j.config["train"]["objective"],
@@ -922,7 +925,7 @@ def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkey
         )
         for j in queued
     }
-    assert len(combos) == 16
+    assert len(combos) == 12
     assert {j.config["train"]["epochs"] for j in queued} == {4}  # the page's own fields
     assert any(j.name.endswith("objective=kd n_subclasses=2 tau=1.0 seed=0") for j in queued)
     # The fields survive a visit to another page.

@@ -348,3 +348,28 @@ def test_a_workspace_written_before_this_change_keeps_its_groups_runs_and_rebuil
     assert [r["run_id"] for r in again.list_runs()] == ["old-run"]
     assert again.list_specs() == ["old spec"]
     assert list(again.list_manual_groups(before.fingerprint())) == ["old group"]
+
+
+def test_a_catalogue_damaged_while_the_app_runs_gets_the_same_findings(made, monkeypatch) -> None:
+    """The app keeps its Workspace between reruns; a catalogue damaged after that is still
+    caught on the next rerun, with the doctor's findings, not a traceback on some page."""
+    from streamlit.testing.v1 import AppTest
+
+    ws, _ = made
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("LELP_WORKSPACE", str(ws.root))
+    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at.session_state["dataset_spec"] = {"source": "digits-bin"}
+    at.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    db = ws.root / "catalog.sqlite"
+    db.write_bytes(b"not a database" * 100)
+    # A reload in the same server process: the cached Workspace object is reused.
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("catalogue: catalog.sqlite is damaged" in m.value for m in at.markdown)
+    assert any("lelp doctor --repair -w" in m.value for m in at.info)

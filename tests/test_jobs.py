@@ -328,7 +328,7 @@ def test_sweep_expands_grid_into_validated_jobs(workspace: Workspace) -> None:
         "train.seed": [0, 1, 2],
     }
     sweep_id, ids = jobs.submit_sweep(workspace, base, grid)
-    assert len(ids) == 12
+    assert len(ids) == 9  # lelp: 2 S x 3 seeds; kd ignores S: 3 seeds, queued once each
     members = jobs.list_jobs(workspace, sweep_id=sweep_id)
     assert sorted(j.id for j in members) == ids
     combos = {
@@ -339,11 +339,12 @@ def test_sweep_expands_grid_into_validated_jobs(workspace: Workspace) -> None:
         )
         for j in members
     }
-    assert len(combos) == 12
+    assert len(combos) == 9
     assert all(j.kind == "sweep-member" and j.state == "queued" for j in members)
     assert all(j.config["dataset"]["source"] == "digits-bin" for j in members)
     assert all(RunConfig.model_validate(j.config) for j in members)
-    assert any(j.name == "base n_subclasses=4 objective=kd seed=2" for j in members)
+    assert any(j.name == "base n_subclasses=4 objective=lelp seed=2" for j in members)
+    assert not any(j.name == "base n_subclasses=4 objective=kd seed=2" for j in members)
 
 
 @pytest.mark.parametrize(

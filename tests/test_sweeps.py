@@ -133,3 +133,21 @@ def test_lelp_vs_kd_says_beyond_the_noise_within_it_or_not_at_all() -> None:
 def test_new_seeds_skip_the_ones_used() -> None:
     assert sweeps.new_seeds([0, 1, 3], 3) == [2, 4, 5]
     assert sweeps.new_seeds([], 2) == [0, 1]
+
+
+def test_a_setting_the_objective_ignores_does_not_queue_the_same_student_twice() -> None:
+    from core.config import RunConfig
+    from core.jobs import expand_grid
+
+    grid = {"train.objective": ["hard", "kd"], "train.tau": [1.0, 4.0], "train.seed": [0, 1]}
+    assert len(sweeps.distinct_combos(grid, "kd")) == 6  # hard: 2 seeds; kd: 2 tau x 2 seeds
+    members = expand_grid(RunConfig(), grid)
+    assert len(members) == 6
+    assert sorted(
+        (m.train.objective, m.train.seed) for m in members if m.train.objective == "hard"
+    ) == [
+        ("hard", 0),
+        ("hard", 1),
+    ]
+    lelp = {"subclasses.n_subclasses": [2, 4], "train.objective": ["kd", "lelp"]}
+    assert len(sweeps.distinct_combos(lelp, "kd")) == 3  # S means nothing to kd
