@@ -107,3 +107,25 @@ def tiny_digits_config() -> Any:
         student={"kind": "mlp", "hidden": 16},
         train={"epochs": epochs, "device": "cpu", "batch_size": 64},
     )
+
+
+@pytest.fixture
+def app_for(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``app_for(ws_root, digits=False, autostart=False)``: the app (``AppTest``, not yet
+    run) on the workspace ``ws_root``, from the repository root, with the worker autostart
+    off unless asked; ``digits`` starts it on digits-bin (no MiniLM needed)."""
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+
+    def make(ws_root: Any, *, digits: bool = False, autostart: bool = False) -> AppTest:
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("LELP_WORKSPACE", str(ws_root))
+        monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "1" if autostart else "0")
+        at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+        if digits:
+            at.session_state["dataset_spec"] = {"source": "digits-bin"}
+            at.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+        return at
+
+    return make

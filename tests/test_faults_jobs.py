@@ -640,26 +640,16 @@ def _no_stray_workers(workspace: Workspace) -> Iterator[None]:
 
 
 def test_distill_page_starts_a_worker_for_jobs_left_queued_by_a_restart(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, app_for: Any
 ) -> None:
     """The app's worker exits with the app; when the app comes back, queued jobs must not
     wait for ever: the job list starts a worker and says so."""
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
-    root = Path(__file__).resolve().parents[1]
     jobs.submit(workspace, "sleep", {"steps": 2, "steps_per_epoch": 1, "delay": 0.0})
     started: list[str] = []
     monkeypatch.setattr(
         jobs, "ensure_worker", lambda ws, *a, **k: started.append(str(ws.root)) or True
     )
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("LELP_WORKSPACE", str(workspace.root))
-    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "1")
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
-    at.session_state["dataset_spec"] = {"source": "digits-bin"}
-    at.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+    at = app_for(workspace.root, digits=True, autostart=True)
     at.run()
     at.switch_page("pages/4_distill.py").run()
     assert not at.exception, at.exception

@@ -180,19 +180,13 @@ def test_moved_and_copied_workspaces_serve_their_own_files(made, tmp_path: Path)
     assert str(cws.artifact_path(old, "student_dir")).startswith(str(copy))
 
 
-def test_app_shows_the_doctors_findings_and_repairs(made, monkeypatch) -> None:
-    from streamlit.testing.v1 import AppTest
-
+def test_app_shows_the_doctors_findings_and_repairs(made, app_for) -> None:
     ws, rec = made
-    root = Path(__file__).resolve().parents[1]
     db = ws.root / "catalog.sqlite"
     for p in (db.with_name("catalog.sqlite-wal"), db.with_name("catalog.sqlite-shm")):
         p.unlink(missing_ok=True)
     db.write_bytes(b"not a database" * 100)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("LELP_WORKSPACE", str(ws.root))
-    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at = app_for(str(ws.root))
     at.run()
     assert not at.exception, at.exception
     shown = " ".join(e.value for e in at.error)
@@ -217,18 +211,10 @@ def test_upload_keeps_the_users_name_and_a_rejected_upload_is_not_kept(tmp_path:
     assert kept == sorted([good.parent.name, good.name])  # bad.csv and its folder are gone
 
 
-def test_a_file_with_a_content_error_keeps_the_dataset_in_use(tmp_path: Path, monkeypatch) -> None:
-    from streamlit.testing.v1 import AppTest
-
-    root = Path(__file__).resolve().parents[1]
+def test_a_file_with_a_content_error_keeps_the_dataset_in_use(tmp_path: Path, app_for) -> None:
     one_class = tmp_path / "one_class.csv"
     one_class.write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(30)))
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("LELP_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
-    at.session_state["dataset_spec"] = {"source": "digits-bin"}
-    at.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+    at = app_for(str(tmp_path / "ws"), digits=True)
     at.run()
     at.switch_page("pages/1_data.py").run()
     at.radio(key="data_source_type").set_value("File (upload or path)").run()
@@ -241,16 +227,10 @@ def test_a_file_with_a_content_error_keeps_the_dataset_in_use(tmp_path: Path, mo
     assert not at.exception and not at.error, [e.value for e in at.error]
 
 
-def test_compare_offers_no_zip_without_the_student_weights(made, monkeypatch) -> None:
-    from streamlit.testing.v1 import AppTest
-
+def test_compare_offers_no_zip_without_the_student_weights(made, app_for) -> None:
     ws, rec = made
-    root = Path(__file__).resolve().parents[1]
     (ws.artifact_path(rec, "student_dir") / "student.safetensors").unlink()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("LELP_WORKSPACE", str(ws.root))
-    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at = app_for(str(ws.root))
     at.run()
     at.switch_page("pages/5_compare.py").run()
     assert not at.exception, at.exception
@@ -350,25 +330,17 @@ def test_a_workspace_written_before_this_change_keeps_its_groups_runs_and_rebuil
     assert list(again.list_manual_groups(before.fingerprint())) == ["old group"]
 
 
-def test_a_catalogue_damaged_while_the_app_runs_gets_the_same_findings(made, monkeypatch) -> None:
+def test_a_catalogue_damaged_while_the_app_runs_gets_the_same_findings(made, app_for) -> None:
     """The app keeps its Workspace between reruns; a catalogue damaged after that is still
     caught on the next rerun, with the doctor's findings, not a traceback on some page."""
-    from streamlit.testing.v1 import AppTest
-
     ws, _ = made
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("LELP_WORKSPACE", str(ws.root))
-    monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
-    at.session_state["dataset_spec"] = {"source": "digits-bin"}
-    at.session_state["teacher_spec"] = {"kind": "digits-mlp"}
+    at = app_for(str(ws.root), digits=True)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     db = ws.root / "catalog.sqlite"
     db.write_bytes(b"not a database" * 100)
     # A reload in the same server process: the cached Workspace object is reused.
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=240)
+    at = app_for(ws.root)
     at.run()
     assert not at.exception, at.exception
     assert any("catalogue: catalog.sqlite is damaged" in m.value for m in at.markdown)
