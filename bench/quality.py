@@ -1,13 +1,13 @@
 """Quality benchmark (issue 3 item 9): hard labels vs KD vs LELP vs k-means/oracle subclasses.
 
 For each dataset the teacher outputs and the student inputs are made once
-(``core.pipeline.prepare``), each subclass fit is made once per S, and then every student of
-the grid is trained on them (``core.pipeline.train_student``) for several seeds. Results go to
+(``lelp_studio.pipeline.prepare``), each subclass fit is made once per S, and then every student of
+the grid is trained on them (``pipeline.train_student``) for several seeds. Results go to
 ``<out>/quality.json`` (every row, the machine, the wall times) and ``<out>/quality.md`` (a
 table per dataset and the best LELP vs best KD line the acceptance criterion asks for).
 
 Protocol (issue 13): every "best" row is the arg-max of mean accuracy on the selection split
-(``core.data.SELECT``); its test accuracy is reported and never chooses. KD and LELP get grids
+(``data.SELECT``); its test accuracy is reported and never chooses. KD and LELP get grids
 of the same size and are reported both at their default and as best of N.
 
     python bench/quality.py                       # all datasets found, frozen MiniLM teacher
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make ``core`` importable
     sys.path.insert(0, str(REPO))
 
-from core.config import (  # noqa: E402
+from lelp_studio.config import (  # noqa: E402
     DatasetSpec,
     RunConfig,
     StudentSpec,
@@ -42,7 +42,7 @@ from core.config import (  # noqa: E402
     TeacherSpec,
     TrainSpec,
 )
-from core.data import SELECT  # noqa: E402
+from lelp_studio.data import SELECT  # noqa: E402
 
 #: LELP must beat KD by this many accuracy points on amazon_multidomain (issue 3).
 MARGIN = 0.8
@@ -273,9 +273,9 @@ MEAN_DONE = ("accuracy", "agreement")
 
 
 def _fold(records: list[dict[str, Any]]) -> dict[str, float]:
-    """One setting's seeds folded by ``core.sweeps.aggregate`` (selection and test mean and
+    """One setting's seeds folded by ``lelp_studio.sweeps.aggregate`` (selection and test mean and
     std); a single seed has std 0 here, as the tables always showed."""
-    from core.sweeps import aggregate
+    from lelp_studio.sweeps import aggregate
 
     row = aggregate(records, settings=[]).iloc[0]
     keys = ("sel_mean", "sel_std", "test_mean", "test_std", "agreement_mean")
@@ -305,7 +305,7 @@ def run_setting(
     log: Any,
 ) -> dict[str, Any]:
     """Train ``st`` once per seed; return the aggregated row (mean/std and per-seed values)."""
-    from core.pipeline import subclass_targets, train_student
+    from lelp_studio.pipeline import subclass_targets, train_student
 
     spec = st.subclass_spec(latent)
     cfg = base.model_copy(update={"subclasses": spec, "train": st.train_spec(base.train)})
@@ -434,7 +434,7 @@ def distill_gap(teacher_sel: float, hard: dict[str, Any] | None) -> dict[str, An
     pay: not when the teacher is within ~1 point or within the seeds' spread (issue 13)."""
     if hard is None:
         return {}
-    from core.headroom import verdict
+    from lelp_studio.headroom import verdict
 
     v = verdict(teacher_sel, hard.get("sel_values") or [hard["sel_mean"]])  # the app's rule
     return {
@@ -470,7 +470,7 @@ def available(bd: BenchData) -> str | None:
     """None when the dataset can be loaded here, else why it is skipped."""
     if not bd.shared:
         return None
-    from core.data import shared_data_root
+    from lelp_studio.data import shared_data_root
 
     root = shared_data_root()
     name = bd.source.split(":", 1)[1]
@@ -481,7 +481,7 @@ def available(bd: BenchData) -> str | None:
 
 def bench_dataset(bd: BenchData, args: argparse.Namespace, ws: Any, log: Any) -> dict[str, Any]:
     """Teacher once, then every setting; returns the dataset's JSON entry."""
-    from core.pipeline import selection_info
+    from lelp_studio.pipeline import selection_info
 
     t0 = time.perf_counter()
     base = base_config(bd, args.teacher, args.device, args.precision)
@@ -760,8 +760,8 @@ def lelp_rank(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _prepare(base: RunConfig, ws: Any, bd: BenchData) -> tuple[Any, dict[str, Any]]:
     """``prepare`` plus the teacher's scores (eval, selection and train split) for the
     report."""
-    from core import metrics as M
-    from core.pipeline import prepare
+    from lelp_studio import metrics as M
+    from lelp_studio.pipeline import prepare
 
     prep = prepare(base, ws)
     out, ev = prep.out, prep.eval_split
@@ -791,7 +791,7 @@ def bench_methods(
 ) -> dict[str, Any]:
     """Every method of issue 6 on one dataset, same teacher, student, data and seeds
     (``--table amad``: the transformer student and the rows ``amad_settings`` names)."""
-    from core.pipeline import selection_info
+    from lelp_studio.pipeline import selection_info
 
     t0 = time.perf_counter()
     base = base_config(bd, args.teacher, args.device, args.precision)
@@ -953,7 +953,7 @@ def dwt_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def bench_dwt(args: argparse.Namespace, ws: Any, log: Any) -> dict[str, Any]:
     """DWT on digits-bin: a 16-unit digits-MLP teacher, a 3x128 MLP student (larger)."""
-    from core.pipeline import selection_info
+    from lelp_studio.pipeline import selection_info
 
     t0 = time.perf_counter()
     bd = DATASETS["digits-bin"]
@@ -1575,7 +1575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import torch
 
-    from core.store import Workspace
+    from lelp_studio.store import Workspace
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

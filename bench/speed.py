@@ -4,13 +4,13 @@ One run records, side by side and with their ratio:
 
 - extraction of SST-2 sentences with the bundled MiniLM-L6 (``/work/shared/data/sst2``, else
   the text demo): the naive loop (float32, padding to 128 tokens, batch 32, dataset order)
-  against ``core.teachers.extract``'s tuned path, on CPU always (float32 and, where the CPU
+  against ``lelp_studio.teachers.extract``'s tuned path, on CPU always (float32 and, where the CPU
   has native bf16, bf16) and on CUDA when available (plus the model-only figure on
   pre-tokenised batches, the ceiling the tuned path is measured against);
 - LELP on 1,600,000 x 384 synthetic float16 memory-mapped embeddings (two classes, four planted
   latent groups per class): fit, targets for all rows, a beta-only change, peak RSS, each in
   its own process so peaks do not mix, against a naive in-memory float32 version;
-- student training (``core.train.train``) of the reference bag student for one epoch on
+- student training (``lelp_studio.train.train``) of the reference bag student for one epoch on
   synthetic cached token ids: the old per-batch path (the batch width read back from the
   device, token selection by boolean mask) against the new one (widths from CPU-side row
   lengths, no device reads), on CPU always and on CUDA when available; plus tokenising
@@ -69,7 +69,7 @@ def machine_info() -> dict[str, Any]:
     import transformers
 
     from bench.machine import machine_info as base
-    from core.teachers import cpu_has_native_bf16
+    from lelp_studio.teachers import cpu_has_native_bf16
 
     return base() | {
         "cpu_native_bf16": cpu_has_native_bf16(),
@@ -83,7 +83,7 @@ def machine_info() -> dict[str, Any]:
 
 def sst2_folder() -> Path | None:
     """SST-2's folder: ``$LELP_SST2`` (the GPU bundle carries a copy), else the shared data."""
-    from core.data import shared_data_root
+    from lelp_studio.data import shared_data_root
 
     if os.environ.get("LELP_SST2"):
         return Path(os.environ["LELP_SST2"])
@@ -104,7 +104,7 @@ def load_sentences(n: int) -> tuple[list[str], str]:
             if f.is_file():
                 texts += pd.read_csv(f)["text"].astype(str).tolist()
     if not texts:
-        from core.data import load_demo
+        from lelp_studio.data import load_demo
 
         ds = load_demo("text-demo")
         texts = [t for s in ds.splits.values() for t in (s.texts or [])]
@@ -123,7 +123,7 @@ def bench_extraction(device: str, n: int, naive_n: int) -> dict[str, Any]:
     """Naive vs tuned on ``device``; cosine between the two on the rows both embedded."""
     import torch
 
-    from core import teachers
+    from lelp_studio import teachers
 
     encoder, tok = teachers._load_minilm()
     encoder.to(device).eval()
@@ -181,7 +181,7 @@ def bench_feed(n: int, workers: int) -> dict[str, Any]:
 
     What a GPU sees as the feed's ceiling; measurable on any machine.
     """
-    from core import teachers
+    from lelp_studio import teachers
 
     _, tok = teachers._load_minilm()
     texts, source = load_sentences(n)
@@ -209,7 +209,7 @@ def _model_only(
     cache run fastest), timed without tokenising, copies or writing out."""
     import torch
 
-    from core.teachers import _precision_autocast, mean_pool, resolve_precision
+    from lelp_studio.teachers import _precision_autocast, mean_pool, resolve_precision
 
     rows_per_batch = 4096 if device == "cuda" else 64
     enc = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -270,7 +270,7 @@ def lelp_tuned(paths: dict[str, str], S: int) -> dict[str, Any]:
     import torch  # noqa: F401  (the app has it loaded; its import is not part of the fit)
     from sklearn.metrics import adjusted_rand_score
 
-    from core.subclasses import LELPSubclasses, targets_from_coordinates
+    from lelp_studio.subclasses import LELPSubclasses, targets_from_coordinates
 
     H = np.load(paths["H"], mmap_mode="r")
     y, Z, W = (np.load(paths[k]) for k in ("y", "Z", "W"))
@@ -384,9 +384,9 @@ def _train_epoch(rows: dict[str, Any], device: str, batch: int, old: bool) -> di
     """One epoch of the reference bag student (LELP objective, no eval) on ``device``."""
     import torch
 
-    from core import students
-    from core import train as train_mod
-    from core.config import StudentSpec
+    from lelp_studio import students
+    from lelp_studio import train as train_mod
+    from lelp_studio.config import StudentSpec
 
     saved = train_mod._take_rows, students._bag_mean
     if old:  # the per-batch path this change replaced
@@ -437,9 +437,9 @@ def bench_encode(n: int) -> dict[str, Any]:
     ``encode_inputs`` (Rust batch path), max_length 64; the ids must be identical."""
     import torch
 
-    from core import teachers
-    from core.students import encode_inputs
-    from core.types import Split
+    from lelp_studio import teachers
+    from lelp_studio.students import encode_inputs
+    from lelp_studio.types import Split
 
     _, tok = teachers._load_minilm()
     texts, source = load_sentences(n)
@@ -467,7 +467,7 @@ NOTES = [
     "LELP fit is bound by the per-class scatter, n d^2 = 236 G multiply-adds at 1.6M x 384, "
     "run as float32 GEMMs (torch) on 65,536-row blocks; CPU seconds close to wall seconds "
     "mean the run had about one free core of the two (other work on the shared machine).",
-    "tuned = core.teachers.extract with its defaults: precision 'auto', which is bf16 autocast "
+    "tuned = teachers.extract with its defaults: precision 'auto', which is bf16 autocast "
     "on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else float32; tuned_float32 = "
     "the same path forced to float32. model_only = the model alone on pre-tokenised, "
     "length-sorted batches already on the device (the ceiling of the tuned path). Cosines "
@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             _section_into(ex, "cuda", gpu_extraction, keep_going=True)
     if not args.skip_feed:
-        from core.teachers import process_workers
+        from lelp_studio.teachers import process_workers
 
         workers = args.feed_workers or process_workers()
         _section_into(r, "feed", lambda: bench_feed(args.feed_texts, workers))

@@ -65,7 +65,7 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 def core_figures(n: int, repeat: int) -> dict[str, Any]:
     """Seconds for one S change and one beta change, tuned vs naive, at ``n`` points."""
-    from core.subclasses import (
+    from lelp_studio.subclasses import (
         LELPSubclasses,
         assign_from_coordinates,
         class_statistics,
@@ -106,8 +106,8 @@ def page_workspace(n: int, root: Path) -> tuple[dict[str, Any], dict[str, Any], 
     """A dataset file with ``n`` training rows and an arrays teacher for it, in ``root``."""
     import pandas as pd
 
-    from core.config import DatasetSpec, TeacherSpec
-    from core.data import load_dataset
+    from lelp_studio.config import DatasetSpec, TeacherSpec
+    from lelp_studio.data import load_dataset
 
     n_total = int(n / 0.8)
     rng = np.random.default_rng(1)

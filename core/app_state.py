@@ -26,10 +26,10 @@ import numpy as np
 import streamlit as st
 from pydantic import BaseModel
 
-from core.config import ConfigError, DatasetSpec, SubclassSpec, TeacherSpec
-from core.errors import user_errors
-from core.store import Workspace
-from core.types import Dataset, TeacherOutputs
+from .config import ConfigError, DatasetSpec, SubclassSpec, TeacherSpec
+from .errors import user_errors
+from .store import Workspace
+from .types import Dataset, TeacherOutputs
 
 Progress = Callable[[int, int, str], None]
 
@@ -38,7 +38,7 @@ Progress = Callable[[int, int, str], None]
 def minilm_available() -> bool:
     """True when the bundled MiniLM encoder can be loaded offline."""
     try:
-        from core.teachers import minilm_path
+        from .teachers import minilm_path
 
         return os.path.isdir(minilm_path())
     except Exception:  # noqa: BLE001 - any failure means "fall back to digits-bin"
@@ -127,14 +127,14 @@ def workspace_at(root: str) -> Workspace:
 
 
 def workspace() -> Workspace:
-    from core.store import default_root
+    from .store import default_root
 
     return workspace_at(str(st.session_state.get("ws_root") or default_root()))
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)
 def dataset_from_json(ds_json: str) -> Dataset:
-    from core.pipeline import get_dataset
+    from .pipeline import get_dataset
 
     return get_dataset(DatasetSpec.model_validate_json(ds_json))
 
@@ -146,8 +146,8 @@ def dataset() -> Dataset:
 @st.cache_data(show_spinner=False, max_entries=32)
 def teacher_cache_key(ws_root: str, ds_json: str, t_json: str) -> str:
     """The workspace key of (dataset, teacher): computing it does not run the teacher."""
-    from core.pipeline import pooling_name
-    from core.teachers import teacher_fingerprint
+    from .pipeline import pooling_name
+    from .teachers import teacher_fingerprint
 
     ds = dataset_from_json(ds_json)
     t = TeacherSpec.model_validate_json(t_json)
@@ -179,7 +179,7 @@ def teacher(
     except _Miss:
         if not compute:
             return None
-    from core.pipeline import get_teacher_outputs
+    from .pipeline import get_teacher_outputs
 
     _, key2, _ = get_teacher_outputs(
         workspace(), dataset_from_json(ds_json), teacher_spec(), progress=progress
@@ -241,7 +241,7 @@ def split_labels(ds: Dataset, out: TeacherOutputs, split: str, source: str) -> n
 
 def softmax(z: np.ndarray, tau: float = 1.0) -> np.ndarray:
     """Class probabilities ``softmax(z / tau)`` (core.metrics' stable version)."""
-    from core.metrics import softmax as _softmax
+    from .metrics import softmax as _softmax
 
     return _softmax(z, T=tau)
 
@@ -250,7 +250,7 @@ def softmax(z: np.ndarray, tau: float = 1.0) -> np.ndarray:
 def class_stats(ws_root: str, key: str, ds_json: str, class_source: str) -> Any:
     """Per-class means and scatters of the train embeddings: the one pass over H that LELP's
     fit needs, shared by every S / directions / rotation / seed setting."""
-    from core.subclasses import class_statistics
+    from .subclasses import class_statistics
 
     out = _stored_teacher(ws_root, key)
     y = split_labels(dataset_from_json(ds_json), out, "train", class_source)
@@ -272,7 +272,7 @@ def fit_lelp(
 ) -> Any:
     """A fitted LELPSubclasses for one setting; beta/tau are not part of the key, because
     they only change targets, which are recomputed from the cached coordinates."""
-    from core.subclasses import LELPSubclasses
+    from .subclasses import LELPSubclasses
 
     out = _stored_teacher(ws_root, key)
     ds = dataset_from_json(ds_json)
@@ -306,14 +306,14 @@ def targets_from_coordinates(
     """LELP Eq. 5 from precomputed coordinates: softmax(Z/tau)[c] * softmax(z_c/beta)[s].
 
     Core's function, so the app and training agree exactly."""
-    from core.subclasses import targets_from_coordinates as core_fn
+    from .subclasses import targets_from_coordinates as core_fn
 
     return np.asarray(core_fn(coords, Z, tau=tau, beta=beta))
 
 
 def assign_from_coordinates(coords: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     """Global pseudo-subclass id of each row within its own class (core's pure function)."""
-    from core.subclasses import assign_from_coordinates as core_fn
+    from .subclasses import assign_from_coordinates as core_fn
 
     return core_fn(coords, y)
 
@@ -338,7 +338,7 @@ def projection(
     lelp_id: str = "",
 ) -> Any:
     """A fitted 2-D projection of the teacher's train embeddings (see core.maps)."""
-    from core.maps import fit_projection
+    from .maps import fit_projection
 
     out = _stored_teacher(ws_root, key)
     return fit_projection(
@@ -364,7 +364,7 @@ def map_xy(
 ) -> tuple[np.ndarray, tuple[str, str]]:
     """Coordinates of every row of ``split``: from the workspace when stored, else fitted on
     train once and placed with ``transform`` (same coordinates for every split)."""
-    from core.maps import projection_key
+    from .maps import projection_key
 
     ws = workspace()
     params = {"sample": sample, "seed": seed, "split": split}
@@ -436,7 +436,7 @@ def display_texts(ds: Dataset, split: str) -> list[str]:
 
 def hash_key(obj: Any) -> str:
     """A short stable id for a cache-key tuple (used to name stored projections)."""
-    from core.types import hash_arrays
+    from .types import hash_arrays
 
     return hash_arrays(json.dumps(obj, default=str))[:16]
 
@@ -647,7 +647,7 @@ def train_section(objective: str) -> str | None:
 
 def section_model(objective: str) -> type[BaseModel] | None:
     """The pydantic model of an objective's ``TrainSpec`` sub-section, or None."""
-    from core.config import TrainSpec
+    from .config import TrainSpec
 
     f = TrainSpec.model_fields.get(objective.replace("-", "_"))
     ann = None if f is None else f.annotation
@@ -682,7 +682,7 @@ def teacher_neighbours(
 # -- ReAugKD's real retrieval, replayed from a saved run (Compare page) ------------------------
 def has_reaugkd_state(run: dict[str, Any]) -> bool:
     """True when the run saved ReAugKD's learned maps (runs from before that show a fallback)."""
-    from core.pipeline import method_state_path
+    from .pipeline import method_state_path
 
     return method_state_path(workspace(), run) is not None
 
@@ -690,7 +690,7 @@ def has_reaugkd_state(run: dict[str, Any]) -> bool:
 @st.cache_resource(show_spinner="Rebuilding the run's ReAugKD knowledge base…", max_entries=4)
 def reaugkd_model(ws_root: str, run_id: str, state_path: str) -> tuple[Any, Any]:
     """``core.pipeline.load_reaugkd`` once per run (``state_path`` keys the cache to the file)."""
-    from core.pipeline import load_reaugkd
+    from .pipeline import load_reaugkd
 
     ws = workspace_at(ws_root)
     return load_reaugkd(ws, ws.load_run(run_id))
@@ -701,7 +701,7 @@ def reaugkd_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The run's own retrieval for ``rows`` of ``split``: ``(train indices (m, k), cosine
     similarities (m, k))`` of its query ``normalize(B h_s)`` to the keys ``normalize(P h_t)``."""
-    from core import pipeline
+    from . import pipeline
 
     ws = workspace()
     loaded = reaugkd_model(str(ws.root), run["run_id"], str(pipeline.method_state_path(ws, run)))
@@ -710,7 +710,7 @@ def reaugkd_neighbours(
 
 def sweep_runs(ws: Workspace, run_ids: set[str]) -> dict[str, list[str]]:
     """Finished runs grouped by the sweep that queued them: ``{sweep_id: [run_id, ...]}``."""
-    from core.sweeps import sweep_run_ids
+    from .sweeps import sweep_run_ids
 
     return {
         k: [r for r in v if r in run_ids] for k, v in sweep_run_ids(ws).items() if set(v) & run_ids
@@ -720,7 +720,7 @@ def sweep_runs(ws: Workspace, run_ids: set[str]) -> dict[str, list[str]]:
 # -- "does distillation pay here?" (core.headroom) -------------------------------------------
 def selection_caption(ds: Dataset) -> str:
     """Which split chooses, and that test only scores (the Data and Compare pages)."""
-    from core.data import SELECT
+    from .data import SELECT
 
     return (
         f"Selection split: **{SELECT}**, {len(ds.splits[SELECT]):,} rows, "
@@ -733,7 +733,7 @@ def selection_caption(ds: Dataset) -> str:
 def show_headroom(cfg: Any, teacher_key: str, widget_key: str) -> None:
     """The teacher vs a hard-label student of ``cfg``'s kind and budget on the selection
     split: read from the workspace, or computed (3 seeds) on request and cached there."""
-    from core import headroom, pipeline
+    from . import headroom, pipeline
 
     ws = workspace()
     seeds = headroom.DEFAULT_SEEDS
@@ -770,7 +770,7 @@ def show_headroom(cfg: Any, teacher_key: str, widget_key: str) -> None:
 def headroom_config() -> Any:
     """The run the Distill page would queue (student kind and budget as chosen there, or
     their defaults), for the Data page's headroom check."""
-    from core.config import RunConfig, StudentSpec, TrainSpec
+    from .config import RunConfig, StudentSpec, TrainSpec
 
     ss = st.session_state
     kept = ss.get(_KEPT, {})
@@ -798,7 +798,7 @@ def headroom_config() -> Any:
 
 def show_compare_headroom(runs: Sequence[Mapping[str, Any]]) -> None:
     """The headroom of each (teacher, student, budget) among ``runs`` (Compare page)."""
-    from core.config import RunConfig
+    from .config import RunConfig
 
     groups: dict[str, tuple[Any, str, str]] = {}
     for r in runs:
@@ -901,7 +901,7 @@ def setting_text(value: Any) -> str:
 
 def setting_choices(df: Any, column: str) -> dict[str, Any]:
     """``{label: value}`` of a setting column's distinct values, in numeric order."""
-    from core.sweeps import _sort_key
+    from .sweeps import _sort_key
 
     seen: dict[str, Any] = {}
     for v in df[column]:
@@ -952,8 +952,8 @@ def offer_repair(err: Exception) -> bool:
     """For a damaged workspace, show ``lelp doctor``'s findings and how to repair it; False
     when ``err`` is not damage (an unwritable folder, say). The repair stays a command: it
     moves files and must not race the app's own reads."""
-    from core import doctor
-    from core.store import default_root
+    from . import doctor
+    from .store import default_root
 
     root = str(st.session_state.get("ws_root") or default_root())
     if "damaged" not in str(err) and "doctor" not in str(err):
@@ -986,7 +986,7 @@ def cost_records(
 ) -> tuple[dict[str, dict[str, Any] | None], dict[str, float | None]]:
     """Cached costs of the runs' teachers and students by display name (teachers first: one
     per teacher, "teacher" when the runs share one), and each name's test accuracy."""
-    from core import cost
+    from . import cost
 
     keys = [(r.get("artifacts") or {}).get("teacher_key") for r in runs]
     distinct = list(dict.fromkeys(k for k in keys if k))
@@ -1008,7 +1008,7 @@ def cost_records(
 def measure_costs(runs: Sequence[Mapping[str, Any]], *, force: bool = False) -> list[str]:
     """Measure (and cache) the cost of each run's teacher and student; returns one line per
     run that could not be measured, naming the run and why."""
-    from core import cost
+    from . import cost
 
     ws = workspace()
     problems: list[str] = []
@@ -1027,7 +1027,7 @@ def show_compare_cost(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, st
 
     Why on request: timing a transformer teacher takes seconds, and a page must not block
     on it each visit; once measured, the numbers come from the workspace."""
-    from core import cost, plots
+    from . import cost, plots
 
     ws = workspace()
     recs, acc = cost_records(ws, runs, labels)

@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from core.config import RunConfig, dump_config, load_config
-from core.errors import user_errors
+from .config import RunConfig, dump_config, load_config
+from .errors import user_errors
 
 app = typer.Typer(
     name="lelp",
@@ -70,7 +70,7 @@ def _load(config: Path | None, overrides: list[str] | None) -> RunConfig:
 
 
 def _workspace(path: Path | None):  # noqa: ANN202 - Workspace imported lazily for start-up speed
-    from core.store import Workspace
+    from .store import Workspace
 
     return Workspace(path)
 
@@ -97,8 +97,8 @@ def _tqdm_progress() -> Callable[[int, int, str], None]:
 @friendly
 def embed(config: ConfigArg = None, set_: SetOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Compute (or fetch from the cache) the teacher's embeddings, logits and W."""
-    from core import metrics as M
-    from core.pipeline import get_dataset, get_teacher_outputs
+    from . import metrics as M
+    from .pipeline import get_dataset, get_teacher_outputs
 
     cfg = _load(config, set_)
     ws = _workspace(workspace)
@@ -125,14 +125,14 @@ def subclasses(
     """Build pseudo-subclasses and report their sizes and recovery of latent columns."""
     import numpy as np
 
-    from core.pipeline import (
+    from .pipeline import (
         class_labels,
         fit_subclasses,
         get_dataset,
         get_teacher_outputs,
         manual_assignment,
     )
-    from core.subclasses import recovery_scores
+    from .subclasses import recovery_scores
 
     cfg = _load(config, set_)
     ws = _workspace(workspace)
@@ -181,12 +181,12 @@ def distill(
     chose what, and whether the teacher leaves distillation room to help."""
     from tqdm.auto import tqdm
 
-    from core.config import config_from_dict, parse_overrides
-    from core.pipeline import prepare, run_distill
+    from .config import config_from_dict, parse_overrides
+    from .pipeline import prepare, run_distill
 
     ws = _workspace(workspace)
     if spec is not None:
-        from core.config import merge_dicts
+        from .config import merge_dicts
 
         data = merge_dicts(ws.load_spec(spec), parse_overrides(set_ or []))
         cfg = config_from_dict(data, f"spec {spec}")
@@ -203,7 +203,7 @@ def distill(
         loss = f"{info.get('loss', float('nan')):.4f}"
         bar.set_postfix(epoch=info.get("epoch"), loss=loss)
 
-    from core import methods
+    from . import methods
 
     methods.check_run(cfg)  # a run that cannot work is refused before any work
     try:
@@ -231,7 +231,7 @@ def distill(
         f"KL {s['kl']:.4f}  ECE {s['ece']:.4f}  ({split}; KL and ECE at T=1)"
     )
     typer.echo(f"  student saved in {ws.artifact_path(rec, 'student_dir')}")
-    from core import headroom
+    from . import headroom
 
     if headroom_seeds == 0:
         return
@@ -268,7 +268,7 @@ def runs(
 ) -> None:
     """Finished runs aggregated: seeds folded (mean ± std, n), grouped by every setting that
     differs, ranked on the selection split, test shown beside it (Compare's sweep view)."""
-    from core import sweeps
+    from . import sweeps
 
     if metric not in ("accuracy", "agreement"):
         raise typer.BadParameter("choose accuracy or agreement", param_hint="--metric")
@@ -323,7 +323,7 @@ def export(
 ) -> None:
     """Export a run's student with a model card: onnx (onnxruntime) or hf (transformers'
     Auto classes); both output the class log-probabilities the project scores."""
-    from core.export import MARKER, export_run, find_run
+    from .export import MARKER, export_run, find_run
 
     ws = _workspace(workspace)
     folder = export_run(ws, find_run(ws, run_id), fmt, out, force=force)
@@ -348,8 +348,8 @@ def doctor(
 ) -> None:
     """Check a workspace: catalogue, every array's header, size and hash, references,
     student weights, dead jobs, half-written files. Exit status 1 when problems remain."""
-    from core import doctor as dr
-    from core.store import default_root
+    from . import doctor as dr
+    from .store import default_root
 
     root = Path(workspace) if workspace is not None else default_root()
     if not root.is_dir():
@@ -389,7 +389,7 @@ def bench(
 
 def _mount_jobs() -> None:
     try:
-        from core.cli_jobs import jobs_app, worker
+        from .cli_jobs import jobs_app, worker
     except ImportError:  # the jobs module is optional while it is being built
         return
     app.add_typer(jobs_app, name="jobs", help="List, cancel, retry and sweep background jobs.")

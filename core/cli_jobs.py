@@ -1,7 +1,7 @@
 """``lelp jobs ...`` and ``lelp worker``: a thin Typer shell over :mod:`core.jobs`.
 
 ``jobs_app`` is mounted by ``core/cli.py`` as ``lelp jobs`` and :func:`worker` as
-``lelp worker``; ``entry_app`` is what ``python -m core.jobs run|worker`` executes (the
+``lelp worker``; ``entry_app`` is what ``python -m lelp_studio.jobs run|worker`` executes (the
 local worker starts each job process that way).
 """
 
@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from core.config import ConfigError, load_config
+from .config import ConfigError, load_config
 
 jobs_app = typer.Typer(
     help="List, submit, cancel, retry and sweep background jobs.",
@@ -46,8 +46,8 @@ def _friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from core.jobs import JobError
-        from core.store import WorkspaceError
+        from .jobs import JobError
+        from .store import WorkspaceError
 
         try:
             return fn(*args, **kwargs)
@@ -59,7 +59,7 @@ def _friendly(fn: F) -> F:
 
 
 def _ws(path: Path | None) -> Any:
-    from core.store import Workspace
+    from .store import Workspace
 
     return Workspace(path)
 
@@ -127,7 +127,7 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from core.jobs import list_jobs
+    from .jobs import list_jobs
 
     jobs = list_jobs(_ws(workspace), sweep_id=sweep, states=tuple(state) if state else None)
     if not jobs:
@@ -158,7 +158,7 @@ def show_cmd(
     """One job in full: config, progress, metrics history, error and log tail."""
     import dataclasses
 
-    from core.jobs import get_job
+    from .jobs import get_job
 
     job = get_job(_ws(workspace), job_id)
     if as_json:
@@ -193,7 +193,7 @@ def submit_cmd(
     kind: Annotated[str, typer.Option(help="distill, embed or teacher-finetune")] = "distill",
 ) -> None:
     """Queue one job (run by `lelp worker`)."""
-    from core.jobs import submit
+    from .jobs import submit
 
     cfg = load_config(config, set_ or [])
     job_id = submit(_ws(workspace), kind, cfg)
@@ -204,7 +204,7 @@ def submit_cmd(
 @_friendly
 def cancel_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
     """Cancel a job: a queued one now, a running one within a few seconds (metrics stay)."""
-    from core.jobs import request_cancel
+    from .jobs import request_cancel
 
     state = request_cancel(_ws(workspace), job_id)
     if state == "running":
@@ -218,7 +218,7 @@ def cancel_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
 def retry_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
     """Re-queue a failed or cancelled job; it resumes from its last readable checkpoint (a
     damaged one falls back to the previous one or restarts from epoch 1, and says so)."""
-    from core.jobs import resume_point, retry
+    from .jobs import resume_point, retry
 
     ws = _ws(workspace)
     job = retry(ws, job_id)
@@ -245,7 +245,7 @@ def sweep_cmd(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Queue one job per point of a grid (the cartesian product of all --grid keys)."""
-    from core.jobs import submit_sweep
+    from .jobs import submit_sweep
 
     base = load_config(config, set_ or [])
     sweep_id, ids = submit_sweep(_ws(workspace), base, parse_grid(grid or []))
@@ -281,7 +281,7 @@ def worker(
     exits when the app stops; start `lelp worker` yourself to keep jobs running without the
     app.
     """
-    from core.jobs import JobError, LocalWorker, RayExecutor
+    from .jobs import JobError, LocalWorker, RayExecutor
 
     ws = _ws(workspace)
     if executor == "local":
@@ -310,7 +310,7 @@ def run_cmd(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Run one job in this process (what the local worker starts per job)."""
-    from core.jobs import run_job
+    from .jobs import run_job
 
     final = run_job(_ws(workspace), job, hard_cancel=True)
     raise typer.Exit(0 if final.state in ("succeeded", "cancelled") else 1)

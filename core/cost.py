@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.store import Workspace, atomic_write_bytes, safe_name
-from core.types import Dataset, Split
+from .store import Workspace, atomic_write_bytes, safe_name
+from .types import Dataset, Split
 
 __all__ = [
     "BATCHES",
@@ -117,7 +117,7 @@ def _sample_split(dataset: Dataset, split: str) -> tuple[Split, str]:
 def _batches(sub: Split, tokenizer: Any, max_length: int) -> dict[int, list[dict[str, Any]]]:
     """Encoded inputs per batch size: each row alone (padded to its own length) for batch 1,
     all rows together for batch 64, encoded as the project encodes them."""
-    from core.students import encode_inputs
+    from .students import encode_inputs
 
     def rows(ix: Sequence[int]) -> Split:
         return Split(
@@ -199,7 +199,7 @@ def _record(role: str, model: Any, size: int | None, latency: dict, **extra: Any
 
 
 def _run_config(run: Mapping[str, Any]) -> Any:
-    from core.config import RunConfig
+    from .config import RunConfig
 
     return RunConfig.model_validate(run["config"])
 
@@ -222,9 +222,9 @@ def student_cost(
     """
     from safetensors import SafetensorError
 
-    from core.pipeline import METHOD_STATE_FILE, get_dataset
-    from core.students import META_FILE, WEIGHTS_FILE, load_student
-    from core.teachers import load_tokenizer
+    from .pipeline import METHOD_STATE_FILE, get_dataset
+    from .students import META_FILE, WEIGHTS_FILE, load_student
+    from .teachers import load_tokenizer
 
     rid = run.get("run_id", "?")
     sdir = ws.artifact_path(dict(run), "student_dir")
@@ -258,7 +258,7 @@ def _teacher_model(
     import torch
     from torch import nn
 
-    from core import teachers
+    from . import teachers
 
     spec = _run_config(run).teacher
     key = (run.get("artifacts") or {}).get("teacher_key", "")
@@ -317,7 +317,7 @@ def teacher_cost(
     """Measure a run's teacher: for MiniLM the encoder's forward pass plus its linear head,
     for an hf checkpoint the whole classifier, for digits-mlp its MLP; an ``arrays`` teacher
     gets a record without numbers, saying why."""
-    from core.pipeline import get_dataset
+    from .pipeline import get_dataset
 
     cfg = _run_config(run)
     ds = dataset if dataset is not None else get_dataset(cfg.dataset)
@@ -391,7 +391,7 @@ def run_cost(
 ) -> dict[str, dict[str, Any] | None]:
     """The teacher's and the student's cost of ``run``: from the cache, else measured now
     and cached (``force`` measures again). The dataset is loaded at most once."""
-    from core.pipeline import get_dataset
+    from .pipeline import get_dataset
 
     have = {"teacher": None, "student": None} if force else cached_cost(ws, run)
     key = (run.get("artifacts") or {}).get("teacher_key")

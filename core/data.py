@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import DatasetSpec
-from core.store import atomic_write_bytes
-from core.types import Dataset, Split
+from .config import DatasetSpec
+from .store import atomic_write_bytes
+from .types import Dataset, Split
 
 __all__ = [
     "DEMOS",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from core.store import ArrayDamaged, Workspace, WorkspaceError, array_digest
+from .store import ArrayDamaged, Workspace, WorkspaceError, array_digest
 
 #: Catalogue tables rebuilt from mirror files (the jobs table and caches are not mirrored).
 MIRRORED = ("runs", "specs", "manual_groups", "teacher_outputs")
@@ -147,7 +147,7 @@ def _stale_tmp(root: Path) -> list[Path]:
 def _job_findings(ws: Workspace) -> list[Finding]:
     """Jobs whose process died: reading the whole job list settles them as failed
     (``core.jobs``), then the failed ones with that reason are reported."""
-    from core import jobs
+    from . import jobs
 
     found = []
     for job in jobs.list_jobs(ws):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The user-facing error classes (imported lazily: some modules pull in torch)."""
-    from core.config import ConfigError
-    from core.data import DataError
-    from core.store import WorkspaceError
-    from core.subclasses import SubclassError
-    from core.teachers import TeacherError
+    from .config import ConfigError
+    from .data import DataError
+    from .store import WorkspaceError
+    from .subclasses import SubclassError
+    from .teachers import TeacherError
 
     return (ConfigError, DataError, SubclassError, TeacherError, WorkspaceError)

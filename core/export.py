@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.config import RunConfig
-from core.store import Workspace, WorkspaceError
+from .config import RunConfig
+from .store import Workspace, WorkspaceError
 
 FORMATS = ("hf", "onnx")
 #: Written into every export; ``--force`` only ever replaces a folder that holds one.
@@ -118,7 +118,7 @@ def class_head(cfg: RunConfig, meta: dict[str, Any], n_out: int) -> ClassHead:
     """The run's prediction rule for a head of ``n_out`` outputs, or ExportError for an
     objective whose prediction an export cannot carry (ReAugKD retrieves from the teacher's
     knowledge base at inference) or a head that does not fit the objective."""
-    from core import methods
+    from . import methods
 
     objective = cfg.train.objective
     if objective == "lelp":
@@ -178,7 +178,7 @@ class TokenClassifier(nn.Module):
         self.student, self.head = student, head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        from core.students import _masked_mean
+        from .students import _masked_mean
 
         s = self.student
         if getattr(s, "kind", None) == "bag":
@@ -212,7 +212,7 @@ def find_run(ws: Workspace, run_id: str) -> dict[str, Any]:
 def load_run_student(ws: Workspace, run: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """The run's student (CPU, eval mode) and the meta saved with it; ExportError when its
     folder, weights or JSON are missing or damaged (never a traceback from safetensors)."""
-    from core.students import META_FILE, WEIGHTS_FILE, load_student
+    from .students import META_FILE, WEIGHTS_FILE, load_student
 
     rid = run.get("run_id", "?")
     where = ws.artifact_path(run, "student_dir")
@@ -532,7 +532,7 @@ def _measured_cost(ws: Workspace, run: dict[str, Any]) -> dict[str, Any] | None:
     """Latency ``core.cost`` cached for this run (Compare's Cost section), or None. Read
     only: timing is the Compare page's and bench/latency.py's job, not an export's."""
     try:
-        from core.cost import cached_cost
+        from .cost import cached_cost
 
         have = cached_cost(ws, run)
     except Exception:  # a missing or unreadable cache just means "not measured"
@@ -779,8 +779,8 @@ def _publish(tmp: Path, out: Path) -> None:
 def _labels(cfg: RunConfig, n_classes: int) -> tuple[list[str], str]:
     """The dataset's class names (loaded from the run's source), or ``LABEL_i`` with a note
     when the source cannot be read any more."""
-    from core.data import DataError
-    from core.pipeline import get_dataset
+    from .data import DataError
+    from .pipeline import get_dataset
 
     try:
         names = [str(x) for x in get_dataset(cfg.dataset).label_names]
@@ -806,7 +806,7 @@ def export_run(
     :class:`ExportError` for an unknown format, a run without usable weights, an hf export
     of a non-transformer student, or an occupied destination.
     """
-    from core.students import WEIGHTS_FILE, unwrap
+    from .students import WEIGHTS_FILE, unwrap
 
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of: {', '.join(FORMATS)}")
@@ -894,7 +894,7 @@ def export_run(
 def _save_tokenizer(cfg: RunConfig, out: Path) -> list[str]:
     """The teacher's tokenizer (the student's token ids), truncating at the student's
     ``max_length`` by default, as lelp-studio encoded its inputs."""
-    from core.teachers import load_tokenizer
+    from .teachers import load_tokenizer
 
     tok = load_tokenizer(cfg.teacher)
     if tok is None:  # pragma: no cover - prepare() refuses text students without one

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from core import metrics as M
-from core.config import RunConfig
-from core.data import SELECT
-from core.store import Workspace
-from core.types import hash_arrays
+from . import metrics as M
+from .config import RunConfig
+from .data import SELECT
+from .store import Workspace
+from .types import hash_arrays
 
 #: Below this many accuracy points of teacher-over-student gap, distillation has little room.
 MEANINGFUL_POINTS = 1.0
@@ -119,7 +119,7 @@ def compute_headroom(
     """The teacher-vs-hard-label verdict for ``cfg``'s dataset, teacher and student, from
     the workspace cache or by training one hard-label student per seed on ``prep``
     (``core.pipeline.prepare``'s result). ``on_seed(i, n)`` reports progress."""
-    from core.pipeline import selection_info, train_student
+    from .pipeline import selection_info, train_student
 
     key = headroom_key(prep.teacher_key, cfg, seeds)
     cached = cached_headroom(ws, key)

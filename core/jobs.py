@@ -18,7 +18,7 @@ its own short transactions (litequeue's shape, see STYLE.md):
   can be retried or cancelled without a worker running.
 
 Executors: :class:`LocalWorker` (the default, nothing to install) runs each job in its own
-``python -m core.jobs run`` process, one per GPU and ``max_cpu_jobs`` on CPU;
+``python -m lelp_studio.jobs run`` process, one per GPU and ``max_cpu_jobs`` on CPU;
 :class:`RayExecutor` sends the same ``run_job`` to a Ray cluster. Job processes are started in
 their own session: stopping or killing the worker does not kill running jobs, which finish and
 record their result themselves (a new worker leaves them alone while their heartbeat is fresh).
@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, RunConfig, config_from_dict, set_dotted
-from core.store import Workspace, atomic_write_bytes
+from .config import ConfigError, RunConfig, config_from_dict, set_dotted
+from .store import Workspace, atomic_write_bytes
 
 KINDS = ("distill", "sweep-member", "embed", "teacher-finetune", "sleep")
 """Job kinds. ``sleep`` is a dependency-free stand-in used by tests and smoke checks."""
@@ -230,7 +230,7 @@ def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
     for key, values in grid.items():
         if not isinstance(values, list | tuple) or not values:
             raise ConfigError(f"grid key {key!r}: give a non-empty list of values, got {values!r}")
-    from core.sweeps import same_student
+    from .sweeps import same_student
 
     base_dict = base.model_dump(mode="json")
     base_name = base.name or "sweep"
@@ -331,13 +331,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _job_process_starting(ws: Workspace, job_id: int) -> bool:
-    """Whether a ``python -m core.jobs run`` process for this job exists on this host: its
+    """Whether a ``python -m lelp_studio.jobs run`` process for this job exists on this host: its
     worker may have died after starting it and before it recorded its pid. True where
     ``/proc`` cannot tell (then only a worker's ``recover_stale`` fails such a job)."""
     proc = Path("/proc")
     if not (proc / "self" / "cmdline").exists():
         return True
-    want = ["core.jobs", "run", "--workspace", str(ws.root.resolve()), "--job", str(job_id)]
+    want = ["lelp_studio.jobs", "run", "--workspace", str(ws.root.resolve()), "--job", str(job_id)]
     for d in proc.iterdir():
         if not d.name.isdigit():
             continue
@@ -786,7 +786,7 @@ def _run_config_kind(
     ws: Workspace, job: Job, on_step: Callable, ckpt: Path, resume: bool, progress: Callable
 ) -> dict[str, Any]:
     """distill / sweep-member: the same ``pipeline.run_distill`` the CLI and the app call."""
-    from core import pipeline
+    from . import pipeline
 
     cfg = config_from_dict(_effective_config(job), f"job {job.id}")
     return pipeline.run_distill(
@@ -805,7 +805,7 @@ def _run_embed(
 ) -> dict[str, Any]:
     """embed / teacher-finetune: compute (or fetch) the teacher outputs into the cache; a
     finetune teacher (``teacher.mode: finetune``) is trained on the way."""
-    from core import pipeline
+    from . import pipeline
 
     cfg = config_from_dict(_effective_config(job), f"job {job.id}")
     dataset = pipeline.get_dataset(cfg.dataset)
@@ -925,7 +925,7 @@ def run_job(
 ) -> Job:
     """Execute one job in this process and record its outcome; returns the final row.
 
-    A queued job is claimed first (so ``python -m core.jobs run --job N`` works alone). The
+    A queued job is claimed first (so ``python -m lelp_studio.jobs run --job N`` works alone). The
     ``on_step`` callback writes progress at most every ``throttle`` s and always at an
     evaluation (then also a metrics row and a log line), and returns True once a cancel was
     requested. A CUDA out-of-memory error retries once with half the batch size (recorded in
@@ -1295,7 +1295,7 @@ class LocalWorker(_PollingExecutor):
                 [
                     sys.executable,
                     "-m",
-                    "core.jobs",
+                    "lelp_studio.jobs",
                     "run",
                     "--workspace",
                     str(self.ws.root.resolve()),
@@ -1390,7 +1390,7 @@ def ensure_worker(ws: Workspace, wait: float = 15.0, *, outlive_caller: bool = F
                 [
                     sys.executable,
                     "-m",
-                    "core.jobs",
+                    "lelp_studio.jobs",
                     "worker",
                     "--workspace",
                     str(ws.root.resolve()),
@@ -1602,6 +1602,6 @@ class RayExecutor(_PollingExecutor):
 
 
 if __name__ == "__main__":
-    from core.cli_jobs import entry_app
+    from .cli_jobs import entry_app
 
     entry_app()

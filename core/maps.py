@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.types import hash_arrays
+from .types import hash_arrays
 
 Method = Literal["pca", "umap", "lelp"]
 METHODS: tuple[str, ...] = ("pca", "umap", "lelp")

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import losses
-from core.config import ConfigError, TrainSpec
+from . import losses
+from .config import ConfigError, TrainSpec
 
 METHOD_DOCS: dict[str, str] = {
     "fitnet": (
@@ -1014,7 +1014,7 @@ class AMAD(Method):
         self.info_ = {"amad_teacher_heads": heads, "amad_teacher_layer": layer}
 
     def init_student(self, student: nn.Module) -> None:
-        from core.students import unwrap
+        from .students import unwrap
 
         bert = getattr(unwrap(student), "bert", None)
         if bert is None:
@@ -1057,7 +1057,7 @@ def predict_embeddings(
     """The student's penultimate embeddings (n, h) on CPU: eval mode, batched, on the device
     of its parameters; its train/eval mode is kept. (Full-width token batches: the students'
     masked pooling makes padding harmless.)"""
-    from core.students import unwrap
+    from .students import unwrap
 
     core = unwrap(student)
     device = next(core.parameters()).device
@@ -1081,7 +1081,7 @@ def predict_with_method(
     retrieval), and timings: ``predict_s`` (student forward) and, for retrieval,
     ``retrieval_s`` and ``retrieval_overhead_pct`` = 100 * retrieval_s / predict_s (the
     embedding pass is not counted: a deployed student gets it with its forward)."""
-    from core.train import predict
+    from .train import predict
 
     t0 = time.perf_counter()
     raw = predict(student, inputs, batch_size=batch_size)
@@ -1169,7 +1169,7 @@ def fit_for_run(
     digits-mlp teacher's layers (``digits_teacher_layers``); other teachers cannot be
     remapped yet and get a ConfigError naming the fix.
     """
-    from core.students import unwrap
+    from .students import unwrap
 
     tr, ev = dataset.splits["train"], dataset.splits[eval_split]
     teacher = TeacherData(
@@ -1201,7 +1201,7 @@ def fit_for_run(
         check_run(cfg)
         if train_inputs is None or "input_ids" not in train_inputs:
             raise ConfigError("amad needs a text dataset (token ids for teacher and student)")
-        from core.teachers import load_teacher_encoder, pick_device
+        from .teachers import load_teacher_encoder, pick_device
 
         if teacher_model is None:
             teacher_model = load_teacher_encoder(cfg.teacher, encoder_dir)

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from core import metrics as M
-from core.config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSpec
-from core.data import SELECT
-from core.store import Workspace, atomic_path
-from core.types import Dataset, TeacherOutputs
+from . import metrics as M
+from .config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSpec
+from .data import SELECT
+from .store import Workspace, atomic_path
+from .types import Dataset, TeacherOutputs
 
 ProgressFn = Callable[[int, int, str], None]
 OnStep = Callable[[dict[str, Any]], "bool | None"]
@@ -29,7 +29,7 @@ OnStep = Callable[[dict[str, Any]], "bool | None"]
 
 def get_dataset(spec: DatasetSpec) -> Dataset:
     """Load and validate the dataset a config names (raises ``core.data.DataError``)."""
-    from core.data import load_dataset
+    from .data import load_dataset
 
     return load_dataset(spec)
 
@@ -50,7 +50,7 @@ def get_teacher_outputs(
     fingerprint, pooling), so a second request for the same pair never recomputes. A
     fine-tuned MiniLM's encoder is kept in ``ws.encoder_dir(key)`` (``Prepared.encoder_dir``).
     """
-    from core.teachers import compute_teacher_outputs, teacher_fingerprint
+    from .teachers import compute_teacher_outputs, teacher_fingerprint
 
     dfp, tfp, pooling = dataset.fingerprint(), teacher_fingerprint(spec), pooling_name(spec)
     key = ws.teacher_key(dfp, tfp, pooling)
@@ -136,7 +136,7 @@ def fit_subclasses(
     manual: np.ndarray | None = None,
 ) -> Any:
     """Fit the pseudo-subclass builder a spec describes on the training split."""
-    from core.subclasses import make_subclasser
+    from .subclasses import make_subclasser
 
     train = dataset.splits["train"]
     latent = None
@@ -224,8 +224,8 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
     """Load the dataset, get the teacher outputs (cached) and encode the student inputs."""
     import torch
 
-    from core.students import encode_inputs
-    from core.teachers import load_teacher_encoder, load_tokenizer
+    from .students import encode_inputs
+    from .teachers import load_teacher_encoder, load_tokenizer
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -332,7 +332,7 @@ def subclass_targets(
     targets = sub.targets(H_train, np.asarray(out.Z["train"]), tau=tau, **kw)
     recovery: dict[str, Any] = {}
     if dataset.latent_columns:
-        from core.subclasses import recovery_scores
+        from .subclasses import recovery_scores
 
         train_split = dataset.splits["train"]
         y_cls = class_labels(spec, out, dataset, "train")
@@ -359,9 +359,9 @@ def train_student(
     """
     import torch
 
-    from core import methods
-    from core.students import build_student
-    from core.train import TrainConfig, TrainData, class_logits, predict, train
+    from . import methods
+    from .students import build_student
+    from .train import TrainConfig, TrainData, class_logits, predict, train
 
     t0 = time.perf_counter()
     _check_same_inputs(prep, cfg)
@@ -478,8 +478,8 @@ def run_distill(
     scores on the evaluation split, training history, wall time) and ``artifacts`` (student
     folder, stored logits).
     """
-    from core import methods
-    from core.students import save_student
+    from . import methods
+    from .students import save_student
 
     methods.check_run(cfg)  # before any work: a run that cannot work is refused first
     t0 = time.perf_counter()
@@ -589,8 +589,8 @@ def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, Any]:
     the knowledge base (keys ``normalize(P h_t)``, soft labels) from the CACHED teacher outputs
     of the run's ``teacher_key``, so the retrieval equals the one the run made.
     """
-    from core import methods
-    from core.students import load_student, unwrap
+    from . import methods
+    from .students import load_student, unwrap
 
     cfg = RunConfig.model_validate(run["config"])
     rid = run.get("run_id", "?")
@@ -640,10 +640,10 @@ def reaugkd_neighbours(
     cosine similarities (m, k))``, nearest first, from ``method.neighbours`` on the student's
     embeddings of those rows. ``dataset``/``loaded`` (``load_reaugkd``'s result) skip
     reloading them; ``k`` defaults to the run's ``train.reaugkd.k``."""
-    from core import methods
-    from core.students import encode_inputs
-    from core.teachers import load_tokenizer
-    from core.types import Split
+    from . import methods
+    from .students import encode_inputs
+    from .teachers import load_tokenizer
+    from .types import Split
 
     cfg = RunConfig.model_validate(run["config"])
     student, method = loaded if loaded is not None else load_reaugkd(ws, run)

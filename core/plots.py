@@ -772,7 +772,7 @@ def cost_pareto(
     ``colors`` (``run_colors``) keeps a run's colour; ``params`` adds parameters on hover.
     Models without a latency or an accuracy are left out.
     """
-    from core.cost import pareto_front
+    from .cost import pareto_front
 
     n = len(names)
     if len(latency_ms) != n or len(accuracy) != n or (params is not None and len(params) != n):

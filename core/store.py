@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from core.types import TeacherOutputs, hash_arrays
+from .types import TeacherOutputs, hash_arrays
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS teacher_outputs (

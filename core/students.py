@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from core.config import StudentSpec
-from core.store import atomic_path, atomic_write_bytes
-from core.types import Split
+from .config import StudentSpec
+from .store import atomic_path, atomic_write_bytes
+from .types import Split
 
 WEIGHTS_FILE = "student.safetensors"
 META_FILE = "student.json"
@@ -360,7 +360,7 @@ _ENCODE_CHUNK = 16_384
 def _encode_texts(texts: list[str], tokenizer: Any, max_length: int) -> dict[str, Tensor]:
     """Tokenise in chunks (each padded to its own longest text), then lay the chunks into one
     (n, L) array padded with the tokenizer's pad id on its padding side, L the longest."""
-    from core.teachers import _BatchEncoder
+    from .teachers import _BatchEncoder
 
     encode = _BatchEncoder(tokenizer, max_length, torch.device("cpu"), pin=False)
     chunks = [encode(texts[i : i + _ENCODE_CHUNK]) for i in range(0, len(texts), _ENCODE_CHUNK)]

@@ -29,7 +29,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
-from core.config import SubclassSpec
+from .config import SubclassSpec
 
 __all__ = [
     "ClusterSubclasses",

@@ -210,7 +210,7 @@ def _pm(mean: float, std: float) -> str:
 def sweep_run_ids(ws: Any, sweep_id: str | None = None) -> dict[str, list[str]]:
     """Finished runs grouped by the sweep that queued them, ``{sweep_id: [run_id, ...]}``
     (one sweep when ``sweep_id`` is given)."""
-    from core import jobs
+    from . import jobs
 
     have = {r["run_id"] for r in ws.list_runs()}
     out: dict[str, list[str]] = {}

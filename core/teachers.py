@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import TeacherSpec
-from core.types import Dataset, TeacherOutputs, hash_arrays
+from .config import TeacherSpec
+from .types import Dataset, TeacherOutputs, hash_arrays
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

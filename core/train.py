@@ -28,12 +28,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from core import losses
-from core.store import atomic_path, atomic_write_bytes
-from core.students import unwrap
+from . import losses
+from .store import atomic_path, atomic_write_bytes
+from .students import unwrap
 
 if TYPE_CHECKING:
-    from core.methods import Method
+    from .methods import Method
 
 OnStep = Callable[[dict[str, Any]], "bool | None"]
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import app_state, plots
-from core.config import DatasetSpec, TeacherSpec
-from core.data import DEMOS, guess_columns, read_table, shared_data_root, store_upload
+from lelp_studio import app_state, plots
+from lelp_studio.config import DatasetSpec, TeacherSpec
+from lelp_studio.data import DEMOS, guess_columns, read_table, shared_data_root, store_upload
 
 app_state.init_session()
 ss = st.session_state
@@ -252,7 +252,7 @@ with right:
             or None
         )
     if kind in ("minilm", "hf"):
-        from core.teachers import pick_device, resolve_precision
+        from lelp_studio.teachers import pick_device, resolve_precision
 
         here = resolve_precision("auto", pick_device())
         fields["precision"] = st.radio(

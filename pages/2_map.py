@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import app_state, pipeline, plots
-from core.maps import stratified_sample
+from lelp_studio import app_state, pipeline, plots
+from lelp_studio.maps import stratified_sample
 
 app_state.init_session()
 ss = st.session_state

@@ -2,7 +2,7 @@
 
 Speed: the LELP fit and its coordinates are cached per (teacher key, S, directions,
 null_space, rotate, seed, standardize, class source); moving beta or tau only recomputes the
-targets from the cached coordinates (core.subclasses.targets_from_coordinates).
+targets from the cached coordinates (lelp_studio.subclasses.targets_from_coordinates).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import app_state, plots
-from core.config import RunConfig, SubclassSpec, TrainSpec, dump_config
-from core.pipeline import manual_assignment
-from core.subclasses import recovery_scores, target_entropy
+from lelp_studio import app_state, plots
+from lelp_studio.config import RunConfig, SubclassSpec, TrainSpec, dump_config
+from lelp_studio.pipeline import manual_assignment
+from lelp_studio.subclasses import recovery_scores, target_entropy
 
 app_state.init_session()
 ss = st.session_state
@@ -203,7 +203,7 @@ with main:
         )
 
     xy, titles = app_state.map_xy(key, "train", "pca", 50_000)
-    from core.maps import stratified_sample
+    from lelp_studio.maps import stratified_sample
 
     idx = stratified_sample(y, 50_000, 0)
     fig = plots.embedding_scatter(
@@ -290,7 +290,7 @@ def _baseline_assign(
 ) -> tuple[np.ndarray, list[str]]:
     """A baseline's pseudo-subclass per training row, and the name of each (``negative/2``,
     ``positive/electronics blob``, ``negative/books``) as the LELP rows are named."""
-    from core.subclasses import ClusterSubclasses, LatentSubclasses, ManualSubclasses
+    from lelp_studio.subclasses import ClusterSubclasses, LatentSubclasses, ManualSubclasses
 
     d = app_state.dataset_from_json(ds_json)
     H = app_state.float_H(ws_root, tkey, "train")

@@ -1,6 +1,6 @@
 """Distill: choose a student and objective(s), queue runs as background jobs, watch them.
 
-Runs go through core.jobs (submit + ensure_worker), so they outlive a page rerun or an app
+Runs go through lelp_studio.jobs (submit + ensure_worker), so they outlive a page rerun or an app
 restart; the job list is a fragment that re-reads the jobs table every 2 seconds.
 ``LELP_APP_AUTOSTART_WORKER=0`` stops the page from starting a local worker (tests, or when a
 worker is run by hand with ``lelp jobs worker``).
@@ -13,8 +13,8 @@ from typing import Any
 
 import streamlit as st
 
-from core import app_state, plots, sweeps
-from core.config import (
+from lelp_studio import app_state, plots, sweeps
+from lelp_studio.config import (
     OBJECTIVES,
     RunConfig,
     StudentSpec,
@@ -22,7 +22,7 @@ from core.config import (
     TrainSpec,
     config_from_dict,
 )
-from core.methods import METHOD_DOCS, check_run
+from lelp_studio.methods import METHOD_DOCS, check_run
 
 app_state.init_session()
 ss = st.session_state
@@ -30,7 +30,7 @@ ERRORS = (*app_state.user_errors(), ValueError)
 CURRENT = "(current Subspaces setting)"
 MANUAL = "(manual groups saved on the map)"
 # The three objectives core/train.py handles itself; the others document themselves in
-# core.methods.METHOD_DOCS.
+# lelp_studio.methods.METHOD_DOCS.
 BASE_DOCS = {
     "hard": "Hard labels: cross-entropy on the ground-truth classes only; the baseline every "
     "distillation method must beat.",
@@ -53,8 +53,8 @@ st.caption(
 )
 ws = app_state.workspace()
 try:
-    from core import jobs
-except ImportError:  # pragma: no cover - only while core.jobs is missing
+    from lelp_studio import jobs
+except ImportError:  # pragma: no cover - only while lelp_studio.jobs is missing
     jobs = None  # type: ignore[assignment]
 
 try:
@@ -252,7 +252,7 @@ if st.button(
 ):
     try:
         if jobs is None:
-            raise RuntimeError("core.jobs is not available; run `lelp distill` from a shell")
+            raise RuntimeError("lelp_studio.jobs is not available; run `lelp distill` from a shell")
         ids, twins = [], []
         for cfg in _configs():
             twin = jobs.active_twin(ws, "distill", cfg)
@@ -345,7 +345,7 @@ with st.expander("Sweep over a grid", expanded=False):
     ):
         try:
             if jobs is None:
-                raise RuntimeError("core.jobs is not available; run `lelp jobs sweep`")
+                raise RuntimeError("lelp_studio.jobs is not available; run `lelp jobs sweep`")
             params = {}
             for o in dict.fromkeys([*objectives, *grid_objs]):
                 sec = app_state.train_section(o)

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import app_state, plots, sweeps
-from core import metrics as M
-from core.config import DatasetSpec, RunConfig
+from lelp_studio import app_state, plots, sweeps
+from lelp_studio import metrics as M
+from lelp_studio.config import DatasetSpec, RunConfig
 
 app_state.init_session()
 ss = st.session_state
@@ -229,7 +229,7 @@ def sweep_view(records: list[dict[str, Any]]) -> None:
             key="cmp_sweep_requeue",
             help=f"One job per new seed ({', '.join(map(str, seeds))}), as one sweep.",
         ):
-            from core import jobs
+            from lelp_studio import jobs
 
             try:
                 cfg = RunConfig.model_validate({**best_cfg, "name": f"{label_best} (best)"})
@@ -644,7 +644,7 @@ if not missing:
         mime="application/zip",
         key="cmp_download",
         help="The student's safetensors weights and its JSON config; load with "
-        "core.students.load_student.",
+        "lelp_studio.students.load_student.",
     )
 else:  # never a zip without the weights
     st.warning(
@@ -652,7 +652,7 @@ else:  # never a zip without the weights
         "`lelp doctor` lists every run in this state."
     )
 
-# -- export: a folder other tools load (core.export, the same as `lelp export`) -------------
+# -- export: a folder other tools load (lelp_studio.export, the same as `lelp export`) -------------
 st.subheader("Export the student")
 kind = by_id[focus]["config"].get("student", {}).get("kind")
 formats = ["onnx", "hf"] if kind == "transformer" else ["onnx"]
@@ -688,7 +688,7 @@ if st.button(
     try:
         if not out_dir:
             raise ValueError("no export folder given; type the folder to write the export to")
-        from core.export import export_run
+        from lelp_studio.export import export_run
 
         where = export_run(ws, by_id[focus], fmt, Path(out_dir).expanduser(), force)
     except (*ERRORS, ImportError, OSError) as err:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.data import dataset_from_frame, load_demo
-from core.types import Dataset
+from lelp_studio.data import dataset_from_frame, load_demo
+from lelp_studio.types import Dataset
 
 _TOPIC_WORDS = {
     "food": ["pasta", "soup", "burger", "salad", "curry"],
@@ -81,7 +81,7 @@ def digits_dataset() -> Dataset:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Any:
-    from core.store import Workspace  # lazy: core.store is written in parallel
+    from lelp_studio.store import Workspace  # lazy: lelp_studio.store is written in parallel
 
     return Workspace(tmp_path)
 
@@ -90,7 +90,7 @@ def workspace(tmp_path: Path) -> Any:
 def shared_workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One workspace for the whole session, so the MiniLM embeddings of the text demo are
     computed once (about 30 s on a 2-core CPU) and every later request is a cache hit."""
-    from core.store import Workspace
+    from lelp_studio.store import Workspace
 
     return Workspace(tmp_path_factory.mktemp("shared_workspace"))
 
@@ -98,7 +98,7 @@ def shared_workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 def tiny_digits_config() -> Any:
     """A factory of seconds-long digits-bin LELP run configs on CPU (jobs and executors)."""
-    from core.config import RunConfig
+    from lelp_studio.config import RunConfig
 
     return lambda epochs=2: RunConfig(
         dataset={"source": "digits-bin"},

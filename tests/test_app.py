@@ -79,7 +79,7 @@ def test_data_page_precision_choice_reaches_the_teacher_spec(at: AppTest):
     _open(at, "1_data.py")
     if at.session_state["teacher_spec"]["kind"] != "minilm":
         pytest.skip("the default teacher is not MiniLM here")
-    from core.teachers import pick_device, resolve_precision
+    from lelp_studio.teachers import pick_device, resolve_precision
 
     here = resolve_precision("auto", pick_device())
     radio = at.radio(key="data_teacher_precision")
@@ -155,7 +155,7 @@ def test_distill_queue_adds_a_job(at: AppTest):
 
 @pytest.fixture(scope="session")
 def digits_run(app_ws: Path) -> dict:
-    from core.config import (
+    from lelp_studio.config import (
         DatasetSpec,
         RunConfig,
         StudentSpec,
@@ -163,8 +163,8 @@ def digits_run(app_ws: Path) -> dict:
         TeacherSpec,
         TrainSpec,
     )
-    from core.pipeline import run_distill
-    from core.store import Workspace
+    from lelp_studio.pipeline import run_distill
+    from lelp_studio.store import Workspace
 
     cfg = RunConfig(
         name="digits tiny lelp",
@@ -208,14 +208,14 @@ def at_digits(app_ws: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
 
 
 def test_distill_lists_every_objective(at_digits: AppTest):
-    from core.config import OBJECTIVES
+    from lelp_studio.config import OBJECTIVES
 
     _open(at_digits, "4_distill.py")
     assert list(at_digits.multiselect(key="distill_objectives").options) == list(OBJECTIVES)
 
 
 def test_distill_reaugkd_shows_its_parameters_and_citation(at_digits: AppTest):
-    from core.config import ReAugKDSpec
+    from lelp_studio.config import ReAugKDSpec
 
     _open(at_digits, "4_distill.py")
     assert "distill_reaugkd_k" not in at_digits.session_state  # not drawn before selection
@@ -233,9 +233,9 @@ def test_distill_reaugkd_shows_its_parameters_and_citation(at_digits: AppTest):
 
 
 def test_distill_queues_fitnet_with_its_parameters(at_digits: AppTest, app_ws: Path):
-    from core import jobs
-    from core.config import RunConfig
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.config import RunConfig
+    from lelp_studio.store import Workspace
 
     _open(at_digits, "4_distill.py")
     at_digits.multiselect(key="distill_objectives").set_value(["fitnet"]).run()
@@ -256,8 +256,8 @@ def test_distill_queues_fitnet_with_its_parameters(at_digits: AppTest, app_ws: P
 
 def test_distill_refuses_amad_for_an_mlp_student_before_queueing(at_digits: AppTest, app_ws: Path):
     """A combination that cannot run is named on the page; nothing is queued."""
-    from core import jobs
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
 
     before = len(jobs.list_jobs(Workspace(app_ws)))
     _open(at_digits, "4_distill.py")
@@ -270,9 +270,9 @@ def test_distill_refuses_amad_for_an_mlp_student_before_queueing(at_digits: AppT
 
 
 def test_distill_queues_a_run_on_the_manual_groups(at_digits: AppTest, app_ws: Path):
-    from core import jobs
-    from core.config import RunConfig
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.config import RunConfig
+    from lelp_studio.store import Workspace
 
     _open(at_digits, "4_distill.py")
     at_digits.selectbox(key="distill_base").set_value("(manual groups saved on the map)")
@@ -296,9 +296,9 @@ def test_distill_optional_field_is_an_empty_number_input(at_digits: AppTest):
 
 @pytest.fixture(scope="session")
 def reaugkd_run(app_ws: Path) -> dict:
-    from core.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
-    from core.pipeline import run_distill
-    from core.store import Workspace
+    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from lelp_studio.pipeline import run_distill
+    from lelp_studio.store import Workspace
 
     cfg = RunConfig(
         name="digits tiny reaugkd",
@@ -351,8 +351,8 @@ def _captions(at: AppTest) -> str:
 def test_compare_reaugkd_shows_the_runs_own_retrieval(compare_both, reaugkd_run, app_ws):
     import numpy as np
 
-    from core import pipeline
-    from core.store import Workspace
+    from lelp_studio import pipeline
+    from lelp_studio.store import Workspace
 
     assert not compare_both.exception and not compare_both.error
     text = _captions(compare_both)
@@ -376,7 +376,7 @@ def test_compare_reaugkd_shows_the_runs_own_retrieval(compare_both, reaugkd_run,
 @pytest.fixture
 def compare_old_reaugkd(app_ws: Path, monkeypatch, reaugkd_run) -> AppTest:
     """A run recorded before method state was saved: the same record without it."""
-    from core.store import Workspace
+    from lelp_studio.store import Workspace
 
     old = {
         **reaugkd_run,
@@ -398,7 +398,7 @@ def test_compare_old_reaugkd_run_falls_back_to_nearest_teacher_rows(
 ):
     import numpy as np
 
-    from core.store import Workspace
+    from lelp_studio.store import Workspace
 
     assert not compare_old_reaugkd.exception and not compare_old_reaugkd.error
     assert "Fallback view" in _captions(compare_old_reaugkd)
@@ -425,7 +425,7 @@ def test_compare_reaugkd_search_picks_the_example(compare_both):
     "objective", ["fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk", "amad"]
 )
 def test_param_fields_cover_every_field_with_bounds_and_help(objective: str):
-    from core import app_state
+    from lelp_studio import app_state
 
     model = app_state.section_model(objective)
     assert model is not None
@@ -444,7 +444,7 @@ def test_param_fields_cover_every_field_with_bounds_and_help(objective: str):
 
 @pytest.mark.parametrize("objective", ["hard", "kd", "lelp", "objective", "tau"])
 def test_objectives_without_a_section_have_no_widgets(objective: str):
-    from core import app_state
+    from lelp_studio import app_state
 
     assert app_state.section_model(objective) is None
     assert app_state.train_section(objective) is None
@@ -452,9 +452,9 @@ def test_objectives_without_a_section_have_no_widgets(objective: str):
 
 def test_compare_picks_all_runs_of_a_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Sweeps are grouped on Compare: choosing one selects every finished member run."""
-    from core import jobs
-    from core.config import RunConfig
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.config import RunConfig
+    from lelp_studio.store import Workspace
 
     ws = Workspace(tmp_path)
     monkeypatch.chdir(ROOT)
@@ -511,7 +511,7 @@ def test_data_page_guesses_columns_and_keeps_the_file_after_navigation(
 
 
 def test_run_labels_tell_same_named_runs_apart():
-    from core import app_state
+    from lelp_studio import app_state
 
     runs = [
         {"run_id": "a1", "name": "demo hard"},
@@ -526,8 +526,8 @@ def test_run_labels_tell_same_named_runs_apart():
 
 
 def test_subclass_label_names_manual_and_baseline_settings():
-    from core import app_state
-    from core.config import SubclassSpec
+    from lelp_studio import app_state
+    from lelp_studio.config import SubclassSpec
 
     assert app_state.subclass_label(SubclassSpec(n_subclasses=4, beta=1.0)) == "S=4 beta=1.0"
     assert app_state.subclass_label(SubclassSpec(method="manual")) == "manual groups"
@@ -535,8 +535,8 @@ def test_subclass_label_names_manual_and_baseline_settings():
 
 
 def test_number_fields_state_their_range_in_the_help():
-    from core import app_state
-    from core.config import ReAugKDSpec
+    from lelp_studio import app_state
+    from lelp_studio.config import ReAugKDSpec
 
     fields = {f.name: f for f in app_state.param_fields(ReAugKDSpec)}
     assert app_state._range_help(fields["lam"]).endswith("Allowed: from 0 to 1.")
@@ -614,8 +614,8 @@ def test_subspaces_names_baseline_subclasses_and_warns_about_tiny_ones(at: AppTe
 
 
 def test_distill_does_not_queue_the_same_run_twice(at_digits: AppTest, app_ws: Path):
-    from core import jobs
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
 
     _open(at_digits, "4_distill.py")
     at_digits.multiselect(key="distill_objectives").set_value(["kd"])
@@ -632,8 +632,8 @@ def test_distill_does_not_queue_the_same_run_twice(at_digits: AppTest, app_ws: P
 def test_distill_refuses_a_teacher_without_its_path_before_queueing(
     app_ws: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from core import jobs
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
 
     at = _first_run(app_ws, monkeypatch, teacher_spec={"kind": "arrays"})
     before = len(jobs.list_jobs(Workspace(app_ws)))
@@ -652,9 +652,9 @@ def test_sidebar_names_dataset_and_teacher_when_the_page_stops_early(app_ws: Pat
 
 
 def test_compare_keeps_the_picked_runs_and_adds_new_ones(tmp_path: Path, monkeypatch):
-    from core.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
-    from core.pipeline import run_distill
-    from core.store import Workspace
+    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from lelp_studio.pipeline import run_distill
+    from lelp_studio.store import Workspace
 
     def run(name: str) -> str:
         cfg = RunConfig(
@@ -733,10 +733,10 @@ def test_compare_says_which_split_chose_and_shows_the_runs_headroom(
 @pytest.fixture(scope="module")
 def kd_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A real sweep in a fresh workspace: kd at tau 1 and 4, seeds 0 and 1, one epoch of a
-    tiny digits student each, run in this process (``core.jobs.run_job``)."""
-    from core import jobs
-    from core.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
-    from core.store import Workspace
+    tiny digits student each, run in this process (``lelp_studio.jobs.run_job``)."""
+    from lelp_studio import jobs
+    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from lelp_studio.store import Workspace
 
     root = tmp_path_factory.mktemp("sweep_ws")
     ws = Workspace(root)
@@ -804,8 +804,8 @@ def test_compare_sweep_view_folds_seeds_and_draws_the_line(kd_sweep, monkeypatch
 
 
 def test_compare_sweep_view_saves_the_best_setting_and_queues_new_seeds(kd_sweep, monkeypatch):
-    from core import jobs, sweeps
-    from core.store import Workspace
+    from lelp_studio import jobs, sweeps
+    from lelp_studio.store import Workspace
 
     ws = Workspace(kd_sweep["root"])
     at = _sweep_compare(kd_sweep["root"], monkeypatch)
@@ -833,8 +833,8 @@ def test_compare_sweep_view_saves_the_best_setting_and_queues_new_seeds(kd_sweep
 
 def test_compare_sweep_view_heat_map_objective_bars_and_verdict(tmp_path: Path, monkeypatch):
     """Hand-made records: lelp over S x tau and kd over tau, two seeds each."""
-    from core.config import RunConfig
-    from core.store import Workspace
+    from lelp_studio.config import RunConfig
+    from lelp_studio.store import Workspace
 
     ws = Workspace(tmp_path)
     monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")
@@ -885,8 +885,8 @@ def test_compare_sweep_view_heat_map_objective_bars_and_verdict(tmp_path: Path, 
 
 
 def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkeypatch):
-    from core import jobs
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
 
     monkeypatch.setenv("LELP_APP_AUTOSTART_WORKER", "0")  # queued jobs stay queued
     at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))

@@ -142,18 +142,18 @@ def test_distill_gap_says_when_distillation_cannot_pay() -> None:
     assert not bq.distill_gap(82.0, spread)["pays"]  # +2 is within the seeds' spread of 4
     ok = bq.distill_gap(85.0, hard)
     assert ok["pays"] and "room for distillation" in bq.gap_sentence(ok)
-    # The one rule the app, the CLI and the benchmark share (core.headroom).
-    from core.headroom import verdict
+    # The one rule the app, the CLI and the benchmark share (lelp_studio.headroom).
+    from lelp_studio.headroom import verdict
 
     for t, h in ((80.96, hard), (82.0, spread), (85.0, hard)):
         assert bq.distill_gap(t, h)["pays"] == verdict(t, h["sel_values"])["pays"]
 
 
 def test_benchmark_rows_fold_seeds_through_the_sweep_aggregation() -> None:
-    """The benchmark's per-setting means and its best pick come out of core.sweeps, the code
+    """The benchmark's per-setting means and its best pick come out of lelp_studio.sweeps, the code
     behind `lelp runs` and Compare's sweep view."""
-    from core import sweeps
-    from core.config import RunConfig
+    from lelp_studio import sweeps
+    from lelp_studio.config import RunConfig
 
     def rec(tau: float, seed: int, sel: float, test: float) -> dict:
         cfg = RunConfig().model_dump(mode="json")

@@ -78,7 +78,7 @@ def test_gpu_bundle_model_matches_the_bundled_one(tmp_path: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     from bench import gpu_bundle
-    from core.teachers import minilm_path
+    from lelp_studio.teachers import minilm_path
 
     pkg = gpu_bundle.write_standin(tmp_path)
     assert gpu_bundle.folder_bytes(tmp_path) < gpu_bundle.CARRY_LIMIT - 8 * 2**20  # + wheels

@@ -42,8 +42,8 @@ def _stop_workers(ws_root: str) -> None:
     """The Distill page starts a detached worker; stop it with the app."""
     import signal
 
-    from core import jobs
-    from core.store import Workspace
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
 
     for w in jobs.list_workers(Workspace(ws_root), fresh_within=1e9):
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from lelp_studio.cli import app
 
 runner = CliRunner()
 DIGITS = ["--set", "dataset.source=digits-bin", "--set", "teacher.kind=digits-mlp"]
@@ -31,17 +31,17 @@ def test_distill_prints_student_and_teacher_scores(tmp_path: Path) -> None:
     )
     assert skip.exit_code == 0 and "does distillation pay" not in skip.output
     # Large data: by default only a cached answer, never three extra students unasked.
-    import core.headroom
+    import lelp_studio.headroom
 
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(core.headroom, "AUTO_MAX_ROWS", 100)
+    monkey.setattr(lelp_studio.headroom, "AUTO_MAX_ROWS", 100)
     big = runner.invoke(
         app, ["distill", "examples/digits-kd.yaml", "-w", str(tmp_path), "--set", "train.tau=3"]
     )
     monkey.undo()
     assert big.exit_code == 0 and "(cached)" in big.output  # same budget: the answer above
     fresh = tmp_path / "fresh"
-    monkey.setattr(core.headroom, "AUTO_MAX_ROWS", 100)
+    monkey.setattr(lelp_studio.headroom, "AUTO_MAX_ROWS", 100)
     none = runner.invoke(app, ["distill", "examples/digits-kd.yaml", "-w", str(fresh)])
     monkey.undo()
     assert none.exit_code == 0 and "not measured (1,293 training rows)" in none.output
@@ -115,7 +115,7 @@ def test_show_config_is_valid_yaml_round_trip(tmp_path: Path) -> None:
     assert res.exit_code == 0
     p = tmp_path / "c.yaml"
     p.write_text(res.output)
-    from core.config import load_config
+    from lelp_studio.config import load_config
 
     assert load_config(p).train.tau == 4.0
 
@@ -135,9 +135,9 @@ def test_documented_text_demo_config_under_five_minutes(shared_workspace) -> Non
 
 
 def test_runs_folds_seeds_ranks_on_selection_and_saves_the_best(tmp_path: Path) -> None:
-    from core import pipeline
-    from core.config import load_config
-    from core.store import Workspace
+    from lelp_studio import pipeline
+    from lelp_studio.config import load_config
+    from lelp_studio.store import Workspace
 
     ws = Workspace(tmp_path)
     base = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=mlp"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, RunConfig, dump_config, load_config, parse_overrides
+from lelp_studio.config import ConfigError, RunConfig, dump_config, load_config, parse_overrides
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

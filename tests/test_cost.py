@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import cost, plots
-from core.config import DatasetSpec, RunConfig, StudentSpec, SubclassSpec, TeacherSpec, TrainSpec
+from lelp_studio import cost, plots
+from lelp_studio.config import (
+    DatasetSpec,
+    RunConfig,
+    StudentSpec,
+    SubclassSpec,
+    TeacherSpec,
+    TrainSpec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,8 +115,8 @@ def _digits_cfg(name: str, hidden: int = 16, objective: str = "lelp") -> RunConf
 
 @pytest.fixture(scope="module")
 def digits_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[dict]]:
-    from core.pipeline import run_distill
-    from core.store import Workspace
+    from lelp_studio.pipeline import run_distill
+    from lelp_studio.store import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("cost_ws"))
     runs = [
@@ -213,8 +220,8 @@ def test_arrays_teacher_has_a_record_that_says_why_no_numbers(digits_ws) -> None
 def test_minilm_teacher_cost_is_the_encoder_plus_head(tmp_path: Path, make_text_frame) -> None:
     """A frozen MiniLM teacher: the encoder's forward pass plus the linear head; a bag
     student of the same run is smaller and faster."""
-    from core.pipeline import run_distill
-    from core.store import Workspace
+    from lelp_studio.pipeline import run_distill
+    from lelp_studio.store import Workspace
 
     path = tmp_path / "tiny.csv"
     make_text_frame(80).to_csv(path, index=False)
@@ -362,8 +369,8 @@ def test_cost_chart_in_the_browser(tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _text_demo_runs(root: Path) -> None:
     """The text demo with a frozen MiniLM teacher and three one-epoch students."""
-    from core.pipeline import prepare, run_distill
-    from core.store import Workspace
+    from lelp_studio.pipeline import prepare, run_distill
+    from lelp_studio.store import Workspace
 
     ws = Workspace(root)
     base = {"dataset": {"source": "text-demo"}, "teacher": {"kind": "minilm"}}

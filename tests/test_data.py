@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.config import DatasetSpec
-from core.data import (
+from lelp_studio.config import DatasetSpec
+from lelp_studio.data import (
     DEMOS,
     MISSING,
     DataError,
@@ -27,7 +27,7 @@ from core.data import (
     shared_data_root,
     with_selection_split,
 )
-from core.types import Dataset, Split
+from lelp_studio.types import Dataset, Split
 
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
@@ -663,13 +663,13 @@ def test_ragged_csv(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_guess_columns(frame: dict, expected: tuple[str, str]) -> None:
-    from core.data import guess_columns
+    from lelp_studio.data import guess_columns
 
     assert guess_columns(pd.DataFrame(frame)) == expected
 
 
 def test_same_text_and_label_column_is_named(tmp_path: Path) -> None:
-    from core.data import DataError, load_file
+    from lelp_studio.data import DataError, load_file
 
     path = tmp_path / "r.csv"
     path.write_text("review,stars\n" + "\n".join(f"text {i},{i % 2}" for i in range(20)) + "\n")
@@ -679,6 +679,6 @@ def test_same_text_and_label_column_is_named(tmp_path: Path) -> None:
 
 def test_latent_columns_keep_the_file_order() -> None:
     """Pages pick the first latent column by default: the demo's first is ``topic``."""
-    from core.data import load_demo
+    from lelp_studio.data import load_demo
 
     assert load_demo("text-demo").latent_columns == ["topic", "aspect"]

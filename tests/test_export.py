@@ -20,14 +20,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core import pipeline
-from core.cli import app
-from core.config import load_config
-from core.export import ExportError, export_run, onnx_session, run_onnx
-from core.store import Workspace
-from core.students import encode_inputs, load_student
-from core.teachers import load_tokenizer
-from core.train import class_logits, predict
+from lelp_studio import pipeline
+from lelp_studio.cli import app
+from lelp_studio.config import load_config
+from lelp_studio.export import ExportError, export_run, onnx_session, run_onnx
+from lelp_studio.store import Workspace
+from lelp_studio.students import encode_inputs, load_student
+from lelp_studio.teachers import load_tokenizer
+from lelp_studio.train import class_logits, predict
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -217,15 +217,15 @@ def test_model_card_says_what_how_good_how_big_and_how_to_load(
 def test_model_card_shows_latency_compare_measured(
     trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The card reads the cost Compare cached for the run (core.cost), never measures."""
-    import core.cost
+    """The card reads the cost Compare cached for the run (lelp_studio.cost), never measures."""
+    import lelp_studio.cost
 
     ws, recs = trained
     measured = {
         "teacher": {"params": 25090, "latency_ms": {"cpu": {"1": 0.5, "64": 2.0}}, "machine": "m"},
         "student": {"params": 8450, "latency_ms": {"cpu": {"1": 0.1, "64": 0.5}}, "machine": "m"},
     }
-    monkeypatch.setattr(core.cost, "cached_cost", lambda ws, run: measured)
+    monkeypatch.setattr(lelp_studio.cost, "cached_cost", lambda ws, run: measured)
     card = (export_run(ws, recs["mlp-hard"], "onnx", tmp_path / "c") / "README.md").read_text()
     assert "| student | cpu | 0.100 | 0.500 | 5.0x / 4.0x |" in card
     assert "measured by lelp-studio on m" in card

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from core import jobs
-from core.store import Workspace
+from lelp_studio import jobs
+from lelp_studio.store import Workspace
 
 torch = pytest.importorskip("torch")
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def _env(**extra: str) -> dict[str, str]:
 def _cli(*args: str) -> Any:
     from typer.testing import CliRunner
 
-    from core.cli_jobs import jobs_app
+    from lelp_studio.cli_jobs import jobs_app
 
     return CliRunner().invoke(jobs_app, list(args))
 
@@ -71,8 +71,8 @@ def fast_dead(monkeypatch: pytest.MonkeyPatch) -> None:
 def _digits_train(epochs: int, ckpt: Path, resume: bool) -> Any:
     from sklearn.datasets import load_digits
 
-    from core.students import MLPStudent
-    from core.train import TrainConfig, TrainData, train
+    from lelp_studio.students import MLPStudent
+    from lelp_studio.train import TrainConfig, TrainData, train
 
     X, y = load_digits(return_X_y=True)
     x = torch.tensor(X[:600] / 16.0, dtype=torch.float32)
@@ -186,7 +186,7 @@ def test_missing_checkpoint_restarts_and_is_not_called_a_resume(workspace: Works
 
 # -- item 6: dead jobs ----------------------------------------------------------------------
 def _spawn_run(ws: Workspace, job_id: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "core.jobs", "run", "--workspace", str(ws.root)]
+    cmd = [sys.executable, "-m", "lelp_studio.jobs", "run", "--workspace", str(ws.root)]
     return subprocess.Popen(
         [*cmd, "--job", str(job_id)], env=_env(), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -210,7 +210,7 @@ def test_dead_job_is_failed_by_any_reader_then_retry_and_cancel_work(
     assert r.exit_code == 0 and f"job {b} is cancelled" in r.output, r.output
     assert _one_line(jobs.get_job(workspace, b).error).startswith("cancelled; the job's process")
     # `lelp doctor` alone (no job list read first) finds it, with the way out.
-    from core import doctor
+    from lelp_studio import doctor
 
     lines = [f.line() for f in doctor.check(workspace.root)]
     assert any(ln.startswith(f"job: job {a}: the job's process died") for ln in lines), lines
@@ -249,8 +249,9 @@ def test_reader_never_fails_a_job_whose_process_may_live(
                 "UPDATE jobs SET heartbeat=?, pid=? WHERE id=?",
                 (time.time() - 3600, pid, ids[name]),
             )
-    starting = subprocess.Popen(  # what the worker had started: `python -m core.jobs run ...`
-        [sys.executable, "-c", "import time; time.sleep(60)", "core.jobs", "run", "--workspace",
+    starting = subprocess.Popen(  # what the worker started: `python -m lelp_studio.jobs run`
+        [sys.executable, "-c", "import time; time.sleep(60)", "lelp_studio.jobs", "run",
+         "--workspace",
          str(workspace.root.resolve()), "--job", str(ids["starting"])],
     )  # fmt: skip
     try:
@@ -319,11 +320,12 @@ def test_ray_force_cancel_never_finishes_a_newer_attempt(workspace: Workspace) -
 def test_app_started_worker_exits_when_the_app_is_gone(workspace: Workspace) -> None:
     from typer.testing import CliRunner
 
-    from core.cli_jobs import entry_app
+    from lelp_studio.cli_jobs import entry_app
 
     assert "--parent-pid" in CliRunner().invoke(entry_app, ["worker", "--help"]).output
     app = subprocess.Popen(  # stands in for the Streamlit process, which calls ensure_worker
-        [sys.executable, "-c", "import sys, time\nfrom core import jobs\nfrom core.store import "
+        [sys.executable, "-c", "import sys, time\nfrom lelp_studio import jobs\n"
+         "from lelp_studio.store import "
          "Workspace\nassert jobs.ensure_worker(Workspace(sys.argv[1]))\ntime.sleep(60)",
          str(workspace.root)],
         env=_env(), stdin=subprocess.DEVNULL,
@@ -362,10 +364,11 @@ A request may arm a SIGKILL at the k-th on_step call or the n-th rename in the c
 import json, os, signal, sys
 import torch
 torch.set_num_threads(1)
-import core.pipeline, core.train, core.students, core.methods  # noqa: F401 - warm imports
+import lelp_studio.pipeline, lelp_studio.train  # noqa: F401 - warm imports
+import lelp_studio.students, lelp_studio.methods  # noqa: F401
 torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])  # imports torch._dynamo (1-2 s)
-from core import jobs
-from core.store import Workspace
+from lelp_studio import jobs
+from lelp_studio.store import Workspace
 
 def kill():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -464,7 +467,7 @@ class _Zygote:
 def _worker_attempt(ws: Workspace, job_id: int, rnd: random.Random, log: Path) -> tuple[bool, str]:
     """Run the queued job under a real ``lelp worker`` and SIGKILL the worker, the job
     process or both after a random delay; returns whether something was killed, and what."""
-    cmd = [sys.executable, "-m", "core.jobs", "worker", "--workspace", str(ws.root)]
+    cmd = [sys.executable, "-m", "lelp_studio.jobs", "worker", "--workspace", str(ws.root)]
     with open(log, "a") as out:
         worker = subprocess.Popen(
             [*cmd, "--once", "--poll", "0.1"], env=_env(), stdout=out, stderr=out,

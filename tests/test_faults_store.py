@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from core import doctor, pipeline
-from core.cli import app
-from core.config import load_config
-from core.store import ArrayDamaged, Workspace, WorkspaceError, array_digest
-from core.types import hash_arrays
+from lelp_studio import doctor, pipeline
+from lelp_studio.cli import app
+from lelp_studio.config import load_config
+from lelp_studio.store import ArrayDamaged, Workspace, WorkspaceError, array_digest
+from lelp_studio.types import hash_arrays
 
 runner = CliRunner()
 DIGITS = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=mlp"]
@@ -201,7 +201,7 @@ def test_app_shows_the_doctors_findings_and_repairs(made, app_for) -> None:
 
 
 def test_upload_keeps_the_users_name_and_a_rejected_upload_is_not_kept(tmp_path: Path) -> None:
-    from core.data import DataError, store_upload
+    from lelp_studio.data import DataError, store_upload
 
     good = store_upload(tmp_path / "uploads", "My Reviews.csv", b"text,label\na,0\nb,1\n")
     assert good.name == "My Reviews.csv" and good.is_file()
@@ -256,7 +256,7 @@ def test_a_full_disk_during_a_write_is_one_line_and_loses_nothing(made) -> None:
     code = textwrap.dedent(
         f"""
         import resource, signal, numpy as np
-        from core.store import Workspace, WorkspaceError
+        from lelp_studio.store import Workspace, WorkspaceError
         ws = Workspace({str(ws.root)!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
@@ -295,8 +295,8 @@ def test_a_workspace_written_before_this_change_keeps_its_groups_runs_and_rebuil
     """Rows saved before mirrors existed get their mirror files on first open, so a later
     repair rebuilds them; lasso groups keyed by the dataset without its selection holdout are
     found and mapped to the new train rows; its runs still show on the Map."""
-    from core.config import DatasetSpec
-    from core.data import load_dataset
+    from lelp_studio.config import DatasetSpec
+    from lelp_studio.data import load_dataset
 
     ws = Workspace(tmp_path / "old")
     ds = load_dataset(DatasetSpec(source="digits-bin"))

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from core import headroom, pipeline
-from core.config import load_config
-from core.store import Workspace
+from lelp_studio import headroom, pipeline
+from lelp_studio.config import load_config
+from lelp_studio.store import Workspace
 
 
 def test_verdict_by_hand() -> None:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from core import jobs
-from core.config import ConfigError, RunConfig
-from core.store import Workspace
+from lelp_studio import jobs
+from lelp_studio.config import ConfigError, RunConfig
+from lelp_studio.store import Workspace
 
 
 @pytest.fixture
@@ -46,12 +46,12 @@ def _wait(pred: Any, timeout: float, every: float = 0.05) -> float:
 
 
 def _spawn_run(ws: Workspace, job_id: int) -> subprocess.Popen:
-    """Start ``python -m core.jobs run`` for one job, as the local worker does."""
+    """Start ``python -m lelp_studio.jobs run`` for one job, as the local worker does."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "core.jobs",
+            "lelp_studio.jobs",
             "run",
             "--workspace",
             str(ws.root),
@@ -377,7 +377,7 @@ def test_submit_validates_distill_config(workspace: Workspace) -> None:
 def test_cli_list_show_cancel_retry_sweep(workspace: Workspace, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from core.cli_jobs import jobs_app, parse_grid
+    from lelp_studio.cli_jobs import jobs_app, parse_grid
 
     assert parse_grid(["train.seed=0,1", "subclasses.n_subclasses=[2,3],4"]) == {
         "train.seed": [0, 1],

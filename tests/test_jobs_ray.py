@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from core import jobs
-from core.store import Workspace
+from lelp_studio import jobs
+from lelp_studio.store import Workspace
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

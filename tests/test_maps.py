@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.maps import fit_projection, projection_key, stratified_sample
+from lelp_studio.maps import fit_projection, projection_key, stratified_sample
 
 
 @pytest.fixture

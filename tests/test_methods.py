@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from core import methods as Mth
-from core.config import OBJECTIVES, ConfigError, load_config
-from core.students import MLPStudent
+from lelp_studio import methods as Mth
+from lelp_studio.config import OBJECTIVES, ConfigError, load_config
+from lelp_studio.students import MLPStudent
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -234,7 +234,7 @@ def test_reaugkd_projection_separates_classes_and_loss_has_gradients() -> None:
 
 
 def test_reaugkd_state_round_trips_through_safetensors(tmp_path: Any) -> None:
-    from core import pipeline
+    from lelp_studio import pipeline
 
     m, td = _reaug(k=4), _teacher(n=60, d=8)
     path = pipeline.save_method_state(tmp_path, m)
@@ -272,7 +272,7 @@ def test_reaugkd_rejects_a_bad_state(state: dict, match: str) -> None:
 
 
 def test_methods_without_learned_state_save_nothing(tmp_path: Any) -> None:
-    from core import pipeline
+    from lelp_studio import pipeline
 
     m = Mth.make_method(_spec("dwt")).fit(_teacher(), emb_dim=4)
     assert m.state_tensors() == {}
@@ -324,7 +324,7 @@ def test_dwt_soft_weight_schedule(schedule: str, expected: list[float]) -> None:
 
 
 def test_dwt_loss_weights_hard_and_soft_terms() -> None:
-    from core import losses
+    from lelp_studio import losses
 
     td = _teacher()
     m = Mth.make_method(_spec("dwt", "train.tau=2")).fit(td, 4)
@@ -366,7 +366,7 @@ def test_disk_top_k_defaults() -> None:
 
 @pytest.mark.parametrize("C", [2, 6])
 def test_disk_student_loss_is_plain_kd_when_the_gate_is_closed(C: int) -> None:
-    from core import losses
+    from lelp_studio import losses
 
     td = _teacher(C=C)
     m = Mth.make_method(_spec("disk", "train.tau=2")).fit(td, 4)
@@ -399,15 +399,15 @@ DIGITS = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=
 
 @pytest.fixture(scope="module")
 def digits_ws(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from core.store import Workspace
+    from lelp_studio.store import Workspace
 
     return Workspace(tmp_path_factory.mktemp("methods_ws"))  # teacher outputs cached once
 
 
 def test_digits_teacher_rebuild_remaps_into_an_identical_student(digits_ws: Any) -> None:
     # A student of the teacher's own shape, remapped, computes exactly the teacher's logits.
-    from core import pipeline
-    from core.config import TeacherSpec
+    from lelp_studio import pipeline
+    from lelp_studio.config import TeacherSpec
 
     ds = pipeline.get_dataset(load_config(None, DIGITS).dataset)
     tr = ds.splits["train"]
@@ -424,7 +424,7 @@ def test_digits_teacher_rebuild_remaps_into_an_identical_student(digits_ws: Any)
         Mth.digits_teacher_layers(tr.features, tr.y, 2, 16, 0, out.H["train"] + 1.0)
 
 
-# ---- end to end on digits-bin through core.pipeline.run_distill ----
+# ---- end to end on digits-bin through lelp_studio.pipeline.run_distill ----
 
 
 @pytest.mark.parametrize(
@@ -442,7 +442,7 @@ def test_digits_teacher_rebuild_remaps_into_an_identical_student(digits_ws: Any)
 def test_run_distill_each_method_on_digits(
     objective: str, extra: list[str], digits_ws: Any
 ) -> None:
-    from core import pipeline
+    from lelp_studio import pipeline
 
     cfg = load_config(None, [*DIGITS, "train.epochs=5", f"train.objective={objective}", *extra])
     rec = pipeline.run_distill(cfg, digits_ws)
@@ -460,7 +460,7 @@ def test_run_distill_each_method_on_digits(
 
 @pytest.mark.parametrize("remap", [False, True])
 def test_run_distill_dwt_larger_student(remap: bool, digits_ws: Any) -> None:
-    from core import pipeline
+    from lelp_studio import pipeline
 
     cfg = load_config(
         None,
@@ -485,8 +485,8 @@ def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
 
     from safetensors.torch import load_file
 
-    from core import pipeline
-    from core.students import encode_inputs
+    from lelp_studio import pipeline
+    from lelp_studio.students import encode_inputs
 
     cfg = load_config(
         None,
@@ -540,7 +540,7 @@ def test_resumed_method_run_equals_an_uninterrupted_one(
 ) -> None:
     """Maps, queues, DiSK's gate, its optimiser and dual are restored on resume: stopping
     after epoch 2 and resuming gives the same third epoch as never stopping."""
-    from core.train import TrainConfig, TrainData, train
+    from lelp_studio.train import TrainConfig, TrainData, train
 
     td = _teacher(n=60, d=8, C=2)
     spec = _spec(objective, *extra)
@@ -580,7 +580,7 @@ def test_resumed_method_run_equals_an_uninterrupted_one(
 
 def test_resume_into_another_methods_setup_is_refused(tmp_path: Any) -> None:
     """A checkpoint whose method state does not fit (here: another queue size) is named."""
-    from core.train import TrainConfig, TrainData, train
+    from lelp_studio.train import TrainConfig, TrainData, train
 
     td = _teacher(n=60, d=8, C=2)
     data = TrainData(train_inputs={"x": torch.as_tensor(td.H)}, y=torch.as_tensor(td.y),
@@ -637,7 +637,7 @@ def test_amad_caches_the_teachers_maps_of_the_chosen_layer() -> None:
 
 
 def test_amad_student_loss_uses_its_own_attention_and_trains_it() -> None:
-    from core.students import TransformerStudent
+    from lelp_studio.students import TransformerStudent
 
     teacher, inputs = _tiny_bert(heads=4), _token_inputs()
     m = _amad()
@@ -676,8 +676,8 @@ def test_amad_bad_setups_are_named(extra: tuple[str, ...], call: str, match: str
 
 def test_run_distill_amad_on_the_text_demo(workspace: Any) -> None:
     """End to end: MiniLM (12 heads) teaches a 2-head transformer student through
-    core.pipeline; the alignment term falls over training and the student learns the task."""
-    from core import pipeline
+    lelp_studio.pipeline; the alignment term falls over training and the student learns the task."""
+    from lelp_studio import pipeline
 
     cfg = load_config(
         None,
@@ -699,7 +699,7 @@ def test_run_distill_amad_on_the_text_demo(workspace: Any) -> None:
 
 @pytest.mark.parametrize("kind", ["hf", "arrays"])
 def test_check_run_refuses_a_teacher_without_its_path(kind: str) -> None:
-    from core.methods import check_run
+    from lelp_studio.methods import check_run
 
     cfg = load_config(None, ["dataset.source=text-demo", f"teacher.kind={kind}"])
     with pytest.raises(ConfigError, match=f"teacher kind '{kind}' needs teacher.path"):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from core import metrics as M
+from lelp_studio import metrics as M
 
 # 4 examples, 2 classes: confidences 0.9, 0.8, 0.7, 0.6; predictions 0, 0, 1, 0; y 0, 1, 1, 0.
 PROBS = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core import pipeline
-from core.config import ConfigError, load_config
-from core.store import Workspace
+from lelp_studio import pipeline
+from lelp_studio.config import ConfigError, load_config
+from lelp_studio.store import Workspace
 
 DIGITS = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=mlp"]
 
@@ -43,19 +43,19 @@ def test_run_distill_on_digits(objective: str, extra: list[str], workspace: Work
 def test_training_monitors_the_selection_split_and_scores_test_once(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import core.metrics
+    import lelp_studio.metrics
 
     cfg = _cfg("train.objective=kd", "train.tau=2")
     prep = pipeline.prepare(cfg, workspace)
     test_y = np.asarray(prep.dataset.splits["test"].y)
     scored: list[int] = []
-    real = core.metrics.summarize
+    real = lelp_studio.metrics.summarize
 
     def spy(s: Any, t: Any, y: Any, latent: Any = None) -> Any:
         scored.append(int(len(y) == len(test_y) and np.array_equal(y, test_y)))
         return real(s, t, y, latent)
 
-    monkeypatch.setattr(core.metrics, "summarize", spy)
+    monkeypatch.setattr(lelp_studio.metrics, "summarize", spy)
     run = pipeline.train_student(prep, cfg)
     assert scored.count(1) == 1  # test summarised exactly once, after training
     # The per-epoch accuracy is the selection split's: the last epoch's equals its score.
@@ -82,12 +82,12 @@ def test_teacher_outputs_second_request_is_a_cache_hit(
     out1, key1, hit1 = pipeline.get_teacher_outputs(workspace, ds, cfg.teacher)
     assert not hit1
 
-    import core.teachers
+    import lelp_studio.teachers
 
     def boom(*a: Any, **k: Any) -> None:
         raise AssertionError("teacher recomputed despite the cache")
 
-    monkeypatch.setattr(core.teachers, "compute_teacher_outputs", boom)
+    monkeypatch.setattr(lelp_studio.teachers, "compute_teacher_outputs", boom)
     out2, key2, hit2 = pipeline.get_teacher_outputs(Workspace(workspace.root), ds, cfg.teacher)
     assert hit2 and key1 == key2
     np.testing.assert_array_equal(out1.Z["test"], out2.Z["test"])
@@ -177,7 +177,7 @@ def test_finetuned_teacher_encoder_is_kept_and_used_for_student_init(
     initialised from the teacher starts from it, not from the pretrained MiniLM."""
     import torch
 
-    from core.teachers import _load_minilm
+    from lelp_studio.teachers import _load_minilm
 
     cfg = load_config(
         None,

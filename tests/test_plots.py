@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from core import plots
+from lelp_studio import plots
 
 
 @pytest.fixture

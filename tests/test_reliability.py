@@ -4,7 +4,7 @@ Each bad input is tried where a user meets it: through the ``lelp`` CLI (exit st
 ``error:`` line that names the problem and the fix, no traceback) against a workspace that
 already holds a saved spec, a run and arrays, which must come out unchanged. Faults (a writer
 killed with SIGKILL, a full disk, a workspace under a file) must leave the previous state
-readable and raise :class:`core.store.WorkspaceError` with a fix. docs/reliability.md maps each
+readable and raise :class:`store.WorkspaceError` with a fix. docs/reliability.md maps each
 promise of the issue to its test here or elsewhere.
 """
 
@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from core import store as store_mod
-from core.cli import app
-from core.config import ConfigError, TeacherSpec, load_config
-from core.data import (
+from lelp_studio import store as store_mod
+from lelp_studio.cli import app
+from lelp_studio.config import ConfigError, TeacherSpec, load_config
+from lelp_studio.data import (
     DataError,
     check_subclass_counts,
     check_upload_size,
@@ -45,9 +45,9 @@ from core.data import (
     read_table,
     upload_limit_mb,
 )
-from core.store import Workspace, WorkspaceError, atomic_write_bytes
-from core.subclasses import LELPSubclasses, SubclassError
-from core.types import Dataset, Split
+from lelp_studio.store import Workspace, WorkspaceError, atomic_write_bytes
+from lelp_studio.subclasses import LELPSubclasses, SubclassError
+from lelp_studio.types import Dataset, Split
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -433,7 +433,7 @@ def test_bad_input_one_line_exit_2_and_nothing_lost(
 def minilm_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from core.teachers import minilm_path
+    from lelp_studio.teachers import minilm_path
 
     return AutoTokenizer.from_pretrained(minilm_path())
 
@@ -452,7 +452,7 @@ def test_teacher_truncates_megabyte_text_to_max_length(minilm_tokenizer: Any) ->
     """extract() hands the model at most max_length tokens, whatever the text length."""
     import torch
 
-    from core.teachers import extract
+    from lelp_studio.teachers import extract
 
     max_length = 16
     seen: list[tuple[int, ...]] = []
@@ -468,7 +468,7 @@ def test_teacher_truncates_megabyte_text_to_max_length(minilm_tokenizer: Any) ->
 
 def test_minilm_teacher_handles_megabyte_text() -> None:
     """The whole teacher (tokenise, encode, fit the head) on a dataset holding a 1 MB text."""
-    from core.teachers import compute_teacher_outputs
+    from lelp_studio.teachers import compute_teacher_outputs
 
     texts = [f"good fine {i}" for i in range(4)] + [f"bad awful {i}" for i in range(4)]
     texts[0] = MEGABYTE_TEXT
@@ -656,7 +656,7 @@ def test_killed_atomic_write_bytes_keeps_previous_version(tmp_path: Path) -> Non
     _run_killed(
         f"""
         import os, signal
-        import core.store as s
+        import lelp_studio.store as s
         real_fsync = os.fsync
         def die(fd):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -673,7 +673,7 @@ def test_catalogue_survives_sigkill_inside_a_transaction(saved_ws: Workspace) ->
     _run_killed(
         f"""
         import os, signal, json, time
-        from core.store import Workspace
+        from lelp_studio.store import Workspace
         ws = Workspace({str(saved_ws.root)!r})
         with ws.connect() as con:
             con.execute("DELETE FROM specs")
@@ -700,7 +700,7 @@ def test_catalogue_survives_sigkill_while_committing(saved_ws: Workspace) -> Non
             textwrap.dedent(
                 f"""
                 import sys, time
-                from core.store import Workspace
+                from lelp_studio.store import Workspace
                 ws = Workspace({str(saved_ws.root)!r})
                 i = 0
                 while True:

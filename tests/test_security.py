@@ -13,9 +13,9 @@ import pytest
 import tomllib
 from typer.testing import CliRunner
 
-from core.cli import app
-from core.config import RunConfig, TeacherSpec
-from core.store import Workspace, WorkspaceError, safe_name
+from lelp_studio.cli import app
+from lelp_studio.config import RunConfig, TeacherSpec
+from lelp_studio.store import Workspace, WorkspaceError, safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("core", "pages", "app.py", "bench", "scripts")
@@ -171,8 +171,8 @@ def test_trust_remote_code_is_passed_through(
     """The value the user chose, and only it, reaches every transformers loader."""
     import transformers
 
-    from core import teachers
-    from core.types import Dataset, Split
+    from lelp_studio import teachers
+    from lelp_studio.types import Dataset, Split
 
     seen: list[tuple[str, Any]] = []
 

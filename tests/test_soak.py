@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
-from core.store import Workspace
+from lelp_studio import jobs
+from lelp_studio.store import Workspace
 
 N_JOBS = 50
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -39,7 +39,7 @@ def test_fifty_jobs_while_the_app_reads(tmp_path: Path, monkeypatch: pytest.Monk
         [
             sys.executable,
             "-m",
-            "core.jobs",
+            "lelp_studio.jobs",
             "worker",
             "--workspace",
             str(ws.root),

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from core.config import DatasetSpec
-from core.data import DataError, load_dataset, load_folder, load_hf, source_table
+from lelp_studio.config import DatasetSpec
+from lelp_studio.data import DataError, load_dataset, load_folder, load_hf, source_table
 
 try:  # the optional hf extra; its tests are skipped without it
     import datasets as hfd
@@ -207,7 +207,7 @@ def test_missing_path_names_every_kind_of_source(tmp_path: Path) -> None:
 def test_embed_prints_the_split_note(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from core.cli import app
+    from lelp_studio.cli import app
 
     path = tmp_path / "tiny.csv"
     _frame(40).to_csv(path, index=False)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
-from core import subclasses, teachers
-from core.subclasses import LELPSubclasses, SubclassError, targets_from_coordinates
-from core.teachers import TeacherError, extract, open_embedding_memmap
+from lelp_studio import subclasses, teachers
+from lelp_studio.subclasses import LELPSubclasses, SubclassError, targets_from_coordinates
+from lelp_studio.teachers import TeacherError, extract, open_embedding_memmap
 
 transformers = pytest.importorskip("transformers")
 
@@ -109,7 +109,7 @@ def test_resolve_precision(monkeypatch, precision, device, native, expected):
 @pytest.mark.parametrize("native", [True, False])
 def test_cache_key_follows_resolved_precision(monkeypatch, native):
     """``auto`` shares its cache with the precision it resolves to here, never the other."""
-    from core.config import TeacherSpec
+    from lelp_studio.config import TeacherSpec
 
     monkeypatch.setattr(teachers, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(teachers, "pick_device", lambda: teachers.torch.device("cpu"))

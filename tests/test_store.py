@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.store import Workspace, WorkspaceError, safe_name
-from core.types import TeacherOutputs
+from lelp_studio.store import Workspace, WorkspaceError, safe_name
+from lelp_studio.types import TeacherOutputs
 
 
 def _outputs(rng: np.random.Generator) -> TeacherOutputs:
@@ -110,13 +110,13 @@ def test_unwritable_workspace_is_a_clear_error(tmp_path: Path) -> None:
 def test_killed_writer_leaves_previous_version(tmp_path: Path) -> None:
     """A writer killed mid-way through an array write leaves no partial file under the name."""
     target = tmp_path / "arr.npy"
-    from core.store import atomic_save_npy
+    from lelp_studio.store import atomic_save_npy
 
     atomic_save_npy(target, np.zeros(10))
     script = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        import core.store as s
+        import lelp_studio.store as s
         real = np.save
         def slow_save(f, a, allow_pickle=False):
             f.write(b"partial")

@@ -11,8 +11,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from core.config import StudentSpec  # noqa: E402
-from core.students import (  # noqa: E402
+from lelp_studio.config import StudentSpec  # noqa: E402
+from lelp_studio.students import (  # noqa: E402
     BagOfEmbeddingsStudent,
     MLPStudent,
     TransformerStudent,
@@ -22,7 +22,7 @@ from core.students import (  # noqa: E402
     load_student,
     save_student,
 )
-from core.types import Split  # noqa: E402
+from lelp_studio.types import Split  # noqa: E402
 
 VOCAB = 50
 
@@ -280,7 +280,7 @@ def test_encode_texts_equals_the_transformers_call(
 ) -> None:
     import copy
 
-    from core import students
+    from lelp_studio import students
 
     tok = copy.deepcopy(tokenizer)
     tok.padding_side = side
@@ -295,7 +295,7 @@ def test_encode_texts_equals_the_transformers_call(
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bag_mean_dense_path_equals_token_selection(seed: int) -> None:
-    from core.students import _bag_mean
+    from lelp_studio.students import _bag_mean
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, VOCAB, (6, 9), generator=g)

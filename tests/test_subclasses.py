@@ -14,8 +14,8 @@ from scipy.special import softmax
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from core.config import SubclassSpec
-from core.subclasses import (
+from lelp_studio.config import SubclassSpec
+from lelp_studio.subclasses import (
     ClusterSubclasses,
     LatentSubclasses,
     LELPSubclasses,
@@ -728,7 +728,7 @@ def test_fit_with_precomputed_class_stats_equals_plain_fit(
     null_space: bool, n_subclasses: int | list[int]
 ) -> None:
     """The Subspaces page reuses one ClassStats across S / seed changes: same result."""
-    from core.subclasses import class_statistics
+    from lelp_studio.subclasses import class_statistics
 
     rng = np.random.default_rng(3)
     H = rng.normal(size=(120, 10))
@@ -747,7 +747,7 @@ def test_fit_with_precomputed_class_stats_equals_plain_fit(
 
 
 def test_class_stats_from_other_data_are_refused() -> None:
-    from core.subclasses import SubclassError, class_statistics
+    from lelp_studio.subclasses import SubclassError, class_statistics
 
     rng = np.random.default_rng(0)
     H = rng.normal(size=(40, 6))

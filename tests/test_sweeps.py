@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core import sweeps
-from core.config import RunConfig
+from lelp_studio import sweeps
+from lelp_studio.config import RunConfig
 
 
 def _run(rid: str, objective: str, seed: int, sel: float, test: float, **kw: Any) -> dict:
@@ -89,7 +89,7 @@ def test_best_setting_refuses_runs_with_no_selection_score() -> None:
 
 
 def test_sweep_figures_carry_the_selection_means_and_spreads() -> None:
-    from core import plots
+    from lelp_studio import plots
 
     recs = [
         _run(f"{s}-{b}-{seed}", "lelp", seed, 70 + s + b + seed, 0.0, S=s, beta=b)
@@ -136,8 +136,8 @@ def test_new_seeds_skip_the_ones_used() -> None:
 
 
 def test_a_setting_the_objective_ignores_does_not_queue_the_same_student_twice() -> None:
-    from core.config import RunConfig
-    from core.jobs import expand_grid
+    from lelp_studio.config import RunConfig
+    from lelp_studio.jobs import expand_grid
 
     grid = {"train.objective": ["hard", "kd"], "train.tau": [1.0, 4.0], "train.seed": [0, 1]}
     assert len(sweeps.distinct_combos(grid, "kd")) == 6  # hard: 2 seeds; kd: 2 tau x 2 seeds

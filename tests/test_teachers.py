@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from core import teachers
-from core.config import TeacherSpec
-from core.teachers import (
+from lelp_studio import teachers
+from lelp_studio.config import TeacherSpec
+from lelp_studio.teachers import (
     TeacherError,
     compute_teacher_outputs,
     extract,
@@ -25,7 +25,7 @@ from core.teachers import (
     load_tokenizer,
     teacher_fingerprint,
 )
-from core.types import Dataset, Split
+from lelp_studio.types import Dataset, Split
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import train as train_mod
-from core.students import BagOfEmbeddingsStudent, MLPStudent
-from core.train import (
+from lelp_studio import train as train_mod
+from lelp_studio.students import BagOfEmbeddingsStudent, MLPStudent
+from lelp_studio.train import (
     TrainConfig,
     TrainData,
     class_logits,
@@ -200,7 +200,7 @@ def test_class_logits() -> None:
 def test_fidelity_is_scored_at_temperature_1_for_a_tempered_lelp_student(tau: float) -> None:
     """A LELP student that reproduces the teacher's softmax(Z / tau) exactly (its subclass
     logits u = Z_c - tau log S_c on class c's block) scores KL ~ 0 and the teacher's ECE."""
-    from core import metrics as M
+    from lelp_studio import metrics as M
 
     rng = np.random.default_rng(0)
     Z = rng.normal(0, 3, size=(400, 3))
@@ -279,7 +279,7 @@ def test_pick_device() -> None:
 
 
 def test_transformer_student_trains_and_checkpoints(tmp_path) -> None:
-    from core.students import TransformerStudent
+    from lelp_studio.students import TransformerStudent
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(32) % 2
