@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,18 @@ def _restore_main_module() -> Any:
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+@pytest.fixture
+def sleep_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plug in the test-only ``sleep`` job kind (tests/jobkinds.py) through the jobs'
+    documented extension point, for this process and for the workers and job processes it
+    starts (they inherit the environment)."""
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("LELP_JOB_PLUGINS", "jobkinds:KINDS")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    )
 
 
 @pytest.fixture

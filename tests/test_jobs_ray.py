@@ -16,7 +16,7 @@ from lelp_studio import jobs
 from lelp_studio.store import Workspace
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("sleep_jobs")]
 
 
 @pytest.fixture(scope="module")
