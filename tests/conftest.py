@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from jobkinds import plug_in
 
 from lelp_studio.data import dataset_from_frame, load_demo
 from lelp_studio.types import Dataset
@@ -46,13 +46,9 @@ def _restore_main_module() -> Any:
 @pytest.fixture
 def sleep_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plug in the test-only ``sleep`` job kind (tests/jobkinds.py) through the jobs'
-    documented extension point, for this process and for the workers and job processes it
+    documented extension point, for this process and the workers and job processes it
     starts (they inherit the environment)."""
-    here = str(Path(__file__).resolve().parent)
-    monkeypatch.setenv("LELP_JOB_PLUGINS", "jobkinds:KINDS")
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
-    )
+    plug_in(monkeypatch)
 
 
 @pytest.fixture

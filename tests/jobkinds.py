@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from lelp_studio.jobs import Job, JobKind, ResumePoint, effective_config
 from lelp_studio.store import Workspace, atomic_write_bytes
@@ -85,3 +88,13 @@ def _sleep_resume_point(ckpt: Path, rel: Path) -> ResumePoint | None:
 
 KINDS = {"sleep": JobKind(_run_sleep, resume_point=_sleep_resume_point, checkpoints=True)}
 """What ``LELP_JOB_PLUGINS=jobkinds:KINDS`` plugs in."""
+
+
+def plug_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set ``LELP_JOB_PLUGINS`` to these kinds, with this folder on PYTHONPATH, for this
+    process and every worker, job process or Ray worker started after it."""
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("LELP_JOB_PLUGINS", "jobkinds:KINDS")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    )

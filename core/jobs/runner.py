@@ -25,7 +25,7 @@ from typing import Any
 from ..config import config_from_dict
 from ..store import Workspace
 from .checkpoints import ResumePoint, _restore_metrics, ckpt_dir, read_checkpoint
-from .kinds import Runner, batch_size, effective_config, known_kinds, plugin_kinds
+from .kinds import KINDS, Runner, batch_size, effective_config, known_kinds, plugin_kinds
 from .queue import _read_job, finish, get_job
 from .table import Job, JobError, _db, _jsonable, _merge_metrics
 
@@ -112,7 +112,7 @@ def resume_point(ws: Workspace, job_id: int, kind: str | None = None) -> ResumeP
     except ValueError:
         rel = ckpt
     kind = _read_job(ws, job_id).kind if kind is None else kind
-    extra = None if kind in RUNNERS else plugin_kinds().get(kind)
+    extra = None if kind in KINDS else plugin_kinds().get(kind)
     if extra is not None and extra.resume_point is not None:
         point = extra.resume_point(ckpt, rel)
         if point is not None:
