@@ -710,7 +710,7 @@ def reaugkd_neighbours(
 
 def sweep_runs(ws: Workspace, run_ids: set[str]) -> dict[str, list[str]]:
     """Finished runs grouped by the sweep that queued them: ``{sweep_id: [run_id, ...]}``."""
-    from .sweeps import sweep_run_ids
+    from .jobs import sweep_run_ids
 
     return {
         k: [r for r in v if r in run_ids] for k, v in sweep_run_ids(ws).items() if set(v) & run_ids

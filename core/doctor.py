@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .jobs import list_jobs
 from .store import ArrayDamaged, Workspace, WorkspaceError, array_digest
 
 #: Catalogue tables rebuilt from mirror files (the jobs table and caches are not mirrored).
@@ -147,10 +148,8 @@ def _stale_tmp(root: Path) -> list[Path]:
 def _job_findings(ws: Workspace) -> list[Finding]:
     """Jobs whose process died: reading the whole job list settles them as failed
     (``core.jobs``), then the failed ones with that reason are reported."""
-    from . import jobs
-
     found = []
-    for job in jobs.list_jobs(ws):
+    for job in list_jobs(ws):
         if job.state == "failed" and "process died" in (job.error or ""):
             found.append(Finding("job", f"job {job.id}: {job.error}", "retry it as it says"))
     return found

@@ -207,20 +207,6 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def sweep_run_ids(ws: Any, sweep_id: str | None = None) -> dict[str, list[str]]:
-    """Finished runs grouped by the sweep that queued them, ``{sweep_id: [run_id, ...]}``
-    (one sweep when ``sweep_id`` is given)."""
-    from . import jobs
-
-    have = {r["run_id"] for r in ws.list_runs()}
-    out: dict[str, list[str]] = {}
-    for job in jobs.list_jobs(ws, sweep_id=sweep_id):
-        rid = f"job-{job.id}"
-        if job.sweep_id and rid in have:
-            out.setdefault(job.sweep_id, []).append(rid)
-    return out
-
-
 def best_config(ws: Any, df: pd.DataFrame) -> dict[str, Any]:
     """The best row's run config (its first run's, seed and name dropped): a spec that
     ``lelp distill --spec`` and the Distill page run again."""

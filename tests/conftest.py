@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from jobkinds import plug_in
 
 from lelp_studio.data import dataset_from_frame, load_demo
 from lelp_studio.types import Dataset
@@ -40,6 +41,14 @@ def _restore_main_module() -> Any:
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+@pytest.fixture
+def sleep_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plug in the test-only ``sleep`` job kind (tests/jobkinds.py) through the jobs'
+    documented extension point, for this process and the workers and job processes it
+    starts (they inherit the environment)."""
+    plug_in(monkeypatch)
 
 
 @pytest.fixture

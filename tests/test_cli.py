@@ -171,3 +171,35 @@ def test_runs_folds_seeds_ranks_on_selection_and_saves_the_best(tmp_path: Path) 
     assert none.exit_code == 0 and none.output.strip() == ""
     wrong = runner.invoke(app, ["runs", "-w", str(tmp_path), "--format", "xml"])
     assert wrong.exit_code == 2 and "table, csv, json, markdown" in wrong.output
+
+
+def test_bench_outside_a_checkout_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lelp_studio.cli import bench
+
+    unknown = runner.invoke(app, ["bench", "nope"])
+    assert unknown.exit_code == 2 and "choose quality or speed" in unknown.output
+    monkeypatch.setattr(bench, "CHECKOUT", tmp_path)  # an installed lelp: no bench/ beside it
+    res = runner.invoke(app, ["bench", "speed"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output.strip().count("\n") == 0
+    assert res.output.startswith("error: `lelp bench` runs the scripts in bench/ of a lelp-studio")
+
+
+def test_cli_and_job_process_entry_import_one_way() -> None:
+    """The CLI imports the jobs package; the jobs package (and the job process's entry point,
+    ``python -m lelp_studio.jobs``) never imports the CLI, Typer or rich."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['x', 'worker', '--help']\n"
+        "try:\n    runpy.run_module('lelp_studio.jobs', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "bad = [m for m in sys.modules if m.startswith(('lelp_studio.cli', 'typer', 'rich'))]\n"
+        "print('BAD', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "BAD []" in out.stdout, out.stdout

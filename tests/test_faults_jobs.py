@@ -27,9 +27,11 @@ from typing import Any
 import pytest
 
 from lelp_studio import jobs
+from lelp_studio.jobs import liveness, ray_executor
 from lelp_studio.store import Workspace
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("sleep_jobs")
 REPO = Path(__file__).resolve().parent.parent
 ONE_LINE = ("\n", "Traceback")
 
@@ -56,7 +58,7 @@ def _env(**extra: str) -> dict[str, str]:
 def _cli(*args: str) -> Any:
     from typer.testing import CliRunner
 
-    from lelp_studio.cli_jobs import jobs_app
+    from lelp_studio.cli.jobs import jobs_app
 
     return CliRunner().invoke(jobs_app, list(args))
 
@@ -64,7 +66,7 @@ def _cli(*args: str) -> Any:
 @pytest.fixture
 def fast_dead(monkeypatch: pytest.MonkeyPatch) -> None:
     """Readers in this process judge a job dead after 0.3 s without a heartbeat (not 10 s)."""
-    monkeypatch.setattr(jobs, "DEAD_AFTER_S", 0.3, raising=False)
+    monkeypatch.setattr(liveness, "DEAD_AFTER_S", 0.3)
 
 
 # -- item 5: damaged checkpoints ----------------------------------------------------------
@@ -279,7 +281,7 @@ class _FakeRay:
 def test_ray_executor_takes_the_worker_lock(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "_import_ray", _FakeRay)
+    monkeypatch.setattr(ray_executor, "_import_ray", _FakeRay)
     local = jobs.LocalWorker(workspace, gpus=[])
     local.start()
     try:
@@ -318,11 +320,11 @@ def test_ray_force_cancel_never_finishes_a_newer_attempt(workspace: Workspace) -
 
 # -- item 13: the app's worker stops with the app ------------------------------------------
 def test_app_started_worker_exits_when_the_app_is_gone(workspace: Workspace) -> None:
-    from typer.testing import CliRunner
-
-    from lelp_studio.cli_jobs import entry_app
-
-    assert "--parent-pid" in CliRunner().invoke(entry_app, ["worker", "--help"]).output
+    helped = subprocess.run(
+        [sys.executable, "-m", "lelp_studio.jobs", "worker", "--help"],
+        env=_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "--parent-pid" in helped.stdout
     app = subprocess.Popen(  # stands in for the Streamlit process, which calls ensure_worker
         [sys.executable, "-c", "import sys, time\nfrom lelp_studio import jobs\n"
          "from lelp_studio.store import "
@@ -348,7 +350,7 @@ def test_app_started_worker_exits_when_the_app_is_gone(workspace: Workspace) -> 
             app.kill()
         if jobs.worker_alive(workspace) and _lock_pid(lock):
             os.kill(_lock_pid(lock), signal.SIGKILL)
-    _wait(lambda: not jobs._pid_alive(worker_pid), 10)  # the process itself has ended
+    _wait(lambda: not liveness._pid_alive(worker_pid), 10)  # the process itself has ended
 
 
 def _lock_pid(lock: Path) -> int | None:

@@ -1,7 +1,8 @@
 """Background jobs: the queue in the catalogue, job processes, faults, cancel, concurrency.
 
 Most tests use the dependency-free ``sleep`` kind (steps with a delay, an evaluation and a
-counter-file checkpoint per epoch) so they exercise the machinery in seconds.
+counter-file checkpoint per epoch; tests/jobkinds.py, plugged in by the ``sleep_jobs``
+fixture) so they exercise the machinery in seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pytest
 from lelp_studio import jobs
 from lelp_studio.config import ConfigError, RunConfig
 from lelp_studio.store import Workspace
+
+pytestmark = pytest.mark.usefixtures("sleep_jobs")
 
 
 @pytest.fixture
@@ -374,10 +377,47 @@ def test_submit_validates_distill_config(workspace: Workspace) -> None:
     assert jobs.claim(workspace, "w", "cuda:0").id == job.id
 
 
+def test_sleep_is_a_plugged_in_kind_not_a_library_one(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "sleep" in jobs.known_kinds() and "sleep" not in jobs.KINDS
+    monkeypatch.delenv(jobs.PLUGINS_ENV)
+    assert jobs.known_kinds() == jobs.KINDS
+    with pytest.raises(jobs.JobError, match="kind 'sleep' is not known"):
+        jobs.submit(workspace, "sleep", {})
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("no_such_module_xyz:KINDS", "cannot import 'no_such_module_xyz'"),
+        ("jobkinds:NOPE", "has no attribute 'NOPE'"),
+        ("jobkinds", "give module:ATTR"),
+        ("jobkinds:_run_sleep", "must be a dict of kind name -> JobKind"),
+    ],
+)
+def test_a_bad_plugin_spec_is_one_clear_line(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, spec: str, match: str
+) -> None:
+    job_id = jobs.submit(workspace, "sleep", {"steps": 1, "delay": 0})
+    monkeypatch.setenv(jobs.PLUGINS_ENV, spec)
+    with pytest.raises(jobs.JobError, match=match) as err:
+        jobs.submit(workspace, "sleep", {})
+    assert "\n" not in str(err.value) and jobs.PLUGINS_ENV in str(err.value)
+    # The job process fails the job with that line instead of dying with a traceback.
+    done = jobs.run_job(workspace, job_id)
+    assert done.state == "failed" and match in (done.error or "")
+    # A worker refuses to start: one line, exit status 2.
+    cmd = [sys.executable, "-m", "lelp_studio.jobs", "worker", "--workspace", str(workspace.root)]
+    r = subprocess.run([*cmd, "--once"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("error: ") and match in r.stderr
+
+
 def test_cli_list_show_cancel_retry_sweep(workspace: Workspace, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from lelp_studio.cli_jobs import jobs_app, parse_grid
+    from lelp_studio.cli.jobs import jobs_app, parse_grid
 
     assert parse_grid(["train.seed=0,1", "subclasses.n_subclasses=[2,3],4"]) == {
         "train.seed": [0, 1],

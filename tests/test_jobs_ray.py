@@ -11,21 +11,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jobkinds import plug_in
 
 from lelp_studio import jobs
 from lelp_studio.store import Workspace
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("sleep_jobs")]
 
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        plug_in(mp)  # before ray.init: Ray's workers inherit the environment
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def _drain(ex: jobs.RayExecutor, ws: Workspace, ids: list[int], timeout: float) -> None:

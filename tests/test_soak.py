@@ -19,6 +19,8 @@ from streamlit.testing.v1 import AppTest
 from lelp_studio import jobs
 from lelp_studio.store import Workspace
 
+pytestmark = pytest.mark.usefixtures("sleep_jobs")
+
 N_JOBS = 50
 FINAL = {"succeeded", "failed", "cancelled"}
 ROOT = Path(__file__).resolve().parent.parent

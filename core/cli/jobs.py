@@ -1,8 +1,8 @@
-"""``lelp jobs ...`` and ``lelp worker``: a thin Typer shell over :mod:`core.jobs`.
+"""``lelp jobs ...`` and ``lelp worker``: a thin Typer shell over the jobs package.
 
-``jobs_app`` is mounted by ``core/cli.py`` as ``lelp jobs`` and :func:`worker` as
-``lelp worker``; ``entry_app`` is what ``python -m lelp_studio.jobs run|worker`` executes (the
-local worker starts each job process that way).
+``jobs_app`` is mounted as ``lelp jobs`` and :func:`worker` as ``lelp worker`` (the loop is
+``jobs.serve``, which ``python -m lelp_studio.jobs worker`` runs too). The jobs package is
+imported inside each command: it pulls in pandas, and ``lelp --help`` should start fast.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
-from .config import ConfigError, load_config
+from ..config import ConfigError, load_config
+from ..store import WorkspaceError
+from .common import SetOpt, WorkspaceOpt, _workspace
 
 jobs_app = typer.Typer(
     help="List, submit, cancel, retry and sweep background jobs.",
@@ -25,20 +27,8 @@ jobs_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-entry_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-WorkspaceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--workspace", "-w", help="Workspace folder (default $LELP_WORKSPACE or ./workspace)"
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.tau=4"),
-]
 
 
 def _friendly(fn: F) -> F:
@@ -46,8 +36,7 @@ def _friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .jobs import JobError
-        from .store import WorkspaceError
+        from ..jobs import JobError
 
         try:
             return fn(*args, **kwargs)
@@ -56,12 +45,6 @@ def _friendly(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _ws(path: Path | None) -> Any:
-    from .store import Workspace
-
-    return Workspace(path)
 
 
 def _ago(t: float | None) -> str:
@@ -127,9 +110,9 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from .jobs import list_jobs
+    from ..jobs import list_jobs
 
-    jobs = list_jobs(_ws(workspace), sweep_id=sweep, states=tuple(state) if state else None)
+    jobs = list_jobs(_workspace(workspace), sweep_id=sweep, states=tuple(state) if state else None)
     if not jobs:
         typer.echo("no jobs")
         return
@@ -158,9 +141,9 @@ def show_cmd(
     """One job in full: config, progress, metrics history, error and log tail."""
     import dataclasses
 
-    from .jobs import get_job
+    from ..jobs import get_job
 
-    job = get_job(_ws(workspace), job_id)
+    job = get_job(_workspace(workspace), job_id)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(job), indent=2))
         return
@@ -193,10 +176,10 @@ def submit_cmd(
     kind: Annotated[str, typer.Option(help="distill, embed or teacher-finetune")] = "distill",
 ) -> None:
     """Queue one job (run by `lelp worker`)."""
-    from .jobs import submit
+    from ..jobs import submit
 
     cfg = load_config(config, set_ or [])
-    job_id = submit(_ws(workspace), kind, cfg)
+    job_id = submit(_workspace(workspace), kind, cfg)
     typer.echo(f"queued job {job_id}")
 
 
@@ -204,9 +187,9 @@ def submit_cmd(
 @_friendly
 def cancel_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
     """Cancel a job: a queued one now, a running one within a few seconds (metrics stay)."""
-    from .jobs import request_cancel
+    from ..jobs import request_cancel
 
-    state = request_cancel(_ws(workspace), job_id)
+    state = request_cancel(_workspace(workspace), job_id)
     if state == "running":
         typer.echo(f"cancel requested for job {job_id}; it stops at its next check")
     else:
@@ -218,16 +201,16 @@ def cancel_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
 def retry_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
     """Re-queue a failed or cancelled job; it resumes from its last readable checkpoint (a
     damaged one falls back to the previous one or restarts from epoch 1, and says so)."""
-    from .jobs import resume_point, retry
+    from ..jobs import checkpoints_each_epoch, resume_point, retry
 
-    ws = _ws(workspace)
+    ws = _workspace(workspace)
     job = retry(ws, job_id)
-    point = resume_point(ws, job_id)
+    point = resume_point(ws, job_id, job.kind)
     if point.note:
         typer.echo(f"job {job_id} re-queued; {point.note}")
     elif point.epoch:
         typer.echo(f"job {job_id} re-queued; it resumes after epoch {point.epoch}")
-    elif job.kind in ("distill", "sweep-member", "sleep"):
+    elif checkpoints_each_epoch(job.kind):
         typer.echo(f"job {job_id} re-queued; it has no checkpoint yet, so it starts from epoch 1")
     else:
         typer.echo(f"job {job_id} re-queued")
@@ -245,10 +228,10 @@ def sweep_cmd(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Queue one job per point of a grid (the cartesian product of all --grid keys)."""
-    from .jobs import submit_sweep
+    from ..jobs import submit_sweep
 
     base = load_config(config, set_ or [])
-    sweep_id, ids = submit_sweep(_ws(workspace), base, parse_grid(grid or []))
+    sweep_id, ids = submit_sweep(_workspace(workspace), base, parse_grid(grid or []))
     typer.echo(f"sweep {sweep_id}: queued {len(ids)} jobs ({ids[0]}..{ids[-1]})")
 
 
@@ -281,36 +264,15 @@ def worker(
     exits when the app stops; start `lelp worker` yourself to keep jobs running without the
     app.
     """
-    from .jobs import JobError, LocalWorker, RayExecutor
+    from ..jobs import serve
 
-    ws = _ws(workspace)
-    if executor == "local":
-        w: Any = LocalWorker(ws, max_cpu_jobs=max_cpu_jobs, poll=poll)
-        w.start()
-        typer.echo(f"worker {w.worker_id}: GPUs {w.gpus or 'none'}, {max_cpu_jobs} CPU slot(s)")
-    elif executor == "ray":
-        w = RayExecutor(ws, address=address, poll=poll)
-        w.start()
-        typer.echo(f"ray executor {w.worker_id} connected (workspace {ws.root.resolve()})")
-    else:
-        raise JobError(f"--executor {executor!r}: choose local or ray")
-    if w.run_forever(until_idle=once, parent_pid=parent_pid) == "parent gone":
-        typer.echo(
-            f"worker: process {parent_pid} (the app) has ended; stopped taking jobs (running "
-            "jobs finish on their own)"
-        )
-
-
-entry_app.command("worker")(worker)
-
-
-@entry_app.command("run", hidden=True)
-def run_cmd(
-    job: Annotated[int, typer.Option("--job", help="Job id")],
-    workspace: WorkspaceOpt = None,
-) -> None:
-    """Run one job in this process (what the local worker starts per job)."""
-    from .jobs import run_job
-
-    final = run_job(_ws(workspace), job, hard_cancel=True)
-    raise typer.Exit(0 if final.state in ("succeeded", "cancelled") else 1)
+    serve(
+        _workspace(workspace),
+        executor,
+        address=address,
+        max_cpu_jobs=max_cpu_jobs,
+        once=once,
+        poll=poll,
+        parent_pid=parent_pid,
+        echo=typer.echo,
+    )
