@@ -1,5 +1,5 @@
-"""The workspace (catalogue plus content-addressed arrays) and the file-safety helpers every
-writer uses."""
+"""The workspace (catalogue plus content-addressed arrays), the catalogue's schema versions,
+and the file-safety helpers every writer uses."""
 
 from .files import (
     ArrayDamaged,
@@ -11,11 +11,14 @@ from .files import (
     atomic_write_bytes,
     safe_name,
 )
-from .workspace import SCHEMA, Workspace, default_root
+from .schema import Schema, ensure_schema, schema_versions
+from .workspace import SCHEMA, WORKSPACE_SCHEMA, Workspace, default_root
 
 __all__ = [
     "SCHEMA",
+    "WORKSPACE_SCHEMA",
     "ArrayDamaged",
+    "Schema",
     "Workspace",
     "WorkspaceError",
     "array_digest",
@@ -24,5 +27,7 @@ __all__ = [
     "atomic_save_npy",
     "atomic_write_bytes",
     "default_root",
+    "ensure_schema",
     "safe_name",
+    "schema_versions",
 ]

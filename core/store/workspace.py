@@ -31,6 +31,7 @@ from .files import (
     atomic_write_bytes,
     safe_name,
 )
+from .schema import Schema, ensure_schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS teacher_outputs (
@@ -74,6 +75,8 @@ CREATE TABLE IF NOT EXISTS manual_groups (
     PRIMARY KEY (dataset_fp, name)
 );
 """
+#: The workspace's part of the catalogue; append a migration (never edit one) to change it.
+WORKSPACE_SCHEMA = Schema("workspace", SCHEMA, legacy_table="runs")
 
 
 def default_root() -> Path:
@@ -102,10 +105,10 @@ class Workspace:
         #: What was found damaged and worked around in this process (the CLI prints them).
         self.notes: list[str] = []
         self._check_catalogue_file()
-        con = sqlite3.connect(self.db_path, timeout=30.0)
+        con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(SCHEMA)
+            ensure_schema(con, WORKSPACE_SCHEMA, self.root)
         except sqlite3.DatabaseError as err:
             raise WorkspaceError(self.damaged_catalogue(str(err))) from None
         finally:
