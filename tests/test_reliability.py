@@ -510,7 +510,10 @@ def test_check_upload_size(n_bytes: int, limit_mb: float, ok: bool) -> None:
 
 
 def test_upload_limit_follows_streamlit_config(tmp_path: Path) -> None:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
 
     conf = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert upload_limit_mb() == conf["server"]["maxUploadSize"]
