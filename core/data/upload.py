@@ -13,7 +13,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..store import atomic_write_bytes
-from .paths import checkout_root
+from . import paths
 from .readers import DataError, read_table
 
 #: Streamlit's own default for ``server.maxUploadSize`` (MB), used when the config omits it.
@@ -25,7 +25,7 @@ def upload_limit_mb(config_path: str | Path | None = None) -> int:
 
     One number, kept where Streamlit reads it, so the app's widget and this check agree.
     """
-    base = checkout_root() or Path.cwd()  # Streamlit reads .streamlit/ in the working folder
+    base = paths.checkout_root() or Path.cwd()  # Streamlit reads .streamlit/ in the working folder
     path = Path(config_path) if config_path is not None else base / ".streamlit" / "config.toml"
     try:
         conf = tomllib.loads(path.read_text(encoding="utf-8"))
