@@ -137,7 +137,8 @@ def ensure_schema(con: sqlite3.Connection, schema: Schema, where: object) -> int
     """
     found, writer = _found(con, schema)
     if found == schema.version and writer is not None:
-        return found  # the common case: a read, no write lock
+        _run(con, schema.create)  # the common case: IF NOT EXISTS on present tables only reads
+        return found
     if found > schema.version:
         raise WorkspaceError(newer_message(where, schema, found, writer))
     con.execute("BEGIN IMMEDIATE")
