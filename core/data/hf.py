@@ -13,11 +13,11 @@ import pandas as pd
 
 from ..types import Dataset
 from .frames import dataset_from_frame
-from .readers import _SPLIT_STEMS, DataError
-from .selection import _split_reason, _with_note
+from .readers import SPLIT_STEMS, DataError
+from .selection import split_reason, with_note
 
 
-def _is_saved_hf(folder: Path) -> bool:
+def is_saved_hf(folder: Path) -> bool:
     """A folder written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
@@ -34,7 +34,7 @@ def hf_offline() -> str | None:
     return None
 
 
-def _import_datasets() -> Any:
+def import_datasets() -> Any:
     try:
         import datasets
     except ImportError:
@@ -68,11 +68,11 @@ def _from_hf(
     the class names. A test split without labels (all -1) is left out and the validation
     split takes its place; other splits are named in the note, never dropped silently.
     """
-    datasets = _import_datasets()
+    datasets = import_datasets()
     parts = dict(obj) if isinstance(obj, datasets.DatasetDict) else {"train": obj}
     mapped: dict[str, str] = {}
     for raw in parts:
-        split = _SPLIT_STEMS.get(str(raw).lower())
+        split = SPLIT_STEMS.get(str(raw).lower())
         if split is not None and split not in mapped.values():
             mapped[str(raw)] = split
     if "train" not in mapped.values():
@@ -112,7 +112,7 @@ def _from_hf(
         else "labels.json",
     )
     if "test" not in frames:
-        notes.append(_split_reason("train", test_size, seed))
+        notes.append(split_reason("train", test_size, seed))
     return replace(ds, split_note=(f"{name}: " + "; ".join(notes)) if notes else "")
 
 
@@ -134,14 +134,14 @@ def load_hf_raw(
         )
     local = Path(src).expanduser()
     pathlike = src.startswith(("/", ".", "~")) or Path(src).is_absolute()
-    if local.is_dir() and (pathlike or _is_saved_hf(local)):
-        if not _is_saved_hf(local):
+    if local.is_dir() and (pathlike or is_saved_hf(local)):
+        if not is_saved_hf(local):
             raise DataError(
                 f"{local}: not a folder written by datasets' save_to_disk (no dataset_dict.json "
                 "or state.json); save it with ds.save_to_disk(folder), or give a folder of "
                 "train/test files as a plain path"
             )
-        datasets = _import_datasets()
+        datasets = import_datasets()
         try:
             obj = datasets.load_from_disk(str(local))
         except Exception as err:  # datasets raises many types for damaged folders
@@ -159,7 +159,7 @@ def load_hf_raw(
             "you are online save the data with load_dataset(...).save_to_disk(folder) and give "
             "that folder as the source"
         )
-    datasets = _import_datasets()
+    datasets = import_datasets()
     try:
         obj = datasets.load_dataset(name, config or None)
     except Exception as err:  # not found, no network, a config needed: all say why
@@ -185,4 +185,4 @@ def load_hf(
     Why through the same checks as files: a hub dataset has the same pitfalls (a text column
     under another name, a hidden test set labelled -1); the messages name the same fixes.
     """
-    return _with_note(load_hf_raw(source, text_col, label_col, latent_cols, test_size, seed))
+    return with_note(load_hf_raw(source, text_col, label_col, latent_cols, test_size, seed))

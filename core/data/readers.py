@@ -19,7 +19,7 @@ import pandas as pd
 
 SPLIT_FILES = ("train", "test", "dev")
 
-_SUFFIXES = {
+SUFFIXES = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".tab": "tsv",
@@ -47,12 +47,12 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
             raise DataError(f"{path.name}: unknown format {fmt!r}; use one of {list(_FORMATS)}")
         return f
     suffix = path.suffix.lower()
-    if suffix not in _SUFFIXES:
+    if suffix not in SUFFIXES:
         raise DataError(
             f"{path.name}: cannot tell the format from the suffix {suffix!r}; rename the file "
-            f"to end in one of {sorted(_SUFFIXES)}"
+            f"to end in one of {sorted(SUFFIXES)}"
         )
-    return _SUFFIXES[suffix]
+    return SUFFIXES[suffix]
 
 
 def _decode_utf8(path: Path, raw: bytes) -> str:
@@ -194,7 +194,7 @@ def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
 
 
 #: File stems a dataset folder's splits go by (``validation`` is Hugging Face's name for dev).
-_SPLIT_STEMS = {"train": "train", "dev": "dev", "validation": "dev", "test": "test"}
+SPLIT_STEMS = {"train": "train", "dev": "dev", "validation": "dev", "test": "test"}
 
 
 def split_files(folder: Path) -> dict[str, Path]:
@@ -202,8 +202,8 @@ def split_files(folder: Path) -> dict[str, Path]:
     counts as dev), by split; a split given twice is refused, naming both files."""
     found: dict[str, list[Path]] = {}
     for f in sorted(folder.iterdir()):
-        split = _SPLIT_STEMS.get(f.stem.lower())
-        if split is not None and f.is_file() and f.suffix.lower() in _SUFFIXES:
+        split = SPLIT_STEMS.get(f.stem.lower())
+        if split is not None and f.is_file() and f.suffix.lower() in SUFFIXES:
             found.setdefault(split, []).append(f)
     for split, files in found.items():
         if len(files) > 1:

@@ -102,7 +102,7 @@ def check_subclass_counts(
         )
 
 
-def _subsample(ds: Dataset, max_train: int, seed: int) -> Dataset:
+def subsample(ds: Dataset, max_train: int, seed: int) -> Dataset:
     """Stratified, seeded subset of train (other splits untouched); order is preserved."""
     from sklearn.model_selection import train_test_split
 
@@ -138,7 +138,7 @@ def _sizes(ds: Dataset) -> str:
     )
 
 
-def _with_note(ds: Dataset, extra: str = "") -> Dataset:
+def with_note(ds: Dataset, extra: str = "") -> Dataset:
     """``ds`` with its split note completed by the split sizes (and ``extra``, a mention)."""
     if not ds.split_note and not extra:
         return ds
@@ -146,6 +146,6 @@ def _with_note(ds: Dataset, extra: str = "") -> Dataset:
     return replace(ds, split_note="; ".join(p for p in (head, extra) if p))
 
 
-def _split_reason(what: str, test_size: float, seed: int) -> str:
+def split_reason(what: str, test_size: float, seed: int) -> str:
     pct = int(round(100 * test_size))
     return f"{what} was split stratified {100 - pct}/{pct} (seed {seed}) into train and test"

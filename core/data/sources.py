@@ -15,10 +15,10 @@ import pandas as pd
 from ..config import DatasetSpec
 from ..types import Dataset, Split
 from .frames import dataset_from_frame
-from .hf import _import_datasets, _is_saved_hf, load_hf_raw
+from .hf import import_datasets, is_saved_hf, load_hf_raw
 from .paths import SHARED_HINT, sample_dir, shared_data_default, shared_data_root
-from .readers import _SPLIT_STEMS, _SUFFIXES, SPLIT_FILES, DataError, read_table, split_files
-from .selection import _split_reason, _subsample, _with_note, with_selection_split
+from .readers import SPLIT_FILES, SPLIT_STEMS, SUFFIXES, DataError, read_table, split_files
+from .selection import split_reason, subsample, with_note, with_selection_split
 
 DEMOS = ("text-demo", "digits-bin")
 
@@ -41,7 +41,7 @@ def _load_file(
         seed=seed,
         origins={"train": p.name},
     )
-    return replace(ds, split_note=_split_reason(p.name, test_size, seed))
+    return replace(ds, split_note=split_reason(p.name, test_size, seed))
 
 
 def load_file(
@@ -57,7 +57,7 @@ def load_file(
     ``split_note`` names the split and its sizes: a split made here, not by the user, should
     never pass unnoticed (the held-out rows are what the test score means)."""
     p = Path(path)
-    return _with_note(_load_file(p, text_col, label_col, latent_cols, test_size, seed))
+    return with_note(_load_file(p, text_col, label_col, latent_cols, test_size, seed))
 
 
 def _read_label_map(lpath: Path) -> dict[str, Any]:
@@ -125,9 +125,9 @@ def load_folder(
     test file, train is split (and ``split_note`` says so).
     """
     d = Path(folder)
-    if _is_saved_hf(d):
-        return _with_note(load_hf_raw(str(d), text_col, label_col, latent_cols, test_size, seed))
-    return _with_note(_load_split_folder(d, text_col, label_col, latent_cols, test_size, seed))
+    if is_saved_hf(d):
+        return with_note(load_hf_raw(str(d), text_col, label_col, latent_cols, test_size, seed))
+    return with_note(_load_split_folder(d, text_col, label_col, latent_cols, test_size, seed))
 
 
 def _load_split_folder(
@@ -144,7 +144,7 @@ def _load_split_folder(
         raise DataError(
             f"{d}: no train file (found {present}); a dataset folder needs train and test files "
             f"named train.<ext>, test.<ext> (dev.<ext> optional), <ext> one of "
-            f"{sorted(_SUFFIXES)}; or give one file's path to split it"
+            f"{sorted(SUFFIXES)}; or give one file's path to split it"
         )
     frames = {s: read_table(f) for s, f in files.items()}
     lpath = d / "labels.json"
@@ -163,7 +163,7 @@ def _load_split_folder(
         origins={s: f"{d.name}/{f.name}" for s, f in files.items()},
     )
     if "test" not in files:
-        reason = _split_reason(f"{d.name}/{files['train'].name} (no test file)", test_size, seed)
+        reason = split_reason(f"{d.name}/{files['train'].name} (no test file)", test_size, seed)
         return replace(ds, split_note=reason)
     return ds
 
@@ -216,7 +216,7 @@ def _beside(p: Path) -> tuple[Path | None, str]:
     beside it (the folder case: those splits are used as they are), else ``(None, mention)``
     where the mention names split files beside ``p`` that this source does not read.
     """
-    is_train = _SPLIT_STEMS.get(p.stem.lower()) == "train"
+    is_train = SPLIT_STEMS.get(p.stem.lower()) == "train"
     try:
         siblings = split_files(p.parent)
     except DataError as err:  # e.g. train.csv and train.parquet side by side
@@ -239,8 +239,8 @@ def source_table(path: str | Path) -> pd.DataFrame:
     p = Path(path).expanduser()
     if not p.is_dir():
         return read_table(p)
-    if _is_saved_hf(p):
-        datasets = _import_datasets()
+    if is_saved_hf(p):
+        datasets = import_datasets()
         obj = datasets.load_from_disk(str(p))
         parts = dict(obj) if isinstance(obj, datasets.DatasetDict) else {"train": obj}
         if "train" not in parts:
@@ -276,7 +276,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     else:
         p = Path(src).expanduser()
         if p.is_dir():
-            ds = load_hf_raw(str(p), *cols) if _is_saved_hf(p) else _load_split_folder(p, *cols)
+            ds = load_hf_raw(str(p), *cols) if is_saved_hf(p) else _load_split_folder(p, *cols)
         elif p.is_file():
             folder, mention = _beside(p)
             if folder is not None:
@@ -302,6 +302,6 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     # The holdout is carved before max_train, so max_train stays the rows trained on.
     ds = with_selection_split(ds, spec.selection_fraction, spec.seed)
     if spec.max_train is not None:
-        ds = _subsample(ds, spec.max_train, spec.seed)
+        ds = subsample(ds, spec.max_train, spec.seed)
         ds = replace(ds, before_holdout=None)  # its rows no longer map one to one
-    return _with_note(ds, mention)
+    return with_note(ds, mention)

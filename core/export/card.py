@@ -19,7 +19,7 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
         return "n/a"
 
 
-def _teacher_line(ws: Workspace, cfg: RunConfig, key: str | None) -> str:
+def teacher_line(ws: Workspace, cfg: RunConfig, key: str | None) -> str:
     """What the teacher is, from the workspace's teacher cache when it is still there."""
     t = cfg.teacher
     desc = {
@@ -55,7 +55,7 @@ def _objective_lines(cfg: RunConfig, head: ClassHead) -> list[str]:
     return lines
 
 
-def _measured_cost(ws: Workspace, run: dict[str, Any]) -> dict[str, Any] | None:
+def measured_cost(ws: Workspace, run: dict[str, Any]) -> dict[str, Any] | None:
     """Latency ``core.cost`` cached for this run (Compare's Cost section), or None. Read
     only: timing is the Compare page's and bench/latency.py's job, not an export's."""
     try:

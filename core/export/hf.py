@@ -146,7 +146,7 @@ def _hf_config(student: nn.Module, head: ClassHead, labels: list[str]) -> dict[s
     }
 
 
-def _write_hf(student: nn.Module, head: ClassHead, labels: list[str], out: Path) -> list[str]:
+def write_hf(student: nn.Module, head: ClassHead, labels: list[str], out: Path) -> list[str]:
     """config.json, model.safetensors (``bert.*`` + ``classifier.*``) and the model code."""
     (out / "config.json").write_text(json.dumps(_hf_config(student, head, labels), indent=2))
     state = {}
@@ -158,7 +158,7 @@ def _write_hf(student: nn.Module, head: ClassHead, labels: list[str], out: Path)
     return ["config.json", "model.safetensors", HF_CODE_FILE]
 
 
-def _save_tokenizer(cfg: RunConfig, out: Path) -> list[str]:
+def save_tokenizer(cfg: RunConfig, out: Path) -> list[str]:
     """The teacher's tokenizer (the student's token ids), truncating at the student's
     ``max_length`` by default, as lelp-studio encoded its inputs."""
     tok = load_tokenizer(cfg.teacher)

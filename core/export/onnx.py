@@ -97,7 +97,7 @@ def run_onnx(session: Any, inputs: dict[str, Any]) -> np.ndarray:
     return session.run(["logits"], feed)[0]
 
 
-def _check_onnx(module: nn.Module, path: Path, student: nn.Module, names: Sequence[str]) -> float:
+def check_onnx(module: nn.Module, path: Path, student: nn.Module, names: Sequence[str]) -> float:
     """Max |logit difference| between onnxruntime and PyTorch on two shapes other than the
     traced one (so a frozen batch or sequence size shows); ExportError past the tolerance."""
     session = onnx_session(path)

@@ -15,8 +15,8 @@ from ..config import RunConfig
 from ..data import DataError, load_dataset
 from ..store import Workspace
 from ..students import WEIGHTS_FILE, unwrap
-from .card import _measured_cost, _teacher_line, model_card
-from .hf import _save_tokenizer, _write_hf
+from .card import measured_cost, model_card, teacher_line
+from .hf import save_tokenizer, write_hf
 from .model import (
     FORMATS,
     MARKER,
@@ -26,7 +26,7 @@ from .model import (
     classifier,
     load_run_student,
 )
-from .onnx import _check_onnx, example_inputs, export_onnx
+from .onnx import check_onnx, example_inputs, export_onnx
 
 #: Where the folder is chosen, in the CLI and the app (messages name both).
 _WHERE = "--out in the CLI, the Folder field on Compare"
@@ -129,13 +129,13 @@ def export_run(
             "labels": labels,
             "head": asdict(head),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "teacher": _teacher_line(ws, cfg, (run.get("artifacts") or {}).get("teacher_key")),
+            "teacher": teacher_line(ws, cfg, (run.get("artifacts") or {}).get("teacher_key")),
             "output": "logits: class log-probabilities at T = 1 (batch, C)",
             "folder": out.name,
         }
         if label_note:
             info["labels_note"] = label_note
-        cost = _measured_cost(ws, run)
+        cost = measured_cost(ws, run)
         if cost:
             info["cost"] = cost
         names = ["x"] if kind == "mlp" else ["input_ids", "attention_mask"]
@@ -146,12 +146,12 @@ def export_run(
         )
         if fmt == "onnx":
             export_onnx(module, example_inputs(student), tmp / ONNX_FILE, names)
-            info["onnx_max_abs_diff"] = _check_onnx(module, tmp / ONNX_FILE, student, names)
+            info["onnx_max_abs_diff"] = check_onnx(module, tmp / ONNX_FILE, student, names)
             files = [ONNX_FILE]
         else:
-            files = _write_hf(student, head, labels, tmp)
+            files = write_hf(student, head, labels, tmp)
         if kind != "mlp":
-            files += _save_tokenizer(cfg, tmp)
+            files += save_tokenizer(cfg, tmp)
         params = sum(int(p.numel()) for p in student.parameters())
         file_bytes = {f: (tmp / f).stat().st_size for f in files if (tmp / f).is_file()}
         student_file = ws.artifact_path(run, "student_dir")
