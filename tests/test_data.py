@@ -24,6 +24,7 @@ from lelp_studio.data import (
     load_file,
     load_shared,
     read_table,
+    sample_dir,
     shared_data_root,
     with_selection_split,
 )
@@ -682,3 +683,36 @@ def test_latent_columns_keep_the_file_order() -> None:
     from lelp_studio.data import load_demo
 
     assert load_demo("text-demo").latent_columns == ["topic", "aspect"]
+
+
+def test_demo_files_come_from_the_sample_data_package() -> None:
+    """The demo is read where the package data lives, never relative to the working folder;
+    every file the package-data globs in pyproject.toml ship is one the loader needs."""
+    folder = sample_dir() / "text_demo"
+    assert {"train.csv", "test.csv", "labels.json"} <= {p.name for p in folder.iterdir()}
+    assert folder.resolve() == (Path(__file__).resolve().parents[1] / "sample_data" / "text_demo")
+
+
+def test_shared_data_outside_a_checkout_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed package has no ../shared/data; only LELP_SHARED_DATA can point at it."""
+    from lelp_studio.data import paths
+
+    monkeypatch.delenv("LELP_SHARED_DATA", raising=False)
+    monkeypatch.setattr(paths, "checkout_root", lambda: None)
+    assert shared_data_root() is None
+    with pytest.raises(DataError, match=r"not running from a checkout.*set LELP_SHARED_DATA"):
+        load_shared("sst2")
+
+
+def test_upload_limit_outside_a_checkout_reads_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit reads .streamlit/config.toml in the folder it is started from."""
+    from lelp_studio.data import paths, upload_limit_mb
+
+    monkeypatch.setattr(paths, "checkout_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert upload_limit_mb() == 200
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "config.toml").write_text("[server]\nmaxUploadSize = 7\n")
+    assert upload_limit_mb() == 7

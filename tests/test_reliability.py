@@ -33,7 +33,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from lelp_studio import store as store_mod
 from lelp_studio.cli import app
 from lelp_studio.config import ConfigError, TeacherSpec, load_config
 from lelp_studio.data import (
@@ -46,6 +45,8 @@ from lelp_studio.data import (
     upload_limit_mb,
 )
 from lelp_studio.store import Workspace, WorkspaceError, atomic_write_bytes
+from lelp_studio.store import files as store_files
+from lelp_studio.store import workspace as store_ws
 from lelp_studio.subclasses import LELPSubclasses, SubclassError
 from lelp_studio.types import Dataset, Split
 
@@ -509,7 +510,10 @@ def test_check_upload_size(n_bytes: int, limit_mb: float, ok: bool) -> None:
 
 
 def test_upload_limit_follows_streamlit_config(tmp_path: Path) -> None:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
 
     conf = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert upload_limit_mb() == conf["server"]["maxUploadSize"]
@@ -656,7 +660,7 @@ def test_killed_atomic_write_bytes_keeps_previous_version(tmp_path: Path) -> Non
     _run_killed(
         f"""
         import os, signal
-        import lelp_studio.store as s
+        import lelp_studio.store.files as s
         real_fsync = os.fsync
         def die(fd):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -749,7 +753,7 @@ def test_disk_full_on_array_write_is_a_clear_error_and_recoverable(
     before = _snapshot(saved_ws.root)
     mod, name = fails.split(".")
     with monkeypatch.context() as m:
-        m.setattr(store_mod.os if mod == "os" else store_mod.np, name, _enospc)
+        m.setattr(store_files.os if mod == "os" else store_files.np, name, _enospc)
         with pytest.raises(
             WorkspaceError, match=r"cannot write an array \(No space left on device\); free disk"
         ):
@@ -775,7 +779,7 @@ def test_disk_full_in_catalogue_is_a_clear_error(
         return con
 
     with monkeypatch.context() as m:
-        m.setattr(store_mod.sqlite3, "connect", full_connect)
+        m.setattr(store_ws.sqlite3, "connect", full_connect)
         with pytest.raises(WorkspaceError, match=r"database or disk is full; free disk space"):
             saved_ws.save_spec("big", {"blob": "x" * 200_000})
     assert _snapshot(saved_ws.root) == before

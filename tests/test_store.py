@@ -116,7 +116,7 @@ def test_killed_writer_leaves_previous_version(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        import lelp_studio.store as s
+        import lelp_studio.store.files as s
         real = np.save
         def slow_save(f, a, allow_pickle=False):
             f.write(b"partial")

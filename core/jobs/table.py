@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from ..store import Workspace
+from ..store import Schema, Workspace, ensure_schema
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat REAL NOT NULL
 );
 """
+# The jobs tables are their own part of the catalogue's schema versions (store.schema): a
+# change appends a migration here, so a workspace written by an older lelp-studio opens.
+JOBS_SCHEMA = Schema("jobs", SCHEMA, legacy_table="jobs")
 
 
 class JobError(ValueError):
@@ -130,7 +133,7 @@ def _db(ws: Workspace, immediate: bool = True) -> Iterator[sqlite3.Connection]:
         con.execute("PRAGMA synchronous=NORMAL")
         if key not in _SCHEMA_READY:
             con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(SCHEMA)
+            ensure_schema(con, JOBS_SCHEMA, ws.root)
             _SCHEMA_READY.add(key)
         con.row_factory = sqlite3.Row
         con.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -1,0 +1,33 @@
+"""The workspace (catalogue plus content-addressed arrays), the catalogue's schema versions,
+and the file-safety helpers every writer uses."""
+
+from .files import (
+    ArrayDamaged,
+    WorkspaceError,
+    array_digest,
+    atomic_file,
+    atomic_path,
+    atomic_save_npy,
+    atomic_write_bytes,
+    safe_name,
+)
+from .schema import Schema, ensure_schema, schema_versions
+from .workspace import SCHEMA, WORKSPACE_SCHEMA, Workspace, default_root
+
+__all__ = [
+    "SCHEMA",
+    "WORKSPACE_SCHEMA",
+    "ArrayDamaged",
+    "Schema",
+    "Workspace",
+    "WorkspaceError",
+    "array_digest",
+    "atomic_file",
+    "atomic_path",
+    "atomic_save_npy",
+    "atomic_write_bytes",
+    "default_root",
+    "ensure_schema",
+    "safe_name",
+    "schema_versions",
+]
