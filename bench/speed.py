@@ -124,10 +124,11 @@ def bench_extraction(device: str, n: int, naive_n: int) -> dict[str, Any]:
     import torch
 
     from lelp_studio import teachers
+    from lelp_studio.teachers.minilm import _load_minilm, _minilm_fn
 
-    encoder, tok = teachers._load_minilm()
+    encoder, tok = _load_minilm()
     encoder.to(device).eval()
-    fn = teachers._minilm_fn(encoder)
+    fn = _minilm_fn(encoder)
     texts, source = load_sentences(max(n, naive_n))
     n_tok = [len(x) for x in tok(texts[:2000])["input_ids"]]
     quiet = lambda *a: None  # noqa: E731
@@ -182,12 +183,14 @@ def bench_feed(n: int, workers: int) -> dict[str, Any]:
     What a GPU sees as the feed's ceiling; measurable on any machine.
     """
     from lelp_studio import teachers
+    from lelp_studio.teachers.extraction import _TOKEN_BUDGET
+    from lelp_studio.teachers.minilm import _load_minilm
 
-    _, tok = teachers._load_minilm()
+    _, tok = _load_minilm()
     texts, source = load_sentences(n)
     noop = lambda b: b["attention_mask"][:, :1].float()  # noqa: E731
     res: dict[str, Any] = {"source": source, "n": n, "workers": workers,
-                           "token_budget": teachers._TOKEN_BUDGET["cuda"]}  # fmt: skip
+                           "token_budget": _TOKEN_BUDGET["cuda"]}  # fmt: skip
     for name, processes in (("threads", False), ("processes", True)):
         _, wall, cpu = _timed(
             lambda p=processes: teachers.extract(
@@ -209,7 +212,8 @@ def _model_only(
     cache run fastest), timed without tokenising, copies or writing out."""
     import torch
 
-    from lelp_studio.teachers import _precision_autocast, mean_pool, resolve_precision
+    from lelp_studio.teachers import mean_pool, resolve_precision
+    from lelp_studio.teachers.device import _precision_autocast
 
     rows_per_batch = 4096 if device == "cuda" else 64
     enc = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -437,11 +441,11 @@ def bench_encode(n: int) -> dict[str, Any]:
     ``encode_inputs`` (Rust batch path), max_length 64; the ids must be identical."""
     import torch
 
-    from lelp_studio import teachers
     from lelp_studio.students import encode_inputs
+    from lelp_studio.teachers.minilm import _load_minilm
     from lelp_studio.types import Split
 
-    _, tok = teachers._load_minilm()
+    _, tok = _load_minilm()
     texts, source = load_sentences(n)
     ref, t_old, c_old = _timed(
         lambda: tok(texts, padding="longest", truncation=True, max_length=64, return_tensors="pt")

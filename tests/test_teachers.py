@@ -25,6 +25,8 @@ from lelp_studio.teachers import (
     load_tokenizer,
     teacher_fingerprint,
 )
+from lelp_studio.teachers import hf as teachers_hf
+from lelp_studio.teachers import minilm as teachers_minilm
 from lelp_studio.types import Dataset, Split
 
 transformers = pytest.importorskip("transformers")
@@ -129,7 +131,7 @@ def test_hf_hook_captures_final_layer_input(arch, tmp_path, minilm_tok):
 def test_extract_restores_original_order(tmp_path, minilm_tok):
     folder = _save_tiny(tmp_path / "bert", "bert", minilm_tok)
     model = transformers.BertForSequenceClassification.from_pretrained(folder).eval()
-    fn, handle = teachers._hf_model_fn(model, model.classifier)
+    fn, handle = teachers_hf._hf_model_fn(model, model.classifier)
     texts, _ = _texts(11, 3, 2)
     assert len({len(t.split()) for t in texts}) > 3  # lengths differ, so sorting reorders
     batched = extract(fn, minilm_tok, texts, 32, 4, lambda *a: None)
@@ -240,7 +242,7 @@ def test_minilm_finetune_changes_weights(tmp_path):
     np.testing.assert_allclose(out.Z["train"], out.H["train"] @ out.W.T + out.b, atol=1e-4)
     # The saved fine-tuned encoder reproduces H (mean pooling of its last layer).
     enc = load_teacher_encoder(spec, encoder_dir=tmp_path / "enc").eval()
-    batch = teachers._load_minilm()[1](ds.splits["test"].texts[:1], return_tensors="pt")
+    batch = teachers_minilm._load_minilm()[1](ds.splits["test"].texts[:1], return_tensors="pt")
     with torch.no_grad():
         h = enc(**batch).last_hidden_state[0].mean(0).numpy()
     np.testing.assert_allclose(h, out.H["test"][0], atol=1e-4)
@@ -465,16 +467,17 @@ def test_frozen_head_picks_c_on_held_out_rows(with_dev):
         H["dev"] = rng.normal(size=(n, d)) + 0.3 * y[:, None] * (np.arange(d) < 3)
         splits["dev"] = Split(y=y, features=H["dev"])
     ds = Dataset("h", ["a", "b"], splits)
-    W, b, c = teachers._frozen_head(ds, H, seed=0)
-    assert c in teachers._HEAD_C_GRID
+    W, b, c = teachers_minilm._frozen_head(ds, H, seed=0)
+    grid = teachers_minilm._HEAD_C_GRID
+    assert c in grid
     W_ref, b_ref = fit_linear_head(H["train"], y, 2, C=c)  # refitted on all of train
     np.testing.assert_allclose(W, W_ref)
     if with_dev:
         accs = [
             np.mean((H["dev"] @ w.T + bb).argmax(1) == y)
-            for w, bb in (fit_linear_head(H["train"], y, 2, C=g) for g in teachers._HEAD_C_GRID)
+            for w, bb in (fit_linear_head(H["train"], y, 2, C=g) for g in grid)
         ]
-        assert accs[teachers._HEAD_C_GRID.index(c)] == max(accs)
+        assert accs[grid.index(c)] == max(accs)
 
 
 def test_bf16_precision_matches_float32_minilm(tiny_text_dataset):
