@@ -8,14 +8,15 @@ with a fitted head or fine-tuned), ``arrays`` (H, Z and W computed elsewhere) an
 ``device`` decides device and precision, ``fingerprint`` keys the workspace cache.
 """
 
-from .common import Progress, TeacherError
+from .common import HSink, Progress, TeacherError, open_embedding_memmap
 from .compute import compute_teacher_outputs, load_teacher_encoder, load_tokenizer
 from .device import cpu_has_native_bf16, pick_device, resolve_precision
-from .extraction import extract, mean_pool, open_embedding_memmap, process_workers
+from .extraction import extract, mean_pool, process_workers
 from .fingerprint import teacher_fingerprint
 from .minilm import finetune_minilm, fit_linear_head, minilm_path
 
 __all__ = [
+    "HSink",
     "Progress",
     "TeacherError",
     "compute_teacher_outputs",

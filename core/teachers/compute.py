@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..config import TeacherSpec
 from ..types import Dataset, TeacherOutputs
 from .arrays import _compute_arrays
-from .common import Progress, TeacherError
+from .common import HSink, Progress, TeacherError
 from .digits import _compute_digits_mlp
 from .hf import (
     _check_local_folder,
@@ -31,6 +31,7 @@ def compute_teacher_outputs(
     *,
     max_steps: int | None = None,
     encoder_dir: str | Path | None = None,
+    h_dir: str | Path | None = None,
 ) -> TeacherOutputs:
     """H, Z for every split of ``dataset`` plus the teacher's last layer W (C, d), b (C,).
 
@@ -39,15 +40,22 @@ def compute_teacher_outputs(
     finetune only); ``encoder_dir``, when given, receives the fine-tuned encoder and tokenizer
     (minilm finetune only) for ``load_teacher_encoder``. ``meta`` holds teacher name,
     pooling, device, seconds and accuracy per split.
+
+    ``h_dir``: H goes to float16 files ``h_dir/H_<split>.npy``, written as batches finish
+    (no float32 copy of H is held, except by a frozen MiniLM, whose head is fitted on float32
+    H), and ``H`` holds them as read-only memmaps, ready for ``Workspace.adopt_array``. The
+    values equal today's float32 H cast to float16, the workspace's stored format. Without
+    it, H is float32 in memory.
     """
+    sink = HSink(h_dir)
     if spec.kind == "hf":
-        return _compute_hf(dataset, spec, progress)
+        return _compute_hf(dataset, spec, progress, sink)
     if spec.kind == "minilm":
-        return _compute_minilm(dataset, spec, progress, max_steps, encoder_dir)
+        return _compute_minilm(dataset, spec, progress, max_steps, encoder_dir, sink)
     if spec.kind == "arrays":
-        return _compute_arrays(dataset, spec)
+        return _compute_arrays(dataset, spec, sink)
     if spec.kind == "digits-mlp":
-        return _compute_digits_mlp(dataset, spec)
+        return _compute_digits_mlp(dataset, spec, sink)
     raise TeacherError(  # pragma: no cover - the config schema forbids other kinds
         f"unknown teacher kind {spec.kind!r}; use minilm, hf, arrays or digits-mlp"
     )

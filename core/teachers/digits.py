@@ -10,10 +10,10 @@ from torch import nn
 
 from ..config import TeacherSpec
 from ..types import Dataset, TeacherOutputs
-from .common import TeacherError, _outputs
+from .common import HSink, TeacherError, _outputs
 
 
-def _compute_digits_mlp(dataset: Dataset, spec: TeacherSpec) -> TeacherOutputs:
+def _compute_digits_mlp(dataset: Dataset, spec: TeacherSpec, sink: HSink) -> TeacherOutputs:
     """A 2-hidden-layer ReLU MLP on standardised pixels, trained on CPU in about a second."""
     train = dataset.splits["train"]
     if train.features is None:
@@ -62,4 +62,5 @@ def _compute_digits_mlp(dataset: Dataset, spec: TeacherSpec) -> TeacherOutputs:
         "steps": steps,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return _outputs(dataset, H, Z, head.weight.detach().numpy(), head.bias.detach().numpy(), meta)
+    W, b = head.weight.detach().numpy(), head.bias.detach().numpy()
+    return _outputs(dataset, H, Z, W, b, meta, sink)

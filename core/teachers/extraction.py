@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,15 +35,6 @@ ModelFn = Callable[[dict[str, torch.Tensor]], torch.Tensor | tuple[torch.Tensor,
 # 1.5x faster in bf16 and float32 than 16,384, bench/results/speed.md).
 _TOKEN_BUDGET = {"cuda": 131_072, "cpu": 2_048}
 _MAX_ROWS = {"cuda": 4_096, "cpu": 1_024}
-
-
-def open_embedding_memmap(path: str | Path, n: int, dim: int, dtype: Any = np.float16) -> np.memmap:
-    """A new ``.npy`` file of shape (n, dim) opened for writing, to pass as ``extract(out=...)``.
-
-    float16 halves the disk and page-cache footprint of 1.6M x 384 embeddings (1.2 GB) and
-    ``np.load(path, mmap_mode="r")`` reads it back without loading it.
-    """
-    return np.lib.format.open_memmap(Path(path), mode="w+", dtype=dtype, shape=(int(n), int(dim)))
 
 
 def _fast_encoder(tokenizer: Any, max_length: int, multiple_of: int | None) -> Any:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import TeacherSpec
 from ..types import Dataset, TeacherOutputs
-from .common import Progress, TeacherError, _need_text, _outputs
+from .common import HSink, Progress, TeacherError, _need_text, _outputs
 from .device import pick_device, resolve_precision
 from .extraction import _filter_inputs, _float_head, extract
 
@@ -259,7 +259,9 @@ def _label_permutation(config: Any, label_names: Sequence[str]) -> np.ndarray | 
     return None
 
 
-def _compute_hf(dataset: Dataset, spec: TeacherSpec, progress: Progress | None) -> TeacherOutputs:
+def _compute_hf(
+    dataset: Dataset, spec: TeacherSpec, progress: Progress | None, sink: HSink
+) -> TeacherOutputs:
     _need_text(dataset, "hf")
     model, tok, name = _load_hf(spec)
     config = model.config
@@ -280,9 +282,11 @@ def _compute_hf(dataset: Dataset, spec: TeacherSpec, progress: Progress | None) 
     try:
         for split_name, split in dataset.splits.items():
             assert split.texts is not None
+            h_out = sink.new(split_name, len(split.texts), layer.in_features)
             H[split_name], Z[split_name] = extract(
                 fn, tok, split.texts, max_len, spec.batch_size, progress,
                 device=device, stage=f"embed {split_name}", precision=spec.precision,
+                out=[h_out, None],
             )  # fmt: skip
     finally:
         handle.remove()
@@ -307,4 +311,4 @@ def _compute_hf(dataset: Dataset, spec: TeacherSpec, progress: Progress | None) 
         Z = {k: v[:, perm] for k, v in Z.items()}
         meta["label_permutation"] = perm.tolist()
     meta["seconds"] = round(time.perf_counter() - t0, 3)
-    return _outputs(dataset, H, Z, W, b, meta)
+    return _outputs(dataset, H, Z, W, b, meta, sink)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config import TeacherSpec
 from ..types import Dataset, TeacherOutputs
-from .common import Progress, TeacherError, _accuracy, _need_text, _outputs, _Reporter
+from .common import HSink, Progress, TeacherError, _accuracy, _need_text, _outputs, _Reporter
 from .device import _precision_autocast, pick_device, resolve_precision
 from .extraction import _filter_inputs, _float_head, extract, mean_pool
 
@@ -222,6 +222,7 @@ def _compute_minilm(
     progress: Progress | None,
     max_steps: int | None,
     encoder_dir: str | Path | None,
+    sink: HSink,
 ) -> TeacherOutputs:
     _need_text(dataset, "minilm")
     t0 = time.perf_counter()
@@ -254,9 +255,11 @@ def _compute_minilm(
         model, tok = finetune_minilm(dataset, spec, progress, max_steps=max_steps)
         for name, split in dataset.splits.items():
             assert split.texts is not None
+            h_out = sink.new(name, len(split.texts), int(model.head.weight.shape[1]))
             H[name], Z[name] = extract(
                 model.outputs, tok, split.texts, spec.max_length, spec.batch_size, progress,
                 device=device, stage=f"embed {name}", precision=spec.precision,
+                out=[h_out, None],
             )  # fmt: skip
         if encoder_dir is not None:
             # safetensors by default; students initialised from the teacher load it from here.
@@ -268,4 +271,4 @@ def _compute_minilm(
         b = head.bias.detach().float().cpu().numpy()
         meta.update(epochs=spec.epochs, lr=spec.lr, max_steps=max_steps)
     meta["seconds"] = round(time.perf_counter() - t0, 3)
-    return _outputs(dataset, H, Z, W, b, meta)
+    return _outputs(dataset, H, Z, W, b, meta, sink)
