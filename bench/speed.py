@@ -10,6 +10,9 @@ One run records, side by side and with their ratio:
 - LELP on 1,600,000 x 384 synthetic float16 memory-mapped embeddings (two classes, four planted
   latent groups per class): fit, targets for all rows, a beta-only change, peak RSS, each in
   its own process so peaks do not mix, against a naive in-memory float32 version;
+- the product's own commands (``bench/speed_product.py``): ``lelp embed``, ``lelp subclasses``
+  and ``lelp distill`` (one epoch) on a ``--rows``-row arrays teacher, each in its own process
+  with its wall time and peak RSS, beside the library's LELP figure;
 - student training (``lelp_studio.train.train``) of the reference bag student for one epoch on
   synthetic cached token ids: the old per-batch path (the batch width read back from the
   device, token selection by boolean mask) against the new one (widths from CPU-side row
@@ -24,6 +27,8 @@ recorded next to them).
     python bench/speed.py                      # everything, results in bench/results/
     python bench/speed.py --cpu-texts 300 --lelp-rows 200000 --out /tmp/speed   # a quick look
     python bench/speed.py --only-student      # run the student section, merge into speed.json
+    python bench/speed.py --rows 20000 --skip-extraction --skip-feed --skip-student \\
+        --out /tmp/speed                      # LELP and the product commands, small
 """
 
 from __future__ import annotations
@@ -583,6 +588,11 @@ def to_markdown(r: dict[str, Any]) -> str:
                 f"{lp['tuned'].get('ari_latent_sample')}.",
                 "",
             ]
+    if r.get("product"):
+        from bench.speed_product import markdown
+
+        lib = lp.get("tuned") if lp and lp.get("rows") == r["product"]["rows"] else None
+        lines += markdown(r["product"], None if lib is None else lib | {"rows": lp["rows"]})
     sm = r.get("student_machine")
     if sm and r.get("student"):
         lines += [
@@ -641,6 +651,10 @@ def judge(r: dict[str, Any]) -> list[str]:
             ("beta-only change", t["beta_only_s"], GOALS["beta_s"], "s"),
         ):
             out.append(f"{label} < {goal} {unit}: {v} {unit} ({'met' if v < goal else 'NOT met'})")
+    if r.get("product"):
+        from bench.speed_product import judge as judge_product
+
+        out += judge_product(r["product"], GOALS["lelp_s"], GOALS["lelp_rss_mb"])
     gpu_st = r.get("student", {}).get("cuda")
     if gpu_st and "new" in gpu_st:
         new = gpu_st["new"]
@@ -675,7 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     # be a small share of the timed run
     ap.add_argument("--gpu-texts", type=int, default=1_000_000)
     ap.add_argument("--gpu-naive-texts", type=int, default=20_000)
-    ap.add_argument("--lelp-rows", type=int, default=1_600_000)
+    ap.add_argument(
+        "--rows",
+        type=int,
+        default=1_600_000,
+        help="training rows of the product commands (and LELP, unless --lelp-rows)",
+    )
+    ap.add_argument("--lelp-rows", type=int, default=None)
     ap.add_argument("--lelp-dim", type=int, default=384)
     ap.add_argument("--lelp-s", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/lelp_speed_cache"),
@@ -691,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-feed", action="store_true")
     ap.add_argument("--skip-naive-lelp", action="store_true")
+    ap.add_argument(
+        "--skip-product",
+        action="store_true",
+        help="skip lelp embed / subclasses / distill on the arrays teacher",
+    )
     ap.add_argument("--student-rows", type=int, default=200_000, help="CPU training rows")
     ap.add_argument("--gpu-student-rows", type=int, default=1_600_000)
     ap.add_argument("--student-batch", type=int, default=128, help="CPU training batch size")
@@ -717,11 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     r: dict[str, Any] = {"machine": machine_info()}
+    args.lelp_rows = args.lelp_rows or args.rows
     if args.only_student:
         old_json = args.out / "speed.json"
         if old_json.is_file():  # keep the other sections and the machine they ran on
             r = json.loads(old_json.read_text()) | {"student_machine": r["machine"]}
-        args.skip_extraction = args.skip_lelp = args.skip_feed = True
+        args.skip_extraction = args.skip_lelp = args.skip_feed = args.skip_product = True
     cuda = torch.cuda.is_available()
     if not args.skip_student:
         st = r["student"] = {}
@@ -754,6 +780,13 @@ def main(argv: list[str] | None = None) -> int:
             args.cache, args.lelp_rows, args.lelp_dim, args.lelp_s, not args.skip_naive_lelp
         )
         print(json.dumps(r["lelp"]), flush=True)
+    if not args.skip_product:
+        from bench.speed_product import bench_product
+
+        run_product = lambda: bench_product(  # noqa: E731
+            args.cache, args.rows, args.lelp_dim, args.lelp_s, make_synthetic
+        )
+        _section_into(r, "product", run_product)
     load_end = [round(x, 2) for x in os.getloadavg()]
     r["student_load_average_end" if args.only_student else "load_average_end"] = load_end
     r["goals"] = judge(r)
