@@ -18,5 +18,5 @@ export PYTHONPATH="$SITE:$PWD/$B/pkg:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 [ -d "$B/sst2" ] && export LELP_SST2="$PWD/$B/sst2"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt" || true
-# The LELP 1.6M section is CPU work already measured here (bench/results/speed.md): skipped.
-python3 bench/speed.py --skip-lelp --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"
+# The LELP 1.6M and product-command sections are CPU work measured here: skipped.
+python3 bench/speed.py --skip-lelp --skip-product --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"

@@ -10,6 +10,9 @@ One run records, side by side and with their ratio:
 - LELP on 1,600,000 x 384 synthetic float16 memory-mapped embeddings (two classes, four planted
   latent groups per class): fit, targets for all rows, a beta-only change, peak RSS, each in
   its own process so peaks do not mix, against a naive in-memory float32 version;
+- the product's own commands (``bench/speed_product.py``): ``lelp embed``, ``lelp subclasses``
+  and ``lelp distill`` (one epoch) on a ``--rows``-row arrays teacher, each in its own process
+  with its wall time and peak RSS, beside the library's LELP figure;
 - student training (``lelp_studio.train.train``) of the reference bag student for one epoch on
   synthetic cached token ids: the old per-batch path (the batch width read back from the
   device, token selection by boolean mask) against the new one (widths from CPU-side row
@@ -24,6 +27,8 @@ recorded next to them).
     python bench/speed.py                      # everything, results in bench/results/
     python bench/speed.py --cpu-texts 300 --lelp-rows 200000 --out /tmp/speed   # a quick look
     python bench/speed.py --only-student      # run the student section, merge into speed.json
+    python bench/speed.py --rows 20000 --skip-extraction --skip-feed --skip-student \\
+        --out /tmp/speed                      # LELP and the product commands, small
 """
 
 from __future__ import annotations
@@ -124,10 +129,11 @@ def bench_extraction(device: str, n: int, naive_n: int) -> dict[str, Any]:
     import torch
 
     from lelp_studio import teachers
+    from lelp_studio.teachers.minilm import _load_minilm, _minilm_fn
 
-    encoder, tok = teachers._load_minilm()
+    encoder, tok = _load_minilm()
     encoder.to(device).eval()
-    fn = teachers._minilm_fn(encoder)
+    fn = _minilm_fn(encoder)
     texts, source = load_sentences(max(n, naive_n))
     n_tok = [len(x) for x in tok(texts[:2000])["input_ids"]]
     quiet = lambda *a: None  # noqa: E731
@@ -182,12 +188,14 @@ def bench_feed(n: int, workers: int) -> dict[str, Any]:
     What a GPU sees as the feed's ceiling; measurable on any machine.
     """
     from lelp_studio import teachers
+    from lelp_studio.teachers.extraction import _TOKEN_BUDGET
+    from lelp_studio.teachers.minilm import _load_minilm
 
-    _, tok = teachers._load_minilm()
+    _, tok = _load_minilm()
     texts, source = load_sentences(n)
     noop = lambda b: b["attention_mask"][:, :1].float()  # noqa: E731
     res: dict[str, Any] = {"source": source, "n": n, "workers": workers,
-                           "token_budget": teachers._TOKEN_BUDGET["cuda"]}  # fmt: skip
+                           "token_budget": _TOKEN_BUDGET["cuda"]}  # fmt: skip
     for name, processes in (("threads", False), ("processes", True)):
         _, wall, cpu = _timed(
             lambda p=processes: teachers.extract(
@@ -209,7 +217,8 @@ def _model_only(
     cache run fastest), timed without tokenising, copies or writing out."""
     import torch
 
-    from lelp_studio.teachers import _precision_autocast, mean_pool, resolve_precision
+    from lelp_studio.teachers import mean_pool, resolve_precision
+    from lelp_studio.teachers.device import _precision_autocast
 
     rows_per_batch = 4096 if device == "cuda" else 64
     enc = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -437,11 +446,11 @@ def bench_encode(n: int) -> dict[str, Any]:
     ``encode_inputs`` (Rust batch path), max_length 64; the ids must be identical."""
     import torch
 
-    from lelp_studio import teachers
     from lelp_studio.students import encode_inputs
+    from lelp_studio.teachers.minilm import _load_minilm
     from lelp_studio.types import Split
 
-    _, tok = teachers._load_minilm()
+    _, tok = _load_minilm()
     texts, source = load_sentences(n)
     ref, t_old, c_old = _timed(
         lambda: tok(texts, padding="longest", truncation=True, max_length=64, return_tensors="pt")
@@ -579,6 +588,11 @@ def to_markdown(r: dict[str, Any]) -> str:
                 f"{lp['tuned'].get('ari_latent_sample')}.",
                 "",
             ]
+    if r.get("product"):
+        from bench.speed_product import markdown
+
+        lib = lp.get("tuned") if lp and lp.get("rows") == r["product"]["rows"] else None
+        lines += markdown(r["product"], None if lib is None else lib | {"rows": lp["rows"]})
     sm = r.get("student_machine")
     if sm and r.get("student"):
         lines += [
@@ -637,6 +651,10 @@ def judge(r: dict[str, Any]) -> list[str]:
             ("beta-only change", t["beta_only_s"], GOALS["beta_s"], "s"),
         ):
             out.append(f"{label} < {goal} {unit}: {v} {unit} ({'met' if v < goal else 'NOT met'})")
+    if r.get("product"):
+        from bench.speed_product import judge as judge_product
+
+        out += judge_product(r["product"], GOALS["lelp_s"], GOALS["lelp_rss_mb"])
     gpu_st = r.get("student", {}).get("cuda")
     if gpu_st and "new" in gpu_st:
         new = gpu_st["new"]
@@ -671,7 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     # be a small share of the timed run
     ap.add_argument("--gpu-texts", type=int, default=1_000_000)
     ap.add_argument("--gpu-naive-texts", type=int, default=20_000)
-    ap.add_argument("--lelp-rows", type=int, default=1_600_000)
+    ap.add_argument(
+        "--rows",
+        type=int,
+        default=1_600_000,
+        help="training rows of the product commands (and LELP, unless --lelp-rows)",
+    )
+    ap.add_argument("--lelp-rows", type=int, default=None)
     ap.add_argument("--lelp-dim", type=int, default=384)
     ap.add_argument("--lelp-s", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/lelp_speed_cache"),
@@ -687,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-feed", action="store_true")
     ap.add_argument("--skip-naive-lelp", action="store_true")
+    ap.add_argument(
+        "--skip-product",
+        action="store_true",
+        help="skip lelp embed / subclasses / distill on the arrays teacher",
+    )
     ap.add_argument("--student-rows", type=int, default=200_000, help="CPU training rows")
     ap.add_argument("--gpu-student-rows", type=int, default=1_600_000)
     ap.add_argument("--student-batch", type=int, default=128, help="CPU training batch size")
@@ -713,11 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     r: dict[str, Any] = {"machine": machine_info()}
+    args.lelp_rows = args.lelp_rows or args.rows
     if args.only_student:
         old_json = args.out / "speed.json"
         if old_json.is_file():  # keep the other sections and the machine they ran on
             r = json.loads(old_json.read_text()) | {"student_machine": r["machine"]}
-        args.skip_extraction = args.skip_lelp = args.skip_feed = True
+        args.skip_extraction = args.skip_lelp = args.skip_feed = args.skip_product = True
     cuda = torch.cuda.is_available()
     if not args.skip_student:
         st = r["student"] = {}
@@ -750,6 +780,13 @@ def main(argv: list[str] | None = None) -> int:
             args.cache, args.lelp_rows, args.lelp_dim, args.lelp_s, not args.skip_naive_lelp
         )
         print(json.dumps(r["lelp"]), flush=True)
+    if not args.skip_product:
+        from bench.speed_product import bench_product
+
+        run_product = lambda: bench_product(  # noqa: E731
+            args.cache, args.rows, args.lelp_dim, args.lelp_s, make_synthetic
+        )
+        _section_into(r, "product", run_product)
     load_end = [round(x, 2) for x in os.getloadavg()]
     r["student_load_average_end" if args.only_student else "load_average_end"] = load_end
     r["goals"] = judge(r)

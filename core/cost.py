@@ -258,7 +258,10 @@ def _teacher_model(
     import torch
     from torch import nn
 
-    from . import teachers
+    from .teachers import load_teacher_encoder, load_tokenizer, minilm_path
+    from .teachers.extraction import _filter_inputs
+    from .teachers.hf import _load_hf, _max_length, _resolve_hf
+    from .teachers.minilm import _MeanPoolClassifier
 
     spec = _run_config(run).teacher
     key = (run.get("artifacts") or {}).get("teacher_key", "")
@@ -275,31 +278,31 @@ def _teacher_model(
         note = "not saved by the project: size of its float32 weights"
         return model, lambda b: model(b["x"]), size, None, 0, note
     if spec.kind == "minilm":
-        folder, note = Path(teachers.minilm_path()), ""
+        folder, note = Path(minilm_path()), ""
         enc_dir = ws.encoder_dir(key) if spec.mode == "finetune" and key else None
         if enc_dir is not None and (enc_dir / "model.safetensors").is_file():
             folder = enc_dir
         elif spec.mode == "finetune":
             enc_dir, note = None, "fine-tuned encoder not kept: the pretrained one was timed"
-        encoder = teachers.load_teacher_encoder(spec, enc_dir)
+        encoder = load_teacher_encoder(spec, enc_dir)
         encoder.float().eval()
         dim = int(encoder.config.hidden_size)
-        model = teachers._MeanPoolClassifier(encoder, dim, ds.n_classes).eval()
+        model = _MeanPoolClassifier(encoder, dim, ds.n_classes).eval()
         size = _weights_bytes(folder) + 4 * (dim + 1) * ds.n_classes  # + the linear head
-        tok = teachers.load_tokenizer(spec)
+        tok = load_tokenizer(spec)
         return model, lambda b: model(b)[1], size, tok, spec.max_length, note
     if spec.kind == "hf":
-        model, tok, _ = teachers._load_hf(spec)
+        model, tok, _ = _load_hf(spec)
         model.float().eval()
-        where, local = teachers._resolve_hf(spec)
+        where, local = _resolve_hf(spec)
         if local:
             size = _weights_bytes(Path(where))
         else:
             size = int(sum(p.numel() * p.element_size() for p in model.parameters()))
-        max_len = teachers._max_length(spec, tok, model.config)
+        max_len = _max_length(spec, tok, model.config)
 
         def forward(b: dict[str, Any]) -> torch.Tensor:
-            return model(**teachers._filter_inputs(model, b)).logits
+            return model(**_filter_inputs(model, b)).logits
 
         return model, forward, size, tok, max_len, ""
     raise CostError(

@@ -360,7 +360,7 @@ _ENCODE_CHUNK = 16_384
 def _encode_texts(texts: list[str], tokenizer: Any, max_length: int) -> dict[str, Tensor]:
     """Tokenise in chunks (each padded to its own longest text), then lay the chunks into one
     (n, L) array padded with the tokenizer's pad id on its padding side, L the longest."""
-    from .teachers import _BatchEncoder
+    from .teachers.extraction import _BatchEncoder
 
     encode = _BatchEncoder(tokenizer, max_length, torch.device("cpu"), pin=False)
     chunks = [encode(texts[i : i + _ENCODE_CHUNK]) for i in range(0, len(texts), _ENCODE_CHUNK)]

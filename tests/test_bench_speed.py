@@ -24,7 +24,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     args = [
         "--out", str(out), "--cache", str(cache), "--cpu-texts", "48", "--cpu-naive-texts",
         "16", "--feed-texts", "64", "--feed-workers", "2", "--lelp-rows", "4000",
-        "--lelp-dim", "16", "--student-rows", "512", "--encode-texts", "64",
+        "--lelp-dim", "16", "--student-rows", "512", "--encode-texts", "64", "--rows", "600",
     ]  # fmt: skip
     assert speed.main(args) == 0
     return json.loads((out / "speed.json").read_text()), (out / "speed.md").read_text()
@@ -55,6 +55,26 @@ def test_feed_lelp_and_student_sections(toy: tuple[dict, str]) -> None:
     assert r["student"]["encode"]["identical_ids"] is True
     assert r["student"]["cpu"]["new"]["loss"] == pytest.approx(r["student"]["cpu"]["old"]["loss"])
     assert r["machine"]["cpu"] and r["machine"]["date"]
+
+
+def test_product_commands_run_in_their_own_processes(toy: tuple[dict, str]) -> None:
+    """lelp embed, subclasses and distill each ran as a process with its own wall time and
+    peak RSS; embed computed the arrays teacher's outputs, subclasses found them cached."""
+    r, md = toy
+    p = r["product"]
+    assert p["rows"] == 600 and list(p["commands"]) == ["embed", "subclasses", "distill"]
+    for c in p["commands"].values():
+        assert c["seconds"] > 0 and c["peak_rss_mb"] > 50  # a Python process with numpy
+    embed, sub = p["commands"]["embed"], p["commands"]["subclasses"]
+    assert embed["returncode"] == 0 and "(computed)" in " ".join(embed["tail"])
+    assert any(x.startswith("  train n=    600 d=16 ") for x in embed["tail"])
+    assert sub["returncode"] == 0 and "recovery of 'group'" in " ".join(sub["tail"])
+    assert (
+        "## Product commands on a 600 x 16 arrays teacher" in md and "| lelp subclasses | 0 |" in md
+    )
+    assert any(g.startswith("lelp subclasses peak RSS < 4096 MB") for g in r["goals"])
+    if p["commands"]["distill"]["returncode"] != 0:  # reported, never silent
+        assert any(g.startswith("lelp distill failed") for g in r["goals"])
 
 
 def test_a_failing_gpu_section_is_recorded_and_cpu_sections_raise(capsys) -> None:

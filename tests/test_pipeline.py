@@ -177,7 +177,7 @@ def test_finetuned_teacher_encoder_is_kept_and_used_for_student_init(
     initialised from the teacher starts from it, not from the pretrained MiniLM."""
     import torch
 
-    from lelp_studio.teachers import _load_minilm
+    from lelp_studio.teachers.minilm import _load_minilm
 
     cfg = load_config(
         None,

@@ -13,11 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import log_softmax
 
 from lelp_studio import subclasses, teachers
 from lelp_studio.subclasses import LELPSubclasses, SubclassError, targets_from_coordinates
 from lelp_studio.teachers import TeacherError, extract, open_embedding_memmap
+from lelp_studio.teachers import device as teacher_device
+from lelp_studio.teachers import fingerprint as teacher_fp
+from lelp_studio.teachers.extraction import _plan_batches, _token_lengths
+from lelp_studio.teachers.minilm import _load_minilm, _minilm_fn
 
 transformers = pytest.importorskip("transformers")
 
@@ -38,9 +43,9 @@ def _varied_texts(n: int = 50, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def minilm():
-    encoder, tok = teachers._load_minilm()
+    encoder, tok = _load_minilm()
     encoder.eval()
-    return teachers._minilm_fn(encoder), tok
+    return _minilm_fn(encoder), tok
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,7 @@ def test_tuned_equals_naive_row_by_row(minilm, naive_rows, kw):
     ],
 )
 def test_resolve_precision(monkeypatch, precision, device, native, expected):
-    monkeypatch.setattr(teachers, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(teacher_device, "cpu_has_native_bf16", lambda: native)
     assert teachers.resolve_precision(precision, device) == expected
 
 
@@ -111,8 +116,8 @@ def test_cache_key_follows_resolved_precision(monkeypatch, native):
     """``auto`` shares its cache with the precision it resolves to here, never the other."""
     from lelp_studio.config import TeacherSpec
 
-    monkeypatch.setattr(teachers, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(teachers, "pick_device", lambda: teachers.torch.device("cpu"))
+    monkeypatch.setattr(teacher_device, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(teacher_fp, "pick_device", lambda: torch.device("cpu"))
     fp = {
         p: teachers.teacher_fingerprint(TeacherSpec(precision=p))
         for p in ("auto", "float32", "bf16")
@@ -140,7 +145,7 @@ def test_batches_cover_rows_once_longest_first(minilm, device):
     by characters (no extra tokenizer pass). The plan needs no GPU to be made."""
     _, tok = minilm
     texts = _varied_texts(50, seed=1)
-    order, bounds = teachers._plan_batches(tok, texts, 64, 4, teachers.torch.device(device), 120)
+    order, bounds = _plan_batches(tok, texts, 64, 4, torch.device(device), 120)
     np.testing.assert_array_equal(np.sort(order), np.arange(50))
     tokens = np.array(
         [len(tok(texts[i], truncation=True, max_length=64)["input_ids"]) for i in order]
@@ -159,7 +164,7 @@ def test_exact_token_lengths_match_the_tokenizer(minilm):
     _, tok = minilm
     texts = _varied_texts(40, seed=4)
     want = [len(tok(t, truncation=True, max_length=16)["input_ids"]) for t in texts]
-    np.testing.assert_array_equal(teachers._token_lengths(tok, texts, 16), want)
+    np.testing.assert_array_equal(_token_lengths(tok, texts, 16), want)
 
 
 def test_writes_into_float16_memmap(minilm, naive_rows, tmp_path):

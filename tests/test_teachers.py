@@ -25,6 +25,8 @@ from lelp_studio.teachers import (
     load_tokenizer,
     teacher_fingerprint,
 )
+from lelp_studio.teachers import hf as teachers_hf
+from lelp_studio.teachers import minilm as teachers_minilm
 from lelp_studio.types import Dataset, Split
 
 transformers = pytest.importorskip("transformers")
@@ -129,7 +131,7 @@ def test_hf_hook_captures_final_layer_input(arch, tmp_path, minilm_tok):
 def test_extract_restores_original_order(tmp_path, minilm_tok):
     folder = _save_tiny(tmp_path / "bert", "bert", minilm_tok)
     model = transformers.BertForSequenceClassification.from_pretrained(folder).eval()
-    fn, handle = teachers._hf_model_fn(model, model.classifier)
+    fn, handle = teachers_hf._hf_model_fn(model, model.classifier)
     texts, _ = _texts(11, 3, 2)
     assert len({len(t.split()) for t in texts}) > 3  # lengths differ, so sorting reorders
     batched = extract(fn, minilm_tok, texts, 32, 4, lambda *a: None)
@@ -240,7 +242,7 @@ def test_minilm_finetune_changes_weights(tmp_path):
     np.testing.assert_allclose(out.Z["train"], out.H["train"] @ out.W.T + out.b, atol=1e-4)
     # The saved fine-tuned encoder reproduces H (mean pooling of its last layer).
     enc = load_teacher_encoder(spec, encoder_dir=tmp_path / "enc").eval()
-    batch = teachers._load_minilm()[1](ds.splits["test"].texts[:1], return_tensors="pt")
+    batch = teachers_minilm._load_minilm()[1](ds.splits["test"].texts[:1], return_tensors="pt")
     with torch.no_grad():
         h = enc(**batch).last_hidden_state[0].mean(0).numpy()
     np.testing.assert_allclose(h, out.H["test"][0], atol=1e-4)
@@ -465,16 +467,17 @@ def test_frozen_head_picks_c_on_held_out_rows(with_dev):
         H["dev"] = rng.normal(size=(n, d)) + 0.3 * y[:, None] * (np.arange(d) < 3)
         splits["dev"] = Split(y=y, features=H["dev"])
     ds = Dataset("h", ["a", "b"], splits)
-    W, b, c = teachers._frozen_head(ds, H, seed=0)
-    assert c in teachers._HEAD_C_GRID
+    W, b, c = teachers_minilm._frozen_head(ds, H, seed=0)
+    grid = teachers_minilm._HEAD_C_GRID
+    assert c in grid
     W_ref, b_ref = fit_linear_head(H["train"], y, 2, C=c)  # refitted on all of train
     np.testing.assert_allclose(W, W_ref)
     if with_dev:
         accs = [
             np.mean((H["dev"] @ w.T + bb).argmax(1) == y)
-            for w, bb in (fit_linear_head(H["train"], y, 2, C=g) for g in teachers._HEAD_C_GRID)
+            for w, bb in (fit_linear_head(H["train"], y, 2, C=g) for g in grid)
         ]
-        assert accs[teachers._HEAD_C_GRID.index(c)] == max(accs)
+        assert accs[grid.index(c)] == max(accs)
 
 
 def test_bf16_precision_matches_float32_minilm(tiny_text_dataset):
@@ -487,3 +490,102 @@ def test_bf16_precision_matches_float32_minilm(tiny_text_dataset):
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.999
     assert not np.array_equal(a, b)  # bf16 really ran
+
+
+# ------------------------------------------------------------------------------ float16 H files
+
+
+def _same_outputs_in_files(ds: Dataset, spec: TeacherSpec, h_dir: Path) -> None:
+    """``h_dir`` changes only where H lives: float16 memmaps equal to the float32 H cast."""
+    mem = compute_teacher_outputs(ds, spec)
+    disk = compute_teacher_outputs(ds, spec, h_dir=h_dir)
+    for s in ds.splits:
+        assert isinstance(disk.H[s], np.memmap) and disk.H[s].dtype == np.float16
+        assert Path(disk.H[s].filename) == (h_dir / f"H_{s}.npy").resolve()
+        assert not disk.H[s].flags.writeable
+        np.testing.assert_array_equal(disk.H[s], mem.H[s].astype(np.float16))
+        np.testing.assert_array_equal(disk.Z[s], mem.Z[s])
+    np.testing.assert_array_equal(disk.W, mem.W)
+    np.testing.assert_array_equal(disk.b, mem.b)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_arrays_h_dir_writes_float16_files(tmp_path, compressed):
+    ds, H, Z, W, b = _arrays(d=7, n=(70_000, 30))  # more rows than one copy block
+    arrs = {f"H_{s}": h.astype(np.float32) for s, h in H.items()}
+    arrs |= {f"Z_{s}": z for s, z in Z.items()} | {"W": W}
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "t.npz", **arrs)
+    spec = TeacherSpec(kind="arrays", path=str(tmp_path / "t.npz"))
+    _same_outputs_in_files(ds, spec, tmp_path / "h")
+
+
+def test_arrays_npz_members_are_memory_mapped(tmp_path):
+    from lelp_studio.teachers.arrays import _read_npz
+
+    ds, H, Z, W, b = _arrays()
+    _save_npz(tmp_path / "t.npz", H, Z, W, b)
+    np.savez_compressed(tmp_path / "c.npz", H_train=H["train"])
+    arrs = _read_npz(tmp_path / "t.npz")
+    assert all(isinstance(a, np.memmap) for a in arrs.values())
+    np.testing.assert_array_equal(arrs["H_train"], H["train"])
+    assert not isinstance(_read_npz(tmp_path / "c.npz")["H_train"], np.memmap)  # loaded
+
+
+def test_arrays_holdout_rows_in_h_files(tmp_path):
+    """A file with H for the whole train split as loaded is cut by the holdout rows."""
+    ds, H, Z, W, b = _arrays(n=(40, 6))
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(40)
+    keep, sel = perm[:30], perm[30:]
+    splits = dict(ds.splits)
+    splits["train"], splits["dev"] = Split(y=np.arange(30) % 3), Split(y=np.arange(10) % 3)
+    ds2 = Dataset("arr", ds.label_names, splits, holdout_rows=(keep, sel))
+    _save_npz(tmp_path / "t.npz", H, Z, W, b)
+    spec = TeacherSpec(kind="arrays", path=str(tmp_path / "t.npz"))
+    _same_outputs_in_files(ds2, spec, tmp_path / "h")
+    out = compute_teacher_outputs(ds2, spec, h_dir=tmp_path / "h2")
+    np.testing.assert_array_equal(
+        out.H["dev"], H["train"][sel].astype(np.float32).astype(np.float16)
+    )
+
+
+def test_digits_h_dir_writes_float16_files(tmp_path):
+    _same_outputs_in_files(_digits_bin(), TeacherSpec(kind="digits-mlp"), tmp_path / "h")
+
+
+def test_arrays_h_dir_holds_no_float32_copy_of_h(tmp_path):
+    """Peak traced memory stays far below one float32 copy of H (numpy reports to
+    tracemalloc): H goes from the file to the float16 file a block at a time."""
+    import tracemalloc
+
+    ds, H, Z, W, b = _arrays(d=128, C=2, n=(200_000, 10))
+    _save_npz(tmp_path / "t.npz", {s: h.astype(np.float32) for s, h in H.items()}, Z, W)
+    spec = TeacherSpec(kind="arrays", path=str(tmp_path / "t.npz"))
+    del H
+    tracemalloc.start()
+    compute_teacher_outputs(ds, spec, h_dir=tmp_path / "h")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.5 * 200_000 * 128 * 4, peak
+
+
+def test_workspace_adopts_h_files(tmp_path):
+    """save_teacher_outputs moves extraction's float16 files into arrays/ under the hash a
+    copy would get, and reads them back memory-mapped."""
+    from lelp_studio.store import Workspace
+
+    ds, H, Z, W, b = _arrays()
+    _save_npz(tmp_path / "t.npz", H, Z, W, b)
+    spec = TeacherSpec(kind="arrays", path=str(tmp_path / "t.npz"))
+    ws_a, ws_b = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
+    ws_a.save_teacher_outputs("k", compute_teacher_outputs(ds, spec))
+    h_dir = ws_b.staging_dir("k")
+    ws_b.save_teacher_outputs("k", compute_teacher_outputs(ds, spec, h_dir=h_dir))
+    assert not list(h_dir.glob("*.npy"))  # moved, not copied
+    a, b_ = ws_a.load_teacher_outputs("k"), ws_b.load_teacher_outputs("k")
+    assert a is not None and b_ is not None
+    for s in H:
+        assert isinstance(b_.H[s], np.memmap) and b_.H[s].dtype == np.float16
+        np.testing.assert_array_equal(a.H[s], b_.H[s])
+    with pytest.raises(Exception, match="only files inside"):
+        ws_b.adopt_array(tmp_path / "t.npz")

@@ -221,7 +221,7 @@ class Workspace:
         a = np.asarray(a)
         if a.dtype == object:
             raise WorkspaceError("object arrays cannot be stored; convert to a numeric dtype")
-        sha = hash_arrays(a)
+        sha = array_digest(a)  # = hash_arrays(a), streamed: a memmap is not copied
         path = self._array_path(sha)
         if path.exists():
             try:
@@ -296,7 +296,7 @@ class Workspace:
         arrays: dict[str, str] = {"W": self.put_array(out.W.astype(np.float32))}
         arrays["b"] = self.put_array(out.b.astype(np.float32))
         for split in out.H:
-            arrays[f"H:{split}"] = self.put_array(np.asarray(out.H[split], dtype=np.float16))
+            arrays[f"H:{split}"] = self.put_embeddings(out.H[split])
             arrays[f"Z:{split}"] = self.put_array(np.asarray(out.Z[split], dtype=np.float32))
         values = (
             key,
@@ -525,3 +525,45 @@ class Workspace:
                 "DELETE FROM manual_groups WHERE dataset_fp = ? AND name = ?", (dataset_fp, name)
             )
         self.unmirror("manual_groups", f"{dataset_fp}/{name}")
+
+    # -- float16 H written in place by extraction (teachers' ``h_dir``) -----------------------
+    def staging_dir(self, key: str) -> Path:
+        """A folder inside the workspace where extraction writes H files for ``key``; on the
+        same file system as ``arrays/``, so :meth:`adopt_array` moves them by renaming."""
+        return self.root / "staging" / safe_name(key)
+
+    def adopt_array(self, path: Path) -> str:
+        """Store a finished ``.npy`` file inside the workspace under its content hash by
+        renaming it (no copy, no read into memory) and return the hash; the file is gone
+        from ``path`` afterwards. A file whose hash is already stored is simply removed."""
+        path = Path(path)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise WorkspaceError(f"{path}: only files inside {self.root} can be adopted")
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+        sha = array_digest(a)
+        del a
+        dest = self._array_path(sha)
+        if dest.exists():
+            try:
+                self.get_array(sha)
+            except WorkspaceError:
+                self.quarantine(dest)
+        if dest.exists():
+            path.unlink()
+            return sha
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(path, dest)
+        return sha
+
+    def put_embeddings(self, h: np.ndarray) -> str:
+        """Store H as float16: a float16 ``.npy`` memmap inside the workspace (extraction's
+        output) is adopted, anything else is cast and written."""
+        where = getattr(h, "filename", None)
+        if isinstance(h, np.memmap) and h.dtype == np.float16 and where is not None:
+            path = Path(where)
+            inside = path.resolve().is_relative_to((self.root / "staging").resolve())
+            if inside and path.suffix == ".npy" and path.is_file():
+                return self.adopt_array(path)
+        return self.put_array(np.asarray(h, dtype=np.float16))
