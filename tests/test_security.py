@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import ast
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomllib
 from typer.testing import CliRunner
 
 from lelp_studio.cli import app
 from lelp_studio.config import RunConfig, TeacherSpec
 from lelp_studio.store import Workspace, WorkspaceError, safe_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("core", "pages", "app.py", "bench", "scripts")
