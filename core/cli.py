@@ -182,7 +182,7 @@ def distill(
     from tqdm.auto import tqdm
 
     from .config import config_from_dict, parse_overrides
-    from .pipeline import prepare, run_distill
+    from .pipeline import check_run, prepare, run_distill
 
     ws = _workspace(workspace)
     if spec is not None:
@@ -203,9 +203,7 @@ def distill(
         loss = f"{info.get('loss', float('nan')):.4f}"
         bar.set_postfix(epoch=info.get("epoch"), loss=loss)
 
-    from . import methods
-
-    methods.check_run(cfg)  # a run that cannot work is refused before any work
+    check_run(cfg)  # a run that cannot work is refused before any work
     try:
         prep = prepare(cfg, ws, _tqdm_progress())
         rec = run_distill(cfg, ws, on_step, prep=prep)
