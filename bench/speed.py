@@ -393,13 +393,14 @@ def _train_epoch(rows: dict[str, Any], device: str, batch: int, old: bool) -> di
     """One epoch of the reference bag student (LELP objective, no eval) on ``device``."""
     import torch
 
+    from lelp_studio import predict as predict_mod
     from lelp_studio import students
     from lelp_studio import train as train_mod
     from lelp_studio.config import StudentSpec
 
-    saved = train_mod._take_rows, students._bag_mean
+    saved = train_mod.take_rows, students._bag_mean
     if old:  # the per-batch path this change replaced
-        train_mod._take_rows = lambda inputs, idx, width: train_mod._take(inputs, idx)
+        train_mod.take_rows = lambda inputs, idx, width: predict_mod.take(inputs, idx)
         students._bag_mean = lambda w, ids, m, dense=None: saved[1](w, ids, m, dense=False)
     try:
         torch.manual_seed(0)
@@ -410,7 +411,7 @@ def _train_epoch(rows: dict[str, Any], device: str, batch: int, old: bool) -> di
         cfg = train_mod.TrainConfig(objective="lelp", epochs=1, batch_size=batch, device=device)
         res, wall, cpu = _timed(lambda: train_mod.train(model, data, cfg))
     finally:
-        train_mod._take_rows, students._bag_mean = saved
+        train_mod.take_rows, students._bag_mean = saved
     n = rows["y"].shape[0]
     return {
         "n": n,

@@ -219,7 +219,7 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 class TrainSpec(_Strict):
     """Objective and optimisation. ``objective``: hard, kd, lelp (subclass targets from the
     ``subclasses`` section, whatever its method), or one of the other seed methods (fitnet,
-    sea, compress, reaugkd, subclass-distill, dwt, disk, amad; see core/methods.py), whose own
+    sea, compress, reaugkd, subclass-distill, dwt, disk, amad; see core/objectives/), whose own
     parameters live in the sub-section of the same name (``train.compress.queue_size``)."""
 
     objective: Objective = "lelp"

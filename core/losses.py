@@ -2,14 +2,14 @@
 
 Each function takes tensors (student logits, precomputed teacher outputs or targets, a
 temperature) and returns a scalar averaged over the batch. A loss never runs the teacher.
-``LOSSES`` maps the config name (``train.objective``) to the function; ``get_loss`` looks a
-name up and lists the valid ones when it is unknown.
+The objectives (``core.objectives``, whose registry maps config names to classes) combine
+them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,7 @@ def with_hard(loss: Tensor, class_logits: Tensor, y: Tensor, alpha: float) -> Te
     return loss + alpha * hard(class_logits, y)
 
 
-# ---- the seed papers' other objectives (used through core/methods.py) ----
+# ---- the seed papers' other objectives (used by core/objectives) ----
 
 
 def embedding_mse(pred: Tensor, target: Tensor, normalize: bool = False) -> Tensor:
@@ -354,15 +354,3 @@ def attention_alignment(
     kl = (t * (t.clamp_min(1e-8).log() - mix.clamp_min(1e-8).log())).sum(-1)  # (B, H_t, L)
     rows = m.sum(-1).clamp_min(1.0)  # real query rows per example
     return ((kl * m.unsqueeze(1)).sum(-1) / rows.unsqueeze(1)).sum(1).mean()
-
-
-LOSSES: dict[str, Callable[..., Tensor]] = {"hard": hard, "kd": kd, "lelp": lelp}
-
-
-def get_loss(name: str) -> Callable[..., Tensor]:
-    """The loss function for a config name; an unknown name lists the valid ones."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        valid = ", ".join(sorted(LOSSES))
-        raise ValueError(f"unknown loss {name!r}; valid names are: {valid}") from None

@@ -16,11 +16,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import metrics as M
+from . import objectives
 from .config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSpec
-from .data import SELECT
-from .store import Workspace, atomic_path
+from .data import SELECT, load_dataset
+from .objectives import Objective, RunContext, TeacherData
+from .predict import class_logits_timed
+from .replay import (  # noqa: F401 - re-exported: callers load saved runs from here
+    METHOD_STATE_FILE,
+    load_method_state,
+    load_reaugkd,
+    method_state_path,
+    reaugkd_neighbours,
+    save_method_state,
+)
+from .store import Workspace
+from .students import build_student, encode_inputs, save_student
+from .subclasses import make_subclasser, recovery_scores
+from .teachers import (
+    compute_teacher_outputs,
+    load_teacher_encoder,
+    load_tokenizer,
+    pick_device,
+    teacher_fingerprint,
+)
+from .train import TrainConfig, TrainData, train
 from .types import Dataset, TeacherOutputs
 
 ProgressFn = Callable[[int, int, str], None]
@@ -29,8 +51,6 @@ OnStep = Callable[[dict[str, Any]], "bool | None"]
 
 def get_dataset(spec: DatasetSpec) -> Dataset:
     """Load and validate the dataset a config names (raises ``core.data.DataError``)."""
-    from .data import load_dataset
-
     return load_dataset(spec)
 
 
@@ -50,8 +70,6 @@ def get_teacher_outputs(
     fingerprint, pooling), so a second request for the same pair never recomputes. A
     fine-tuned MiniLM's encoder is kept in ``ws.encoder_dir(key)`` (``Prepared.encoder_dir``).
     """
-    from .teachers import compute_teacher_outputs, teacher_fingerprint
-
     dfp, tfp, pooling = dataset.fingerprint(), teacher_fingerprint(spec), pooling_name(spec)
     key = ws.teacher_key(dfp, tfp, pooling)
     cached = ws.load_teacher_outputs(key)
@@ -136,8 +154,6 @@ def fit_subclasses(
     manual: np.ndarray | None = None,
 ) -> Any:
     """Fit the pseudo-subclass builder a spec describes on the training split."""
-    from .subclasses import make_subclasser
-
     train = dataset.splits["train"]
     latent = None
     if spec.method == "oracle":
@@ -216,17 +232,12 @@ class StudentRun:
     wall_s: float
     train_scores: dict[str, Any] = field(default_factory=dict)
     method_info: dict[str, Any] = field(default_factory=dict)
-    method: Any = None  # the fitted core.methods.Method (None for hard, kd, lelp)
+    method: Objective | None = None  # the trained objective (its state, info, prediction)
     select_scores: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -> Prepared:
     """Load the dataset, get the teacher outputs (cached) and encode the student inputs."""
-    import torch
-
-    from .students import encode_inputs
-    from .teachers import load_teacher_encoder, load_tokenizer
-
     timings: dict[str, float] = {}
     t = time.perf_counter()
     dataset = get_dataset(cfg.dataset)
@@ -332,8 +343,6 @@ def subclass_targets(
     targets = sub.targets(H_train, np.asarray(out.Z["train"]), tau=tau, **kw)
     recovery: dict[str, Any] = {}
     if dataset.latent_columns:
-        from .subclasses import recovery_scores
-
         train_split = dataset.splits["train"]
         y_cls = class_labels(spec, out, dataset, "train")
         assign = sub.assign(H_train, y_cls)
@@ -342,6 +351,71 @@ def subclass_targets(
             for col in dataset.latent_columns
         }
     return targets, list(sub.sizes_), recovery, sub
+
+
+#: What ``teacher.path`` must name for the teacher kinds that need one.
+TEACHER_PATHS = {
+    "hf": "the folder of a saved sequence-classification checkpoint",
+    "arrays": "a .npz or .parquet file of teacher arrays",
+}
+
+
+def check_run(cfg: RunConfig) -> None:
+    """Refuse, before any work, a run that cannot work: a teacher without the path it needs,
+    or an objective its teacher or student cannot serve (called by the Distill page before
+    queueing, so such a job is never queued to fail later, by the CLI and by
+    ``run_distill``)."""
+    what = TEACHER_PATHS.get(cfg.teacher.kind)
+    if what is not None and not cfg.teacher.path:
+        raise ConfigError(
+            f"teacher kind {cfg.teacher.kind!r} needs teacher.path: {what}; give it on the "
+            "Data & teacher page (or --set teacher.path=...)"
+        )
+    objectives.get(cfg.train.objective).check_compatible(cfg.student.kind, cfg.teacher.kind)
+
+
+def teacher_data(
+    prep: Prepared, cfg: RunConfig, objective: Objective, sub: Any = None
+) -> tuple[TeacherData, dict[str, Any]]:
+    """The cached teacher arrays ``objective`` sets up from (training split; the selection
+    split as its eval arrays), with pseudo-subclass targets when it learns them; and the
+    subclasses' recovery scores (empty without targets)."""
+    out, dataset = prep.out, prep.dataset
+    recovery: dict[str, Any] = {}
+    targets = sizes = None
+    if objective.needs_subclass_targets:
+        targets, sizes, recovery, _ = subclass_targets(prep, cfg.subclasses, cfg.train.tau, sub)
+    teacher = TeacherData(
+        Z=np.asarray(out.Z["train"], dtype=np.float32),
+        y=np.asarray(dataset.splits["train"].y),
+        H=out.H["train"],  # as cached (a memmap): objectives that need it convert it
+        targets=targets,
+        sizes=sizes,
+        H_eval=out.H[SELECT],
+        Z_eval=np.asarray(out.Z[SELECT], dtype=np.float32),
+        y_eval=np.asarray(dataset.splits[SELECT].y),
+    )
+    return teacher, recovery
+
+
+def run_context(prep: Prepared, cfg: RunConfig) -> RunContext:
+    """What ``Objective.attach`` may use of this run beyond the student."""
+    dev = cfg.train.device
+
+    def encoder() -> Any:
+        if prep.teacher_model is not None:
+            return prep.teacher_model
+        return load_teacher_encoder(cfg.teacher, prep.encoder_dir)
+
+    return RunContext(
+        student_kind=cfg.student.kind,
+        teacher_kind=cfg.teacher.kind,
+        train_inputs=prep.train_inputs,
+        train_features=prep.dataset.splits["train"].features,
+        teacher=cfg.teacher,
+        load_teacher_encoder=encoder,
+        device=pick_device() if dev == "auto" else torch.device(dev),
+    )
 
 
 def train_student(
@@ -357,47 +431,27 @@ def train_student(
 
     ``sub``: an already fitted subclasser for ``cfg.subclasses`` (see ``subclass_targets``).
     """
-    import torch
-
-    from . import methods
-    from .students import build_student
-    from .train import TrainConfig, TrainData, class_logits, predict, train
-
     t0 = time.perf_counter()
     _check_same_inputs(prep, cfg)
     out, dataset, ev = prep.out, prep.dataset, prep.eval_split
     train_split, eval_split = dataset.splits["train"], dataset.splits[ev]
     select_split = dataset.splits[SELECT]
 
-    targets = sizes = None
-    recovery: dict[str, Any] = {}
-    if cfg.train.objective == "lelp":
-        targets, sizes, recovery, _ = subclass_targets(prep, cfg.subclasses, cfg.train.tau, sub)
-
-    # The seed papers' other objectives (fitnet, sea, ...) are Method objects (core/methods.py).
-    method = methods.make_method(cfg.train) if methods.is_method(cfg.train.objective) else None
-    n_out = sum(sizes) if sizes else dataset.n_classes
-    if method is not None:
-        n_out = method.n_out(dataset.n_classes)
+    objective = objectives.make(cfg.train.objective, cfg.train)
+    teacher, recovery = teacher_data(prep, cfg, objective, sub)
+    objective.setup(teacher)
     torch.manual_seed(cfg.train.seed)
     student = build_student(
         cfg.student,
-        n_out,
+        objective.n_outputs(dataset.n_classes),
         in_dim=prep.in_dim,
         vocab_size=prep.vocab_size,
         teacher_model=prep.teacher_model,
     )
-    if method is not None:
-        methods.fit_for_run(
-            method, cfg, dataset, out, SELECT, student, prep.train_inputs, prep.teacher_model,
-            prep.encoder_dir,
-        )  # fmt: skip
+    objective.attach(student, run_context(prep, cfg))
     data = TrainData(
         train_inputs=prep.train_inputs,
         y=torch.as_tensor(train_split.y, dtype=torch.long),
-        teacher_logits=torch.as_tensor(np.asarray(out.Z["train"]), dtype=torch.float32),
-        targets=None if targets is None else torch.as_tensor(targets, dtype=torch.float32),
-        sizes=sizes,
         # Per-epoch monitoring runs on the selection split, never on test.
         eval_inputs=prep.select_inputs,
         eval_y=torch.as_tensor(select_split.y, dtype=torch.long),
@@ -417,14 +471,10 @@ def train_student(
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
         resume=resume,
     )
-    result = train(student, data, tcfg, on_step=on_step, method=method)
+    result = train(student, data, tcfg, on_step=on_step, objective=objective)
 
     def class_log_probs(inputs: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
-        if method is not None:
-            lp, timing = methods.predict_with_method(method, student, inputs, batch_size=512)
-        else:
-            raw = predict(student, inputs, batch_size=512)
-            lp, timing = class_logits(raw, cfg.train.objective, sizes, cfg.train.tau), {}
+        lp, timing = class_logits_timed(objective, student, inputs, batch_size=512)
         return np.asarray(lp.detach().cpu().float()), timing
 
     # The test split is scored once, here, after training; nothing above looked at it.
@@ -442,18 +492,19 @@ def train_student(
         "agreement": M.agreement(student_train, z_train),
         "kl": M.predictive_kl(z_train, student_train),
     }
-    method_info = dict(method.info(), **timing) if method is not None else {}
+    info = objective.info()
+    method_info = dict(info, **timing) if objective.records_predict_time else info
     return StudentRun(
         student=student,
         result=result,
         eval_class_logits=student_eval,
         scores=scores,
-        sizes=sizes,
+        sizes=teacher.sizes,
         recovery=recovery,
         wall_s=time.perf_counter() - t0,
         train_scores=train_scores,
         method_info=method_info,
-        method=method,
+        method=objective,
         select_scores=select_scores,
     )
 
@@ -478,10 +529,7 @@ def run_distill(
     scores on the evaluation split, training history, wall time) and ``artifacts`` (student
     folder, stored logits).
     """
-    from . import methods
-    from .students import save_student
-
-    methods.check_run(cfg)  # before any work: a run that cannot work is refused first
+    check_run(cfg)  # before any work: a run that cannot work is refused first
     t0 = time.perf_counter()
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     prep = prepare(cfg, ws, progress) if prep is None else prep
@@ -501,7 +549,7 @@ def run_distill(
         run.student,
         {"config": cfg.model_dump(mode="json"), "sizes": sizes, "teacher_key": prep.teacher_key},
     )
-    state_path = None if run.method is None else save_method_state(rdir / "student", run.method)
+    state_path = save_method_state(rdir / "student", run.method)
     # Paths relative to the workspace: a moved or copied workspace serves its own files.
     artifacts = {
         "student_dir": (rdir / "student").relative_to(ws.root).as_posix(),
@@ -536,127 +584,3 @@ def run_distill(
     }
     ws.save_run(record)
     return record
-
-
-# -- a method's learned state, saved with the run (safetensors only, never pickle) -----------
-METHOD_STATE_FILE = "method.safetensors"
-
-
-def save_method_state(path_dir: str | os.PathLike[str], method: Any) -> Path | None:
-    """Write ``method.state_tensors()`` as ``path_dir/method.safetensors`` (atomic, like
-    ``save_student``); returns the path, or None when the method keeps no state.
-
-    Why: ReAugKD's projection and query map are learned during the run; without them its
-    retrieval cannot be replayed later (Compare page)."""
-    from safetensors.torch import save_file
-
-    state = method.state_tensors()
-    if not state:
-        return None
-    out = Path(path_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dest = out / METHOD_STATE_FILE
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(dest) as tmp:
-        save_file(tensors, str(tmp), metadata={"method": str(method.name)})
-    return dest
-
-
-def load_method_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The tensors ``save_method_state`` wrote (on CPU). Never unpickles."""
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"load_method_state: {p} is missing; re-run the distillation to save the method's "
-            "state (runs made before method state was saved have none)"
-        )
-    return load_file(str(p))
-
-
-def method_state_path(ws: Workspace, run: dict[str, Any]) -> Path | None:
-    """The run's saved method state file in ``ws``, or None (runs saved before it existed, or
-    methods without learned state)."""
-    path = ws.artifact_path(run, "method_state")
-    return path if path is not None and path.is_file() else None
-
-
-def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, Any]:
-    """Rebuild a finished ReAugKD run: ``(student on CPU in eval mode, fitted ReAugKD)``.
-
-    The student comes from its safetensors folder, P and B from ``method.safetensors``, and
-    the knowledge base (keys ``normalize(P h_t)``, soft labels) from the CACHED teacher outputs
-    of the run's ``teacher_key``, so the retrieval equals the one the run made.
-    """
-    from . import methods
-    from .students import load_student, unwrap
-
-    cfg = RunConfig.model_validate(run["config"])
-    rid = run.get("run_id", "?")
-    if cfg.train.objective != "reaugkd":
-        raise ValueError(
-            f"load_reaugkd: run {rid} was trained with {cfg.train.objective!r}, not reaugkd"
-        )
-    state_path = method_state_path(ws, run)
-    if state_path is None:
-        raise FileNotFoundError(
-            f"load_reaugkd: run {rid} has no saved method state ({METHOD_STATE_FILE}); it was "
-            "made before ReAugKD's maps were saved: re-run it to replay its retrieval"
-        )
-    arts = run["artifacts"]
-    student, _ = load_student(ws.artifact_path(run, "student_dir"))
-    method = methods.make_method(cfg.train)
-    method.load_state_tensors(load_method_state(state_path))
-    out = ws.load_teacher_outputs(arts["teacher_key"])
-    if out is None:
-        raise FileNotFoundError(
-            f"load_reaugkd: the teacher outputs of run {rid} (key {arts['teacher_key']}) are not "
-            "in the workspace any more; recompute them on the Teacher page (same dataset and "
-            "teacher) to rebuild the knowledge base"
-        )
-    method.build_knowledge_base(out.H["train"], out.Z["train"])
-    h = int(unwrap(student).head.in_features)
-    if h != method.query.in_features:
-        raise ValueError(
-            f"load_reaugkd: the student's embedding has {h} dims but the saved query map takes "
-            f"{method.query.in_features}; the run folder mixes files of different runs"
-        )
-    method.eval()
-    return student, method
-
-
-def reaugkd_neighbours(
-    ws: Workspace,
-    run: dict[str, Any],
-    rows: Any,
-    split: str,
-    *,
-    dataset: Dataset | None = None,
-    loaded: tuple[Any, Any] | None = None,
-    k: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """ReAugKD's real retrieval for ``rows`` of ``split``: ``(training-row indices (m, k),
-    cosine similarities (m, k))``, nearest first, from ``method.neighbours`` on the student's
-    embeddings of those rows. ``dataset``/``loaded`` (``load_reaugkd``'s result) skip
-    reloading them; ``k`` defaults to the run's ``train.reaugkd.k``."""
-    from . import methods
-    from .students import encode_inputs
-    from .teachers import load_tokenizer
-    from .types import Split
-
-    cfg = RunConfig.model_validate(run["config"])
-    student, method = loaded if loaded is not None else load_reaugkd(ws, run)
-    ds = dataset if dataset is not None else get_dataset(cfg.dataset)
-    if split not in ds.splits:
-        raise ValueError(f"reaugkd_neighbours: no split {split!r}; have {sorted(ds.splits)}")
-    sp, idx = ds.splits[split], np.asarray(rows, dtype=int).reshape(-1)
-    sub = Split(
-        y=np.asarray(sp.y)[idx],
-        texts=None if sp.texts is None else [sp.texts[i] for i in idx],
-        features=None if sp.features is None else np.asarray(sp.features)[idx],
-    )
-    tokenizer = load_tokenizer(cfg.teacher) if ds.is_text else None
-    inputs = encode_inputs(sub, tokenizer, cfg.student.max_length)
-    emb = methods.predict_embeddings(student, inputs)
-    return method.neighbours(emb, k or cfg.train.reaugkd.k)

@@ -16,24 +16,21 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import losses
+from .objectives import Batch, Objective, TeacherData, make
+from .predict import autocast_for, batch_widths, predict, row_widths, take_rows
 from .store import atomic_path, atomic_write_bytes
 from .students import unwrap
-
-if TYPE_CHECKING:
-    from .methods import Method
 
 OnStep = Callable[[dict[str, Any]], "bool | None"]
 
@@ -43,11 +40,11 @@ CKPT_META = "last.json"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train a student. ``objective``: hard, kd or lelp (see core/losses.py);
-    ``alpha`` weights the ground-truth term added to kd/lelp; ``grad_clip`` <= 0 disables
-    clipping; ``log_every``: steps between ``on_step`` reports inside an epoch; ``compile``
-    runs the student's forward through ``torch.compile`` (pays a compile at the start and
-    at new batch widths, so it suits long runs on CUDA)."""
+    """How to train a student. ``objective``: a registered name (``core.objectives``), used
+    when ``train`` is given no ``Objective``; ``tau``/``alpha`` are its shared knobs;
+    ``grad_clip`` <= 0 disables clipping; ``log_every``: steps between ``on_step`` reports
+    inside an epoch; ``compile`` runs the student's forward through ``torch.compile`` (pays a
+    compile at the start and at new batch widths, so it suits long runs on CUDA)."""
 
     objective: str = "lelp"
     tau: float = 1.0
@@ -72,8 +69,9 @@ class TrainData:
 
     ``train_inputs``/``eval_inputs``: dicts from ``core.students.encode_inputs``. ``y``: (n,)
     class ids. ``teacher_logits``: (n, C), needed for kd. ``targets``: (n, sum S_c) and
-    ``sizes`` (S_c per class), needed for lelp. ``eval_*``: optional held-out split for the
-    per-epoch accuracy and teacher agreement.
+    ``sizes`` (S_c per class), needed for lelp (both only read when ``train`` sets up the
+    objective itself). ``eval_*``: optional held-out split for the per-epoch accuracy and
+    teacher agreement.
     """
 
     train_inputs: dict[str, Tensor]
@@ -119,167 +117,29 @@ def pick_device(pref: str = "auto") -> torch.device:
     return torch.device(pref)
 
 
-def n_outputs(objective: str, n_classes: int, sizes: list[int] | None = None) -> int:
-    """Student head width: C for hard/kd, sum of subclass counts for lelp."""
-    losses.get_loss(objective)
-    if objective == "lelp":
-        if not sizes:
-            raise ValueError("objective lelp needs sizes (the subclass count of each class)")
-        return int(sum(sizes))
-    return int(n_classes)
-
-
-def class_logits(
-    student_out: Tensor, objective: str, sizes: list[int] | None = None, tau: float = 1.0
-) -> Tensor:
-    """Per-class log-probabilities at temperature 1, what every score compares with the
-    teacher's softmax(Z): log_softmax for hard/kd; for lelp the class sums of softmax(u / tau)
-    (``losses.class_log_probs``, LELP.md step 7) mapped back to T = 1.
-
-    Why the mapping: a LELP student learns P_tau, the teacher's class distribution at tau
-    (softmax(Z / tau)). Scored as it is, its KL and ECE measure the temperature, not the
-    student. ``log p = tau * log P_tau`` (renormalised) undoes it exactly, and the argmax,
-    hence accuracy and agreement, is unchanged.
-    """
-    if objective == "lelp":
-        if sizes is None:
-            raise ValueError("class_logits: objective lelp needs sizes")
-        return to_unit_temperature(losses.class_log_probs(student_out, sizes, tau), tau)
-    return F.log_softmax(student_out.float(), dim=-1)
-
-
-def to_unit_temperature(log_p_tau: Tensor, tau: float) -> Tensor:
-    """Class log-probabilities at T = 1 from ones at temperature ``tau``: if
-    ``P_tau = softmax(z / tau)`` then ``softmax(tau * log P_tau) = softmax(z)``."""
-    if tau == 1.0:
-        return log_p_tau
-    return F.log_softmax(float(tau) * log_p_tau.float(), dim=-1)
-
-
-def _take(inputs: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
-    """Rows ``idx`` of every input; token inputs are cut to the batch's last used column, so
-    a batch of short texts is not padded to the longest text of the split.
-
-    The simple per-batch version: it reads the width back from the device (two GPU syncs per
-    batch). ``train`` and ``predict`` use ``_row_widths`` + ``_take_rows`` instead, which cut
-    identically; this one stays as the reference for tests and bench/speed.py's old path.
-    """
-    batch = {k: v[idx] for k, v in inputs.items()}
-    mask = batch.get("attention_mask")
-    if mask is not None and mask.shape[1] > 1:
-        used = mask.any(dim=0)
-        width = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
-        if width < mask.shape[1]:
-            batch = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}
-    return batch
-
-
-def _row_widths(inputs: dict[str, Tensor]) -> Tensor | None:
-    """Per row, 1 + the last column its attention mask uses (0 for an empty row), on the CPU.
-
-    Computed once per split, so cutting a batch to its widest row needs only the CPU-side
-    row indices: the loop never asks the GPU (``nonzero``/``any``) where a batch ends.
-    """
-    mask = inputs.get("attention_mask")
-    if mask is None or mask.dim() != 2:
-        return None
-    cols = torch.arange(1, mask.shape[1] + 1, device=mask.device)
-    return ((mask != 0) * cols).amax(dim=1).cpu() if mask.shape[1] else None
-
-
-def _batch_widths(widths: Tensor | None, order: Tensor, bs: int, multiple: int = 1) -> list[int]:
-    """The token width of each batch ``order[i * bs : (i + 1) * bs]`` (CPU, one pass per
-    epoch): the widest row of the batch, at least 1, rounded up to ``multiple`` (fewer
-    distinct shapes for CUDA kernels and ``torch.compile``)."""
-    n_batches = math.ceil(order.shape[0] / bs)
-    if widths is None:
-        return [0] * n_batches
-    w = widths[order]
-    w = torch.cat([w, w.new_zeros(n_batches * bs - w.shape[0])]).view(n_batches, bs)
-    w = w.amax(dim=1).clamp_min(1)
-    if multiple > 1:
-        w = ((w + multiple - 1) // multiple) * multiple
-    return w.tolist()  # a width past the stored one just keeps every column
-
-
-def _take_rows(inputs: dict[str, Tensor], idx: Tensor | slice, width: int) -> dict[str, Tensor]:
-    """Rows ``idx`` of every input, token inputs cut to ``width`` columns (0: no cut). The
-    gather reads only the kept columns; no value is read back from the device."""
-    if width <= 0:
-        return {k: v[idx] for k, v in inputs.items()}
-    return {k: (v[:, :width][idx] if v.dim() == 2 else v[idx]) for k, v in inputs.items()}
-
-
-def _autocast(device: torch.device) -> tuple[Any, torch.dtype | None]:
-    """bf16 autocast on CUDA where supported, fp16 otherwise; none off CUDA."""
-    if device.type != "cuda":
-        return nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype
-
-
-def predict(student: nn.Module, inputs: dict[str, Tensor], batch_size: int = 1024) -> Tensor:
-    """Raw student outputs (n, n_out) as float32 on CPU: eval mode, inference mode, batched,
-    on the device the student's parameters are on. The student's train/eval mode is kept."""
-    device = next(student.parameters()).device
-    autocast, _ = _autocast(device)
-    n = next(iter(inputs.values())).shape[0]
-    cuts = _batch_widths(_row_widths(inputs), torch.arange(n), batch_size)
-    was_training = student.training
-    student.eval()
-    outs = []
-    try:
-        with torch.inference_mode(), autocast():
-            for j, i in enumerate(range(0, n, batch_size)):
-                rows = _take_rows(inputs, slice(i, i + batch_size), cuts[j])
-                batch = {k: v.to(device, non_blocking=True) for k, v in rows.items()}
-                outs.append(student(batch).float().cpu())
-    finally:
-        student.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-def predict_class_logits(
-    student: nn.Module,
-    inputs: dict[str, Tensor],
-    objective: str,
-    sizes: list[int] | None = None,
-    tau: float = 1.0,
-    batch_size: int = 1024,
-) -> Tensor:
-    """``class_logits`` of ``predict``: per-class log-probabilities (n, C) on CPU."""
-    return class_logits(predict(student, inputs, batch_size), objective, sizes, tau)
-
-
-def _check_data(data: TrainData, config: TrainConfig, method: Method | None = None) -> None:
-    if method is None:
-        losses.get_loss(config.objective)  # unknown objective -> lists the valid names
+def _check_data(data: TrainData, config: TrainConfig) -> None:
     n = data.y.shape[0]
     for k, v in data.train_inputs.items():
         if v.shape[0] != n:
             raise ValueError(f"train_inputs[{k!r}] has {v.shape[0]} rows but y has {n}")
-    if config.objective == "kd" and (
-        data.teacher_logits is None or data.teacher_logits.shape[0] != n
-    ):
-        raise ValueError("objective kd needs teacher_logits with one row per example")
-    if config.objective == "lelp":
-        if data.targets is None or data.sizes is None:
-            raise ValueError("objective lelp needs targets (n, sum S_c) and sizes")
-        if tuple(data.targets.shape) != (n, sum(data.sizes)):
-            raise ValueError(
-                f"lelp targets have shape {tuple(data.targets.shape)}, expected "
-                f"({n}, {sum(data.sizes)}) for sizes {data.sizes}"
-            )
     if config.batch_size < 1 or config.epochs < 1:
         raise ValueError("train.batch_size and train.epochs must be >= 1")
 
 
+def objective_from_data(data: TrainData, config: TrainConfig) -> Objective:
+    """The objective ``config.objective`` names, set up from ``data``'s teacher logits and
+    subclass targets (what a run without the pipeline's teacher arrays can offer)."""
+    objective = make(config.objective, tau=config.tau, alpha=config.alpha, seed=config.seed)
+    teacher = TeacherData(Z=data.teacher_logits, y=data.y, targets=data.targets, sizes=data.sizes)
+    return objective.setup(teacher)
+
+
 def _save_checkpoint(
     ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
-    method: Method | None = None,
+    objective: Objective,
 ) -> None:  # fmt: skip
-    """Model, method and optimizer tensors in safetensors, the rest in JSON; each written
-    atomically, the JSON last (it names the epoch the weights belong to).
+    """Model, objective (``method.*``) and optimizer tensors in safetensors, the rest in
+    JSON; each written atomically, the JSON last (it names the epoch the weights belong to).
 
     A sound ``last.*`` pair is first renamed to ``prev.*``, so one earlier generation survives
     a damaged write (a full disk, a file truncated later): ``_load_checkpoint`` falls back to
@@ -301,11 +161,10 @@ def _save_checkpoint(
         f"model.{k}": v.detach().cpu().contiguous().clone()
         for k, v in unwrap(student).state_dict().items()
     }
-    if method is not None:
-        tensors |= {
-            f"method.{k}": v.detach().cpu().contiguous().clone()
-            for k, v in method.checkpoint_state().items()
-        }
+    tensors |= {
+        f"method.{k}": v.detach().cpu().contiguous().clone()
+        for k, v in objective.state_dict().items()
+    }
     opt_state = opt.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in opt_state["state"].items():
@@ -321,9 +180,9 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(
-    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, method: Method | None = None
+    ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, objective: Objective
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Restore model, method and optimizer from the newest readable checkpoint in ``ckpt_dir``.
+    """Restore model, objective and optimizer from the newest readable checkpoint in ``ckpt_dir``.
 
     Returns ``(meta, note)``. Why a note: a truncated or unreadable ``last.*`` must not fail
     every retry, so the previous generation (``prev.*``) is used instead, and when nothing is
@@ -376,10 +235,10 @@ def _load_checkpoint(
             optim_state.setdefault(int(pid), {}).update(vals)
         try:
             unwrap(student).load_state_dict(model_sd)
-            if method is not None:
-                method.load_checkpoint_state(method_sd)
+            objective.load_state_dict(method_sd)
         except (RuntimeError, KeyError) as err:
-            what = "student" if method is None else f"student and {method.name} method"
+            stateful = bool(objective.state_dict())
+            what = f"student and {objective.name} method" if stateful else "student"
             raise ValueError(
                 f"{ckpt_dir}: the checkpoint does not fit this {what} ({err}); use a fresh "
                 "checkpoint_dir or set resume=False"
@@ -403,16 +262,17 @@ def train(
     data: TrainData,
     config: TrainConfig,
     on_step: OnStep | None = None,
-    method: Method | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train ``student`` in place on ``data`` and return the history and final eval outputs.
 
-    ``method`` (core/methods.py; fitted, for the seed papers' other objectives) replaces the
-    hard/kd/lelp loss: the loop calls ``method.loss`` (with the student's embedding when
-    ``method.needs_embedding``), trains ``method.extra_modules()`` with the student, calls
-    ``method.after_step`` after each optimiser step and predicts with
-    ``method.class_log_probs``. Its training state (``method.checkpoint_state()``) is saved
-    with each checkpoint, so a resume continues the method too.
+    ``objective`` (``core.objectives``; set up and attached to ``student``) gives the loss:
+    the loop calls ``objective.loss`` (with the student's embedding when
+    ``objective.needs_embedding``), trains ``objective.extra_modules()`` with the student,
+    calls ``objective.after_step`` after each optimiser step and predicts with
+    ``objective.class_logits``. Its ``state_dict()`` is saved with each checkpoint, so a
+    resume continues the objective too. Without one, ``config.objective`` is made and set
+    up from ``data`` (``objective_from_data``).
 
     ``on_step(info)`` gets dict(step, total_steps, epoch, epochs, loss, examples_per_s, lr)
     every ``config.log_every`` steps and at each epoch end (then also eval_accuracy,
@@ -422,11 +282,14 @@ def train(
     ``core.jobs``, which retries once at half the batch size).
     """
     t_start = time.perf_counter()
-    _check_data(data, config, method)
+    if objective is None:
+        objective = objective_from_data(data, config)
+        objective.attach(student)
+    _check_data(data, config)
 
     # ---- device, dtype, autocast: decided once ----
     device = pick_device(config.device)
-    autocast, amp_dtype = _autocast(device)
+    autocast, amp_dtype = autocast_for(device)
     # A gradient scaler is only needed for fp16 (bf16 has float32's exponent range).
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
@@ -435,23 +298,13 @@ def train(
     gen = torch.Generator()
 
     # ---- data on the device, once ----
-    objective, tau, sizes = config.objective, config.tau, data.sizes
     inputs = {k: v.to(device) for k, v in data.train_inputs.items()}
     # Token widths per row stay on the CPU; on CUDA widths are rounded up to 8 (tensor-core
     # friendly, and fewer shapes for torch.compile to specialise on).
-    row_widths = _row_widths(data.train_inputs)
+    widths = row_widths(data.train_inputs)
     width_multiple = 8 if device.type == "cuda" else 1
     y = data.y.to(device).long()
-    teacher = data.teacher_logits.to(device).float() if objective == "kd" else None
-    targets = data.targets.to(device).float() if objective == "lelp" else None
     n = y.shape[0]
-    n_label = int(y.max()) + 1  # hard: the head needs at least this many outputs
-    # The head width the objective needs: C (the teacher's) for kd, sum S_c for lelp.
-    width: int | None = None
-    if objective == "kd":
-        width = int(teacher.shape[1])
-    elif objective == "lelp":
-        width = int(sum(sizes))
     eval_inputs = (
         {k: v.to(device) for k, v in data.eval_inputs.items()} if data.eval_inputs else None
     )
@@ -461,13 +314,12 @@ def train(
     )
 
     student.to(device)
+    objective.to(device)
     # The compiled wrapper runs the forward; ``student`` (its parameters, predict, the
     # checkpoints through ``unwrap``) stays the plain module.
     model = _compile(student) if config.compile else student
     params = list(student.parameters())
-    if method is not None:
-        method.to(device)
-        params += [p for m in method.extra_modules() for p in m.parameters()]
+    params += [p for m in objective.extra_modules() for p in m.parameters()]
     # The default AdamW runs ~7 elementwise ops (CUDA: kernel launches) per parameter
     # tensor; the fused kernel does one pass (same update), on CPU and CUDA.
     opt = torch.optim.AdamW(
@@ -479,6 +331,7 @@ def train(
     bs = min(config.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
     total_steps = config.epochs * steps_per_epoch
+    saved_config = dict(asdict(config), objective=objective.name)
 
     # ---- resume ----
     result = TrainResult(device=str(device), batch_size=bs)
@@ -487,43 +340,22 @@ def train(
     if ckpt_dir is not None and config.resume:
         # A damaged checkpoint falls back to the previous one or restarts; the note says so
         # (the job runner records it too), and the restored history ends at that epoch.
-        meta, note = _load_checkpoint(ckpt_dir, student, opt, method)
+        meta, note = _load_checkpoint(ckpt_dir, student, opt, objective)
         if note is not None:
-            import warnings
-
             warnings.warn(note, RuntimeWarning, stacklevel=2)
         if meta is not None:
-            if meta["config"]["objective"] != objective:
+            if meta["config"]["objective"] != objective.name:
                 raise ValueError(
                     f"{ckpt_dir}: checkpoint trained objective {meta['config']['objective']!r}, "
-                    f"this run asks for {objective!r}; use another checkpoint_dir"
+                    f"this run asks for {objective.name!r}; use another checkpoint_dir"
                 )
             start_epoch, step, best = int(meta["epoch"]), int(meta["step"]), meta.get("best")
             result.history = [h for h in meta.get("history", []) if h["epoch"] <= start_epoch]
             result.resumed_from_epoch = start_epoch
 
-    def loss_fn(out: Tensor, idx: Tensor) -> Tensor:
-        if (width is not None and out.shape[-1] != width) or out.shape[-1] < n_label:
-            raise ValueError(
-                f"the student has {out.shape[-1]} outputs but objective {objective!r} needs "
-                f"{width or n_label}; build it with n_out=core.train.n_outputs(...)"
-            )
-        yb = y[idx]
-        if objective == "hard":
-            return losses.hard(out, yb)
-        if objective == "kd":
-            return losses.with_hard(losses.kd(out, teacher[idx], tau), out, yb, config.alpha)
-        return losses.with_hard(
-            losses.lelp(out, targets[idx], tau),
-            losses.class_log_probs(out, sizes, tau),
-            yb,
-            config.alpha,
-        )
-
     def eval_class_logits() -> Tensor:
-        if method is not None:
-            return method.class_log_probs(predict(student, eval_inputs))
-        return predict_class_logits(student, eval_inputs, objective, sizes, tau)
+        # Monitoring scores the student alone (no inference-time retrieval).
+        return objective.class_logits(predict(student, eval_inputs))
 
     def evaluate() -> dict[str, float | None]:
         if eval_inputs is None:
@@ -545,7 +377,7 @@ def train(
         gen.manual_seed(config.seed * 1_000_003 + epoch)
         torch.manual_seed(config.seed * 1_000_003 + epoch)
         perm_cpu = torch.randperm(n, generator=gen)
-        cuts = _batch_widths(row_widths, perm_cpu, bs, width_multiple)  # no device reads
+        cuts = batch_widths(widths, perm_cpu, bs, width_multiple)  # no device reads
         perm = perm_cpu.to(device)
         student.train()
         t_epoch = t_log = time.perf_counter()
@@ -553,19 +385,18 @@ def train(
         seen_log = 0
         for i in range(steps_per_epoch):
             idx = perm[i * bs : (i + 1) * bs]
-            batch = _take_rows(inputs, idx, cuts[i])
+            batch = take_rows(inputs, idx, cuts[i])
             emb = None
             with autocast():
-                if method is not None and method.needs_embedding:
+                if objective.needs_embedding:
                     core = unwrap(student)  # the embedding and the logits from one pass
                     emb = core.embed(batch).float()
                     out = core.head(emb).float()
                 else:
                     out = model(batch).float()
-            if method is not None:
-                loss = method.loss(out, emb, idx, y[idx], step / total_steps)
-            else:
-                loss = loss_fn(out, idx)
+            objective.check_outputs(out.shape[-1])
+            progress = step / total_steps
+            loss = objective.loss(out, Batch(idx, y[idx], emb, progress))
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -579,9 +410,9 @@ def train(
             else:
                 opt.step()
             opt.zero_grad(set_to_none=True)
-            if method is not None:  # queues, DiSK's gate and dual variable
-                detached = None if emb is None else emb.detach()
-                method.after_step(out.detach(), detached, idx, y[idx], step / total_steps)
+            # queues, DiSK's gate and dual variable
+            detached = None if emb is None else emb.detach()
+            objective.after_step(out.detach(), Batch(idx, y[idx], detached, progress))
             loss_sum += loss.detach() * idx.shape[0]
             step += 1
             seen_log += idx.shape[0]
@@ -628,11 +459,11 @@ def train(
                 {
                     "epoch": epoch + 1,
                     "step": step,
-                    "config": asdict(config),
+                    "config": saved_config,
                     "best": best,
                     "history": result.history,
                 },
-                method,
+                objective,
             )
         if on_step is not None and on_step(
             dict(entry, total_steps=total_steps, epochs=config.epochs)

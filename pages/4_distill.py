@@ -22,29 +22,14 @@ from lelp_studio.config import (
     TrainSpec,
     config_from_dict,
 )
-from lelp_studio.methods import METHOD_DOCS, check_run
+from lelp_studio.objectives import doc as objective_doc
+from lelp_studio.pipeline import check_run
 
 app_state.init_session()
 ss = st.session_state
 ERRORS = (*app_state.user_errors(), ValueError)
 CURRENT = "(current Subspaces setting)"
 MANUAL = "(manual groups saved on the map)"
-# The three objectives core/train.py handles itself; the others document themselves in
-# lelp_studio.methods.METHOD_DOCS.
-BASE_DOCS = {
-    "hard": "Hard labels: cross-entropy on the ground-truth classes only; the baseline every "
-    "distillation method must beat.",
-    "kd": "Knowledge distillation: the student matches the teacher's class probabilities "
-    "softened by temperature tau (loss scaled by tau^2), plus alpha times the hard-label loss. "
-    "Hinton, Vinyals & Dean, 'Distilling the Knowledge in a Neural Network', NIPS 2014 "
-    "Deep Learning Workshop (arXiv 1503.02531).",
-    "lelp": "LELP: each class's teacher embeddings are projected on a few principal directions "
-    "of that class (after removing the head's null space, optionally rotated); softmax(z/beta) "
-    "over those coordinates splits the class probability into pseudo-subclasses, and the "
-    "student learns these C x S targets at temperature tau. Loo, Iliopoulos, Hu & Vee, 'Linear "
-    "Projections of Teacher Embeddings for Few-Class Distillation', arXiv 2409.20449, 2024.",
-}
-OBJECTIVE_DOCS = {**BASE_DOCS, **METHOD_DOCS}
 
 st.title("Distill")
 st.caption(
@@ -180,7 +165,7 @@ for obj in objectives:
     with st.container(border=True):
         st.markdown(f"**{obj}**")
         with st.expander(f"What is {obj}?", expanded=False):
-            st.markdown(OBJECTIVE_DOCS.get(obj, "No description yet."))
+            st.markdown(objective_doc(obj))
         model = app_state.section_model(obj)
         if model is None:
             st.caption("Uses the Training settings above (tau, alpha) and nothing else.")

@@ -20,14 +20,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lelp_studio import pipeline
+from lelp_studio import objectives, pipeline
 from lelp_studio.cli import app
 from lelp_studio.config import load_config
 from lelp_studio.export import ExportError, export_run, onnx_session, run_onnx
+from lelp_studio.predict import predict
 from lelp_studio.store import Workspace
 from lelp_studio.students import encode_inputs, load_student
 from lelp_studio.teachers import load_tokenizer
-from lelp_studio.train import class_logits, predict
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -91,7 +91,8 @@ def _project_log_probs(ws: Workspace, rec: dict[str, Any], inputs: dict) -> np.n
     cfg = load_config(None, RUNS[rec["run_id"]])
     student, meta = load_student(ws.artifact_path(rec, "student_dir"))
     raw = predict(student, inputs)
-    return class_logits(raw, cfg.train.objective, meta.get("sizes"), cfg.train.tau).numpy()
+    objective = objectives.make(cfg.train.objective, cfg.train)
+    return objective.restore(raw.shape[1], meta.get("sizes")).class_logits(raw).numpy()
 
 
 # -- onnx: every student kind, hard/kd and lelp ---------------------------------------------

@@ -367,7 +367,7 @@ import json, os, signal, sys
 import torch
 torch.set_num_threads(1)
 import lelp_studio.pipeline, lelp_studio.train  # noqa: F401 - warm imports
-import lelp_studio.students, lelp_studio.methods  # noqa: F401
+import lelp_studio.students, lelp_studio.objectives  # noqa: F401
 torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])  # imports torch._dynamo (1-2 s)
 from lelp_studio import jobs
 from lelp_studio.store import Workspace

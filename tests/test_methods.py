@@ -1,4 +1,4 @@
-"""core/methods.py: each seed method's state and hooks on tiny synthetic teachers."""
+"""core/objectives: each seed method's state and hooks on tiny synthetic teachers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lelp_studio import methods as Mth
+from lelp_studio import objectives as Mth
 from lelp_studio.config import OBJECTIVES, ConfigError, load_config
+from lelp_studio.predict import class_logits_timed
 from lelp_studio.students import MLPStudent
 
 
@@ -28,6 +29,25 @@ def _spec(objective: str, *extra: str) -> Any:
     return load_config(None, [f"train.objective={objective}", *extra]).train
 
 
+def _make(spec: Any) -> Any:
+    return Mth.make(spec.objective, spec)
+
+
+def _fit(m: Any, td: Any, emb_dim: int) -> Any:
+    """``setup`` on the teacher, then ``attach`` to a fresh MLP student of width ``emb_dim``."""
+    m.setup(td)
+    m.attach(MLPStudent(td.H.shape[1], emb_dim, m.n_outputs(td.n_classes)))
+    return m
+
+
+def _loss(m: Any, out: Any, emb: Any, idx: Any, y: Any, progress: float) -> Any:
+    return m.loss(out, Mth.Batch(idx, y, emb, progress))
+
+
+def _after(m: Any, out: Any, emb: Any, idx: Any, y: Any, progress: float) -> None:
+    m.after_step(out, Mth.Batch(idx, y, emb, progress))
+
+
 def _teacher(n: int = 60, d: int = 8, C: int = 2, seed: int = 0) -> Mth.TeacherData:
     """Linearly separable clusters: H has the class in its first C dims, Z = H[:, :C] * 3."""
     r = np.random.default_rng(seed)
@@ -39,13 +59,13 @@ def _teacher(n: int = 60, d: int = 8, C: int = 2, seed: int = 0) -> Mth.TeacherD
 
 
 def test_every_method_is_configurable_and_documented() -> None:
-    assert set(Mth.METHODS) == set(OBJECTIVES) - {"hard", "kd", "lelp"}
-    assert set(Mth.METHOD_DOCS) == set(Mth.METHODS)
-    for name, doc in Mth.METHOD_DOCS.items():
+    assert set(Mth.names()) == set(OBJECTIVES)
+    for name in set(OBJECTIVES) - {"hard", "kd", "lelp"}:
+        doc = Mth.doc(name)
         assert len(doc) > 200 and any(str(y) in doc for y in range(2015, 2025)), name
-    assert isinstance(Mth.make_method(_spec("disk")), Mth.DiSK)
+    assert isinstance(_make(_spec("disk")), Mth.DiSK)
     with pytest.raises(ValueError, match="valid names are: amad, compress, disk, dwt"):
-        Mth.make_method(_spec("kd"))
+        Mth.make("kl")
 
 
 @pytest.mark.parametrize(
@@ -87,11 +107,11 @@ def test_queue_push_detaches() -> None:
 @pytest.mark.parametrize("objective", ["fitnet", "sea", "compress"])
 def test_embedding_methods_loss_and_gradients(objective: str, C: int) -> None:
     td = _teacher(n=60, d=8, C=C)
-    m = Mth.make_method(_spec(objective, "train.sea.sample_size=40")).fit(td, emb_dim=4)
+    m = _fit(_make(_spec(objective, "train.sea.sample_size=40")), td, 4)
     emb = torch.randn(10, 4, requires_grad=True)
     out = torch.randn(10, C, requires_grad=True)
     idx = torch.arange(10)
-    loss = m.loss(out, emb, idx, torch.as_tensor(td.y[:10]), 0.0)
+    loss = _loss(m, out, emb, idx, torch.as_tensor(td.y[:10]), 0.0)
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert emb.grad.abs().sum() > 0 and out.grad.abs().sum() > 0
@@ -101,21 +121,21 @@ def test_embedding_methods_loss_and_gradients(objective: str, C: int) -> None:
 
 def test_head_needs_a_class_signal() -> None:
     with pytest.raises(ValueError, match=r"train.alpha > 0 \(hard labels\)"):
-        Mth.make_method(_spec("fitnet", "train.fitnet.kd_weight=0")).fit(_teacher(), 4)
-    m = Mth.make_method(_spec("fitnet", "train.fitnet.kd_weight=0", "train.alpha=1"))
-    assert m.fit(_teacher(), 4) is m
+        _fit(_make(_spec("fitnet", "train.fitnet.kd_weight=0")), _teacher(), 4)
+    m = _make(_spec("fitnet", "train.fitnet.kd_weight=0", "train.alpha=1"))
+    assert _fit(m, _teacher(), 4) is m
 
 
 def test_fitnet_hint_is_zero_when_the_map_reproduces_the_teacher() -> None:
     td = _teacher(d=4)
-    m = Mth.make_method(_spec("fitnet", "train.fitnet.kd_weight=0", "train.alpha=1")).fit(td, 4)
+    m = _fit(_make(_spec("fitnet", "train.fitnet.kd_weight=0", "train.alpha=1")), td, 4)
     with torch.no_grad():
         m.map.weight.copy_(torch.eye(4))
         m.map.bias.zero_()
     idx = torch.arange(6)
     emb = torch.as_tensor(td.H[:6])
     out = torch.tensor([[50.0, -50.0] if c == 0 else [-50.0, 50.0] for c in td.y[:6]])
-    assert m.loss(out, emb, idx, torch.as_tensor(td.y[:6]), 0.0).item() == pytest.approx(
+    assert _loss(m, out, emb, idx, torch.as_tensor(td.y[:6]), 0.0).item() == pytest.approx(
         0.0, abs=1e-6
     )
 
@@ -142,7 +162,7 @@ def test_diverse_sampling_covers_every_cluster() -> None:
 
 def test_sea_targets_are_pca_of_the_teacher() -> None:
     td = _teacher(n=80, d=8)
-    m = Mth.make_method(_spec("sea", "train.sea.sample_size=80")).fit(td, emb_dim=3)
+    m = _fit(_make(_spec("sea", "train.sea.sample_size=80")), td, 3)
     t = m.target.numpy()
     assert t.shape == (80, 3)
     assert np.sqrt(np.mean(t**2)) == pytest.approx(1.0, rel=1e-4)  # RMS-normalised
@@ -150,20 +170,20 @@ def test_sea_targets_are_pca_of_the_teacher() -> None:
     assert abs(cov[0, 1]) < 1e-4 and cov[0, 0] >= cov[1, 1] >= cov[2, 2]  # decorrelated, sorted
     assert 0 < m.info()["sea_explained_variance"] <= 1
     with pytest.raises(ValueError, match="lower student.hidden"):
-        Mth.make_method(_spec("sea")).fit(td, emb_dim=16)
+        _fit(_make(_spec("sea")), td, 16)
 
 
 @pytest.mark.parametrize("queues", ["two", "one"])
 def test_compress_pushes_after_each_step_and_uses_the_queue(queues: str) -> None:
     td = _teacher(n=30, d=6)
     spec = _spec("compress", f"train.compress.queues={queues}")
-    m = Mth.make_method(spec).fit(td, emb_dim=6)
+    m = _fit(_make(spec), td, 6)
     assert m.info()["compress_queue_size"] == 30  # min(128000, n)
     y = torch.as_tensor(td.y)
     emb, out = torch.randn(8, 6), torch.randn(8, 2)
-    first = m.loss(out, emb, torch.arange(8), y[:8], 0.0)  # empty queue: in-batch anchors
+    first = _loss(m, out, emb, torch.arange(8), y[:8], 0.0)  # empty queue: in-batch anchors
     assert torch.isfinite(first)
-    m.after_step(out, emb, torch.arange(8), y[:8], 0.0)
+    _after(m, out, emb, torch.arange(8), y[:8], 0.0)
     assert len(m.queue_t) == 8
     assert torch.allclose(m.queue_t.items(), m.t_emb[:8])
     if queues == "two":
@@ -173,15 +193,15 @@ def test_compress_pushes_after_each_step_and_uses_the_queue(queues: str) -> None
 
 def test_compress_two_queue_zero_when_student_embeds_like_the_teacher() -> None:
     td = _teacher(n=30, d=6)
-    m = Mth.make_method(_spec("compress", "train.compress.kd_weight=0", "train.alpha=1"))
-    m.fit(td, emb_dim=6)
+    m = _make(_spec("compress", "train.compress.kd_weight=0", "train.alpha=1"))
+    _fit(m, td, 6)
     H = torch.as_tensor(td.H)
     idx = torch.arange(10)
-    m.after_step(None, H[idx], idx, torch.as_tensor(td.y[:10]), 0.0)  # both queues = teacher
+    _after(m, None, H[idx], idx, torch.as_tensor(td.y[:10]), 0.0)  # both queues = teacher
     q = torch.arange(10, 20)
     # hard term only remains: make it ~0 with confident correct logits
     out = torch.nn.functional.one_hot(torch.as_tensor(td.y[10:20]), 2).float() * 100
-    loss = m.loss(out, H[q], q, torch.as_tensor(td.y[10:20]), 0.0)
+    loss = _loss(m, out, H[q], q, torch.as_tensor(td.y[10:20]), 0.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-5)
 
 
@@ -193,7 +213,7 @@ def _reaug(k: int = 3, lam: float = 0.5) -> Mth.ReAugKD:
     spec = _spec(
         "reaugkd", f"train.reaugkd.k={k}", f"train.reaugkd.lam={lam}", "train.reaugkd.proj_epochs=3"
     )
-    m = Mth.make_method(spec).fit(td, emb_dim=4)
+    m = _fit(_make(spec), td, 4)
     assert isinstance(m, Mth.ReAugKD)
     return m
 
@@ -228,7 +248,7 @@ def test_reaugkd_projection_separates_classes_and_loss_has_gradients() -> None:
     cross = (keys[y == 0] @ keys[y == 1].T).mean()
     assert same > cross  # supervised contrastive training pulled classes apart
     emb = torch.randn(6, 4, requires_grad=True)
-    loss = m.loss(torch.randn(6, 2), emb, torch.arange(6), y[:6], 0.0)
+    loss = _loss(m, torch.randn(6, 2), emb, torch.arange(6), y[:6], 0.0)
     loss.backward()
     assert emb.grad.abs().sum() > 0 and not m.proj.weight.requires_grad
 
@@ -242,8 +262,11 @@ def test_reaugkd_state_round_trips_through_safetensors(tmp_path: Any) -> None:
     state = pipeline.load_method_state(path)
     assert sorted(state) == sorted(Mth.ReAugKD.STATE_KEYS)
     assert torch.equal(state["proj.weight"], m.proj.weight.detach())
-    spec = m.spec
-    m2 = Mth.make_method(spec).load_state_tensors(state).build_knowledge_base(td.H, td.Z)
+    m2 = (
+        type(m)(m.params, tau=m.tau, alpha=m.alpha, seed=m.seed)
+        .load_state_tensors(state)
+        .build_knowledge_base(td.H, td.Z)
+    )
     assert torch.equal(m2.keys, m.keys) and torch.equal(m2.kb_probs, m.kb_probs)
     emb = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
     (i1, s1), (i2, s2) = m.neighbours(emb), m2.neighbours(emb)
@@ -268,13 +291,13 @@ def test_reaugkd_state_round_trips_through_safetensors(tmp_path: Any) -> None:
 )
 def test_reaugkd_rejects_a_bad_state(state: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        Mth.make_method(_spec("reaugkd")).load_state_tensors(state)
+        _make(_spec("reaugkd")).load_state_tensors(state)
 
 
 def test_methods_without_learned_state_save_nothing(tmp_path: Any) -> None:
     from lelp_studio import pipeline
 
-    m = Mth.make_method(_spec("dwt")).fit(_teacher(), emb_dim=4)
+    m = _fit(_make(_spec("dwt")), _teacher(), 4)
     assert m.state_tensors() == {}
     assert pipeline.save_method_state(tmp_path, m) is None and not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="another method"):
@@ -292,23 +315,23 @@ def test_subclass_distill_retrains_a_teacher_head(C: int) -> None:
         "train.subclass_distill.n_subclasses=3",
         "train.subclass_distill.head_epochs=30",
     )
-    m = Mth.make_method(spec).fit(td, emb_dim=4)
-    assert m.n_out(C) == 3 * C and m.t_sub.shape == (120, 3 * C)
+    m = _fit(_make(spec), td, 4)
+    assert m.n_outputs(C) == 3 * C and m.t_sub.shape == (120, 3 * C)
     info = m.info()
     assert info["subclass_teacher_accuracy"] > 90 and info["subclass_teacher_train_accuracy"] > 90
     assert 0 < info["subclass_teacher_assignment_entropy"] <= np.log(3) + 1e-6
     out = torch.randn(5, 3 * C, requires_grad=True)
-    loss = m.loss(out, None, torch.arange(5), torch.as_tensor(td.y[:5]), 0.0)
+    loss = _loss(m, out, None, torch.arange(5), torch.as_tensor(td.y[:5]), 0.0)
     loss.backward()
     assert out.grad.abs().sum() > 0
-    assert m.class_log_probs(out).shape == (5, C)
+    assert m.class_logits(out).shape == (5, C)
 
 
 def test_subclass_aux_loss_spreads_the_subclasses() -> None:
     td = _teacher(n=120, d=8)
-    with_aux = Mth.make_method(_spec("subclass-distill")).fit(td, 4).info()
-    without = Mth.make_method(_spec("subclass-distill", "train.subclass_distill.aux_weight=0"))
-    ent0 = without.fit(td, 4).info()["subclass_teacher_assignment_entropy"]
+    with_aux = _fit(_make(_spec("subclass-distill")), td, 4).info()
+    without = _make(_spec("subclass-distill", "train.subclass_distill.aux_weight=0"))
+    ent0 = _fit(without, td, 4).info()["subclass_teacher_assignment_entropy"]
     assert with_aux["subclass_teacher_assignment_entropy"] > ent0
 
 
@@ -319,7 +342,7 @@ def test_subclass_aux_loss_spreads_the_subclasses() -> None:
     "schedule, expected", [("linear", [4.0, 2.5, 1.0]), ("constant", [4.0, 4.0, 4.0])]
 )
 def test_dwt_soft_weight_schedule(schedule: str, expected: list[float]) -> None:
-    m = Mth.make_method(_spec("dwt", f"train.dwt.schedule={schedule}")).fit(_teacher(), 4)
+    m = _fit(_make(_spec("dwt", f"train.dwt.schedule={schedule}")), _teacher(), 4)
     assert [m.soft_weight(p) for p in (0.0, 0.5, 1.0)] == expected
 
 
@@ -327,10 +350,10 @@ def test_dwt_loss_weights_hard_and_soft_terms() -> None:
     from lelp_studio import losses
 
     td = _teacher()
-    m = Mth.make_method(_spec("dwt", "train.tau=2")).fit(td, 4)
+    m = _fit(_make(_spec("dwt", "train.tau=2")), td, 4)
     out, idx, y = torch.randn(6, 2), torch.arange(6), torch.as_tensor(td.y[:6])
     hard, soft = losses.hard(out, y), losses.kd(out, torch.as_tensor(td.Z[:6]), 2.0)
-    assert m.loss(out, None, idx, y, 0.5).item() == pytest.approx((hard + 2.5 * soft).item())
+    assert _loss(m, out, None, idx, y, 0.5).item() == pytest.approx((hard + 2.5 * soft).item())
 
 
 def test_remap_copies_teacher_layers_and_reuses_the_last() -> None:
@@ -350,18 +373,18 @@ def test_remap_copies_teacher_layers_and_reuses_the_last() -> None:
 
 
 def test_dwt_remap_needs_teacher_layers() -> None:
-    m = Mth.make_method(_spec("dwt", "train.dwt.remap=true")).fit(_teacher(), 4)
+    m = _make(_spec("dwt", "train.dwt.remap=true")).setup(_teacher())
     with pytest.raises(ValueError, match="set_teacher_layers"):
-        m.init_student(MLPStudent(8, 4, 2))
+        m.attach(MLPStudent(8, 4, 2))
 
 
 # ---- DiSK ----
 
 
 def test_disk_top_k_defaults() -> None:
-    assert Mth.make_method(_spec("disk")).fit(_teacher(C=2), 4).k_ == 1
-    assert Mth.make_method(_spec("disk")).fit(_teacher(C=6), 4).k_ == 2
-    assert Mth.make_method(_spec("disk", "train.disk.top_k=3")).fit(_teacher(C=6), 4).k_ == 3
+    assert _fit(_make(_spec("disk")), _teacher(C=2), 4).k_ == 1
+    assert _fit(_make(_spec("disk")), _teacher(C=6), 4).k_ == 2
+    assert _fit(_make(_spec("disk", "train.disk.top_k=3")), _teacher(C=6), 4).k_ == 3
 
 
 @pytest.mark.parametrize("C", [2, 6])
@@ -369,12 +392,12 @@ def test_disk_student_loss_is_plain_kd_when_the_gate_is_closed(C: int) -> None:
     from lelp_studio import losses
 
     td = _teacher(C=C)
-    m = Mth.make_method(_spec("disk", "train.tau=2")).fit(td, 4)
+    m = _fit(_make(_spec("disk", "train.tau=2")), td, 4)
     with torch.no_grad():
         m.gate[-1].bias.fill_(-50.0)  # g(x) = sigmoid(-50) ~ 0
         m.gate[-1].weight.zero_()
     out, idx, y = torch.randn(6, C, requires_grad=True), torch.arange(6), torch.as_tensor(td.y[:6])
-    loss = m.loss(out, None, idx, y, 0.0)
+    loss = _loss(m, out, None, idx, y, 0.0)
     assert loss.item() == pytest.approx(losses.kd(out, m.t_logits[idx], 2.0).item(), abs=1e-5)
     loss.backward()
     assert out.grad.abs().sum() > 0 and m.gate[0].weight.grad is None  # gate frozen here
@@ -382,14 +405,14 @@ def test_disk_student_loss_is_plain_kd_when_the_gate_is_closed(C: int) -> None:
 
 def test_disk_dual_rises_over_budget_and_gate_closes() -> None:
     td = _teacher(C=6)
-    m = Mth.make_method(_spec("disk", "train.disk.budget=0.0", "train.disk.gate_lr=0.05"))
-    m.fit(td, 4)
+    m = _make(_spec("disk", "train.disk.budget=0.0", "train.disk.gate_lr=0.05"))
+    _fit(m, td, 4)
     y, idx = torch.as_tensor(td.y), torch.arange(60)
     out = torch.zeros(60, 6)  # a student that fits nothing: the gate would like to help
     with torch.no_grad():
         g0 = m._g(m.t_logits, out).mean().item()
     for _ in range(40):
-        m.after_step(out, None, idx, y, 0.5)
+        _after(m, out, None, idx, y, 0.5)
     assert m.info()["disk_dual"] > 0
     assert m.info()["disk_last_mean_gate"] < g0 / 2
 
@@ -516,7 +539,7 @@ def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
     assert ind.shape == (4, k) and np.array_equal(ind, expect)
     assert np.allclose(sims, np.take_along_axis(cos, expect, 1), atol=1e-5)
     # the replay is the run's own prediction, not an approximation
-    lp, _ = Mth.predict_with_method(method, student, encode_inputs(ds.splits["test"]))
+    lp, _ = class_logits_timed(method, student, encode_inputs(ds.splits["test"]))
     stored = digits_ws.get_array(rec["artifacts"]["eval_logits"])
     assert np.allclose(lp.numpy(), stored, atol=1e-4)
 
@@ -553,14 +576,15 @@ def test_resumed_method_run_equals_an_uninterrupted_one(
     def run(ckpt: str | None = None, resume: bool = False, stop_after: int = 0) -> tuple:
         torch.manual_seed(0)
         student = MLPStudent(8, 4, 2)
-        method = Mth.make_method(spec).fit(td, emb_dim=4)
+        method = _make(spec).setup(td)
+        method.attach(student)
         cfg = TrainConfig(
             objective=objective, epochs=3, batch_size=16, device="cpu", seed=0,
             checkpoint_dir=ckpt, resume=resume,
         )  # fmt: skip
         # Stopped like a cancelled job: after the checkpoint of epoch ``stop_after``.
         stop = lambda info: "eval_accuracy" in info and info["epoch"] == stop_after  # noqa: E731
-        return train(student, data, cfg, on_step=stop, method=method), student, method
+        return train(student, data, cfg, on_step=stop, objective=method), student, method
 
     straight, s_student, s_method = run()
     ck = str(tmp_path / "ck")
@@ -572,7 +596,7 @@ def test_resumed_method_run_equals_an_uninterrupted_one(
     )
     for a, b in zip(r_student.parameters(), s_student.parameters(), strict=True):
         torch.testing.assert_close(a, b)
-    r_state, s_state = r_method.checkpoint_state(), s_method.checkpoint_state()
+    r_state, s_state = r_method.state_dict(), s_method.state_dict()
     assert r_state.keys() == s_state.keys() and r_state
     for k in s_state:
         torch.testing.assert_close(r_state[k], s_state[k], msg=k)
@@ -587,14 +611,14 @@ def test_resume_into_another_methods_setup_is_refused(tmp_path: Any) -> None:
                      teacher_logits=torch.as_tensor(td.Z))  # fmt: skip
     ck = str(tmp_path / "ck")
     for size, resume in ((50, False), (40, True)):
-        method = Mth.make_method(_spec("compress", f"train.compress.queue_size={size}"))
+        method = _make(_spec("compress", f"train.compress.queue_size={size}"))
         cfg = TrainConfig(objective="compress", epochs=1, batch_size=16, device="cpu",
                           checkpoint_dir=ck, resume=resume)  # fmt: skip
         if not resume:
-            train(MLPStudent(8, 4, 2), data, cfg, method=method.fit(td, emb_dim=4))
+            train(MLPStudent(8, 4, 2), data, cfg, objective=_fit(method, td, 4))
             continue
         with pytest.raises(ValueError, match="does not fit this student and compress method"):
-            train(MLPStudent(8, 4, 2), data, cfg, method=method.fit(td, emb_dim=4))
+            train(MLPStudent(8, 4, 2), data, cfg, objective=_fit(method, td, 4))
 
 
 # ---- AMAD: attention maps of a teacher with more heads ----
@@ -619,7 +643,7 @@ def _token_inputs(n: int = 12, L: int = 6) -> dict[str, torch.Tensor]:
 
 def _amad(*extra: str, n: int = 12) -> Mth.AMAD:
     td = _teacher(n=n, d=8)
-    return Mth.make_method(_spec("amad", *extra)).fit(td, emb_dim=8)
+    return _make(_spec("amad", *extra)).setup(td)
 
 
 def test_amad_caches_the_teachers_maps_of_the_chosen_layer() -> None:
@@ -643,12 +667,12 @@ def test_amad_student_loss_uses_its_own_attention_and_trains_it() -> None:
     m = _amad()
     m.set_teacher_attention(teacher, inputs)
     student = TransformerStudent(50, 2, hidden=8, layers=1, heads=2, max_length=6)
-    m.init_student(student)
+    m.attach(student)
     assert student.bert.encoder.layer[0].attention.self.dropout.p == 0.0
     idx = torch.arange(4)
     batch = {k: v[idx, :5] for k, v in inputs.items()}  # a batch cut narrower than the cache
     emb = student.embed(batch)
-    loss = m.loss(student.head(emb), emb, idx, torch.as_tensor(m.t_logits[idx].argmax(1)), 0.0)
+    loss = _loss(m, student.head(emb), emb, idx, torch.as_tensor(m.t_logits[idx].argmax(1)), 0.0)
     loss.backward()
     q = student.bert.encoder.layer[0].attention.self.query.weight
     assert torch.isfinite(loss) and q.grad is not None and q.grad.abs().sum() > 0
@@ -668,7 +692,7 @@ def test_amad_bad_setups_are_named(extra: tuple[str, ...], call: str, match: str
     with pytest.raises(ValueError, match=match):
         m = _amad(*extra, n=300 if call == "big" else 12)
         if call == "mlp":
-            m.init_student(MLPStudent(8, 8, 2))
+            m.attach(MLPStudent(8, 8, 2))
         elif call in ("cache", "big"):
             L = 40 if call == "big" else 6
             m.set_teacher_attention(_tiny_bert(heads=4), _token_inputs(n=m._n, L=L))
@@ -699,7 +723,7 @@ def test_run_distill_amad_on_the_text_demo(workspace: Any) -> None:
 
 @pytest.mark.parametrize("kind", ["hf", "arrays"])
 def test_check_run_refuses_a_teacher_without_its_path(kind: str) -> None:
-    from lelp_studio.methods import check_run
+    from lelp_studio.pipeline import check_run
 
     cfg = load_config(None, ["dataset.source=text-demo", f"teacher.kind={kind}"])
     with pytest.raises(ConfigError, match=f"teacher kind '{kind}' needs teacher.path"):

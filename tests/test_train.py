@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from lelp_studio import objectives
+from lelp_studio import predict as predict_mod
 from lelp_studio import train as train_mod
+from lelp_studio.predict import predict
 from lelp_studio.students import BagOfEmbeddingsStudent, MLPStudent
-from lelp_studio.train import (
-    TrainConfig,
-    TrainData,
-    class_logits,
-    n_outputs,
-    pick_device,
-    predict,
-    train,
-)
+from lelp_studio.train import TrainConfig, TrainData, pick_device, train
+
+
+def class_logits(out: torch.Tensor, name: str, sizes=None, tau: float = 1.0) -> torch.Tensor:
+    """The objective's prediction rule for a finished run's outputs."""
+    return objectives.make(name, tau=tau).restore(2, sizes).class_logits(out)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_digits_parity_reaches_85_percent(digits, objective: str, tau: float) ->
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_lelp_with_random_targets_runs(digits, alpha: float) -> None:
     sizes = [2, 3]
-    student = _student(n_out=n_outputs("lelp", 2, sizes))
+    student = _student(n_out=objectives.make("lelp").restore(2, sizes).n_outputs(2))
     cfg = TrainConfig(objective="lelp", tau=2.0, alpha=alpha, epochs=1, batch_size=64, device="cpu")
     res = train(student, _data(digits, sizes), cfg)
     assert np.isfinite(res.history[0]["loss"])
@@ -243,7 +243,7 @@ def test_text_student_trains_on_token_batches() -> None:
 def test_take_trims_unused_padding() -> None:
     mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     inputs = {"input_ids": mask * 5, "attention_mask": mask}
-    batch = train_mod._take(inputs, torch.tensor([0, 1]))
+    batch = predict_mod.take(inputs, torch.tensor([0, 1]))
     assert batch["attention_mask"].shape == (2, 2)
     assert batch["input_ids"].tolist() == [[5, 5], [5, 0]]
 
@@ -253,7 +253,7 @@ def test_take_trims_unused_padding() -> None:
     [
         ("lelp", {}, "needs targets"),
         ("kd", {"teacher_logits": None}, "teacher_logits"),
-        ("kl", {}, "unknown loss 'kl'"),
+        ("kl", {}, "unknown objective 'kl'"),
     ],
 )
 def test_bad_data_errors(digits, objective: str, kwargs: dict, match: str) -> None:
@@ -316,20 +316,20 @@ def _token_task(n: int = 96, L: int = 12, left: bool = False, seed: int = 0) -> 
 def test_cpu_side_widths_cut_like_take(left: bool, bs: int) -> None:
     inputs = _token_task(n=50, left=left).train_inputs
     order = torch.randperm(50, generator=torch.Generator().manual_seed(1))
-    cuts = train_mod._batch_widths(train_mod._row_widths(inputs), order, bs)
+    cuts = predict_mod.batch_widths(predict_mod.row_widths(inputs), order, bs)
     assert len(cuts) == -(-50 // bs)
     for i, width in enumerate(cuts):
         idx = order[i * bs : (i + 1) * bs]
-        old, new = train_mod._take(inputs, idx), train_mod._take_rows(inputs, idx, width)
+        old, new = predict_mod.take(inputs, idx), predict_mod.take_rows(inputs, idx, width)
         assert {k: v.tolist() for k, v in old.items()} == {k: v.tolist() for k, v in new.items()}
 
 
 def test_batch_widths_round_up_and_features_are_not_cut() -> None:
     widths = torch.tensor([3, 9, 0, 1])
-    assert train_mod._batch_widths(widths, torch.arange(4), 2) == [9, 1]
-    assert train_mod._batch_widths(widths, torch.arange(4), 2, multiple=8) == [16, 8]
-    assert train_mod._row_widths({"x": torch.ones(4, 3)}) is None
-    assert train_mod._batch_widths(None, torch.arange(4), 3) == [0, 0]
+    assert predict_mod.batch_widths(widths, torch.arange(4), 2) == [9, 1]
+    assert predict_mod.batch_widths(widths, torch.arange(4), 2, multiple=8) == [16, 8]
+    assert predict_mod.row_widths({"x": torch.ones(4, 3)}) is None
+    assert predict_mod.batch_widths(None, torch.arange(4), 3) == [0, 0]
 
 
 @pytest.mark.parametrize("objective", ["hard", "kd"])
@@ -346,7 +346,7 @@ def test_new_batching_trains_exactly_like_per_batch_take(monkeypatch, objective:
 
     new_hist, new_sd = run()
     monkeypatch.setattr(
-        train_mod, "_take_rows", lambda inputs, idx, w: train_mod._take(inputs, idx)
+        train_mod, "take_rows", lambda inputs, idx, w: predict_mod.take(inputs, idx)
     )
     old_hist, old_sd = run()
     drop = ("examples_per_s",)

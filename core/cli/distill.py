@@ -101,7 +101,7 @@ def distill(
     chose what, and whether the teacher leaves distillation room to help."""
     from tqdm.auto import tqdm
 
-    from ..pipeline import prepare, run_distill
+    from ..pipeline import check_run, prepare, run_distill
 
     ws = _workspace(workspace)
     if spec is not None:
@@ -120,9 +120,7 @@ def distill(
         loss = f"{info.get('loss', float('nan')):.4f}"
         bar.set_postfix(epoch=info.get("epoch"), loss=loss)
 
-    from .. import methods
-
-    methods.check_run(cfg)  # a run that cannot work is refused before any work
+    check_run(cfg)  # a run that cannot work is refused before any work
     try:
         prep = prepare(cfg, ws, _tqdm_progress())
         rec = run_distill(cfg, ws, on_step, prep=prep)

@@ -7,7 +7,7 @@ names, and a ``README.md`` model card (teacher, data, objective, test scores, fi
 teacher, size, how to load it).
 
 Both formats give the project's class prediction: C class log-probabilities at T = 1, the
-same numbers ``core.train.class_logits`` (or the objective's ``Method.class_log_probs``)
+same numbers as the objective's ``class_logits`` (``core.objectives``)
 computes from the student's head. A LELP student's ``sum(S_c)`` subclass outputs are
 aggregated per class at the run's tau and mapped back to T = 1 inside the exported model, so
 no user ever has to know about pseudo-subclasses.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import methods
+from .. import objectives
 from ..config import RunConfig
 from ..store import Workspace, WorkspaceError
 from ..students import META_FILE, WEIGHTS_FILE, _masked_mean, load_student
@@ -41,7 +41,7 @@ class ClassHead:
     """How a student's head outputs become C class log-probabilities at T = 1.
 
     ``mode``: ``softmax`` (C outputs: log_softmax), ``lelp`` (``sum(sizes)`` subclass outputs:
-    ``core.train.class_logits``, i.e. class sums of softmax(u / tau), then back to T = 1) or
+    ``objectives.LELP.class_logits``, i.e. class sums of softmax(u / tau), then T = 1) or
     ``subclass`` (Subclass Distillation: logsumexp of each class's S outputs, then
     log_softmax; ``losses.subclass_log_probs``). ``sizes``: outputs per class.
     """
@@ -60,7 +60,7 @@ class ClassHead:
 def aggregate(u: Tensor, head: ClassHead) -> Tensor:
     """Class log-probabilities (B, C) at T = 1 from head outputs ``u`` (B, n_out).
 
-    The same operations, in the same order, as ``core.train.class_logits`` (lelp, hard, kd)
+    The same operations, in the same order, as the objectives' ``class_logits`` (lelp, hard, kd)
     and ``core.losses.subclass_log_probs``, so PyTorch gives bitwise the project's numbers;
     written with static slices so ``torch.onnx.export`` puts it in the graph."""
     if head.mode == "softmax":
@@ -93,15 +93,15 @@ def class_head(cfg: RunConfig, meta: dict[str, Any], n_out: int) -> ClassHead:
     elif objective == "subclass-distill":
         s = int(cfg.train.subclass_distill.n_subclasses)
         head = ClassHead("subclass", max(n_out // s, 1), (s,) * max(n_out // s, 1))
-    elif objective in ("hard", "kd") or methods.is_method(objective):
-        cls = methods.METHODS.get(objective, methods.Method)
-        if cls.augment is not methods.Method.augment:
+    elif objective in objectives.REGISTRY:
+        cls = objectives.get(objective)
+        if cls.uses_embeddings_to_predict:
             raise ExportError(
                 f"objective {objective!r} predicts with a retrieval over the teacher's "
                 "training embeddings, which an exported model cannot carry; export a run of "
                 "another objective (hard, kd, lelp, ...)"
             )
-        if cls.class_log_probs is not methods.Method.class_log_probs:  # pragma: no cover
+        if cls.class_logits is not objectives.Objective.class_logits:  # pragma: no cover
             raise ExportError(f"export does not know how objective {objective!r} predicts")
         head = ClassHead("softmax", n_out)
     else:  # pragma: no cover - the config schema lists the objectives
