@@ -79,11 +79,18 @@ def get_teacher_outputs(
     tmp = ws.encoder_dir(key).with_name(f"{key}.tmp") if keep else None
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)  # a half-written one from a killed run
-    out = compute_teacher_outputs(dataset, spec, progress=progress, encoder_dir=tmp)
-    if tmp is not None:  # whole or not at all: renamed only once fully written
-        shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)
-        os.replace(tmp, ws.encoder_dir(key))
-    ws.save_teacher_outputs(key, out, dataset_fp=dfp, teacher_fp=tfp, pooling=pooling)
+    h_dir = ws.staging_dir(key)  # float16 H files, moved into arrays/ when saved
+    shutil.rmtree(h_dir, ignore_errors=True)  # a half-written one from a killed run
+    try:
+        out = compute_teacher_outputs(
+            dataset, spec, progress=progress, encoder_dir=tmp, h_dir=h_dir
+        )
+        if tmp is not None:  # whole or not at all: renamed only once fully written
+            shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)
+            os.replace(tmp, ws.encoder_dir(key))
+        ws.save_teacher_outputs(key, out, dataset_fp=dfp, teacher_fp=tfp, pooling=pooling)
+    finally:
+        shutil.rmtree(h_dir, ignore_errors=True)
     stored = ws.load_teacher_outputs(key)
     assert stored is not None
     return stored, key, False

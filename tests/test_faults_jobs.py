@@ -544,6 +544,8 @@ def test_sigkill_at_seeded_random_points_loses_nothing(
             job = jobs.get_job(ws, job_id)
             assert _kept(ws, job_id) == before  # nothing else in the catalogue changed
             if job.state == "queued":  # the worker was killed before it claimed the job
+                trials.append(f"{trial}: {what} killed={killed} -> job {job_id} still queued")
+                stats["survived"] += killed  # intact and still queued: nothing was lost
                 continue
             if job.state == "succeeded":  # the fault came too late, or never
                 trials.append(f"{trial}: {what} killed={killed} -> job {job_id} succeeded")
