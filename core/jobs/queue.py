@@ -155,10 +155,11 @@ def claim(
     if accept is None:
         accept = ("gpu", "any") if device.startswith("cuda") else ("cpu", "any")
     now = time.time()
+    marks = ",".join("?" * len(accept))
     with _db(ws) as con:
         row = con.execute(
-            f"SELECT id FROM jobs WHERE state = 'queued' AND resources IN "
-            f"({','.join('?' * len(accept))}) ORDER BY id LIMIT 1",
+            "SELECT id FROM jobs WHERE state = 'queued' AND resources IN "  # noqa: S608 - "?" marks only
+            f"({marks}) ORDER BY id LIMIT 1",
             accept,
         ).fetchone()
         if row is None:
