@@ -300,6 +300,7 @@ class LocalWorker(_PollingExecutor):
         for slot, entry in self.slots.items():
             if entry is not None:
                 continue
+            accept: tuple[str, ...]
             if slot.startswith("cuda"):
                 accept = ("gpu", "any")
             else:
