@@ -92,7 +92,7 @@ def download_wheels(dest: Path, python: str = "3.12") -> list[Path]:
         "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
         "-d", str(dest), *installed_versions(),
     ]  # fmt: skip
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True)  # noqa: S603 - this interpreter's pip, pinned names
     return sorted(dest.glob("*.whl"))
 
 

@@ -243,6 +243,13 @@ def _model_only(
 # --------------------------------------------------------------------------- LELP at scale
 
 
+def default_cache() -> Path:
+    """A per-user folder: files under a fixed name in the shared /tmp, which are reused if
+    present, could have been planted by another user."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lelp-studio" / "speed"
+
+
 def make_synthetic(folder: Path, n: int, d: int, seed: int = 0) -> dict[str, Path]:
     """Float16 (n, d) memmap with two classes, each made of four latent groups (planted
     directions), plus y, latent group and teacher logits Z = H W^T + b. Reused if present."""
@@ -342,7 +349,7 @@ def lelp_naive(paths: dict[str, str], S: int) -> dict[str, Any]:
 def _in_subprocess(which: str, paths: dict[str, Path], S: int) -> dict[str, Any]:
     """Run one LELP variant in a fresh interpreter so its peak RSS is its own."""
     arg = json.dumps({"which": which, "S": S, "paths": {k: str(v) for k, v in paths.items()}})
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: S603 - this interpreter re-runs this very script
         [sys.executable, __file__, "--worker", arg], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
@@ -699,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lelp-rows", type=int, default=None)
     ap.add_argument("--lelp-dim", type=int, default=384)
     ap.add_argument("--lelp-s", type=int, default=4)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/lelp_speed_cache"),
+    ap.add_argument("--cache", type=Path, default=default_cache(),
                     help="where the synthetic memmap is written once and reused")  # fmt: skip
     ap.add_argument("--skip-extraction", action="store_true")
     ap.add_argument("--skip-lelp", action="store_true")

@@ -115,7 +115,8 @@ def run_command(argv: list[str], log: Path) -> dict[str, Any]:
     env.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # argv is lelp_command() plus the benchmark's own arguments
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)

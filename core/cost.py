@@ -271,7 +271,7 @@ def _teacher_model(
         if ds.splits["train"].features is None:
             raise CostError(f"{ds.name}: a digits-mlp teacher needs a feature dataset")
         d, k = int(np.asarray(ds.splits["train"].features).shape[1]), spec.hidden
-        model = nn.Sequential(
+        model: nn.Module = nn.Sequential(
             nn.Linear(d, k), nn.ReLU(), nn.Linear(k, k), nn.ReLU(), nn.Linear(k, ds.n_classes)
         )
         size = 4 * count_params(model)
@@ -396,16 +396,17 @@ def run_cost(
     and cached (``force`` measures again). The dataset is loaded at most once."""
     from .pipeline import get_dataset
 
+    have: dict[str, dict[str, Any] | None]
     have = {"teacher": None, "student": None} if force else cached_cost(ws, run)
     key = (run.get("artifacts") or {}).get("teacher_key")
     if have["teacher"] is None or have["student"] is None:
         ds = dataset if dataset is not None else get_dataset(_run_config(run).dataset)
         if have["teacher"] is None and key:
-            have["teacher"] = teacher_cost(ws, run, ds, where)
-            _write(teacher_cost_path(ws, key), have["teacher"])
+            have["teacher"] = measured = teacher_cost(ws, run, ds, where)
+            _write(teacher_cost_path(ws, key), measured)
         if have["student"] is None:
-            have["student"] = student_cost(ws, run, ds, where)
-            _write(student_cost_path(ws, run), have["student"])
+            have["student"] = measured = student_cost(ws, run, ds, where)
+            _write(student_cost_path(ws, run), measured)
     return have
 
 

@@ -250,7 +250,8 @@ def lelp_vs_kd(df: pd.DataFrame) -> str | None:
 
 def new_seeds(used: Iterable[int], k: int) -> list[int]:
     """The ``k`` smallest non-negative seeds not in ``used`` (to re-run a setting afresh)."""
-    have, out, s = {int(u) for u in used}, [], 0
+    have, s = {int(u) for u in used}, 0
+    out: list[int] = []
     while len(out) < k:
         if s not in have:
             out.append(s)

@@ -11,4 +11,5 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 ruff check .
 ruff format --check .
+bash scripts/mypy.sh
 python -m pytest -q -p no:cacheprovider "$@"

@@ -126,7 +126,7 @@ def subsample(ds: Dataset, max_train: int, seed: int) -> Dataset:
 
 def _sizes(ds: Dataset) -> str:
     """``1,037 train, 115 dev, 288 test rows``: the split sizes a note names."""
-    order = [s for s in ("train", "dev", "test") if s in ds.splits]
+    order: list[str] = [s for s in ("train", "dev", "test") if s in ds.splits]
     order += sorted(s for s in ds.splits if s not in order)
     held = ds.holdout_rows is not None  # dev carved out of train by with_selection_split
     return (

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..teachers import load_tokenizer
-from .model import HF_CODE_FILE, HF_MODEL_TYPE, ClassHead, ExportError
+from .model import HF_CODE_FILE, HF_MODEL_TYPE, ClassHead, ExportError, student_args
 
 # The model code shipped in an hf export. Self-contained (torch + transformers only), so a
 # user needs nothing of lelp-studio; ``model.aggregate`` is the same computation.
@@ -123,7 +123,7 @@ def _hf_config(student: nn.Module, head: ClassHead, labels: list[str]) -> dict[s
     ``auto_map`` that points the Auto classes at ``modeling_lelp_student.py``."""
     from transformers import BertConfig
 
-    bert = BertConfig.from_dict(dict(student.args["bert_config"])).to_dict()
+    bert = BertConfig.from_dict(dict(student_args(student)["bert_config"])).to_dict()
     for k in ("architectures", "auto_map", "id2label", "label2id", "model_type", "num_labels"):
         bert.pop(k, None)
     mod = Path(HF_CODE_FILE).stem
@@ -138,7 +138,7 @@ def _hf_config(student: nn.Module, head: ClassHead, labels: list[str]) -> dict[s
         },
         "id2label": {str(i): n for i, n in enumerate(labels)},
         "label2id": {n: i for i, n in enumerate(labels)},
-        "head_outputs": int(student.args["n_out"]),
+        "head_outputs": int(student_args(student)["n_out"]),
         "lelp_head": head.mode,
         "lelp_sizes": list(head.sizes) if head.sizes else None,
         "lelp_tau": float(head.tau),

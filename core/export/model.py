@@ -4,7 +4,7 @@ class prediction (C class log-probabilities at T = 1), loaded from a finished ru
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,13 @@ from torch import Tensor, nn
 from .. import objectives
 from ..config import RunConfig
 from ..store import Workspace, WorkspaceError
-from ..students import META_FILE, WEIGHTS_FILE, _masked_mean, load_student
+from ..students import (
+    META_FILE,
+    WEIGHTS_FILE,
+    BagOfEmbeddingsStudent,
+    _masked_mean,
+    load_student,
+)
 
 FORMATS = ("hf", "onnx")
 #: Written into every export; ``--force`` only ever replaces a folder that holds one.
@@ -23,6 +29,12 @@ HF_CODE_FILE = "modeling_lelp_student.py"
 HF_MODEL_TYPE = "lelp_student"
 #: onnxruntime must match PyTorch this closely on the export's check batch (float32 logits).
 ONNX_TOLERANCE = 1e-4
+
+
+def student_args(student: nn.Module) -> dict[str, Any]:
+    """The constructor arguments every student keeps in ``args`` (what ``load_student``
+    rebuilds it from); nn.Module's attribute typing knows only tensors and modules."""
+    return cast("dict[str, Any]", student.args)
 
 
 class ExportError(WorkspaceError):
@@ -140,7 +152,7 @@ class TokenClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         s = self.student
-        if getattr(s, "kind", None) == "bag":
+        if isinstance(s, BagOfEmbeddingsStudent):
             pooled = _masked_mean(F.embedding(input_ids, s.embedding.weight), attention_mask)
             out = s.head(s.trunk(pooled))
         else:

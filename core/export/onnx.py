@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .model import ONNX_TOLERANCE, ExportError
+from .model import ONNX_TOLERANCE, ExportError, student_args
 
 
 def example_inputs(student: nn.Module, batch: int = 2, length: int = 8) -> tuple[Tensor, ...]:
@@ -23,8 +23,8 @@ def example_inputs(student: nn.Module, batch: int = 2, length: int = 8) -> tuple
     the vocabulary size with a padded row, so the mask is exercised."""
     g = torch.Generator().manual_seed(0)
     if getattr(student, "kind", None) == "mlp":
-        return (torch.randn(batch, int(student.args["in_dim"]), generator=g),)
-    vocab = int(student.args["vocab_size"])
+        return (torch.randn(batch, int(student_args(student)["in_dim"]), generator=g),)
+    vocab = int(student_args(student)["vocab_size"])
     bert = getattr(student, "bert", None)  # positions cap a transformer's sequence length
     if bert is not None:
         length = min(length, int(bert.config.max_position_embeddings))

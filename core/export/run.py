@@ -25,6 +25,7 @@ from .model import (
     class_head,
     classifier,
     load_run_student,
+    student_args,
 )
 from .onnx import check_onnx, example_inputs, export_onnx
 
@@ -114,7 +115,7 @@ def export_run(
             f"run {run.get('run_id')}: its config names a {kind} student but the saved weights "
             f"are a {student.kind} student; the run folder mixes runs: re-run it"
         )
-    head = class_head(cfg, meta, int(student.args["n_out"]))
+    head = class_head(cfg, meta, int(student_args(student)["n_out"]))
     labels, label_note = _labels(cfg, head.n_classes)
     module = classifier(student, head)
 
@@ -140,7 +141,7 @@ def export_run(
             info["cost"] = cost
         names = ["x"] if kind == "mlp" else ["input_ids", "attention_mask"]
         info["inputs"] = (
-            {"x": int(student.args["in_dim"])}
+            {"x": int(student_args(student)["in_dim"])}
             if kind == "mlp"
             else {"input_ids": "int64 (batch, sequence)", "attention_mask": "int64"}
         )

@@ -75,10 +75,11 @@ def list_workers(ws: Workspace, fresh_within: float = 10.0) -> list[dict[str, An
 def _touch_pending(ws: Workspace, job_ids: list[int]) -> None:
     """Keep the heartbeat of claimed jobs whose process has not started yet (pid unset)."""
     if job_ids:
+        marks = ",".join("?" * len(job_ids))
         with _db(ws) as con:
             con.execute(
-                f"UPDATE jobs SET heartbeat=? WHERE state='running' AND pid IS NULL AND id IN "
-                f"({','.join('?' * len(job_ids))})",
+                "UPDATE jobs SET heartbeat=? WHERE state='running' AND pid IS NULL AND id IN "  # noqa: S608 - "?" marks only
+                f"({marks})",
                 (time.time(), *job_ids),
             )
 
@@ -250,7 +251,7 @@ class LocalWorker(_PollingExecutor):
         log_path = self.ws.run_dir(f"job-{job.id}") / "job.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            return subprocess.Popen(
+            return subprocess.Popen(  # noqa: S603 - this interpreter runs our own module
                 [
                     sys.executable,
                     "-m",
@@ -299,6 +300,7 @@ class LocalWorker(_PollingExecutor):
         for slot, entry in self.slots.items():
             if entry is not None:
                 continue
+            accept: tuple[str, ...]
             if slot.startswith("cuda"):
                 accept = ("gpu", "any")
             else:
@@ -314,10 +316,10 @@ class LocalWorker(_PollingExecutor):
         """Whether a queued job exists that one of this worker's slots could take (a GPU job
         on a machine without GPUs is not: it waits for a GPU worker)."""
         accept = {"cpu"} | ({"gpu", "any"} if self.gpus else {"any"})
+        marks = ",".join("?" * len(accept))
         with _db(self.ws, immediate=False) as con:
             row = con.execute(
-                f"SELECT 1 FROM jobs WHERE state='queued' AND resources IN "
-                f"({','.join('?' * len(accept))}) LIMIT 1",
+                f"SELECT 1 FROM jobs WHERE state='queued' AND resources IN ({marks}) LIMIT 1",  # noqa: S608 - "?" marks only
                 sorted(accept),
             ).fetchone()
         return row is not None
@@ -345,7 +347,7 @@ def ensure_worker(ws: Workspace, wait: float = 15.0, *, outlive_caller: bool = F
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_repo_root(), env.get("PYTHONPATH")]))
         with open(ws.root / "worker.log", "ab") as out:
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: S603 - this interpreter runs our own module
                 [
                     sys.executable,
                     "-m",

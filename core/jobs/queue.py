@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -35,6 +36,12 @@ def _validate(kind: str, config: dict[str, Any] | RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(config))  # must be JSON: it crosses processes
 
 
+def _inserted_id(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row the INSERT on ``cur`` just added (never None after one)."""
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
 def submit(
     ws: Workspace, kind: str, config: dict[str, Any] | RunConfig, sweep_id: str | None = None
 ) -> int:
@@ -46,7 +53,7 @@ def submit(
             "INSERT INTO jobs (kind, config, resources, created, sweep_id) VALUES (?,?,?,?,?)",
             (kind, json.dumps(cfg), resources(kind, cfg), time.time(), sweep_id),
         )
-        return int(cur.lastrowid)
+        return _inserted_id(cur)
 
 
 def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
@@ -92,7 +99,7 @@ def submit_sweep(
                 "INSERT INTO jobs (kind, config, resources, created, sweep_id) VALUES (?,?,?,?,?)",
                 ("sweep-member", json.dumps(d), resources("sweep-member", d), now, sweep_id),
             )
-            ids.append(int(cur.lastrowid))
+            ids.append(_inserted_id(cur))
     return sweep_id, ids
 
 
@@ -155,10 +162,11 @@ def claim(
     if accept is None:
         accept = ("gpu", "any") if device.startswith("cuda") else ("cpu", "any")
     now = time.time()
+    marks = ",".join("?" * len(accept))
     with _db(ws) as con:
         row = con.execute(
-            f"SELECT id FROM jobs WHERE state = 'queued' AND resources IN "
-            f"({','.join('?' * len(accept))}) ORDER BY id LIMIT 1",
+            "SELECT id FROM jobs WHERE state = 'queued' AND resources IN "  # noqa: S608 - "?" marks only
+            f"({marks}) ORDER BY id LIMIT 1",
             accept,
         ).fetchone()
         if row is None:

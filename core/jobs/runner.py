@@ -310,7 +310,7 @@ def run_job(
                     for k, v in _jsonable(info).items()
                 )
                 log.write(shown)
-        return state["cancel"] or hb.cancel.is_set()
+        return bool(state["cancel"]) or hb.cancel.is_set()
 
     def progress_cb(done: int, total: int, stage: str) -> None:
         now = time.monotonic()

@@ -45,7 +45,7 @@ def array_digest(a: np.ndarray) -> str:
     h.update(str(a.shape).encode())
     rows = max(1, _HASH_CHUNK // max(1, a[:1].nbytes))
     for i in range(0, a.shape[0], rows):
-        h.update(memoryview(np.ascontiguousarray(a[i : i + rows])).cast("B"))
+        h.update(np.ascontiguousarray(a[i : i + rows]).data.cast("B"))
     h.update(b"\x00")
     return h.hexdigest()
 

@@ -132,7 +132,8 @@ class Workspace:
         with contextlib.suppress(sqlite3.Error, OSError, WorkspaceError):
             with self.connect() as con:
                 for table, key_of in self._MIRRORED.items():
-                    for row in con.execute(f"SELECT * FROM {table}").fetchall():
+                    sql = f"SELECT * FROM {table}"  # noqa: S608 - a constant of _MIRRORED
+                    for row in con.execute(sql).fetchall():
                         key = key_of(tuple(row))
                         if not self._mirror_path(table, key).exists():
                             self._mirror(table, key, {"table": table, "values": list(row)})

@@ -106,6 +106,7 @@ class HSink:
             out[i : i + ROW_BLOCK] = np.asarray(a[i : i + ROW_BLOCK], dtype=np.float32)
         if self.folder is None:
             return out
+        assert isinstance(out, np.memmap)  # new() made it in the folder
         out.flush()
         del out
         return np.load(self.path(split), mmap_mode="r")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..config import TeacherSpec
 from ..types import Dataset, TeacherOutputs
@@ -108,7 +108,8 @@ def load_teacher_encoder(
         return _load_minilm()[0]
     if spec.kind == "hf":
         model, _, _ = _load_hf(spec)
-        return model.base_model
+        # transformers types base_model as nn.Module; it is the wrapped PreTrainedModel
+        return cast("PreTrainedModel", model.base_model)
     raise TeacherError(
         f"teacher kind '{spec.kind}' has no transformer encoder; student init 'teacher' needs "
         "teacher kind 'minilm' or 'hf'"

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -272,7 +272,8 @@ def _compute_hf(
             "trained on these labels"
         )
     device = pick_device()
-    model.to(device)
+    # typed as nn.Module: transformers' @wraps(nn.Module.to) hides to()'s signature
+    cast(nn.Module, model).to(device)
     layer_name, layer = _find_head(model, config.num_labels)
     fn, handle = _hf_model_fn(model, layer)
     max_len = _max_length(spec, tok, config)

@@ -7,7 +7,7 @@ import importlib.metadata
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -137,7 +137,7 @@ def _frozen_head(
 class _MeanPoolClassifier(nn.Module):
     """Encoder + mean pooling + linear head: the fine-tuned MiniLM teacher."""
 
-    def __init__(self, encoder: nn.Module, dim: int, n_classes: int) -> None:
+    def __init__(self, encoder: PreTrainedModel, dim: int, n_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(dim, n_classes)
@@ -198,8 +198,8 @@ def finetune_minilm(
                 if step >= total:
                     break
                 feats = [{k: enc[k][i] for k in keys} for i in idx.tolist()]
-                batch = tok.pad(feats, padding="longest", return_tensors="pt")
-                batch = {k: v.to(device) for k, v in batch.items()}
+                padded = tok.pad(feats, padding="longest", return_tensors="pt")
+                batch = {k: v.to(device) for k, v in padded.items()}
                 with _precision_autocast(device, spec.precision):
                     _, logits = model(batch)
                 loss = nn.functional.cross_entropy(logits.float(), y[idx].to(device))
@@ -240,7 +240,8 @@ def _compute_minilm(
     }
     if spec.mode == "frozen":
         encoder, tok = _load_minilm()
-        encoder.to(device).eval()
+        # typed as nn.Module: transformers' @wraps(nn.Module.to) hides to()'s signature
+        cast(nn.Module, encoder).to(device).eval()
         fn = _minilm_fn(encoder)
         for name, split in dataset.splits.items():
             assert split.texts is not None
@@ -263,12 +264,11 @@ def _compute_minilm(
             )  # fmt: skip
         if encoder_dir is not None:
             # safetensors by default; students initialised from the teacher load it from here.
-            model.encoder.save_pretrained(encoder_dir)  # type: ignore[operator]
+            model.encoder.save_pretrained(encoder_dir)
             tok.save_pretrained(encoder_dir)
             meta["encoder_dir"] = str(encoder_dir)
-        head: nn.Linear = model.head  # type: ignore[assignment]
-        W = head.weight.detach().float().cpu().numpy()
-        b = head.bias.detach().float().cpu().numpy()
+        W = model.head.weight.detach().float().cpu().numpy()
+        b = model.head.bias.detach().float().cpu().numpy()
         meta.update(epochs=spec.epochs, lr=spec.lr, max_steps=max_steps)
     meta["seconds"] = round(time.perf_counter() - t0, 3)
     return _outputs(dataset, H, Z, W, b, meta, sink)
