@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .config import RunConfig
 from .data import load_dataset
@@ -78,7 +79,10 @@ def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, ReAugKD]:
             "made before ReAugKD's maps were saved: re-run it to replay its retrieval"
         )
     arts = run["artifacts"]
-    student, _ = load_student(ws.artifact_path(run, "student_dir"))
+    student_dir = ws.artifact_path(run, "student_dir")
+    if student_dir is None:
+        raise FileNotFoundError(f"load_reaugkd: run {rid} has no saved student")
+    student, _ = load_student(student_dir)
     method = make(cfg.train.objective, cfg.train)
     assert isinstance(method, ReAugKD)
     method.load_state_tensors(load_method_state(state_path))
@@ -90,7 +94,9 @@ def load_reaugkd(ws: Workspace, run: dict[str, Any]) -> tuple[Any, ReAugKD]:
             "teacher) to rebuild the knowledge base"
         )
     method.build_knowledge_base(out.H["train"], out.Z["train"])
-    h = int(unwrap(student).head.in_features)
+    head = unwrap(student).head
+    assert isinstance(head, nn.Linear)  # every student kind ends in a linear head
+    h = int(head.in_features)
     if h != method.query.in_features:
         raise ValueError(
             f"load_reaugkd: the student's embedding has {h} dims but the saved query map takes "
