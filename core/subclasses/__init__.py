@@ -17,10 +17,11 @@ from ._validation import SubclassError
 from .baselines import ClusterSubclasses, LatentSubclasses, ManualSubclasses
 from .lelp import LELPSubclasses, assign_from_coordinates, targets_from_coordinates
 from .scores import class_ids, recovery_scores, target_entropy
-from .spec import make_subclasser
+from .spec import LELP_METHODS, fit_subclasser, make_subclasser, spec_directions, spec_targets
 from .statistics import ClassStats, class_statistics
 
 __all__ = [
+    "LELP_METHODS",
     "ClassStats",
     "ClusterSubclasses",
     "LELPSubclasses",
@@ -30,7 +31,10 @@ __all__ = [
     "assign_from_coordinates",
     "class_ids",
     "class_statistics",
+    "fit_subclasser",
     "make_subclasser",
+    "spec_directions",
+    "spec_targets",
     "recovery_scores",
     "target_entropy",
     "targets_from_coordinates",
