@@ -244,3 +244,24 @@ def test_preview_targets_equal_training_targets(prepared, method):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     preview_sub = cache.fitted_subclasser(*args)
     assert type(preview_sub) is type(sub) and list(preview_sub.sizes_) == list(sub.sizes_)
+
+
+def test_the_library_imports_no_streamlit():
+    """Streamlit lives in ui/: importing every library module loads none of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, pkgutil, sys, lelp_studio\n"
+        "for m in pkgutil.walk_packages(lelp_studio.__path__, 'lelp_studio.'):\n"
+        "    if m.name.endswith('__main__'):\n"
+        "        continue\n"
+        "    try:\n"
+        "        importlib.import_module(m.name)\n"
+        "    except ImportError as err:\n"
+        "        if 'streamlit' in str(err):\n"
+        "            raise\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] == 'streamlit'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
