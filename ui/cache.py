@@ -31,7 +31,6 @@ from lelp_studio.subclasses import (
     fit_subclasser,
     spec_targets,
 )
-from lelp_studio.teachers import teacher_fingerprint
 from lelp_studio.types import Dataset, TeacherOutputs
 
 from .state import Progress, dataset_spec, spec_json, teacher_spec, workspace, workspace_at
@@ -52,6 +51,8 @@ def teacher_cache_key(ws_root: str, ds_json: str, t_json: str) -> str:
 
     ds = dataset_from_json(ds_json)
     t = TeacherSpec.model_validate_json(t_json)
+    from lelp_studio.teachers import teacher_fingerprint  # torch: not before it is needed
+
     return Workspace.teacher_key(ds.fingerprint(), teacher_fingerprint(t), pooling_name(t))
 
 

@@ -17,7 +17,6 @@ import streamlit as st
 from lelp_studio import doctor
 from lelp_studio.config import DatasetSpec, SubclassSpec, TeacherSpec
 from lelp_studio.store import Workspace, default_root
-from lelp_studio.teachers import minilm_path
 
 Progress = Callable[[int, int, str], None]
 
@@ -25,6 +24,9 @@ Progress = Callable[[int, int, str], None]
 def minilm_available() -> bool:
     """True when the bundled MiniLM encoder can be loaded offline."""
     try:
+        # Imported here: teachers loads torch, which the app's first paint need not wait for.
+        from lelp_studio.teachers import minilm_path
+
         return os.path.isdir(minilm_path())
     except Exception:  # noqa: BLE001 - any failure means "fall back to digits-bin"
         return False
