@@ -15,6 +15,7 @@ import ui
 from lelp_studio import analysis, pipeline, plots
 from lelp_studio.errors import user_errors
 from lelp_studio.maps import stratified_sample
+from lelp_studio.metrics import softmax
 from lelp_studio.subclasses import assign_from_coordinates
 
 ui.init_session()
@@ -125,7 +126,7 @@ if method == "lelp":  # the class's name, not its index
 # -- colours ------------------------------------------------------------------------------
 sp = ds.splits[split]
 Z = np.asarray(out.Z[split])
-probs = ui.softmax(Z)
+probs = softmax(Z)
 y_names = np.array([names[int(v)] for v in sp.y], dtype=object)
 continuous = False
 if color_by == "class":

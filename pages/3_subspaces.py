@@ -15,6 +15,7 @@ from lelp_studio import analysis, plots
 from lelp_studio.config import RunConfig, SubclassSpec, TrainSpec, dump_config
 from lelp_studio.errors import user_errors
 from lelp_studio.maps import stratified_sample
+from lelp_studio.metrics import softmax
 from lelp_studio.subclasses import target_entropy
 
 ui.init_session()
@@ -371,7 +372,7 @@ row = int(
     )
 )
 ss["inspect_row"] = row
-t_probs = ui.softmax(Z[row : row + 1], float(tau))[0]
+t_probs = softmax(Z[row : row + 1], T=float(tau))[0]
 st.markdown(
     f"**Row {row}** · label **{names[int(ds.splits['train'].y[row])]}** · "
     f"pseudo-subclass **{sub_names[assign[row]]}** · target entropy {entropy[row]:.3f}"

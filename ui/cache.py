@@ -15,7 +15,6 @@ import streamlit as st
 
 from lelp_studio.config import ConfigError, DatasetSpec, SubclassSpec, TeacherSpec
 from lelp_studio.errors import user_errors
-from lelp_studio.metrics import softmax as _softmax
 from lelp_studio.pipeline import (
     get_dataset,
     get_teacher_outputs,
@@ -138,12 +137,6 @@ def split_labels(ds: Dataset, out: TeacherOutputs, split: str, source: str) -> n
     if source == "teacher":
         return np.asarray(out.Z[split]).argmax(1)
     return np.asarray(ds.splits[split].y)
-
-
-def softmax(z: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """Class probabilities ``softmax(z / tau)`` (core.metrics' stable version)."""
-
-    return _softmax(z, T=tau)
 
 
 @st.cache_resource(show_spinner="Reading the class statistics of the embeddings…", max_entries=8)
