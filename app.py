@@ -11,13 +11,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from lelp_studio import app_state
+import ui
 from lelp_studio.store import WorkspaceError
 
 # A local icon: a Material icon as page_icon makes the browser fetch it from Google's font CDN.
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
 st.set_page_config(layout="wide", page_title="lelp-studio", page_icon=str(ICON))
-app_state.init_session()
+ui.init_session()
 
 PAGES = [
     st.Page("pages/1_data.py", title="Data & teacher", icon=":material/database:", default=True),
@@ -31,7 +31,7 @@ pg = st.navigation(PAGES)
 
 def _current(box: object) -> None:
     """Write the dataset and teacher in use into the sidebar ``box`` (an st.empty)."""
-    ds, t = app_state.dataset_spec(), app_state.teacher_spec()
+    ds, t = ui.dataset_spec(), ui.teacher_spec()
     teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
     if t.path:
         teacher_desc += f": {t.path}"
@@ -49,10 +49,10 @@ with st.sidebar:
     st.caption("Change them on the *Data & teacher* page.")
 
 try:
-    app_state.workspace().check_catalogue()  # also damage that happens while the app runs
+    ui.workspace().check_catalogue()  # also damage that happens while the app runs
 except WorkspaceError as err:  # said here, where the folder is typed, not on some page below
     st.sidebar.error(str(err))
-    if not app_state.offer_repair(err):
+    if not ui.offer_repair(err):
         st.error(
             f"{err}\n\nFix the **Workspace folder** in the sidebar, or clear it for the default."
         )

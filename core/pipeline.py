@@ -34,7 +34,7 @@ from .replay import (  # noqa: F401 - re-exported: callers load saved runs from 
 )
 from .store import Workspace
 from .students import build_student, encode_inputs, save_student
-from .subclasses import make_subclasser, recovery_scores
+from .subclasses import fit_subclasser, recovery_scores, spec_targets
 from .teachers import (
     compute_teacher_outputs,
     load_teacher_encoder,
@@ -161,24 +161,25 @@ def fit_subclasses(
     manual: np.ndarray | None = None,
 ) -> Any:
     """Fit the pseudo-subclass builder a spec describes on the training split."""
-    train = dataset.splits["train"]
-    latent = None
-    if spec.method == "oracle":
-        col = spec.latent_col or (dataset.latent_columns[0] if dataset.latent_columns else None)
-        if col is None or col not in train.latent:
-            raise ConfigError(
-                f"subclasses.method 'oracle' needs a latent column; got latent_col={col!r}, "
-                f"dataset has {dataset.latent_columns or 'none'}"
-            )
-        latent = train.latent[col]
-    sub = make_subclasser(spec, latent=latent, manual=manual)
     H = np.asarray(out.H["train"], dtype=np.float32)
     y = class_labels(spec, out, dataset, "train")
-    if spec.method == "oracle":
-        sub.fit(H, y, latent=latent)
-    else:
-        sub.fit(H, y, W=out.W)
-    return sub
+    latent = oracle_latent(spec, dataset)
+    return fit_subclasser(spec, H, y, W=out.W, latent=latent, manual=manual)
+
+
+def oracle_latent(spec: SubclassSpec, dataset: Dataset) -> np.ndarray | None:
+    """Training-row values of the latent column the "oracle" method groups by (None for the
+    other methods): ``spec.latent_col``, else the dataset's first latent column."""
+    if spec.method != "oracle":
+        return None
+    train = dataset.splits["train"]
+    col = spec.latent_col or (dataset.latent_columns[0] if dataset.latent_columns else None)
+    if col is None or col not in train.latent:
+        raise ConfigError(
+            f"subclasses.method 'oracle' needs a latent column; got latent_col={col!r}, "
+            f"dataset has {dataset.latent_columns or 'none'}"
+        )
+    return train.latent[col]
 
 
 def _eval_split(dataset: Dataset) -> str:
@@ -346,8 +347,7 @@ def subclass_targets(
     if sub is None:
         sub = fit_subclasses(spec, out, dataset, manual=prep.manual)
     H_train = np.asarray(out.H["train"], dtype=np.float32)
-    kw = {"beta": spec.beta} if spec.method in ("lelp", "pca", "random") else {}
-    targets = sub.targets(H_train, np.asarray(out.Z["train"]), tau=tau, **kw)
+    targets = spec_targets(sub, spec, H_train, np.asarray(out.Z["train"]), tau)
     recovery: dict[str, Any] = {}
     if dataset.latent_columns:
         train_split = dataset.splits["train"]

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lelp_studio import app_state, plots
+import ui
+from lelp_studio import analysis, plots
 from lelp_studio.config import DatasetSpec, TeacherSpec
 from lelp_studio.data import DEMOS, guess_columns, read_table, shared_data_root, store_upload
+from lelp_studio.errors import user_errors
 
-app_state.init_session()
+ui.init_session()
 ss = st.session_state
-ERRORS = app_state.user_errors()
+ERRORS = user_errors()
 SOURCE_TYPES = ["Built-in demo", "File (upload or path)", "Shared data folder"]
 TEACHER_KINDS = {
     "minilm": "Bundled MiniLM encoder + linear head",
@@ -47,8 +49,8 @@ with st.expander("New here? The five steps", expanded=False):
         "5. **Compare**: accuracy and agreement with the teacher, calibration, curves."
     )
 
-committed_ds = app_state.dataset_spec()
-committed_t = app_state.teacher_spec()
+committed_ds = ui.dataset_spec()
+committed_t = ui.teacher_spec()
 src = committed_ds.source
 if src in DEMOS:
     init_type = SOURCE_TYPES[0]
@@ -56,12 +58,12 @@ elif src.startswith("shared:"):
     init_type = SOURCE_TYPES[2]
 else:
     init_type = SOURCE_TYPES[1]
-app_state.remember("data_source_type", init_type)
-app_state.remember("data_demo", src if src in DEMOS else DEMOS[0])
-app_state.remember("data_path", "" if init_type != SOURCE_TYPES[1] else src)
-app_state.remember("data_shared", src.split(":", 1)[1] if src.startswith("shared:") else "")
-app_state.remember("data_max_train", committed_ds.max_train or 0)
-app_state.remember("data_test_size", float(committed_ds.test_size))
+ui.remember("data_source_type", init_type)
+ui.remember("data_demo", src if src in DEMOS else DEMOS[0])
+ui.remember("data_path", "" if init_type != SOURCE_TYPES[1] else src)
+ui.remember("data_shared", src.split(":", 1)[1] if src.startswith("shared:") else "")
+ui.remember("data_max_train", committed_ds.max_train or 0)
+ui.remember("data_test_size", float(committed_ds.test_size))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -73,7 +75,7 @@ def _columns(path: str) -> tuple[list[str], tuple[str, str]]:
 
 def _save_upload(upload: object) -> str:
     """Store an uploaded file in the workspace so jobs and the CLI can read it by path."""
-    folder = app_state.workspace().root / "uploads"
+    folder = ui.workspace().root / "uploads"
     return str(store_upload(folder, upload.name, upload.getvalue()))  # type: ignore[attr-defined]
 
 
@@ -123,9 +125,9 @@ with left:
                 if in_use:
                     guesses = (committed_ds.text_col, committed_ds.label_col)
                 for k, guess in zip(("data_text_col", "data_label_col"), guesses, strict=True):
-                    if app_state.remember(k, guess) not in cols:
+                    if ui.remember(k, guess) not in cols:
                         ss[k] = guess if guess in cols else cols[0]
-                app_state.remember("data_latent_cols", committed_ds.latent_cols if in_use else [])
+                ui.remember("data_latent_cols", committed_ds.latent_cols if in_use else [])
                 ss["data_latent_cols"] = [c for c in ss["data_latent_cols"] if c in cols]
                 c1, c2 = st.columns(2)
                 text_col = c1.selectbox(
@@ -189,9 +191,9 @@ with left:
 if new_ds is not None:
     mt = int(ss["data_max_train"]) or None
     new_ds = new_ds.model_copy(update={"max_train": mt})
-    if app_state.spec_json(new_ds) != app_state.spec_json(committed_ds):
+    if ui.spec_json(new_ds) != ui.spec_json(committed_ds):
         try:  # loaded before it replaces the dataset in use, so a bad one never breaks pages
-            app_state.dataset_from_json(app_state.spec_json(new_ds))
+            ui.dataset_from_json(ui.spec_json(new_ds))
             ss["dataset_spec"] = new_ds.model_dump(mode="json")
         except ERRORS as err:
             st.error(str(err))
@@ -201,7 +203,7 @@ if new_ds is not None:
 
 # -- load the dataset -----------------------------------------------------------------------
 try:
-    ds = app_state.dataset()
+    ds = ui.dataset()
 except ERRORS as err:
     st.error(f"{err}")
     st.info("Fix the column mapping or pick another source; a demo always works.")
@@ -210,17 +212,17 @@ except ERRORS as err:
 # -- teacher choice -------------------------------------------------------------------------
 kinds = ["minilm", "hf", "arrays"] if ds.is_text else ["digits-mlp", "arrays"]
 if committed_t.kind not in kinds:
-    committed_t = app_state.default_teacher_for(app_state.dataset_spec(), ds.is_text)
+    committed_t = ui.default_teacher_for(ui.dataset_spec(), ds.is_text)
     if committed_t.kind not in kinds:
         committed_t = TeacherSpec(kind=kinds[0])
     ss["teacher_spec"] = committed_t.model_dump(mode="json")
     ss["data_teacher_kind"] = committed_t.kind
-if app_state.remember("data_teacher_kind", committed_t.kind) not in kinds:
+if ui.remember("data_teacher_kind", committed_t.kind) not in kinds:
     ss["data_teacher_kind"] = committed_t.kind
-app_state.remember("data_teacher_mode", committed_t.mode)
-app_state.remember("data_teacher_path", committed_t.path or "")
-app_state.remember("data_teacher_precision", committed_t.precision)
-app_state.remember("data_teacher_trust", committed_t.trust_remote_code)
+ui.remember("data_teacher_mode", committed_t.mode)
+ui.remember("data_teacher_path", committed_t.path or "")
+ui.remember("data_teacher_precision", committed_t.precision)
+ui.remember("data_teacher_trust", committed_t.trust_remote_code)
 
 with right:
     st.subheader("Teacher")
@@ -275,7 +277,7 @@ with right:
         if fields["trust_remote_code"]:
             st.warning("Remote code is trusted: the checkpoint's own Python code will run.")
     new_t = TeacherSpec(**fields)  # type: ignore[arg-type]
-    if app_state.spec_json(new_t) != app_state.spec_json(committed_t):
+    if ui.spec_json(new_t) != ui.spec_json(committed_t):
         ss["teacher_spec"] = new_t.model_dump(mode="json")
 
 # -- dataset summary ------------------------------------------------------------------------
@@ -297,6 +299,7 @@ st.caption(
     + ", ".join(ds.label_names)
     + (f" · latent columns: {', '.join(ds.latent_columns)}" if ds.latent_columns else "")
 )
+
 g1, g2 = st.columns(2)
 with g1:
     st.markdown("**Class balance**")
@@ -323,14 +326,14 @@ with st.expander("First rows of the training split"):
 # -- teacher outputs ------------------------------------------------------------------------
 st.divider()
 st.subheader("Teacher outputs")
-t_now = app_state.teacher_spec()
+t_now = ui.teacher_spec()
 if t_now.kind in ("hf", "arrays") and not t_now.path:
     what = "checkpoint folder" if t_now.kind == "hf" else "arrays file"
     st.info(f"Type the {what} above to use this teacher.")
     st.stop()
 try:
-    got = app_state.teacher(compute=False)
-    is_demo = app_state.dataset_spec().source in DEMOS
+    got = ui.teacher(compute=False)
+    is_demo = ui.dataset_spec().source in DEMOS
     if got is None and (
         is_demo
         or st.button(
@@ -340,7 +343,7 @@ try:
             help="Runs the teacher over every split once and stores H, Z and W in the workspace.",
         )
     ):
-        got = app_state.compute_teacher("Computing teacher outputs")
+        got = ui.compute_teacher("Computing teacher outputs")
 except ERRORS as err:
     st.error(str(err))
     st.info("Pick another teacher, fix its path, or choose a demo.")
@@ -360,7 +363,7 @@ for i, split in enumerate(out.Z):
     acc = float((z.argmax(1) == ds.splits[split].y).mean())
     acc_cols[i].metric(f"Teacher accuracy ({split})", f"{100 * acc:.1f}%")
 acc_cols[len(out.Z)].metric("Embedding dim d", out.dim)
-acc_cols[len(out.Z) + 1].metric("Teacher", str(out.meta.get("kind", app_state.teacher_spec().kind)))
+acc_cols[len(out.Z) + 1].metric("Teacher", str(out.meta.get("kind", ui.teacher_spec().kind)))
 if "precision" in out.meta:
     acc_cols[len(out.Z) + 2].metric(
         "Precision", str(out.meta["precision"]), help="What the embedding pass ran at."
@@ -368,6 +371,6 @@ if "precision" in out.meta:
 st.caption(f"Cached in the workspace under key `{key[:12]}`. Next: explore the **Embedding map**.")
 
 st.subheader("Does distillation pay here?")
-st.caption(app_state.selection_caption(ds))
-app_state.show_headroom(app_state.headroom_config(), key, "data_headroom")
+st.caption(analysis.selection_caption(ds))
+ui.show_headroom(ui.headroom_config(), key, "data_headroom")
 st.page_link("pages/2_map.py", label="Open the Embedding map", icon=":material/arrow_forward:")

@@ -11,23 +11,27 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lelp_studio import app_state, pipeline, plots
+import ui
+from lelp_studio import analysis, pipeline, plots
+from lelp_studio.errors import user_errors
 from lelp_studio.maps import stratified_sample
+from lelp_studio.metrics import softmax
+from lelp_studio.subclasses import assign_from_coordinates
 
-app_state.init_session()
+ui.init_session()
 ss = st.session_state
-ERRORS = app_state.user_errors()
+ERRORS = user_errors()
 
 st.title("Embedding map")
-ds, out, key = app_state.require_teacher()
-ws = app_state.workspace()
+ds, out, key = ui.require_teacher()
+ws = ui.workspace()
 
 splits = list(out.Z)
-app_state.remember("map_method", "pca")
-app_state.remember("map_split", "train")
-app_state.remember("map_color", "class")
-app_state.remember("map_sample", 50_000)
-app_state.remember("map_lelp_class", 0)
+ui.remember("map_method", "pca")
+ui.remember("map_split", "train")
+ui.remember("map_color", "class")
+ui.remember("map_sample", 50_000)
+ui.remember("map_lelp_class", 0)
 
 runs = [
     r
@@ -37,7 +41,7 @@ runs = [
 ]
 color_options = ["class", "teacher prediction", "teacher confidence", "pseudo-subclass (LELP)"]
 color_options += [f"latent: {c}" for c in ds.latent_columns]
-run_label = app_state.run_labels(runs)
+run_label = analysis.run_labels(runs)
 color_options += [f"disagreement: {run_label[r['run_id']]}" for r in runs]
 if ss["map_color"] not in color_options:
     ss["map_color"] = "class"
@@ -91,8 +95,8 @@ lelp_model = None
 lelp_args: tuple | None = None
 if method == "lelp" or color_by.startswith("pseudo-subclass"):
     try:
-        lelp_args = app_state.lelp_fit_args(app_state.subclass_spec(), key, ds.n_classes)
-        lelp_model = app_state.fit_lelp(*lelp_args)
+        lelp_args = ui.subclass_fit_args(ui.subclass_spec(), key, ds.n_classes)
+        lelp_model = ui.fitted_subclasser(*lelp_args)
     except (*ERRORS, ValueError) as err:
         st.error(f"LELP could not be fitted: {err}. Adjust it on the **Subspaces** page.")
         st.stop()
@@ -101,7 +105,7 @@ try:
     with st.spinner(
         "Computing the projection (UMAP: about a minute on large sets; cached afterwards)…"
     ):
-        xy, axis_titles = app_state.map_xy(
+        xy, axis_titles = ui.map_xy(
             key,
             split,
             method,
@@ -109,7 +113,7 @@ try:
             0,
             int(lelp_class),
             lelp_model=lelp_model,
-            lelp_id=app_state.hash_key(lelp_args) if lelp_args else "",
+            lelp_id=analysis.hash_key(lelp_args) if lelp_args else "",
         )
 except (*ERRORS, ValueError) as err:
     st.error(f"The projection failed: {err}. Try PCA.")
@@ -122,7 +126,7 @@ if method == "lelp":  # the class's name, not its index
 # -- colours ------------------------------------------------------------------------------
 sp = ds.splits[split]
 Z = np.asarray(out.Z[split])
-probs = app_state.softmax(Z)
+probs = softmax(Z)
 y_names = np.array([names[int(v)] for v in sp.y], dtype=object)
 continuous = False
 if color_by == "class":
@@ -133,10 +137,10 @@ elif color_by == "teacher confidence":
     color, title, continuous = probs.max(1), "confidence", True
 elif color_by.startswith("pseudo-subclass"):
     assert lelp_args is not None
-    coords = app_state.lelp_coordinates(lelp_args, split)
-    yc = app_state.split_labels(ds, out, split, app_state.subclass_spec().class_source)
-    assign = app_state.assign_from_coordinates(coords, yc)
-    sub_names = app_state.subclass_names(names, [z.shape[1] for z in coords])
+    coords = ui.lelp_coordinates(lelp_args, split)
+    yc = ui.split_labels(ds, out, split, ui.subclass_spec().class_source)
+    assign = assign_from_coordinates(coords, yc)
+    sub_names = analysis.subclass_names(names, [z.shape[1] for z in coords])
     color, title = np.array([sub_names[a] for a in assign], dtype=object), "pseudo-subclass"
 elif color_by.startswith("latent: "):
     col = color_by.removeprefix("latent: ")
@@ -153,7 +157,7 @@ else:
     title = "student vs teacher"
 
 idx = stratified_sample(sp.y, int(sample), 0)
-texts = app_state.display_texts(ds, split)
+texts = analysis.display_texts(ds, split)
 fig = plots.embedding_scatter(
     xy[idx],
     color[idx],

@@ -8,17 +8,19 @@ targets from the cached coordinates (lelp_studio.subclasses.targets_from_coordin
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from lelp_studio import app_state, plots
+import ui
+from lelp_studio import analysis, plots
 from lelp_studio.config import RunConfig, SubclassSpec, TrainSpec, dump_config
-from lelp_studio.pipeline import manual_assignment
-from lelp_studio.subclasses import recovery_scores, target_entropy
+from lelp_studio.errors import user_errors
+from lelp_studio.maps import stratified_sample
+from lelp_studio.metrics import softmax
+from lelp_studio.subclasses import target_entropy
 
-app_state.init_session()
+ui.init_session()
 ss = st.session_state
-ERRORS = (*app_state.user_errors(), ValueError)
+ERRORS = (*user_errors(), ValueError)
 BETAS = [0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
 TAUS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
 COMPARE = {
@@ -30,8 +32,8 @@ COMPARE = {
 }
 
 st.title("Subspaces")
-ds, out, key = app_state.require_teacher()
-ws = app_state.workspace()
+ds, out, key = ui.require_teacher()
+ws = ui.workspace()
 names = ds.label_names
 C = ds.n_classes
 
@@ -53,17 +55,17 @@ with st.expander("What am I looking at? (null space, rotation, beta, tau)"):
         "makes beta mean the same thing for every class and teacher."
     )
 
-committed = app_state.subclass_spec()
+committed = ui.subclass_spec()
 S0 = committed.n_subclasses if isinstance(committed.n_subclasses, int) else 4
-app_state.remember("sub_S", int(S0))
-app_state.remember("sub_per_class", isinstance(committed.n_subclasses, list))
-app_state.remember("sub_beta", min(BETAS, key=lambda b: abs(b - committed.beta)))
-app_state.remember("sub_tau", min(TAUS, key=lambda t: abs(t - float(ss["tau"]))))
-app_state.remember("sub_null", committed.null_space)
-app_state.remember("sub_rotate", committed.rotate)
-app_state.remember("sub_standardize", committed.standardize)
-app_state.remember("sub_seed", committed.seed)
-app_state.remember("sub_class_source", committed.class_source)
+ui.remember("sub_S", int(S0))
+ui.remember("sub_per_class", isinstance(committed.n_subclasses, list))
+ui.remember("sub_beta", min(BETAS, key=lambda b: abs(b - committed.beta)))
+ui.remember("sub_tau", min(TAUS, key=lambda t: abs(t - float(ss["tau"]))))
+ui.remember("sub_null", committed.null_space)
+ui.remember("sub_rotate", committed.rotate)
+ui.remember("sub_standardize", committed.standardize)
+ui.remember("sub_seed", committed.seed)
+ui.remember("sub_class_source", committed.class_source)
 
 ctrl, main = st.columns([1, 3], gap="medium")
 with ctrl:
@@ -81,7 +83,7 @@ with ctrl:
     sizes: list[int] = []
     for c in range(C):
         if per_class:
-            app_state.remember(f"sub_S_{c}", int(S))
+            ui.remember(f"sub_S_{c}", int(S))
             sizes.append(
                 int(
                     st.number_input(
@@ -163,22 +165,22 @@ try:
     )
     ss["subclass_spec"] = spec.model_dump(mode="json")
     ss["tau"] = float(tau)
-    args = app_state.lelp_fit_args(spec, key, C)
-    model = app_state.fit_lelp(*args)
-    coords = app_state.lelp_coordinates(args, "train")
+    args = ui.subclass_fit_args(spec, key, C)
+    model = ui.fitted_subclasser(*args)
+    coords = ui.lelp_coordinates(args, "train")
+    targets = ui.preview_targets(args, float(tau), float(beta))
 except ERRORS as err:
     main.error(f"{err}")
     main.info("Lower S or pick fewer directions: a class cannot have more than its rank.")
     st.stop()
 
 Z = np.asarray(out.Z["train"])
-y = app_state.split_labels(ds, out, "train", class_source)
+y = ui.split_labels(ds, out, "train", class_source)
 sizes_fit = [z.shape[1] for z in coords]
-assign = app_state.assign_from_coordinates(coords, y)
-targets = app_state.targets_from_coordinates(Z, coords, float(tau), float(beta))
+assign = ui.train_assign(args)
 entropy = target_entropy(targets)
-sub_names = app_state.subclass_names(names, sizes_fit)
-texts = app_state.display_texts(ds, "train")
+sub_names = analysis.subclass_names(names, sizes_fit)
+texts = analysis.display_texts(ds, "train")
 
 with main:
     st.caption(
@@ -202,8 +204,7 @@ with main:
             key=f"sub_spectrum_{c}",
         )
 
-    xy, titles = app_state.map_xy(key, "train", "pca", 50_000)
-    from lelp_studio.maps import stratified_sample
+    xy, titles = ui.map_xy(key, "train", "pca", 50_000)
 
     idx = stratified_sample(y, 50_000, 0)
     fig = plots.embedding_scatter(
@@ -219,42 +220,24 @@ with main:
     st.markdown("**Map coloured by pseudo-subclass** (PCA of the teacher's embeddings)")
     st.plotly_chart(fig, key="sub_map", theme=None)
 
-    # per pseudo-subclass table (counts by bincount: no pass over the rows per subclass)
+    table = analysis.subclass_table(sub_names, assign, entropy, coords, y, texts)
+    tiny = analysis.tiny_subclasses(table)
     G = len(sub_names)
-    counts = np.bincount(assign, minlength=G)
-    mean_entropy = np.bincount(assign, weights=entropy, minlength=G) / np.maximum(counts, 1)
-    offsets = np.concatenate([[0], np.cumsum(sizes_fit)])
-    class_rows = [np.flatnonzero(y == c) for c in range(C)]
-    rows = []
-    for g, name in enumerate(sub_names):
-        c = int(np.searchsorted(offsets, g, side="right") - 1)
-        top = class_rows[c][np.argsort(-coords[c][class_rows[c], g - offsets[c]])[:3]]
-        rows.append(
-            {
-                "pseudo-subclass": name,
-                "size": int(counts[g]),
-                "mean target entropy": float(mean_entropy[g]),
-                "furthest along its direction": " | ".join(
-                    plots.truncate(texts[i], 80) for i in top
-                ),
-            }
-        )
-    tiny = int((counts < app_state.TINY_SUBCLASS).sum())
     if tiny:
         st.warning(
-            f"{tiny} of {G} pseudo-subclasses hold fewer than {app_state.TINY_SUBCLASS} "
+            f"{tiny} of {G} pseudo-subclasses hold fewer than {analysis.TINY_SUBCLASS} "
             "training rows: too few for the student to learn them apart. Lower S, or raise "
             "beta so their targets blend with their neighbours'."
         )
     st.markdown("**Pseudo-subclasses**")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="sub_table")
+    st.dataframe(table, hide_index=True, key="sub_table")
 
 # -- recovery of latent columns + comparison with baselines -----------------------------------
 st.divider()
 st.subheader("Compare with other pseudo-subclasses")
 latent_col = None
 if ds.latent_columns:
-    app_state.remember("sub_latent", ds.latent_columns[0])
+    ui.remember("sub_latent", ds.latent_columns[0])
     latent_col = st.selectbox(
         "Latent column to score against",
         ds.latent_columns,
@@ -263,7 +246,7 @@ if ds.latent_columns:
     )
 else:
     st.caption("This dataset has no latent column, so ARI/NMI and the oracle are not available.")
-app_state.remember("sub_compare", ["kmeans"])
+ui.remember("sub_compare", ["kmeans"])
 options = [m for m in COMPARE if m != "oracle" or latent_col]
 compare = st.multiselect(
     "Methods to compare",
@@ -276,38 +259,21 @@ compare = st.multiselect(
 )
 
 
-@st.cache_resource(show_spinner="Fitting the baseline…", max_entries=32)
-def _baseline_assign(
-    ws_root: str,
-    tkey: str,
-    ds_json: str,
-    method: str,
-    sizes: tuple,
-    seed: int,
-    source: str,
-    latent: str | None,
-    groups_key: str,
-) -> tuple[np.ndarray, list[str]]:
-    """A baseline's pseudo-subclass per training row, and the name of each (``negative/2``,
-    ``positive/electronics blob``, ``negative/books``) as the LELP rows are named."""
-    from lelp_studio.subclasses import ClusterSubclasses, LatentSubclasses, ManualSubclasses
-
-    d = app_state.dataset_from_json(ds_json)
-    H = app_state.float_H(ws_root, tkey, "train")
-    yy = app_state.split_labels(d, out, "train", source)
-    n_sub = list(sizes) if len(set(sizes)) > 1 else int(sizes[0])
-    if method in ("oracle", "manual"):
-        if method == "oracle":
-            m = LatentSubclasses().fit(H, yy, latent=d.splits["train"].latent[latent])
-            value = str
-        else:
-            m = ManualSubclasses(assignment=manual_assignment(ws, d)).fit(H, yy)
-            group_names = list(ws.list_manual_groups(d.fingerprint()))
-            value = lambda v: "rest" if v < 0 else group_names[v]  # noqa: E731
-        named = [f"{d.label_names[c]}/{value(v)}" for c, vs in enumerate(m.values_) for v in vs]
-        return m.assign(H, yy), named
-    m = ClusterSubclasses(method=method, n_subclasses=n_sub, random_state=seed).fit(H, yy)
-    return m.assign(H, yy), app_state.subclass_names(d.label_names, list(m.sizes_))
+def _baseline(method: str, groups: list[str]) -> tuple[np.ndarray, list[str]]:
+    """A baseline's pseudo-subclass per training row and the name of each, fitted (and
+    cached) by the same function training uses, on the same S, seed and class sets."""
+    n_sub = list(sizes_fit) if len(set(sizes_fit)) > 1 else int(sizes_fit[0])
+    bspec = SubclassSpec(
+        method=method,  # type: ignore[arg-type]
+        n_subclasses=n_sub,
+        seed=int(seed),
+        class_source=class_source,
+        latent_col=latent_col,
+    )
+    bargs = ui.subclass_fit_args(bspec, key, C)
+    sub = ui.fitted_subclasser(*bargs)
+    named = analysis.pseudo_subclass_names(sub, names, groups if method == "manual" else None)
+    return ui.train_assign(bargs), named
 
 
 groups = ws.list_manual_groups(ds.fingerprint())
@@ -317,30 +283,13 @@ for m in compare:
         st.info("No manual groups yet: lasso some points on the **Embedding map** and save them.")
         continue
     try:
-        methods[COMPARE[m]] = _baseline_assign(
-            str(ws.root),
-            key,
-            app_state.spec_json(app_state.dataset_spec()),
-            m,
-            tuple(sizes_fit),
-            int(seed),
-            class_source,
-            latent_col,
-            ",".join(sorted(groups)),
-        )
+        methods[COMPARE[m]] = _baseline(m, list(groups))
     except ERRORS as err:
         st.error(f"{COMPARE[m]}: {err}")
 
-summary = []
 latent_vals = ds.splits["train"].latent[latent_col] if latent_col else None
-for mname, (a, _) in methods.items():
-    row: dict[str, object] = {"method": mname, "pseudo-subclasses": int(len(np.unique(a)))}
-    row["smallest"] = int(np.bincount(a).min()) if len(a) else 0
-    if latent_vals is not None:
-        sc = recovery_scores(a, y, latent_vals)
-        row["ARI"], row["NMI"] = round(sc["ari"], 3), round(sc["nmi"], 3)
-    summary.append(row)
-st.dataframe(pd.DataFrame(summary), hide_index=True, key="sub_summary")
+summary = analysis.recovery_table({m: a for m, (a, _) in methods.items()}, y, latent_vals)
+st.dataframe(summary, hide_index=True, key="sub_summary")
 if latent_vals is not None:
     heat_cols = st.columns(min(len(methods), 3))
     for i, (mname, (a, a_names)) in enumerate(methods.items()):
@@ -356,8 +305,8 @@ st.divider()
 st.subheader("Save this setting")
 cfg = RunConfig(
     name=None,
-    dataset=app_state.dataset_spec(),
-    teacher=app_state.teacher_spec(),
+    dataset=ui.dataset_spec(),
+    teacher=ui.teacher_spec(),
     subclasses=spec,
     train=TrainSpec(objective="lelp", tau=float(tau)),
 )
@@ -423,7 +372,7 @@ row = int(
     )
 )
 ss["inspect_row"] = row
-t_probs = app_state.softmax(Z[row : row + 1], float(tau))[0]
+t_probs = softmax(Z[row : row + 1], T=float(tau))[0]
 st.markdown(
     f"**Row {row}** · label **{names[int(ds.splits['train'].y[row])]}** · "
     f"pseudo-subclass **{sub_names[assign[row]]}** · target entropy {entropy[row]:.3f}"

@@ -13,7 +13,8 @@ from typing import Any
 
 import streamlit as st
 
-from lelp_studio import app_state, plots, sweeps
+import ui
+from lelp_studio import analysis, plots, sweeps
 from lelp_studio.config import (
     OBJECTIVES,
     RunConfig,
@@ -22,12 +23,14 @@ from lelp_studio.config import (
     TrainSpec,
     config_from_dict,
 )
+from lelp_studio.errors import user_errors
 from lelp_studio.objectives import doc as objective_doc
+from lelp_studio.params import section_model, train_section
 from lelp_studio.pipeline import check_run
 
-app_state.init_session()
+ui.init_session()
 ss = st.session_state
-ERRORS = (*app_state.user_errors(), ValueError)
+ERRORS = (*user_errors(), ValueError)
 CURRENT = "(current Subspaces setting)"
 MANUAL = "(manual groups saved on the map)"
 
@@ -36,24 +39,24 @@ st.caption(
     "Train a small student from the teacher. Each objective becomes one background job; "
     "results appear on the **Compare** page."
 )
-ws = app_state.workspace()
+ws = ui.workspace()
 try:
     from lelp_studio import jobs
 except ImportError:  # pragma: no cover - only while lelp_studio.jobs is missing
     jobs = None  # type: ignore[assignment]
 
 try:
-    ds = app_state.dataset()
+    ds = ui.dataset()
 except ERRORS as err:
     st.error(f"{err}\n\nFix the dataset on the **Data & teacher** page.")
     st.stop()
 
 specs = ws.list_specs()
-app_state.remember("distill_base", CURRENT)
+ui.remember("distill_base", CURRENT)
 if ss["distill_base"] not in [CURRENT, MANUAL, *specs]:
     ss["distill_base"] = CURRENT
 kinds = ["bag", "transformer"] if ds.is_text else ["mlp"]
-app_state.remember("distill_kind", kinds[0])
+ui.remember("distill_kind", kinds[0])
 if ss["distill_kind"] not in kinds:
     ss["distill_kind"] = kinds[0]
 defaults_s, defaults_t = StudentSpec(), TrainSpec()
@@ -70,8 +73,8 @@ for k, v in {
     "distill_seed": 0,
     "distill_name": "",
 }.items():
-    app_state.remember(k, v)
-app_state.remember("distill_tau", float(ss.get("tau", 1.0)))
+    ui.remember(k, v)
+ui.remember("distill_tau", float(ss.get("tau", 1.0)))
 
 c1, c2, c3 = st.columns(3)
 with c1:
@@ -166,25 +169,21 @@ for obj in objectives:
         st.markdown(f"**{obj}**")
         with st.expander(f"What is {obj}?", expanded=False):
             st.markdown(objective_doc(obj))
-        model = app_state.section_model(obj)
+        model = section_model(obj)
         if model is None:
             st.caption("Uses the Training settings above (tau, alpha) and nothing else.")
         else:
-            method_params[obj] = app_state.param_widgets(
-                model, f"distill_{app_state.train_section(obj)}_"
-            )
+            method_params[obj] = ui.param_widgets(model, f"distill_{train_section(obj)}_")
 
 
 def _config(obj: str, sections: dict[str, dict[str, Any]] | None = None) -> RunConfig:
     """The run the fields above describe, for objective ``obj``; ``sections`` are the method
     parameters to include (default: ``obj``'s own)."""
     if base in (CURRENT, MANUAL):
-        sub = app_state.subclass_spec()
+        sub = ui.subclass_spec()
         if base == MANUAL:
             sub = SubclassSpec(method="manual", class_source=sub.class_source)
-        bcfg = RunConfig(
-            dataset=app_state.dataset_spec(), teacher=app_state.teacher_spec(), subclasses=sub
-        )
+        bcfg = RunConfig(dataset=ui.dataset_spec(), teacher=ui.teacher_spec(), subclasses=sub)
     else:
         bcfg = config_from_dict(ws.load_spec(base), f"spec {base!r}")
     student = StudentSpec(
@@ -195,7 +194,7 @@ def _config(obj: str, sections: dict[str, dict[str, Any]] | None = None) -> RunC
         init=init if kind == "transformer" else "random",
     )
     if sections is None:
-        section = app_state.train_section(obj)
+        section = train_section(obj)
         sections = {section: method_params[obj]} if section else {}
     train = TrainSpec.model_validate(
         {
@@ -211,7 +210,7 @@ def _config(obj: str, sections: dict[str, dict[str, Any]] | None = None) -> RunC
     )
     label = f"{name.strip() or ds.name} {obj}"
     if obj == "lelp":
-        label += " " + app_state.subclass_label(bcfg.subclasses)
+        label += " " + analysis.subclass_label(bcfg.subclasses)
     cfg = bcfg.model_copy(update={"student": student, "train": train, "name": label})
     check_run(cfg)
     return cfg
@@ -267,8 +266,8 @@ with st.expander("Sweep over a grid", expanded=False):
         "**Compare**, Sweep view."
     )
     for k in ("sweep_S", "sweep_beta", "sweep_tau", "sweep_seeds"):
-        app_state.remember(k, "")
-    app_state.remember("sweep_objectives", [])
+        ui.remember(k, "")
+    ui.remember("sweep_objectives", [])
     # (short name, widget key, example, help) for each grid field, in SWEEP_FIELDS' order.
     fields = [
         ("S", "sweep_S", "2, 4, 8", "Pseudo-subclasses per class (lelp only)."),
@@ -288,7 +287,7 @@ with st.expander("Sweep over a grid", expanded=False):
     ]
     sweep_text = {
         short: col.text_input(
-            f"{'seeds' if short == 'seed' else short} ({app_state.SWEEP_FIELDS[short][0]})",
+            f"{'seeds' if short == 'seed' else short} ({analysis.SWEEP_FIELDS[short][0]})",
             key=key,
             placeholder=f"e.g. {example}",
             help=text,
@@ -305,19 +304,19 @@ with st.expander("Sweep over a grid", expanded=False):
     # The objectives picked above are swept too when there are several, as Queue run does.
     grid_objs = sweep_objs or (objectives if len(objectives) > 1 else [])
     try:
-        grid = app_state.sweep_grid(sweep_text, grid_objs)
+        grid = analysis.sweep_grid(sweep_text, grid_objs)
     except ERRORS as err:
         st.error(str(err))
         grid = {}
     sweep_base = (sweep_objs or objectives or [None])[0]
-    n_grid = app_state.sweep_size(grid) if sweep_base else 0
+    n_grid = analysis.sweep_size(grid) if sweep_base else 0
     n_jobs = len(sweeps.distinct_combos(grid, sweep_base)) if grid and sweep_base else 0
     if grid and sweep_base:
         sizes = " × ".join(f"{len(v)} {k.rsplit('.', 1)[-1]}" for k, v in grid.items())
         same = n_grid - n_jobs
         dropped = f"; {same} would repeat a student (a setting its objective ignores)" * bool(same)
         st.markdown(f"This will queue **{n_jobs} jobs** ({sizes}{dropped}).")
-        st.caption(f"Same as `lelp jobs sweep CONFIG {app_state.sweep_cli(grid)}`.")
+        st.caption(f"Same as `lelp jobs sweep CONFIG {analysis.sweep_cli(grid)}`.")
     elif not sweep_base:
         st.caption("Pick an objective (here or above) to sweep.")
     else:
@@ -333,7 +332,7 @@ with st.expander("Sweep over a grid", expanded=False):
                 raise RuntimeError("lelp_studio.jobs is not available; run `lelp jobs sweep`")
             params = {}
             for o in dict.fromkeys([*objectives, *grid_objs]):
-                sec = app_state.train_section(o)
+                sec = train_section(o)
                 if sec:
                     params[sec] = method_params.get(o, {})
             base_cfg = _config(sweep_base, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,14 @@ import pandas as pd
 import pytest
 from jobkinds import plug_in
 
-from lelp_studio.data import dataset_from_frame, load_demo
-from lelp_studio.types import Dataset
+# The app's ui/ package sits beside pages/ at the repo root (``streamlit run app.py`` puts
+# that folder on sys.path; tests that import ui or run AppTest in-process need it too).
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from lelp_studio.data import dataset_from_frame, load_demo  # noqa: E402
+from lelp_studio.types import Dataset  # noqa: E402
 
 _TOPIC_WORDS = {
     "food": ["pasta", "soup", "burger", "salad", "curry"],

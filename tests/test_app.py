@@ -425,11 +425,11 @@ def test_compare_reaugkd_search_picks_the_example(compare_both):
     "objective", ["fitnet", "sea", "compress", "reaugkd", "subclass-distill", "dwt", "disk", "amad"]
 )
 def test_param_fields_cover_every_field_with_bounds_and_help(objective: str):
-    from lelp_studio import app_state
+    from lelp_studio import params
 
-    model = app_state.section_model(objective)
+    model = params.section_model(objective)
     assert model is not None
-    fields = app_state.param_fields(model)
+    fields = params.param_fields(model)
     assert [f.name for f in fields] == list(model.model_fields)
     for f in fields:
         assert f.help and f.kind in ("int", "float", "choice", "bool")
@@ -444,10 +444,10 @@ def test_param_fields_cover_every_field_with_bounds_and_help(objective: str):
 
 @pytest.mark.parametrize("objective", ["hard", "kd", "lelp", "objective", "tau"])
 def test_objectives_without_a_section_have_no_widgets(objective: str):
-    from lelp_studio import app_state
+    from lelp_studio import params
 
-    assert app_state.section_model(objective) is None
-    assert app_state.train_section(objective) is None
+    assert params.section_model(objective) is None
+    assert params.train_section(objective) is None
 
 
 def test_compare_picks_all_runs_of_a_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -511,14 +511,14 @@ def test_data_page_guesses_columns_and_keeps_the_file_after_navigation(
 
 
 def test_run_labels_tell_same_named_runs_apart():
-    from lelp_studio import app_state
+    from lelp_studio import analysis
 
     runs = [
         {"run_id": "a1", "name": "demo hard"},
         {"run_id": "b2", "name": "demo hard"},
         {"run_id": "c3", "name": "demo kd"},
     ]
-    assert app_state.run_labels(runs) == {
+    assert analysis.run_labels(runs) == {
         "a1": "demo hard (a1)",
         "b2": "demo hard (b2)",
         "c3": "demo kd",
@@ -526,21 +526,21 @@ def test_run_labels_tell_same_named_runs_apart():
 
 
 def test_subclass_label_names_manual_and_baseline_settings():
-    from lelp_studio import app_state
+    from lelp_studio import analysis
     from lelp_studio.config import SubclassSpec
 
-    assert app_state.subclass_label(SubclassSpec(n_subclasses=4, beta=1.0)) == "S=4 beta=1.0"
-    assert app_state.subclass_label(SubclassSpec(method="manual")) == "manual groups"
-    assert app_state.subclass_label(SubclassSpec(method="kmeans", n_subclasses=3)) == "kmeans S=3"
+    assert analysis.subclass_label(SubclassSpec(n_subclasses=4, beta=1.0)) == "S=4 beta=1.0"
+    assert analysis.subclass_label(SubclassSpec(method="manual")) == "manual groups"
+    assert analysis.subclass_label(SubclassSpec(method="kmeans", n_subclasses=3)) == "kmeans S=3"
 
 
 def test_number_fields_state_their_range_in_the_help():
-    from lelp_studio import app_state
+    from lelp_studio import params
     from lelp_studio.config import ReAugKDSpec
 
-    fields = {f.name: f for f in app_state.param_fields(ReAugKDSpec)}
-    assert app_state._range_help(fields["lam"]).endswith("Allowed: from 0 to 1.")
-    assert app_state._range_help(fields["k"]).endswith("Allowed: at least 1.")
+    fields = {f.name: f for f in params.param_fields(ReAugKDSpec)}
+    assert params.range_help(fields["lam"]).endswith("Allowed: from 0 to 1.")
+    assert params.range_help(fields["k"]).endswith("Allowed: at least 1.")
 
 
 def _first_run(app_ws: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> AppTest:

@@ -281,7 +281,7 @@ def test_every_figure_grows_its_margins_to_fit_labels_and_legend(name):
     elif legend.orientation == "v":  # a legend or colour bar on the right
         # starting level with the plot's top, which sits below the mode bar
         assert legend.yanchor == "top" and legend.y <= 1
-        assert fig.layout.margin.t >= plots._MODEBAR_CLEARANCE
+        assert fig.layout.margin.t >= plots._common._MODEBAR_CLEARANCE
 
 
 def test_scatter_legend_title_clears_the_mode_bar(points):

@@ -222,9 +222,10 @@ def _structured(n: int = 4000, d: int = 16, seed: int = 0):
 @pytest.fixture
 def fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small thresholds so the 1.6M-row code path (float32 blocks, output checks) runs here."""
-    monkeypatch.setattr(subclasses, "_FAST_FIT_ROWS", 100)
-    monkeypatch.setattr(subclasses, "_FAST_CHUNK", 333)
-    monkeypatch.setattr(subclasses, "_TARGET_CHUNK", 257)
+    for mod in (subclasses.statistics, subclasses.lelp):  # where the thresholds are read
+        monkeypatch.setattr(mod, "_FAST_FIT_ROWS", 100)
+        monkeypatch.setattr(mod, "_FAST_CHUNK", 333)
+    monkeypatch.setattr(subclasses.lelp, "_TARGET_CHUNK", 257)
 
 
 def _memmap(tmp_path, H: np.ndarray) -> np.ndarray:

@@ -1,0 +1,352 @@
+"""Figures of the embeddings and pseudo-subclasses (Data, Embedding map and Subspaces pages)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ._common import _PALETTE, _frame, _hover_strings, truncate
+
+
+def embedding_scatter(
+    xy: np.ndarray,
+    color: np.ndarray | Sequence[object],
+    *,
+    hover_text: Sequence[object] | np.ndarray | None = None,
+    labels: Sequence[object] | np.ndarray | None = None,
+    row_ids: np.ndarray | None = None,
+    color_title: str = "class",
+    continuous: bool = False,
+    axis_titles: tuple[str, str] = ("x", "y"),
+    marker_size: int = 5,
+    highlight: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """WebGL scatter of a 2-D map.
+
+    Categorical ``color``: one ``Scattergl`` trace per value (legend = values, sorted).
+    ``continuous=True``: a single trace with a colour bar. Every point's ``customdata`` is
+    ``[row_id, label, text]`` (strings for the last two, never null); read selections through
+    ``customdata[0]``, not ``point_indices``. ``highlight`` (row ids) adds a ring trace on top.
+    """
+    xy = np.asarray(xy, dtype=np.float32)
+    m = len(xy)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"xy must have shape (n, 2), got {xy.shape}")
+    color = np.asarray(color, dtype=object if not continuous else np.float64)
+    if len(color) != m:
+        raise ValueError(f"color has {len(color)} entries for {m} points")
+    rows = np.arange(m) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
+    text = _hover_strings(hover_text, m)
+    lab = _hover_strings(labels, m)
+    custom = np.empty((m, 3), dtype=object)
+    custom[:, 0] = rows
+    custom[:, 1] = lab
+    custom[:, 2] = text
+    hover = (
+        "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
+        + color_title
+        + ": %{meta}<br>%{customdata[2]}<extra></extra>"
+    )
+    fig = go.Figure()
+    if continuous:
+        c = np.nan_to_num(color.astype(np.float64), nan=0.0)
+        fig.add_trace(
+            go.Scattergl(
+                x=xy[:, 0],
+                y=xy[:, 1],
+                mode="markers",
+                customdata=custom,
+                marker={
+                    "size": marker_size,
+                    "color": c,
+                    "colorscale": "Viridis",
+                    "showscale": True,
+                    "colorbar": {"title": {"text": color_title}},
+                },
+                name=color_title,
+                hovertemplate=(
+                    "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
+                    + color_title
+                    + ": %{marker.color:.3f}<br>%{customdata[2]}<extra></extra>"
+                ),
+                showlegend=False,
+            )
+        )
+    else:
+        keys = np.array([truncate(v, 40) for v in color], dtype=object)
+        values = sorted(set(keys.tolist()), key=_natural_key)
+        for i, v in enumerate(values):
+            mask = keys == v
+            fig.add_trace(
+                go.Scattergl(
+                    x=xy[mask, 0],
+                    y=xy[mask, 1],
+                    mode="markers",
+                    customdata=custom[mask],
+                    marker={"size": marker_size, "color": _PALETTE[i % len(_PALETTE)]},
+                    name=v if v != "" else "(none)",
+                    meta=v,
+                    hovertemplate=hover,
+                )
+            )
+    if highlight is not None and len(highlight):
+        pos = {int(r): i for i, r in enumerate(rows)}
+        hi = np.array([pos[int(r)] for r in highlight if int(r) in pos], dtype=np.int64)
+        if len(hi):
+            fig.add_trace(
+                go.Scattergl(
+                    x=xy[hi, 0],
+                    y=xy[hi, 1],
+                    mode="markers",
+                    customdata=custom[hi],
+                    marker={
+                        "size": marker_size + 6,
+                        "color": "rgba(0,0,0,0)",
+                        "line": {"width": 2, "color": "black"},
+                    },
+                    name="highlighted",
+                    meta="highlighted",
+                    hovertemplate=hover,
+                )
+            )
+    return _frame(
+        fig,
+        height=560,
+        title=title,
+        legend="right",
+        xaxis_title=axis_titles[0],
+        yaxis_title=axis_titles[1],
+        legend_title_text=color_title,
+        dragmode="lasso",
+        uirevision="map",  # keep zoom when only colours change
+    )
+
+
+def _natural_key(v: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(v))
+    except ValueError:
+        return (1, v)
+
+
+def selected_row_ids(selection: Mapping[str, Any] | None) -> np.ndarray:
+    """Row ids of a Streamlit plotly selection event, read from each point's customdata."""
+    if not selection:
+        return np.zeros(0, dtype=np.int64)
+    sel = selection.get("selection", selection)
+    points = sel.get("points", []) if isinstance(sel, Mapping) else []
+    ids = []
+    for p in points:
+        cd = p.get("customdata")
+        if cd is None:
+            continue
+        first = cd[0] if isinstance(cd, (list, tuple)) else cd
+        try:
+            ids.append(int(first))
+        except (TypeError, ValueError):
+            continue
+    return np.unique(np.asarray(ids, dtype=np.int64))
+
+
+def spectrum_plot(
+    ratio_with_null: np.ndarray,
+    ratio_without: np.ndarray | None,
+    class_name: str,
+    *,
+    chosen: Sequence[int] = (),
+    max_components: int = 20,
+    projected: bool = True,
+) -> go.Figure:
+    """Explained-variance ratio per principal component of one class: bars for the spectrum
+    LELP uses (chosen directions in red, in their own legend entry), and with ``projected``
+    a line for the spectrum before the null-space projection. The legend used to call every
+    bar "after null-space projection", also with the projection off."""
+    fig = go.Figure()
+    chosen = [int(c) for c in chosen]
+    max_components = max(max_components, max(chosen, default=-1) + 1)  # show every chosen one
+    r1 = np.asarray(ratio_with_null, dtype=np.float64)[:max_components]
+    xs = np.arange(len(r1))
+    pick = np.isin(xs, chosen)
+    for name, mask, colour in (
+        ("chosen directions", pick, "#d62728"),
+        ("other directions", ~pick, "#1f77b4"),
+    ):
+        if mask.any():
+            fig.add_trace(go.Bar(x=xs[mask], y=r1[mask], name=name, marker_color=colour))
+    if ratio_without is not None and projected:
+        r0 = np.asarray(ratio_without, dtype=np.float64)[:max_components]
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(len(r0)),
+                y=r0,
+                mode="lines+markers",
+                name="before null-space projection",
+                line={"color": "#7f7f7f"},
+            )
+        )
+    return _frame(
+        fig,
+        height=300,
+        title=f"{class_name}: explained variance" + ("" if projected else " (no projection)"),
+        legend="below",
+        xaxis_title="principal component",
+        yaxis_title="explained variance ratio",
+    )
+
+
+def contingency_heatmap(
+    assign: np.ndarray,
+    latent: np.ndarray,
+    *,
+    assign_title: str = "pseudo-subclass",
+    latent_title: str = "latent value",
+    assign_names: Sequence[str] | None = None,
+) -> go.Figure:
+    """Counts of (pseudo-subclass, latent value) pairs as a heat map.
+
+    ``assign`` holds ids or names; ``assign_names`` (optional) names the ids. Values are
+    factorised first, so only the distinct ones are turned into labels (no per-row Python:
+    the Subspaces page draws this for every training row, 1.6M at the largest).
+    """
+    if assign_names is not None:
+        assign = np.asarray(assign_names, dtype=object)[np.asarray(assign)]
+    rows, ri = _category_index(assign, None)
+    cols, ci = _category_index(latent, 40)
+    flat = np.bincount(ri * len(cols) + ci, minlength=len(rows) * len(cols))
+    counts = flat.reshape(len(rows), len(cols))
+    fig = go.Figure(
+        go.Heatmap(
+            z=counts,
+            x=cols,
+            y=rows,
+            colorscale="Blues",
+            text=counts,
+            texttemplate="%{text}",
+            hovertemplate=f"{assign_title} %{{y}}<br>{latent_title} %{{x}}<br>"
+            "count %{z}<extra></extra>",
+        )
+    )
+    return _frame(
+        fig,
+        height=max(270, 70 + 28 * len(rows)),
+        legend="right",  # the colour bar
+        xaxis_title=latent_title,
+        yaxis_title=assign_title,
+        yaxis_type="category",
+        xaxis_type="category",
+    )
+
+
+def _category_index(values: Any, n_chars: int | None) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct display labels of ``values`` and each row's index into them; missing
+    values are the label "" and values whose labels coincide (after truncation) merge."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object).ravel())
+    shown = [truncate(u, n_chars or 1_000_000) for u in uniques]
+    labels = sorted(set(shown) | ({""} if (codes < 0).any() else set()), key=_natural_key)
+    where = {lab: i for i, lab in enumerate(labels)}
+    lookup = np.array([where[lab] for lab in shown] + [where.get("", 0)], dtype=np.int64)
+    return labels, lookup[codes]  # code -1 (missing) reads the last entry: ""
+
+
+def target_bars(
+    target_row: np.ndarray,
+    class_names: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    teacher_probs: np.ndarray | None = None,
+) -> go.Figure:
+    """One example's C x S target distribution: one bar per (class, subclass), grouped by
+    class colour; the teacher's class probability is drawn as a line over each group."""
+    t = np.asarray(target_row, dtype=np.float64).ravel()
+    if int(sum(sizes)) != len(t):
+        raise ValueError(f"target has {len(t)} entries but sizes sum to {sum(sizes)}")
+    fig = go.Figure()
+    start = 0
+    for c, (name, s) in enumerate(zip(class_names, sizes, strict=True)):
+        xs = [f"{name}/{j}" for j in range(s)]
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=t[start : start + s],
+                name=str(name),
+                marker_color=_PALETTE[c % len(_PALETTE)],
+                hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+            )
+        )
+        if teacher_probs is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[xs[0], xs[-1]],
+                    y=[float(teacher_probs[c])] * 2,
+                    mode="lines",
+                    line={"dash": "dot", "color": "black"},
+                    name=f"teacher p({name})",
+                    showlegend=False,
+                    hovertemplate=f"teacher p({name}) = {float(teacher_probs[c]):.3f}"
+                    "<extra></extra>",
+                )
+            )
+        start += s
+    return _frame(
+        fig,
+        height=330,
+        legend="right",
+        xaxis_title="class / pseudo-subclass",
+        yaxis_title="target probability",
+        yaxis_range=[0, 1],
+        bargap=0.15,
+    )
+
+
+def subclass_sizes_bar(
+    sizes: Mapping[str, int] | Sequence[int], *, title: str | None = None
+) -> go.Figure:
+    """Number of examples per pseudo-subclass."""
+    if isinstance(sizes, Mapping):
+        xs, ys = [str(k) for k in sizes], list(sizes.values())
+    else:
+        xs, ys = [str(i) for i in range(len(sizes))], list(sizes)
+    fig = go.Figure(go.Bar(x=xs, y=ys, marker_color="#1f77b4"))
+    return _frame(
+        fig,
+        height=260,
+        title=title,
+        xaxis_title="pseudo-subclass",
+        yaxis_title="examples",
+        xaxis_type="category",
+    )
+
+
+def class_balance_bar(
+    y_by_split: Mapping[str, np.ndarray], class_names: Sequence[str]
+) -> go.Figure:
+    """Examples per class, one bar group per split."""
+    fig = go.Figure()
+    names = [str(c) for c in class_names]
+    for split, y in y_by_split.items():
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(names))[: len(names)]
+        fig.add_trace(go.Bar(x=names, y=counts, name=split))
+    return _frame(
+        fig,
+        height=300,
+        legend="right",
+        barmode="group",
+        xaxis_title="class",
+        yaxis_title="examples",
+        xaxis_type="category",
+    )
+
+
+def length_histogram(texts: Sequence[str], *, unit: str = "words", nbins: int = 40) -> go.Figure:
+    """Distribution of text lengths (words by default) of one split."""
+    if unit == "words":
+        lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
+    else:
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    fig = go.Figure(go.Histogram(x=lengths, nbinsx=nbins, marker_color="#1f77b4"))
+    return _frame(fig, height=280, xaxis_title=f"length ({unit})", yaxis_title="examples")
