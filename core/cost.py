@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .config import RunConfig
 from .store import Workspace, atomic_write_bytes, safe_name
 from .types import Dataset, Split
 
@@ -199,8 +200,6 @@ def _record(role: str, model: Any, size: int | None, latency: dict, **extra: Any
 
 
 def _run_config(run: Mapping[str, Any]) -> Any:
-    from .config import RunConfig
-
     return RunConfig.model_validate(run["config"])
 
 

@@ -6,12 +6,14 @@ app shows them with ``st.error``; anything else is a bug and keeps its traceback
 
 from __future__ import annotations
 
+from .config import ConfigError
+from .store import WorkspaceError
+
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The user-facing error classes (imported lazily: some modules pull in torch)."""
-    from .config import ConfigError
+    """The user-facing error classes (those of data, subclasses and teachers imported late:
+    their modules pull in pandas, scikit-learn and torch)."""
     from .data import DataError
-    from .store import WorkspaceError
     from .subclasses import SubclassError
     from .teachers import TeacherError
 
