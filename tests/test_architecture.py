@@ -5,7 +5,9 @@ violation names the file and line."""
 from __future__ import annotations
 
 import ast
+import doctest
 import graphlib
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +165,16 @@ def test_package_inits_only_name_their_api() -> None:
         tree = ast.parse(init.read_text(encoding="utf-8"))
         defs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
         assert not defs, f"{init}: defines {defs}"
+
+
+def test_architecture_doc_examples_run() -> None:
+    """docs/ARCHITECTURE.md's examples (adding an objective, the one subclass path) run."""
+    doc = CORE.parent / "docs" / "ARCHITECTURE.md"
+    result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0
+
+
+@pytest.mark.parametrize("module", [f"{PKG}.objectives", f"{PKG}.store.schema"])
+def test_module_doc_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
