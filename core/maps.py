@@ -154,9 +154,8 @@ def fit_projection(
             return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
 
         ratio = pca.explained_variance_ratio_
-        titles = tuple(f"PC{i + 1} ({100 * r:.1f}% var.)" for i, r in enumerate(ratio))
-        if len(titles) < 2:
-            titles = (*titles, "PC2")
+        pcs = [f"PC{i + 1} ({100 * r:.1f}% var.)" for i, r in enumerate(ratio)] + ["PC2"]
+        titles = (pcs[0], pcs[1])
         _report(progress, 1, 1, "PCA")
     elif method == "umap":
         import umap

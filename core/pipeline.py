@@ -284,7 +284,7 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
                 "features; use student.kind: mlp"
             )
         in_dim = int(np.asarray(train_split.features).shape[1])
-    enc = {"tokenizer": tokenizer, "max_length": cfg.student.max_length}
+    enc: dict[str, Any] = {"tokenizer": tokenizer, "max_length": cfg.student.max_length}
     with torch.no_grad():
         train_inputs = encode_inputs(train_split, **enc)
         eval_inputs = encode_inputs(eval_split, **enc)
@@ -556,6 +556,7 @@ def run_distill(
         run.student,
         {"config": cfg.model_dump(mode="json"), "sizes": sizes, "teacher_key": prep.teacher_key},
     )
+    assert run.method is not None  # train_student always sets it
     state_path = save_method_state(rdir / "student", run.method)
     # Paths relative to the workspace: a moved or copied workspace serves its own files.
     artifacts = {

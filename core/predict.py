@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -113,10 +114,11 @@ def embeddings(student: nn.Module, inputs: dict[str, Tensor], batch_size: int = 
     was_training = core.training
     core.eval()
     outs = []
+    embed = cast(Callable[[dict[str, Tensor]], Tensor], core.embed)  # every student has one
     try:
         for i in range(0, n, batch_size):
             batch = {k: v[i : i + batch_size].to(device) for k, v in inputs.items()}
-            outs.append(core.embed(batch).float().cpu())
+            outs.append(embed(batch).float().cpu())
     finally:
         core.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -205,9 +205,10 @@ STUDENT_CLASSES: dict[str, type[nn.Module]] = {
 }
 
 
-def _bert_trunk(model: nn.Module) -> nn.Module:
+def _bert_trunk(model: nn.Module) -> Any:
     """The BERT-like module (``.embeddings`` + ``.encoder.layer``) inside a transformers model
-    or a wrapper (e.g. a sequence-classification model or a teacher with a custom head)."""
+    or a wrapper (e.g. a sequence-classification model or a teacher with a custom head).
+    Typed ``Any``: its ``config``, ``embeddings`` and ``encoder`` are found by duck typing."""
     for m in (model, getattr(model, "base_model", None), *model.modules()):
         if (
             m is not None
@@ -411,13 +412,14 @@ def save_student(path_dir: str | os.PathLike[str], model: nn.Module, meta: dict)
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = getattr(model, "spec", None)
+    args = cast(dict[str, Any], model.args)  # every student class sets it (STUDENT_CLASSES)
     info = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "args": model.args,
-        "n_out": model.args["n_out"],
-        "in_dim": model.args.get("in_dim"),
-        "vocab_size": model.args.get("vocab_size"),
+        "args": args,
+        "n_out": args["n_out"],
+        "in_dim": args.get("in_dim"),
+        "vocab_size": args.get("vocab_size"),
         "spec": spec.model_dump(mode="json") if isinstance(spec, StudentSpec) else None,
         "meta": meta,
     }

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import safe_open
@@ -211,9 +211,9 @@ def _load_checkpoint(
                 problems.append(f"{weights_name} is damaged (truncated or not safetensors)")
     newest = max([int(m["epoch"]) for m in metas] + list(weights), default=0)
     for meta in sorted(metas, key=lambda m: int(m["epoch"]), reverse=True):
-        w_path = weights.get(int(meta["epoch"]))
-        if w_path is None:
+        if int(meta["epoch"]) not in weights:
             continue
+        w_path = weights[int(meta["epoch"])]
         model_sd: dict[str, Tensor] = {}
         method_sd: dict[str, Tensor] = {}
         optim_state: dict[int, dict[str, Any]] = {}
@@ -355,6 +355,7 @@ def train(
 
     def eval_class_logits() -> Tensor:
         # Monitoring scores the student alone (no inference-time retrieval).
+        assert eval_inputs is not None  # called only when there are eval inputs
         return objective.class_logits(predict(student, eval_inputs))
 
     def evaluate() -> dict[str, float | None]:
@@ -390,8 +391,9 @@ def train(
             with autocast():
                 if objective.needs_embedding:
                     core = unwrap(student)  # the embedding and the logits from one pass
-                    emb = core.embed(batch).float()
-                    out = core.head(emb).float()
+                    embed = cast(Callable[[dict[str, Tensor]], Tensor], core.embed)
+                    emb = embed(batch).float()
+                    out = cast(nn.Linear, core.head)(emb).float()
                 else:
                     out = model(batch).float()
             objective.check_outputs(out.shape[-1])
@@ -483,7 +485,8 @@ def _compile(student: nn.Module) -> nn.Module:
     if not hasattr(torch, "compile"):
         raise RuntimeError("train.compile=True needs torch >= 2.0; set compile=False")
     try:
-        return torch.compile(student, dynamic=None)
+        # torch.compile of a module returns an OptimizedModule (an nn.Module)
+        return cast(nn.Module, torch.compile(student, dynamic=None))
     except RuntimeError as err:  # e.g. an unsupported Python version for dynamo
         raise RuntimeError(f"torch.compile is unavailable here ({err}); set compile=False") from err
 

@@ -167,6 +167,6 @@ def disagreement_table(
             "label": [label_names[int(y[i])] for i in dis],
             "teacher": [label_names[int(teacher_pred[i])] for i in dis],
             "student": [label_names[int(student_pred[i])] for i in dis],
-            "text": [texts[i] for i in dis],
+            "text": [texts[int(i)] for i in dis],
         }
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..config import ConfigError
+from ..config import AMADSpec, ConfigError
 from ..students import unwrap
 from .base import Batch, Objective, RunContext, TeacherData
 
@@ -45,6 +45,9 @@ class AMAD(Objective):
 
     name = "amad"
     section = "amad"
+    params: AMADSpec
+    t_att: Tensor
+    t_mask: Tensor
 
     @classmethod
     def check_compatible(cls, student_kind: str, teacher_kind: str) -> None:
@@ -79,7 +82,7 @@ class AMAD(Objective):
         n, L = ids.shape
         if n != self._n:
             raise ValueError(f"amad: {n} input rows but the teacher data has {self._n}")
-        cfg = encoder.config
+        cfg: Any = encoder.config  # a transformers PretrainedConfig
         heads, n_layers = int(cfg.num_attention_heads), int(cfg.num_hidden_layers)
         layer = _layer_index(p.teacher_layer, n_layers, "teacher_layer")
         mb = n * heads * L * L * 2 / 2**20
@@ -89,7 +92,7 @@ class AMAD(Objective):
                 f"float16) need {mb:,.0f} MB, over train.amad.max_cache_mb={p.max_cache_mb}; "
                 "lower student.max_length or dataset.max_train, or raise max_cache_mb"
             )
-        encoder.set_attn_implementation("eager")  # sdpa returns no maps
+        cast(Any, encoder).set_attn_implementation("eager")  # sdpa returns no maps
         encoder.eval()
         device = next(encoder.parameters()).device
         maps = torch.empty((n, heads, L, L), dtype=torch.float16)

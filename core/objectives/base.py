@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -118,6 +118,8 @@ class Objective(nn.Module):
     #: The run record's method info carries the prediction time (``predict_s``); off for
     #: hard, kd and lelp, whose records never had method info.
     records_predict_time: ClassVar[bool] = True
+    #: A registered buffer (nn.Module's ``__getattr__`` would type it ``Tensor | Module``).
+    t_logits: Tensor
 
     def __init__(
         self, params: BaseModel | None = None, *, tau: float = 1.0, alpha: float = 0.0,
@@ -249,4 +251,4 @@ def as_float(x: Any) -> Tensor:
 
 def embedding_width(student: nn.Module) -> int:
     """The width of the student's penultimate embedding (its head's input)."""
-    return int(unwrap(student).head.in_features)
+    return int(cast(nn.Linear, unwrap(student).head).in_features)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
+from ..config import CompRessSpec
 from .base import Batch, Objective, RunContext, TeacherData, embedding_width
 
 
@@ -24,6 +25,8 @@ class EmbeddingQueue(nn.Module):
     >>> q = EmbeddingQueue(2, 1); q.push(torch.tensor([[1.0], [2.0], [3.0]])); q.items().ravel()
     tensor([2., 3.])
     """
+
+    buf: Tensor
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
@@ -84,6 +87,10 @@ class CompRess(Objective):
     name = "compress"
     section = "compress"
     needs_embedding = True
+    params: CompRessSpec
+    t_emb: Tensor
+    map: nn.Linear
+    queue_s: EmbeddingQueue
 
     def setup(self, teacher: TeacherData) -> CompRess:
         super().setup(teacher)
@@ -117,6 +124,7 @@ class CompRess(Objective):
 
     def loss(self, out: Tensor, batch: Batch) -> Tensor:
         p = self.params
+        assert batch.emb is not None  # needs_embedding: the loop passes it
         q_s, q_t = self._query_s(batch.emb), self.t_emb[batch.idx]
         mask = None
         if len(self.queue_t) == 0:
@@ -134,14 +142,16 @@ class CompRess(Objective):
         names = ("queue_t", "queue_s") if self.params.queues == "two" else ("queue_t",)
         return {n: getattr(self, n) for n in names}
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # nn.Module's overloads (generic `destination`) cannot be restated; arguments pass through
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """The map's weights plus each queue's rows and write position."""
         state = dict(super().state_dict(*args, **kwargs))
         for name, q in self._queues().items():
             state |= {f"{name}.{k}": v for k, v in q.queue_state().items()}
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:
+    # callers pass the state positionally; `assign` passes through **kw
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         queues = self._queues()
         own = {k: v for k, v in state.items() if k.split(".", 1)[0] not in queues}
         res = super().load_state_dict(own, strict=strict, **kw)
@@ -156,4 +166,5 @@ class CompRess(Objective):
     def after_step(self, out: Tensor, batch: Batch) -> None:
         self.queue_t.push(self.t_emb[batch.idx])
         if self.params.queues == "two":
+            assert batch.emb is not None  # needs_embedding: the loop passes it
             self.queue_s.push(self._query_s(batch.emb))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
+from ..config import DiSKSpec
 from .base import Batch, Objective, TeacherData
 
 
@@ -32,6 +33,8 @@ class DiSK(Objective):
 
     name = "disk"
     section = "disk"
+    params: DiSKSpec
+    dual: Tensor
 
     def setup(self, teacher: TeacherData) -> DiSK:
         super().setup(teacher)
@@ -84,14 +87,16 @@ class DiSK(Objective):
             self._gate_opt = torch.optim.Adam(self.gate.parameters(), lr=self.params.gate_lr)
         return self._gate_opt
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # nn.Module's overloads (generic `destination`) cannot be restated; arguments pass through
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """The gate, the dual variable and the gate optimiser's tensors."""
         state = dict(super().state_dict(*args, **kwargs)) | {"dual": self.dual.detach()}
         for pid, st in self._gate_optimizer().state_dict()["state"].items():
             state |= {f"gate_opt.{pid}.{k}": torch.as_tensor(v) for k, v in st.items()}
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:
+    # callers pass the state positionally; `assign` passes through **kw
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, **kw: Any) -> Any:  # type: ignore[override]
         opt_state: dict[int, dict[str, Tensor]] = {}
         for key, v in state.items():
             if key.startswith("gate_opt."):

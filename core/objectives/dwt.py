@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
-from ..config import ConfigError
+from ..config import ConfigError, DWTSpec
 from .base import Batch, Objective, RunContext, TeacherData
 
 
@@ -28,6 +30,7 @@ class DWT(Objective):
 
     name = "dwt"
     section = "dwt"
+    params: DWTSpec
 
     def setup(self, teacher: TeacherData) -> DWT:
         super().setup(teacher)
@@ -96,7 +99,7 @@ def remap_mlp(student: nn.Module, layers: list[tuple[Tensor, Tensor]]) -> None:
     weights fill the top-left block of each student matrix and the rest keeps its random
     initialisation (bert2BERT-style function preservation would need more than DWT asks).
     """
-    trunk = [m for m in student.trunk if isinstance(m, nn.Linear)]
+    trunk = [m for m in cast(nn.Sequential, student.trunk) if isinstance(m, nn.Linear)]
     hidden, head = layers[:-1], layers[-1]
     if not hidden:
         raise ValueError("remap_mlp: the teacher needs at least one hidden layer")
@@ -107,7 +110,7 @@ def remap_mlp(student: nn.Module, layers: list[tuple[Tensor, Tensor]]) -> None:
         if i >= len(hidden) and w.shape[0] != w.shape[1]:
             raise ValueError("remap_mlp: cannot reuse a non-square teacher layer")
         _copy_block(lin, w, b)
-    _copy_block(student.head, *head)
+    _copy_block(cast(nn.Linear, student.head), *head)
 
 
 def digits_teacher_layers(
@@ -151,10 +154,11 @@ def digits_teacher_layers(
                 "embeddings (core/teachers.py's recipe changed?); set train.dwt.remap=false"
             )
         m, s = torch.as_tensor(mean), torch.as_tensor(std)
-        w1, b1 = body[0].weight / s, body[0].bias - (body[0].weight * (m / s)).sum(1)
+        first, second = cast(nn.Linear, body[0]), cast(nn.Linear, body[2])
+        w1, b1 = first.weight / s, first.bias - (first.weight * (m / s)).sum(1)
         return [
             (w1.clone(), b1.clone()),
-            (body[2].weight.clone(), body[2].bias.clone()),
+            (second.weight.clone(), second.bias.clone()),
             (head.weight.clone(), head.bias.clone()),
         ]
 

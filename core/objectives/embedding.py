@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses
-from ..config import ConfigError
+from ..config import ConfigError, FitNetSpec, SEASpec
 from .base import Batch, Objective, RunContext, TeacherData, embedding_width
 
 
@@ -17,6 +17,7 @@ class _EmbeddingRegression(Objective):
     and read ``weight``, ``kd_weight`` (and FitNet's ``normalize``) from their section."""
 
     needs_embedding = True
+    params: FitNetSpec | SEASpec
     map: nn.Linear
     target: Tensor
 
@@ -32,6 +33,7 @@ class _EmbeddingRegression(Objective):
     def loss(self, out: Tensor, batch: Batch) -> Tensor:
         p = self.params
         normalize = bool(getattr(p, "normalize", False))
+        assert batch.emb is not None  # needs_embedding: the loop passes it
         reg = losses.embedding_mse(self.map(batch.emb.float()), self.target[batch.idx], normalize)
         return p.weight * reg + self._kd_terms(out, batch, p.kd_weight)
 
@@ -94,6 +96,7 @@ class SEA(_EmbeddingRegression):
 
     name = "sea"
     section = "sea"
+    params: SEASpec
 
     def attach(self, student: nn.Module, context: RunContext | None = None) -> None:
         self.fit_target(embedding_width(student))

@@ -27,6 +27,7 @@ class LELP(Objective):
     name = "lelp"
     records_predict_time = False
     needs_subclass_targets = True
+    targets: Tensor
 
     def setup(self, teacher: TeacherData) -> LELP:
         n = len(teacher)

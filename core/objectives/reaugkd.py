@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
+from ..config import ReAugKDSpec
 from .base import Batch, Objective, RunContext, TeacherData, embedding_width
 
 
@@ -38,6 +39,8 @@ class ReAugKD(Objective):
     needs_embedding = True
     uses_embeddings_to_predict = True
     STATE_KEYS = ("proj.weight", "query.weight", "query.bias")
+    params: ReAugKDSpec
+    keys: Tensor
 
     def setup(self, teacher: TeacherData) -> ReAugKD:
         super().setup(teacher)
@@ -156,6 +159,7 @@ class ReAugKD(Objective):
 
     def loss(self, out: Tensor, batch: Batch) -> Tensor:
         p = self.params
+        assert batch.emb is not None  # needs_embedding: the loop passes it
         rel = losses.relational_kl(
             self.query(batch.emb.float()), self.keys[batch.idx], p.temperature
         )
@@ -172,6 +176,7 @@ class ReAugKD(Objective):
     def augment(self, log_probs: Tensor, emb: Tensor | None) -> Tensor:
         p = self.params
         t0 = time.perf_counter()
+        assert emb is not None  # uses_embeddings_to_predict: predict passes them
         ind, sims = self.neighbours(emb)
         mixed = losses.retrieval_mix(
             log_probs.cpu(),

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
+from ..config import SubclassDistillSpec
 from .base import Batch, Objective, TeacherData
 
 
@@ -29,6 +30,8 @@ class SubclassDistill(Objective):
 
     name = "subclass-distill"
     section = "subclass_distill"
+    params: SubclassDistillSpec
+    t_sub: Tensor
 
     def setup(self, teacher: TeacherData) -> SubclassDistill:
         super().setup(teacher)

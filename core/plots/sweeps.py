@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -154,9 +154,10 @@ def cost_pareto(
         )
     )
     for i in np.flatnonzero(keep):
-        name = str(names[i])
+        name = str(names[int(i)])
         colour = "#222222" if name in teachers else (colors or {}).get(name)
-        p = "" if params is None or params[i] is None else f"{int(params[i]):,}"
+        n_params = None if params is None else params[int(i)]
+        p = "" if n_params is None else f"{int(n_params):,}"
         fig.add_trace(
             go.Scatter(
                 x=[lat[i]],
@@ -187,5 +188,5 @@ def cost_pareto(
         xaxis_title=latency_title,
         yaxis_title=accuracy_title,
         xaxis_type="log",
-        **({"xaxis_dtick": 1} if wide else {}),
+        **cast(dict[str, Any], {"xaxis_dtick": 1} if wide else {}),
     )

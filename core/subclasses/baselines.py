@@ -55,9 +55,8 @@ class _HardSubclasser(_SubclasserBase):
 
     smooth: float
 
-    def _codes(
-        self, H: np.ndarray, chunk_size: int | None = None, **kw: Any
-    ) -> list[np.ndarray]:  # pragma: no cover
+    # (H, *args, **kw): each method takes its own keywords (latent=, assignment=)
+    def _codes(self, H: np.ndarray, *args: Any, **kw: Any) -> list[np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
     def _check_smooth(self) -> float:
@@ -218,7 +217,8 @@ class ClusterSubclasses(_HardSubclasser):
         step = 65_536 if chunk_size is None else _check_chunk_size(chunk_size, H.shape[0])
         for sl, block in _blocks(H, None, step):
             for c, C in enumerate(self.centers_):
-                X = block if self.reducers_[c] is None else self.reducers_[c].transform(block)
+                reducer = self.reducers_[c]
+                X = block if reducer is None else reducer.transform(block)
                 out[c][sl] = _nearest(np.asarray(X), C)
         return out
 

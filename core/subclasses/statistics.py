@@ -190,7 +190,13 @@ class ClassStats:
         """Class c's (mean, scatter, eigenvalues, eigenvectors) after the projector P (raw
         when None); eigenpairs in descending order. Memoised: the d x d products and the
         eigen-decomposition are the costly part of a refit once H has been read."""
-        key = (c, "raw" if P is None else hashlib.sha1(np.ascontiguousarray(P)).hexdigest())
+        # the digest is only a memo key (not security); .data: the array's bytes as a Buffer
+        digest = (
+            "raw"
+            if P is None
+            else hashlib.sha1(np.ascontiguousarray(P).data, usedforsecurity=False).hexdigest()
+        )
+        key = (c, digest)
         if key not in self._memo:
             mean, scatter = self.means[c], self.scatters[c]
             if P is not None:
