@@ -76,21 +76,25 @@ def get_teacher_outputs(
     if cached is not None:
         return cached, key, True
     keep = spec.kind == "minilm" and spec.mode == "finetune"
-    tmp = ws.encoder_dir(key).with_name(f"{key}.tmp") if keep else None
-    if tmp is not None:
-        shutil.rmtree(tmp, ignore_errors=True)  # a half-written one from a killed run
-    h_dir = ws.staging_dir(key)  # float16 H files, moved into arrays/ when saved
-    shutil.rmtree(h_dir, ignore_errors=True)  # a half-written one from a killed run
+    # Per call, like h_dir: two writers of one key never touch each other's files.
+    tmp = ws.encoder_dir(key).with_name(f".{key}.{uuid.uuid4().hex[:12]}.tmp") if keep else None
+    h_dir = ws.staging_dir(key)  # this call's own float16 H files, adopted into arrays/
     try:
         out = compute_teacher_outputs(
             dataset, spec, progress=progress, encoder_dir=tmp, h_dir=h_dir
         )
         if tmp is not None:  # whole or not at all: renamed only once fully written
             shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)
-            os.replace(tmp, ws.encoder_dir(key))
+            try:
+                os.replace(tmp, ws.encoder_dir(key))
+            except OSError:  # another writer of this key renamed its (equal) encoder first
+                if not ws.encoder_dir(key).is_dir():
+                    raise
         ws.save_teacher_outputs(key, out, dataset_fp=dfp, teacher_fp=tfp, pooling=pooling)
     finally:
         shutil.rmtree(h_dir, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     stored = ws.load_teacher_outputs(key)
     assert stored is not None
     return stored, key, False

@@ -21,6 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from .config import StudentSpec
+from .hf_import import load_transformers
 from .store import atomic_path, atomic_write_bytes
 from .types import Split
 
@@ -161,6 +162,7 @@ class TransformerStudent(nn.Module):
         bert_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        load_transformers()  # thread-safe first import (hf_import)
         from transformers import BertConfig, BertModel
 
         if bert_config is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from lelp_studio import pipeline
 from lelp_studio.config import ConfigError, load_config
 from lelp_studio.store import Workspace
+from lelp_studio.teachers import HSink
 
 DIGITS = ["dataset.source=digits-bin", "teacher.kind=digits-mlp", "student.kind=mlp"]
 
@@ -82,12 +84,10 @@ def test_teacher_outputs_second_request_is_a_cache_hit(
     out1, key1, hit1 = pipeline.get_teacher_outputs(workspace, ds, cfg.teacher)
     assert not hit1
 
-    import lelp_studio.teachers
-
     def boom(*a: Any, **k: Any) -> None:
         raise AssertionError("teacher recomputed despite the cache")
 
-    monkeypatch.setattr(lelp_studio.teachers, "compute_teacher_outputs", boom)
+    monkeypatch.setattr(pipeline, "compute_teacher_outputs", boom)
     out2, key2, hit2 = pipeline.get_teacher_outputs(Workspace(workspace.root), ds, cfg.teacher)
     assert hit2 and key1 == key2
     np.testing.assert_array_equal(out1.Z["test"], out2.Z["test"])
@@ -97,6 +97,48 @@ def test_teacher_outputs_second_request_is_a_cache_hit(
     monkeypatch.undo()
     _, key3, hit3 = pipeline.get_teacher_outputs(workspace, ds, other)
     assert key3 != key1 and not hit3
+
+
+def test_two_writers_of_one_teacher_key_do_not_touch_each_others_files(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two browser tabs (or two Streamlit script threads) computing the same teacher: the
+    first writer pauses after writing its first H file while the second runs start to end;
+    both then succeed with the same stored outputs (the second used to delete the first's
+    staging folder)."""
+    cfg = _cfg()
+    ds = pipeline.get_dataset(cfg.dataset)
+    real_new = HSink.new
+    first_written, second_done = threading.Event(), threading.Event()
+
+    def new(self: HSink, split: str, n: int, dim: int) -> Any:
+        out = real_new(self, split, n, dim)
+        in_first = threading.current_thread() is not threading.main_thread()
+        if in_first and not first_written.is_set():
+            first_written.set()
+            assert second_done.wait(120)
+        return out
+
+    monkeypatch.setattr(HSink, "new", new)
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        try:
+            results["first"] = pipeline.get_teacher_outputs(workspace, ds, cfg.teacher)
+        except Exception as err:  # noqa: BLE001 - reported by the assert below
+            results["first"] = err
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert first_written.wait(120)
+    second = pipeline.get_teacher_outputs(workspace, ds, cfg.teacher)
+    second_done.set()
+    t.join(120)
+    assert not isinstance(results["first"], Exception), results["first"]
+    out1, key1, _ = results["first"]
+    assert key1 == second[1]
+    np.testing.assert_array_equal(out1.H["train"], second[0].H["train"])
+    assert not list((workspace.root / "staging").glob("*")), "staging files left behind"
 
 
 def test_teacher_argmax_as_class_source(workspace: Workspace) -> None:

@@ -7,6 +7,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -589,3 +591,42 @@ def test_workspace_adopts_h_files(tmp_path):
         np.testing.assert_array_equal(a.H[s], b_.H[s])
     with pytest.raises(Exception, match="only files inside"):
         ws_b.adopt_array(tmp_path / "t.npz")
+
+
+def test_transformers_first_import_is_thread_safe() -> None:
+    """Streamlit runs two script threads at once; both may reach a teacher first. Through
+    hf_import.load_transformers every thread gets the names (transformers' lazy module alone
+    can fail with "cannot import name 'AutoModel'" when two threads resolve names at once)."""
+    code = (
+        "import threading\n"
+        "from lelp_studio.hf_import import load_transformers\n"
+        "barrier, errors = threading.Barrier(8), []\n"
+        "def work():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        load_transformers()\n"
+        "        from transformers import AutoModel, AutoTokenizer, BertModel  # noqa: F401\n"
+        "    except Exception as err:\n"
+        "        errors.append(repr(err))\n"
+        "threads = [threading.Thread(target=work) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_every_transformers_name_the_library_imports_is_resolved_under_the_lock() -> None:
+    """hf_import.NAMES lists every name a library module takes from transformers (outside
+    type-checking blocks and code templates), so none is left to the lazy module's race."""
+    import ast
+
+    from lelp_studio import hf_import
+
+    core = Path(__file__).resolve().parents[1] / "core"
+    used = set()
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "transformers":
+                used |= {a.name for a in node.names}
+    assert used and used <= set(hf_import.NAMES)

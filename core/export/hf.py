@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..config import RunConfig
+from ..hf_import import load_transformers
 from ..teachers import load_tokenizer
 from .model import HF_CODE_FILE, HF_MODEL_TYPE, ClassHead, ExportError, student_args
 
@@ -121,7 +122,7 @@ class LelpStudentForSequenceClassification(BertPreTrainedModel):
 def _hf_config(student: nn.Module, head: ClassHead, labels: list[str]) -> dict[str, Any]:
     """config.json: the student's BertConfig fields + label maps + the aggregation + the
     ``auto_map`` that points the Auto classes at ``modeling_lelp_student.py``."""
-    from transformers import BertConfig
+    BertConfig = load_transformers().BertConfig  # noqa: N806 - the class, resolved under the lock
 
     bert = BertConfig.from_dict(dict(student_args(student)["bert_config"])).to_dict()
     for k in ("architectures", "auto_map", "id2label", "label2id", "model_type", "num_labels"):

@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -529,9 +530,13 @@ class Workspace:
 
     # -- float16 H written in place by extraction (teachers' ``h_dir``) -----------------------
     def staging_dir(self, key: str) -> Path:
-        """A folder inside the workspace where extraction writes H files for ``key``; on the
-        same file system as ``arrays/``, so :meth:`adopt_array` moves them by renaming."""
-        return self.root / "staging" / safe_name(key)
+        """A new folder inside the workspace where one extraction writes H files for ``key``;
+        on the same file system as ``arrays/``, so :meth:`adopt_array` moves them by renaming.
+
+        Unique per call: two writers of the same key (two browser tabs, two Streamlit script
+        threads) never share or delete each other's files. Named ``.*.tmp`` so ``lelp doctor``
+        removes what a killed writer left once it is stale."""
+        return self.root / "staging" / f".{safe_name(key)}.{uuid.uuid4().hex[:12]}.tmp"
 
     def adopt_array(self, path: Path) -> str:
         """Store a finished ``.npy`` file inside the workspace under its content hash by

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from ..config import TeacherSpec
+from ..hf_import import load_transformers
 from ..types import Dataset, TeacherOutputs
 from .arrays import _compute_arrays
 from .common import HSink, Progress, TeacherError
@@ -63,6 +64,7 @@ def compute_teacher_outputs(
 
 def load_tokenizer(spec: TeacherSpec) -> PreTrainedTokenizerBase | None:
     """The teacher's tokenizer (for the bag and transformer students); None for non-text."""
+    load_transformers()  # thread-safe first import (hf_import)
     from transformers import AutoTokenizer
 
     if spec.kind == "minilm":
@@ -96,6 +98,7 @@ def load_teacher_encoder(
     """
     if spec.kind == "minilm":
         if encoder_dir is not None:
+            load_transformers()  # thread-safe first import (hf_import)
             from transformers import AutoModel
 
             folder = Path(encoder_dir)

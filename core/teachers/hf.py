@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..config import TeacherSpec
+from ..hf_import import load_transformers
 from ..types import Dataset, TeacherOutputs
 from .common import HSink, Progress, TeacherError, _need_text, _outputs
 from .device import pick_device, resolve_precision
@@ -76,6 +77,7 @@ def _check_local_folder(folder: Path) -> dict[str, Any]:
     if any(n.endswith(".safetensors") for n in names):
         return {"use_safetensors": True}
     if any(n.startswith("pytorch_model") and n.endswith(".bin") for n in names):
+        load_transformers()  # thread-safe first import (hf_import)
         from transformers import PreTrainedModel
 
         torch_ok = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6)
@@ -108,6 +110,8 @@ def _warn_remote_code(spec: TeacherSpec, where: str) -> None:
 def _load_hf(spec: TeacherSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """Load a sequence-classification model and its tokenizer; returns (model, tok, name)."""
     from safetensors import SafetensorError
+
+    load_transformers()  # thread-safe first import (hf_import)
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     where, local = _resolve_hf(spec)
@@ -116,6 +120,7 @@ def _load_hf(spec: TeacherSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
     if local:
         kwargs.update(_check_local_folder(Path(where)))
     else:
+        load_transformers()  # thread-safe first import (hf_import)
         from transformers import PreTrainedModel
 
         if "weights_only" in inspect.signature(PreTrainedModel.from_pretrained).parameters:

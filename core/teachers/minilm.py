@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import TeacherSpec
+from ..hf_import import load_transformers
 from ..types import Dataset, TeacherOutputs
 from .common import HSink, Progress, TeacherError, _accuracy, _need_text, _outputs, _Reporter
 from .device import _precision_autocast, pick_device, resolve_precision
@@ -38,6 +39,7 @@ def _minilm_version() -> str:
 
 
 def _load_minilm() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    load_transformers()  # thread-safe first import (hf_import)
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_path()
