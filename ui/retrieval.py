@@ -23,7 +23,8 @@ _ERRORS = (*user_errors(), ValueError)
 @st.cache_resource(show_spinner="Indexing the teacher's training embeddings…", max_entries=4)
 def teacher_index(ws_root: str, key: str) -> Any:
     """``analysis.teacher_index`` over the teacher's train embeddings, once per key."""
-    return analysis.teacher_index(float_H(ws_root, key, "train"))
+    # the index keeps its own float32 copy of the train embeddings (brute-force cosine)
+    return analysis.teacher_index(np.asarray(float_H(ws_root, key, "train"), dtype=np.float32))
 
 
 def teacher_neighbours(
@@ -32,7 +33,7 @@ def teacher_neighbours(
     """The ``k`` training rows whose teacher embeddings are nearest (cosine) to those of
     ``rows`` of ``split`` (see ``analysis.nearest_rows``)."""
     ws_root = str(workspace().root)
-    q = float_H(ws_root, key, split)[np.asarray(rows, dtype=int)]
+    q = np.asarray(float_H(ws_root, key, split)[np.asarray(rows, dtype=int)], dtype=np.float32)
     return analysis.nearest_rows(teacher_index(ws_root, key), q, k)
 
 

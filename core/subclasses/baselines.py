@@ -120,6 +120,10 @@ class ClusterSubclasses(_HardSubclasser):
     Every example (training rows included) is assigned to the nearest centroid, so training
     and new rows are treated alike.
 
+    Memory: scikit-learn and UMAP need float32 (or float64). From a float16 memmap, fit
+    casts only what they read (kmeans: one class's rows at a time; agglomerative and UMAP:
+    their ``max_samples`` rows); assignment casts one block of rows at a time.
+
     Example
     -------
     >>> rng = np.random.default_rng(0)
@@ -169,18 +173,20 @@ class ClusterSubclasses(_HardSubclasser):
         for c, s in enumerate(sizes):
             rows = np.flatnonzero(y == c)
             seed = int(rng.randint(2**31 - 1))
-            X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
             reducer = None
             if self.method == "kmeans":
+                # KMeans reads every row of the class: a float32 (or float64) copy of them
+                X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
                 km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(X)
                 C = km.cluster_centers_.astype(np.float64)
             else:
-                sub = X
-                if len(X) > self.max_samples:
+                # Ward and UMAP see at most max_samples rows: only those are read and cast
+                if len(rows) > self.max_samples:
                     pick = np.sort(
-                        np.random.RandomState(seed).choice(len(X), self.max_samples, False)
+                        np.random.RandomState(seed).choice(len(rows), self.max_samples, False)
                     )
-                    sub = X[pick]
+                    rows = rows[pick]
+                sub = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
                 if self.method == "agglomerative":
                     lab = AgglomerativeClustering(n_clusters=s, linkage="ward").fit_predict(sub)
                     C = np.stack([sub[lab == k].mean(0) for k in range(s)]).astype(np.float64)
@@ -217,6 +223,8 @@ class ClusterSubclasses(_HardSubclasser):
         out = [np.empty(H.shape[0], dtype=np.int64) for _ in self.sizes_]
         step = 65_536 if chunk_size is None else _check_chunk_size(chunk_size, H.shape[0])
         for sl, block in _blocks(H, None, step):
+            if self.reducers_ and any(r is not None for r in self.reducers_):
+                block = check_array(block, dtype=[np.float64, np.float32], input_name="H")
             for c, C in enumerate(self.centers_):
                 X = block if self.reducers_[c] is None else self.reducers_[c].transform(block)
                 out[c][sl] = _nearest(np.asarray(X), C)
