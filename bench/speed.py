@@ -482,7 +482,18 @@ def bench_encode(n: int) -> dict[str, Any]:
 
 NOTES = [
     "Peak RSS is VmHWM of a fresh process per version; it includes the memory-mapped float16 "
-    "file pages (1.2 GB at 1.6M x 384) and torch's own footprint.",
+    "file pages (1.2 GB at 1.6M x 384) and torch's own footprint. lelp embed's peak also "
+    "holds the pages of the 2.5 GB float32 teacher file it reads through a memory map.",
+    "Where lelp subclasses' time goes at 1.6M rows (profiled once on this machine, load about "
+    "2.6, so each figure varies by up to 2x): start-up and imports (torch, scikit-learn, "
+    "pandas) 2-7 s; reading the Parquet dataset 2.4 s, half of it the per-string blank-text "
+    "check (data/frames.py); the once-per-process integrity hash of the cached H and Z 2.5 s "
+    "(store/files.py, 1.2 GB); the dataset fingerprint 1.3 s; LELP fit 6-9 s; targets and "
+    "assignment from one projection 3-5 s; recovery scores on all rows 1 s. The LELP part is "
+    "the library's own path over the float16 memmap; the rest is the command's start-up and "
+    "checks. This change removed the command's 2.4 GB float32 copy of H, its second "
+    "projection of H (assignment after targets), and about 7 s of 384 x 384 eigh on "
+    "contended OpenBLAS threads (now one thread: 15 ms each).",
     "LELP fit is bound by the per-class scatter, n d^2 = 236 G multiply-adds at 1.6M x 384, "
     "run as float32 GEMMs (torch) on 65,536-row blocks; CPU seconds close to wall seconds "
     "mean the run had about one free core of the two (other work on the shared machine).",
