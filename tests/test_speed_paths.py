@@ -314,7 +314,7 @@ def _f16_memmap(tmp_path, n: int, d: int, seed: int = 0):
     return H, y, W, Z
 
 
-@pytest.mark.parametrize("method", ["lelp", "random", "kmeans", "oracle"])
+@pytest.mark.parametrize("method", ["lelp", "random", "kmeans", "agglomerative", "oracle"])
 @pytest.mark.parametrize("n", [3000, 70_000])
 def test_float16_memmap_gives_the_float32_copys_numbers(tmp_path, method, n):
     """fit_subclasser and the targets + assignment the pipeline and ``lelp subclasses`` use
@@ -323,8 +323,8 @@ def test_float16_memmap_gives_the_float32_copys_numbers(tmp_path, method, n):
     from lelp_studio.config import SubclassSpec
     from lelp_studio.subclasses import fit_subclasser, spec_targets, spec_targets_and_assignment
 
-    if method == "kmeans" and n > 3000:
-        pytest.skip("kmeans on 70,000 rows is slow and tests nothing the 3,000 rows do not")
+    if method in ("kmeans", "agglomerative") and n > 3000:
+        pytest.skip("clustering 70,000 rows is slow and tests nothing the 3,000 rows do not")
     H16, y, W, Z = _f16_memmap(tmp_path, n, 24)
     H32 = np.asarray(H16, dtype=np.float32)
     latent = np.arange(n) % 3
@@ -335,9 +335,11 @@ def test_float16_memmap_gives_the_float32_copys_numbers(tmp_path, method, n):
         T, a = spec_targets_and_assignment(sub, spec, H, Z, 2.0, y)
         np.testing.assert_array_equal(T, spec_targets(sub, spec, H, Z, 2.0))
         np.testing.assert_array_equal(a, sub.assign(H, y))
-        got[name] = (T, a)
+        got[name] = (T, a, getattr(sub, "centers_", getattr(sub, "components_", None)))
     np.testing.assert_array_equal(got["f16"][0], got["f32"][0])
     np.testing.assert_array_equal(got["f16"][1], got["f32"][1])
+    for c16, c32 in zip(got["f16"][2], got["f32"][2], strict=True):  # centroids, directions
+        np.testing.assert_array_equal(c16, c32)
 
 
 def test_lelp_fit_and_targets_on_float16_memmap_never_copy_h_as_float32(tmp_path):
@@ -397,3 +399,17 @@ def test_embedding_objectives_read_float16_rows_per_batch(tmp_path, objective):
         losses[name] = obj.loss(out, batch).item()
         obj.after_step(out, batch)
     assert losses["f16"] == losses["f32"]
+
+
+def test_agglomerative_casts_only_its_sample_and_matches_float32(tmp_path):
+    """Ward sees at most ``max_samples`` rows per class: from a float16 memmap only those
+    rows are read and cast, and the centroids and targets equal the float32 path's."""
+    from lelp_studio.subclasses import ClusterSubclasses
+
+    H16, y, _, Z = _f16_memmap(tmp_path, 2000, 12)
+    H32 = np.asarray(H16, dtype=np.float32)
+    a = ClusterSubclasses("agglomerative", 3, max_samples=150).fit(H16, y)
+    b = ClusterSubclasses("agglomerative", 3, max_samples=150).fit(H32, y)
+    for ca, cb in zip(a.centers_, b.centers_, strict=True):
+        np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_array_equal(a.targets(H16, Z), b.targets(H32, Z))

@@ -26,6 +26,14 @@ from ._validation import (
 from .statistics import _nearest
 
 
+def _sklearn_rows(X: Any) -> np.ndarray:
+    """Rows as scikit-learn and UMAP take them: float16 (a stored memmap's rows) becomes
+    float32, what the pipeline passed before H stayed float16; float32 and float64 stay;
+    other input becomes float64, as before."""
+    dtype = np.float32 if getattr(X, "dtype", None) == np.float16 else [np.float64, np.float32]
+    return check_array(X, dtype=dtype, input_name="H")
+
+
 def _hard_targets(
     codes: Sequence[np.ndarray], sizes: Sequence[int], Z: np.ndarray, tau: float, smooth: float
 ) -> np.ndarray:
@@ -176,7 +184,7 @@ class ClusterSubclasses(_HardSubclasser):
             reducer = None
             if self.method == "kmeans":
                 # KMeans reads every row of the class: a float32 (or float64) copy of them
-                X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
+                X = _sklearn_rows(H[rows])
                 km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(X)
                 C = km.cluster_centers_.astype(np.float64)
             else:
@@ -186,7 +194,7 @@ class ClusterSubclasses(_HardSubclasser):
                         np.random.RandomState(seed).choice(len(rows), self.max_samples, False)
                     )
                     rows = rows[pick]
-                sub = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
+                sub = _sklearn_rows(H[rows])
                 if self.method == "agglomerative":
                     lab = AgglomerativeClustering(n_clusters=s, linkage="ward").fit_predict(sub)
                     C = np.stack([sub[lab == k].mean(0) for k in range(s)]).astype(np.float64)
@@ -224,7 +232,7 @@ class ClusterSubclasses(_HardSubclasser):
         step = 65_536 if chunk_size is None else _check_chunk_size(chunk_size, H.shape[0])
         for sl, block in _blocks(H, None, step):
             if self.reducers_ and any(r is not None for r in self.reducers_):
-                block = check_array(block, dtype=[np.float64, np.float32], input_name="H")
+                block = _sklearn_rows(block)
             for c, C in enumerate(self.centers_):
                 X = block if self.reducers_[c] is None else self.reducers_[c].transform(block)
                 out[c][sl] = _nearest(np.asarray(X), C)
@@ -249,7 +257,7 @@ class _KeyedSubclasser(_HardSubclasser):
         for c in range(len(counts)):
             rows = np.flatnonzero(y == c)
             kc = self._order(np.unique(k[rows]))
-            X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
+            X = _sklearn_rows(H[rows])
             centers.append(np.stack([X[k[rows] == v].mean(0) for v in kc]).astype(np.float64))
             values.append(kc)
         self._set_layout([len(v) for v in values], d)
