@@ -34,12 +34,7 @@ from .replay import (  # noqa: F401 - re-exported: callers load saved runs from 
 )
 from .store import Workspace
 from .students import build_student, encode_inputs, save_student
-from .subclasses import (
-    fit_subclasser,
-    recovery_scores,
-    spec_targets,
-    spec_targets_and_assignment,
-)
+from .subclasses import fit_subclasser, recovery_scores, spec_targets, spec_targets_and_assignment
 from .teachers import (
     compute_teacher_outputs,
     load_teacher_encoder,
