@@ -29,6 +29,8 @@ recorded next to them).
     python bench/speed.py --only-student      # run the student section, merge into speed.json
     python bench/speed.py --rows 20000 --skip-extraction --skip-feed --skip-student \\
         --out /tmp/speed                      # LELP and the product commands, small
+    python bench/speed.py --skip-extraction --skip-feed --skip-student --merge
+                                              # LELP + product at 1.6M into speed.json
 """
 
 from __future__ import annotations
@@ -480,7 +482,18 @@ def bench_encode(n: int) -> dict[str, Any]:
 
 NOTES = [
     "Peak RSS is VmHWM of a fresh process per version; it includes the memory-mapped float16 "
-    "file pages (1.2 GB at 1.6M x 384) and torch's own footprint.",
+    "file pages (1.2 GB at 1.6M x 384) and torch's own footprint. lelp embed's peak also "
+    "holds the pages of the 2.5 GB float32 teacher file it reads through a memory map.",
+    "Where lelp subclasses' time goes at 1.6M rows (profiled once on this machine, load about "
+    "2.6, so each figure varies by up to 2x): start-up and imports (torch, scikit-learn, "
+    "pandas) 2-7 s; reading the Parquet dataset 2.4 s, half of it the per-string blank-text "
+    "check (data/frames.py); the once-per-process integrity hash of the cached H and Z 2.5 s "
+    "(store/files.py, 1.2 GB); the dataset fingerprint 1.3 s; LELP fit 6-9 s; targets and "
+    "assignment from one projection 3-5 s; recovery scores on all rows 1 s. The LELP part is "
+    "the library's own path over the float16 memmap; the rest is the command's start-up and "
+    "checks. This change removed the command's 2.4 GB float32 copy of H, its second "
+    "projection of H (assignment after targets), and about 7 s of 384 x 384 eigh on "
+    "contended OpenBLAS threads (now one thread: 15 ms each).",
     "LELP fit is bound by the per-class scatter, n d^2 = 236 G multiply-adds at 1.6M x 384, "
     "run as float32 GEMMs (torch) on 65,536-row blocks; CPU seconds close to wall seconds "
     "mean the run had about one free core of the two (other work on the shared machine).",
@@ -569,6 +582,15 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"Processes / threads: x{fd['ratio']}. With threads the main process does all the "
             "tokenising work and holds the GIL to build arrays; with processes it only receives "
             "batches, which leaves the thread that drives the GPU free.",
+            "",
+        ]
+    rm = r.get("run_machine")
+    if rm:
+        lines += [
+            f"Sections {', '.join(r.get('run_sections', []))} below: run separately on "
+            f"{rm['date']} ({rm['cpu']}, {rm['cores']} cores, torch {rm['torch']}; load "
+            f"average at start {rm['load_average_start']}, at end "
+            f"{r.get('run_load_average_end')}).",
             "",
         ]
     lp = r.get("lelp")
@@ -732,6 +754,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-student", action="store_true")
     ap.add_argument("--only-student", action="store_true",
                     help="only the student section, merged into <out>/speed.json")  # fmt: skip
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the sections of <out>/speed.json this run does not produce (their machine "
+        "and date stay; this run's are recorded as run_machine)",
+    )
     ap.add_argument("--render", action="store_true", help="rewrite speed.md from speed.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -756,6 +784,15 @@ def main(argv: list[str] | None = None) -> int:
         if old_json.is_file():  # keep the other sections and the machine they ran on
             r = json.loads(old_json.read_text()) | {"student_machine": r["machine"]}
         args.skip_extraction = args.skip_lelp = args.skip_feed = args.skip_product = True
+    elif args.merge and (args.out / "speed.json").is_file():
+        ran = [k for k, skip in (("extraction", args.skip_extraction), ("feed", args.skip_feed),
+                                 ("lelp", args.skip_lelp), ("product", args.skip_product),
+                                 ("student", args.skip_student)) if not skip]  # fmt: skip
+        old = json.loads((args.out / "speed.json").read_text())
+        r = {k: v for k, v in old.items() if k not in ran} | {
+            "run_machine": r["machine"],
+            "run_sections": ran,
+        }
     cuda = torch.cuda.is_available()
     if not args.skip_student:
         st = r["student"] = {}
@@ -796,7 +833,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         _section_into(r, "product", run_product)
     load_end = [round(x, 2) for x in os.getloadavg()]
-    r["student_load_average_end" if args.only_student else "load_average_end"] = load_end
+    end_key = "load_average_end"
+    if args.only_student:
+        end_key = "student_load_average_end"
+    elif "run_machine" in r:
+        end_key = "run_load_average_end"
+    r[end_key] = load_end
     r["goals"] = judge(r)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(r, indent=2) + "\n")

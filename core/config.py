@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -47,10 +54,14 @@ class TeacherSpec(_Strict):
     AVX512-BF16 or AMX, where it is about 2.5x faster) and float32 elsewhere; bf16 stays
     within cosine 0.9999 of float32 (bench/results/speed.md). ``float32`` gives the same
     embeddings on every machine. The resolved precision is part of the cache key.
+    ``tokenizer`` (kind ``arrays`` only): what a text student reads its tokens with, since
+    arrays carry none: ``minilm`` (the bundled MiniLM's, offline) or a local folder of
+    tokenizer files (``tokenizer.save_pretrained(folder)``). minilm and hf use their own.
     """
 
     kind: Literal["minilm", "hf", "arrays", "digits-mlp"] = "minilm"
     path: str | None = None
+    tokenizer: str | None = None
     mode: Literal["frozen", "finetune"] = "frozen"
     max_length: int = Field(128, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -60,6 +71,15 @@ class TeacherSpec(_Strict):
     trust_remote_code: bool = False
     precision: Literal["auto", "float32", "bf16"] = "auto"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _tokenizer_for_arrays(self) -> TeacherSpec:
+        if self.tokenizer is not None and self.kind != "arrays":
+            raise ValueError(
+                f"teacher.tokenizer is for kind 'arrays' (a {self.kind!r} teacher has its own "
+                "tokenizer); remove it"
+            )
+        return self
 
 
 class SubclassSpec(_Strict):

@@ -221,7 +221,8 @@ def student_cost(
     """
     from safetensors import SafetensorError
 
-    from .pipeline import METHOD_STATE_FILE, get_dataset
+    from .pipeline import get_dataset
+    from .replay import METHOD_STATE_FILE
     from .students import META_FILE, WEIGHTS_FILE, load_student
     from .teachers import load_tokenizer
 

@@ -24,17 +24,10 @@ from .config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSp
 from .data import SELECT, load_dataset
 from .objectives import Objective, RunContext, TeacherData
 from .predict import class_logits_timed
-from .replay import (  # noqa: F401 - re-exported: callers load saved runs from here
-    METHOD_STATE_FILE,
-    load_method_state,
-    load_reaugkd,
-    method_state_path,
-    reaugkd_neighbours,
-    save_method_state,
-)
+from .replay import save_method_state
 from .store import Workspace
 from .students import build_student, encode_inputs, save_student
-from .subclasses import fit_subclasser, recovery_scores, spec_targets
+from .subclasses import fit_subclasser, recovery_scores, spec_targets, spec_targets_and_assignment
 from .teachers import (
     compute_teacher_outputs,
     load_teacher_encoder,
@@ -164,11 +157,11 @@ def fit_subclasses(
     dataset: Dataset,
     manual: np.ndarray | None = None,
 ) -> Any:
-    """Fit the pseudo-subclass builder a spec describes on the training split."""
-    H = np.asarray(out.H["train"], dtype=np.float32)
+    """Fit the pseudo-subclass builder a spec describes on the training split (H as cached,
+    a float16 memmap: the builders cast one block of rows at a time)."""
     y = class_labels(spec, out, dataset, "train")
     latent = oracle_latent(spec, dataset)
-    return fit_subclasser(spec, H, y, W=out.W, latent=latent, manual=manual)
+    return fit_subclasser(spec, out.H["train"], y, W=out.W, latent=latent, manual=manual)
 
 
 def oracle_latent(spec: SubclassSpec, dataset: Dataset) -> np.ndarray | None:
@@ -274,9 +267,13 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
             )
         tokenizer = load_tokenizer(cfg.teacher)
         if tokenizer is None:
+            fix = (
+                "set teacher.tokenizer: minilm (or a folder of tokenizer files)"
+                if cfg.teacher.kind == "arrays"
+                else "use teacher.kind minilm or hf"
+            )
             raise ConfigError(
-                f"teacher.kind {cfg.teacher.kind!r} has no tokenizer for a text student; "
-                "use teacher.kind minilm or hf"
+                f"teacher.kind {cfg.teacher.kind!r} has no tokenizer for a text student; {fix}"
             )
         vocab_size = len(tokenizer)
         if cfg.student.kind == "transformer" and cfg.student.init == "teacher":
@@ -350,13 +347,15 @@ def subclass_targets(
     out, dataset = prep.out, prep.dataset
     if sub is None:
         sub = fit_subclasses(spec, out, dataset, manual=prep.manual)
-    H_train = np.asarray(out.H["train"], dtype=np.float32)
-    targets = spec_targets(sub, spec, H_train, np.asarray(out.Z["train"]), tau)
+    H_train = out.H["train"]  # as cached: no float32 copy of H (cast per block)
+    Z_train = np.asarray(out.Z["train"])
     recovery: dict[str, Any] = {}
-    if dataset.latent_columns:
+    if not dataset.latent_columns:
+        targets = spec_targets(sub, spec, H_train, Z_train, tau)
+    else:
         train_split = dataset.splits["train"]
         y_cls = class_labels(spec, out, dataset, "train")
-        assign = sub.assign(H_train, y_cls)
+        targets, assign = spec_targets_and_assignment(sub, spec, H_train, Z_train, tau, y_cls)
         recovery = {
             col: recovery_scores(assign, y_cls, train_split.latent[col])
             for col in dataset.latent_columns

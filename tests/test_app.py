@@ -351,7 +351,7 @@ def _captions(at: AppTest) -> str:
 def test_compare_reaugkd_shows_the_runs_own_retrieval(compare_both, reaugkd_run, app_ws):
     import numpy as np
 
-    from lelp_studio import pipeline
+    from lelp_studio import replay
     from lelp_studio.store import Workspace
 
     assert not compare_both.exception and not compare_both.error
@@ -366,7 +366,7 @@ def test_compare_reaugkd_shows_the_runs_own_retrieval(compare_both, reaugkd_run,
     assert np.allclose(nb[p_cols].sum(axis=1), 1.0, atol=2e-3)
     # the rows the reloaded method retrieves (checked against brute force in test_methods.py)
     ws = Workspace(app_ws)
-    ind, sim = pipeline.reaugkd_neighbours(ws, reaugkd_run, [0, 1], "test")
+    ind, sim = replay.reaugkd_neighbours(ws, reaugkd_run, [0, 1], "test")
     assert nb["train row"].tolist() == ind[0].tolist()
     assert sims == pytest.approx(sim[0], abs=1e-3)
     compare_both.number_input(key="cmp_reaug_row").set_value(1).run()

@@ -73,8 +73,24 @@ def test_product_commands_run_in_their_own_processes(toy: tuple[dict, str]) -> N
         "## Product commands on a 600 x 16 arrays teacher" in md and "| lelp subclasses | 0 |" in md
     )
     assert any(g.startswith("lelp subclasses peak RSS < 4096 MB") for g in r["goals"])
-    if p["commands"]["distill"]["returncode"] != 0:  # reported, never silent
-        assert any(g.startswith("lelp distill failed") for g in r["goals"])
+    # an arrays teacher names the student's tokenizer (teacher.tokenizer: minilm)
+    distill = p["commands"]["distill"]
+    assert distill["returncode"] == 0 and "student  accuracy" in " ".join(distill["tail"])
+    assert not any(g.startswith("lelp distill failed") for g in r["goals"])
+
+
+def test_product_rows_sit_beside_the_library_figure_with_ratios() -> None:
+    """Each command's wall time and peak RSS, and its ratio to the library's LELP fit +
+    targets measured in the same run on the same rows."""
+    from bench.speed_product import markdown
+
+    cmd = {"returncode": 0, "seconds": 12.0, "peak_rss_mb": 3000, "tail": ["done"]}
+    p = {"rows": 1000, "dim": 8, "n_subclasses": 4, "teacher_file": "npz", "dev_test_rows": 200,
+         "commands": {"subclasses": cmd}}  # fmt: skip
+    lib = {"fit_plus_targets_s": 6.0, "peak_rss_mb": 2000, "rows": 1000, "ari_latent_sample": 0.9}
+    md = "\n".join(markdown(p, lib))
+    assert "| library LELP fit + targets (float16 memmap, in-process) | 0 | 6.0 | x1.00 |" in md
+    assert "| lelp subclasses | 0 | 12.0 | x2.00 | 3000 | x1.50 | done |" in md
 
 
 def test_a_failing_gpu_section_is_recorded_and_cpu_sections_raise(capsys) -> None:

@@ -84,3 +84,14 @@ def test_top_level_must_be_mapping(tmp_path: Path) -> None:
     p.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(p)
+
+
+def test_teacher_tokenizer_is_an_arrays_option() -> None:
+    """An arrays teacher may name the text student's tokenizer; other kinds have their own."""
+    cfg = load_config(
+        None, ["teacher.kind=arrays", "teacher.path=t.npz", "teacher.tokenizer=minilm"]
+    )
+    assert cfg.teacher.tokenizer == "minilm"
+    assert load_config(None).teacher.tokenizer is None
+    with pytest.raises(ConfigError, match=r"teacher.tokenizer is for kind 'arrays'"):
+        load_config(None, ["teacher.tokenizer=minilm"])

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lelp_studio import objectives as Mth
+from lelp_studio import replay
 from lelp_studio.config import OBJECTIVES, ConfigError, load_config
 from lelp_studio.predict import class_logits_timed
 from lelp_studio.students import MLPStudent
@@ -254,12 +255,12 @@ def test_reaugkd_projection_separates_classes_and_loss_has_gradients() -> None:
 
 
 def test_reaugkd_state_round_trips_through_safetensors(tmp_path: Any) -> None:
-    from lelp_studio import pipeline
+    from lelp_studio import replay
 
     m, td = _reaug(k=4), _teacher(n=60, d=8)
-    path = pipeline.save_method_state(tmp_path, m)
+    path = replay.save_method_state(tmp_path, m)
     assert path == tmp_path / "method.safetensors" and not list(tmp_path.glob("*.tmp"))
-    state = pipeline.load_method_state(path)
+    state = replay.load_method_state(path)
     assert sorted(state) == sorted(Mth.ReAugKD.STATE_KEYS)
     assert torch.equal(state["proj.weight"], m.proj.weight.detach())
     m2 = (
@@ -295,11 +296,10 @@ def test_reaugkd_rejects_a_bad_state(state: dict, match: str) -> None:
 
 
 def test_methods_without_learned_state_save_nothing(tmp_path: Any) -> None:
-    from lelp_studio import pipeline
 
     m = _fit(_make(_spec("dwt")), _teacher(), 4)
     assert m.state_tensors() == {}
-    assert pipeline.save_method_state(tmp_path, m) is None and not any(tmp_path.iterdir())
+    assert replay.save_method_state(tmp_path, m) is None and not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="another method"):
         m.load_state_tensors({"proj.weight": torch.zeros(1)})
 
@@ -519,9 +519,9 @@ def test_saved_reaugkd_run_replays_its_own_retrieval(digits_ws: Any) -> None:
     path = digits_ws.artifact_path(rec, "method_state")
     student_dir = digits_ws.artifact_path(rec, "student_dir")
     assert path == student_dir / "method.safetensors" and path.is_file()
-    student, method = pipeline.load_reaugkd(digits_ws, rec)
+    student, method = replay.load_reaugkd(digits_ws, rec)
     rows, k = [0, 5, 17, 300], cfg.train.reaugkd.k
-    ind, sims = pipeline.reaugkd_neighbours(digits_ws, rec, rows, "test", loaded=(student, method))
+    ind, sims = replay.reaugkd_neighbours(digits_ws, rec, rows, "test", loaded=(student, method))
 
     raw = load_file(str(path))
     P, B, b = raw["proj.weight"].double(), raw["query.weight"].double(), raw["query.bias"].double()

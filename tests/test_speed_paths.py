@@ -293,3 +293,123 @@ def test_nan_in_large_memmap_is_reported_with_rows(tmp_path, fast_path, where):
             LELPSubclasses(n_subclasses=2).fit(ro, y, W)
         else:
             sub.targets(ro, Z)
+
+
+# ----------------------------------------------------------------- the product reads float16
+
+
+def _f16_memmap(tmp_path, n: int, d: int, seed: int = 0):
+    """A float16 memmap as the workspace stores H, its labels, logits and head."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 2, n)
+    mm = open_embedding_memmap(tmp_path / "h16.npy", n, d)
+    for s in range(0, n, 100_000):  # written in blocks, as extraction does
+        e = min(n, s + 100_000)
+        mm[s:e] = r.standard_normal((e - s, d), dtype=np.float32) + 0.5 * y[s:e, None]
+    mm.flush()
+    del mm
+    H = np.load(tmp_path / "h16.npy", mmap_mode="r")
+    W = r.normal(size=(2, d))
+    Z = r.normal(size=(n, 2)).astype(np.float32)
+    return H, y, W, Z
+
+
+@pytest.mark.parametrize("method", ["lelp", "random", "kmeans", "agglomerative", "oracle"])
+@pytest.mark.parametrize("n", [3000, 70_000])
+def test_float16_memmap_gives_the_float32_copys_numbers(tmp_path, method, n):
+    """fit_subclasser and the targets + assignment the pipeline and ``lelp subclasses`` use
+    give bit-identical results on the stored float16 memmap and on its float32 copy (70,000
+    rows: several target blocks, whose BLAS rounding must not depend on the input dtype)."""
+    from lelp_studio.config import SubclassSpec
+    from lelp_studio.subclasses import fit_subclasser, spec_targets, spec_targets_and_assignment
+
+    if method in ("kmeans", "agglomerative") and n > 3000:
+        pytest.skip("clustering 70,000 rows is slow and tests nothing the 3,000 rows do not")
+    H16, y, W, Z = _f16_memmap(tmp_path, n, 24)
+    H32 = np.asarray(H16, dtype=np.float32)
+    latent = np.arange(n) % 3
+    spec = SubclassSpec(method=method, n_subclasses=3)
+    got = {}
+    for name, H in (("f16", H16), ("f32", H32)):
+        sub = fit_subclasser(spec, H, y, W=W, latent=latent)
+        T, a = spec_targets_and_assignment(sub, spec, H, Z, 2.0, y)
+        np.testing.assert_array_equal(T, spec_targets(sub, spec, H, Z, 2.0))
+        np.testing.assert_array_equal(a, sub.assign(H, y))
+        got[name] = (T, a, getattr(sub, "centers_", getattr(sub, "components_", None)))
+    np.testing.assert_array_equal(got["f16"][0], got["f32"][0])
+    np.testing.assert_array_equal(got["f16"][1], got["f32"][1])
+    for c16, c32 in zip(got["f16"][2], got["f32"][2], strict=True):  # centroids, directions
+        np.testing.assert_array_equal(c16, c32)
+
+
+def test_lelp_fit_and_targets_on_float16_memmap_never_copy_h_as_float32(tmp_path):
+    """LELP fit + targets + assignment over a 600,000 x 64 float16 memmap stay far below the
+    153.6 MB a float32 copy of H takes (tracemalloc sees numpy's allocations; the memmap's
+    pages are not allocations), and equal the float32 path."""
+    import tracemalloc
+
+    from lelp_studio.config import SubclassSpec
+    from lelp_studio.subclasses import fit_subclasser, spec_targets_and_assignment
+
+    n, d = 600_000, 64
+    H16, y, W, Z = _f16_memmap(tmp_path, n, d)
+    spec = SubclassSpec(method="lelp", n_subclasses=2)
+    tracemalloc.start()
+    try:
+        sub = fit_subclasser(spec, H16, y, W=W)
+        T, a = spec_targets_and_assignment(sub, spec, H16, Z, 1.0, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * n * d * 4, f"peak {peak / 1e6:.1f} MB: H was copied whole"
+    H32 = np.asarray(H16, dtype=np.float32)
+    ref = fit_subclasser(spec, H32, y, W=W)
+    T32, a32 = spec_targets_and_assignment(ref, spec, H32, Z, 1.0, y)
+    np.testing.assert_array_equal(T, T32)
+    np.testing.assert_array_equal(a, a32)
+
+
+@pytest.mark.parametrize("objective", ["fitnet", "sea", "compress", "reaugkd"])
+def test_embedding_objectives_read_float16_rows_per_batch(tmp_path, objective):
+    """Objectives that use teacher embeddings train on the float16 memmap exactly as on its
+    float32 copy (rows cast per batch give the values of H cast whole), and keep no (n, d)
+    float32 copy of H as a tensor."""
+    from lelp_studio import objectives
+    from lelp_studio.config import StudentSpec
+    from lelp_studio.objectives import Batch, TeacherData
+    from lelp_studio.students import build_student
+
+    n, d = 600, 32
+    H16, y, _, Z = _f16_memmap(tmp_path, n, d)
+    losses = {}
+    for name, H in (("f16", H16), ("f32", np.asarray(H16, dtype=np.float32))):
+        torch.manual_seed(0)
+        student = build_student(StudentSpec(kind="mlp", hidden=16), 2, in_dim=8)
+        obj = objectives.make(objective, tau=2.0, seed=0)
+        obj.setup(TeacherData(Z=Z, y=y, H=H))
+        obj.attach(student)
+        # CompRess's queue holds min(n, 128,000) pushed rows by design; it is no copy of H
+        big = [k for k, t in obj.named_buffers() if t.numel() >= n * d and "queue" not in k]
+        assert not big, f"{objective} holds an (n, d) tensor copy of H: {big}"
+        idx = torch.arange(0, n, 5)[:64]
+        torch.manual_seed(1)
+        emb = torch.randn(len(idx), 16)
+        out = torch.randn(len(idx), 2)
+        batch = Batch(idx, torch.as_tensor(y)[idx], emb)
+        losses[name] = obj.loss(out, batch).item()
+        obj.after_step(out, batch)
+    assert losses["f16"] == losses["f32"]
+
+
+def test_agglomerative_casts_only_its_sample_and_matches_float32(tmp_path):
+    """Ward sees at most ``max_samples`` rows per class: from a float16 memmap only those
+    rows are read and cast, and the centroids and targets equal the float32 path's."""
+    from lelp_studio.subclasses import ClusterSubclasses
+
+    H16, y, _, Z = _f16_memmap(tmp_path, 2000, 12)
+    H32 = np.asarray(H16, dtype=np.float32)
+    a = ClusterSubclasses("agglomerative", 3, max_samples=150).fit(H16, y)
+    b = ClusterSubclasses("agglomerative", 3, max_samples=150).fit(H32, y)
+    for ca, cb in zip(a.centers_, b.centers_, strict=True):
+        np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_array_equal(a.targets(H16, Z), b.targets(H32, Z))

@@ -630,3 +630,77 @@ def test_every_transformers_name_the_library_imports_is_resolved_under_the_lock(
             if isinstance(node, ast.ImportFrom) and node.module == "transformers":
                 used |= {a.name for a in node.names}
     assert used and used <= set(hf_import.NAMES)
+
+
+# ------------------------------------------------------------ an arrays teacher's tokenizer
+
+
+def test_arrays_teacher_names_a_tokenizer(tmp_path):
+    """``teacher.tokenizer``: "minilm" is the bundled MiniLM's tokenizer, a folder is read
+    offline; a bad one is one line naming the option; other kinds refuse the option."""
+    from pydantic import ValidationError
+
+    path = str(tmp_path / "t.npz")
+    bundled = load_tokenizer(TeacherSpec(kind="minilm"))
+    tok = load_tokenizer(TeacherSpec(kind="arrays", path=path, tokenizer="minilm"))
+    assert tok is not None and tok.get_vocab() == bundled.get_vocab()
+    bundled.save_pretrained(tmp_path / "tok")
+    tok = load_tokenizer(TeacherSpec(kind="arrays", path=path, tokenizer=str(tmp_path / "tok")))
+    assert tok("a film")["input_ids"] == bundled("a film")["input_ids"]
+    assert load_tokenizer(TeacherSpec(kind="arrays", path=path)) is None
+    with pytest.raises(TeacherError, match=r"teacher.tokenizer '.*nowhere'.*'minilm' or a local"):
+        load_tokenizer(TeacherSpec(kind="arrays", path=path, tokenizer=str(tmp_path / "nowhere")))
+    with pytest.raises(ValidationError, match="teacher.tokenizer is for kind 'arrays'"):
+        TeacherSpec(kind="minilm", tokenizer="minilm")
+
+
+def _text_arrays_config(tmp_path: Path, tokenizer: str | None) -> Path:
+    """A text dataset folder (Parquet splits) and an arrays teacher for it, as a run config."""
+    import yaml
+
+    rng = np.random.default_rng(0)
+    words = np.array(["good", "bad", "fine", "poor", "great", "awful", "plot", "cast"])
+    d, C = 8, 2
+    W = rng.normal(size=(C, d))
+    arrays: dict[str, np.ndarray] = {"W": W, "b": np.zeros(C)}
+    for split, n in (("train", 48), ("dev", 16), ("test", 16)):
+        y = np.arange(n) % C
+        texts = [" ".join(rng.choice(words, 5)) for _ in range(n)]
+        pd.DataFrame({"text": texts, "label": y}).to_parquet(tmp_path / f"{split}.parquet")
+        H = rng.normal(size=(n, d)) + y[:, None]
+        arrays[f"H_{split}"], arrays[f"Z_{split}"] = H, H @ W.T
+    np.savez(tmp_path / "teacher.npz", **arrays)
+    teacher = {"kind": "arrays", "path": str(tmp_path / "teacher.npz")}
+    if tokenizer:
+        teacher["tokenizer"] = tokenizer
+    cfg = {
+        "dataset": {"source": str(tmp_path)},
+        "teacher": teacher,
+        "subclasses": {"method": "lelp", "n_subclasses": 2},
+        "student": {"kind": "bag"},
+        "train": {"objective": "lelp", "epochs": 1},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("tokenizer", [None, "minilm"])
+def test_lelp_distill_with_an_arrays_teacher_on_text(tmp_path, tokenizer):
+    """``lelp distill`` of a text student from an arrays teacher: with teacher.tokenizer it
+    trains; without it the error is one line that names the option."""
+    from typer.testing import CliRunner
+
+    from lelp_studio.cli import app
+
+    (tmp_path / "data").mkdir()
+    cfg = _text_arrays_config(tmp_path / "data", tokenizer)
+    argv = ["distill", str(cfg), "-w", str(tmp_path / "ws"), "--headroom-seeds", "0"]
+    res = CliRunner().invoke(app, argv)
+    if tokenizer is None:
+        assert res.exit_code != 0
+        assert "has no tokenizer for a text student; set teacher.tokenizer: minilm" in res.output
+        assert "Traceback" not in res.output
+    else:
+        assert res.exit_code == 0, res.output
+        assert "student  accuracy" in res.output

@@ -118,13 +118,15 @@ def require_teacher() -> tuple[Dataset, TeacherOutputs, str]:
     return ds, out, key
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
 def float_H(ws_root: str, key: str, split: str) -> np.ndarray:
-    """The teacher embeddings of a split as float32 (stored as float16), once per key."""
-    return np.asarray(_stored_teacher(ws_root, key).H[split], dtype=np.float32)
+    """The teacher embeddings of a split as stored: a float16 memmap, held by the cached
+    teacher outputs. No float32 copy is cached (1.6M x 384 would be 2.4 GB per entry);
+    the subclassers and projections cast one block of rows at a time."""
+    return _stored_teacher(ws_root, key).H[split]
 
 
 def H32(key: str, split: str = "train") -> np.ndarray:
+    """``float_H`` of the current workspace (the name predates the float16 memmap)."""
     return float_H(str(workspace().root), key, split)
 
 

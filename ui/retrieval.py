@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from lelp_studio import analysis, pipeline, plots
+from lelp_studio import analysis, plots, replay
 from lelp_studio import metrics as M
 from lelp_studio.errors import user_errors
-from lelp_studio.pipeline import load_reaugkd, method_state_path
+from lelp_studio.replay import load_reaugkd, method_state_path
 from lelp_studio.types import Dataset
 
 from .cache import Z32, float_H
@@ -23,7 +23,8 @@ _ERRORS = (*user_errors(), ValueError)
 @st.cache_resource(show_spinner="Indexing the teacher's training embeddings…", max_entries=4)
 def teacher_index(ws_root: str, key: str) -> Any:
     """``analysis.teacher_index`` over the teacher's train embeddings, once per key."""
-    return analysis.teacher_index(float_H(ws_root, key, "train"))
+    # the index keeps its own float32 copy of the train embeddings (brute-force cosine)
+    return analysis.teacher_index(np.asarray(float_H(ws_root, key, "train"), dtype=np.float32))
 
 
 def teacher_neighbours(
@@ -32,7 +33,7 @@ def teacher_neighbours(
     """The ``k`` training rows whose teacher embeddings are nearest (cosine) to those of
     ``rows`` of ``split`` (see ``analysis.nearest_rows``)."""
     ws_root = str(workspace().root)
-    q = float_H(ws_root, key, split)[np.asarray(rows, dtype=int)]
+    q = np.asarray(float_H(ws_root, key, split)[np.asarray(rows, dtype=int)], dtype=np.float32)
     return analysis.nearest_rows(teacher_index(ws_root, key), q, k)
 
 
@@ -44,7 +45,7 @@ def has_reaugkd_state(run: dict[str, Any]) -> bool:
 
 @st.cache_resource(show_spinner="Rebuilding the run's ReAugKD knowledge base…", max_entries=4)
 def reaugkd_model(ws_root: str, run_id: str, state_path: str) -> tuple[Any, Any]:
-    """``core.pipeline.load_reaugkd`` once per run (``state_path`` keys the cache to the file)."""
+    """``replay.load_reaugkd`` once per run (``state_path`` keys the cache to the file)."""
 
     ws = workspace_at(ws_root)
     return load_reaugkd(ws, ws.load_run(run_id))
@@ -57,8 +58,8 @@ def reaugkd_neighbours(
     similarities (m, k))`` of its query ``normalize(B h_s)`` to the keys ``normalize(P h_t)``."""
 
     ws = workspace()
-    loaded = reaugkd_model(str(ws.root), run["run_id"], str(pipeline.method_state_path(ws, run)))
-    return pipeline.reaugkd_neighbours(ws, run, rows, split, dataset=ds, loaded=loaded, k=k)
+    loaded = reaugkd_model(str(ws.root), run["run_id"], str(method_state_path(ws, run)))
+    return replay.reaugkd_neighbours(ws, run, rows, split, dataset=ds, loaded=loaded, k=k)
 
 
 def show_reaugkd(

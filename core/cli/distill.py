@@ -53,7 +53,7 @@ def subclasses(
         get_teacher_outputs,
         manual_assignment,
     )
-    from ..subclasses import recovery_scores
+    from ..subclasses import recovery_scores, spec_targets_and_assignment
 
     cfg = _load(config, set_)
     ws = _workspace(workspace)
@@ -65,11 +65,11 @@ def subclasses(
         else None
     )
     sub = fit_subclasses(cfg.subclasses, out, ds, manual=manual)
-    H = np.asarray(out.H["train"], dtype=np.float32)
+    H = out.H["train"]  # the cached float16 memmap; the subclasser casts it per block
     y = class_labels(cfg.subclasses, out, ds, "train")
-    targets = sub.targets(H, np.asarray(out.Z["train"]), tau=cfg.train.tau)
-    assign = sub.assign(H, y)
-    sha = ws.put_array(targets.astype(np.float32))
+    Z = np.asarray(out.Z["train"])
+    targets, assign = spec_targets_and_assignment(sub, cfg.subclasses, H, Z, cfg.train.tau, y)
+    sha = ws.put_array(targets.astype(np.float32, copy=False))
     typer.echo(f"{cfg.subclasses.method}: sizes per class {list(sub.sizes_)}; targets {sha[:16]}")
     counts = np.bincount(assign, minlength=int(sum(sub.sizes_)))
     typer.echo(f"  examples per pseudo-subclass: {counts.tolist()}")

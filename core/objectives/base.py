@@ -29,7 +29,7 @@ An ``Objective`` is an ``nn.Module`` so ``.to(device)`` moves its tensors with o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -236,10 +236,47 @@ class Objective(nn.Module):
                 f"train.{self.section}.kd_weight > 0"
             )
 
-    def _require_embeddings(self, teacher: TeacherData) -> np.ndarray:
+    def _require_embeddings(self, teacher: TeacherData) -> Any:
+        """``teacher.H`` as given (the cached float16 memmap in a pipeline run): read it
+        through ``TeacherRows`` or ``float32_blocks``, never cast whole."""
         if teacher.H is None:
             raise ValueError(f"{self.name}: needs the teacher's embeddings H (TeacherData.H)")
-        return np.asarray(teacher.H, dtype=np.float32)
+        return teacher.H
+
+
+#: Rows per block when an objective maps all of H (SEA's PCA, ReAugKD's knowledge base).
+ROW_BLOCK = 65_536
+
+
+class TeacherRows:
+    """Rows of the teacher's embeddings ``H`` (n, d) as float32 tensors, read when asked:
+    ``rows[batch.idx]`` casts only that batch, so a float16 memmap of 1.6M x 384 is never
+    copied whole (2.4 GB as float32). A row cast alone equals the same row of H cast whole,
+    so training is unchanged. ``normalize``: L2-normalised rows (CompRess's anchors)."""
+
+    def __init__(self, H: Any, normalize: bool = False) -> None:
+        self.H, self.normalize = H, normalize
+        self.shape = tuple(H.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Tensor:
+        device = key.device if isinstance(key, Tensor) else torch.device("cpu")
+        if isinstance(self.H, Tensor):
+            rows = self.H[key.to(self.H.device) if isinstance(key, Tensor) else key].float()
+        else:
+            k = key.cpu().numpy() if isinstance(key, Tensor) else key
+            rows = torch.from_numpy(np.array(self.H[k], dtype=np.float32))  # own, writable
+        rows = rows.to(device)
+        return F.normalize(rows, dim=-1) if self.normalize else rows
+
+
+def float32_blocks(H: Any, block: int = ROW_BLOCK) -> Iterator[np.ndarray]:
+    """``H`` (n, d) as consecutive float32 row blocks (one cast block in memory at a time;
+    copies, so a read-only float32 memmap gives writable blocks for ``torch.from_numpy``)."""
+    for start in range(0, H.shape[0], block):
+        yield np.array(H[start : start + block], dtype=np.float32)
 
 
 def as_float(x: Any) -> Tensor:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
 from ..config import CompRessSpec
-from .base import Batch, Objective, RunContext, TeacherData, embedding_width
+from .base import Batch, Objective, RunContext, TeacherData, TeacherRows, embedding_width
 
 
 class EmbeddingQueue(nn.Module):
@@ -88,7 +87,7 @@ class CompRess(Objective):
     section = "compress"
     needs_embedding = True
     params: CompRessSpec
-    t_emb: Tensor
+    t_emb: TeacherRows
     map: nn.Linear
     queue_s: EmbeddingQueue
 
@@ -104,8 +103,9 @@ class CompRess(Objective):
     def build(self, emb_dim: int) -> CompRess:
         """Teacher anchors, queues and (one-queue) the map for an ``emb_dim`` student."""
         p = self.params
-        H = torch.as_tensor(np.asarray(self._H), dtype=torch.float32)
-        self.register_buffer("t_emb", F.normalize(H, dim=-1), persistent=False)
+        H = self._H
+        # normalised teacher rows, read and cast per batch (no (n, d) float32 copy of H)
+        self.t_emb = TeacherRows(H, normalize=True)
         size = p.queue_size or min(128_000, H.shape[0])
         self.queue_t = EmbeddingQueue(size, H.shape[1])
         if p.queues == "one":

@@ -8,7 +8,15 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..config import ConfigError, FitNetSpec, SEASpec
-from .base import Batch, Objective, RunContext, TeacherData, embedding_width
+from .base import (
+    Batch,
+    Objective,
+    RunContext,
+    TeacherData,
+    TeacherRows,
+    embedding_width,
+    float32_blocks,
+)
 
 
 class _EmbeddingRegression(Objective):
@@ -34,8 +42,11 @@ class _EmbeddingRegression(Objective):
         p = self.params
         normalize = bool(getattr(p, "normalize", False))
         assert batch.emb is not None  # needs_embedding: the loop passes it
-        reg = losses.embedding_mse(self.map(batch.emb.float()), self.target[batch.idx], normalize)
+        reg = losses.embedding_mse(self.map(batch.emb.float()), self._target(batch.idx), normalize)
         return p.weight * reg + self._kd_terms(out, batch, p.kd_weight)
+
+    def _target(self, idx: Tensor) -> Tensor:
+        return self.target[idx]
 
 
 class FitNet(_EmbeddingRegression):
@@ -53,8 +64,12 @@ class FitNet(_EmbeddingRegression):
     section = "fitnet"
 
     def attach(self, student: nn.Module, context: RunContext | None = None) -> None:
-        self.register_buffer("target", torch.as_tensor(self._H), persistent=False)
+        # the target is H itself: its batch's rows are read and cast per step (TeacherRows)
+        self.target_rows = TeacherRows(self._H)
         self.map = nn.Linear(embedding_width(student), int(self._H.shape[1]))
+
+    def _target(self, idx: Tensor) -> Tensor:
+        return self.target_rows[idx]
 
 
 def sample_rows(H: np.ndarray, m: int, how: str, random_state: int = 0) -> np.ndarray:
@@ -114,8 +129,10 @@ class SEA(_EmbeddingRegression):
                 f"{H.shape[1]}-d teacher gives at most {limit}; lower student.hidden or raise "
                 "train.sea.sample_size"
             )
-        pca = PCA(n_components=emb_dim, random_state=self.seed).fit(H[rows])
-        target = pca.transform(H).astype(np.float32)
+        pca = PCA(n_components=emb_dim, random_state=self.seed)
+        pca.fit(np.asarray(H[rows], dtype=np.float32))
+        # (n, emb_dim) target from float32 blocks of H (H itself is never cast whole)
+        target = np.concatenate([pca.transform(b) for b in float32_blocks(H)]).astype(np.float32)
         target /= max(float(np.sqrt(np.mean(target**2))), 1e-8)
         self.register_buffer("target", torch.as_tensor(target), persistent=False)
         self.map = nn.Linear(emb_dim, emb_dim)

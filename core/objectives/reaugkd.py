@@ -12,7 +12,15 @@ from torch import Tensor, nn
 
 from .. import losses
 from ..config import ReAugKDSpec
-from .base import Batch, Objective, RunContext, TeacherData, embedding_width
+from .base import (
+    Batch,
+    Objective,
+    RunContext,
+    TeacherData,
+    TeacherRows,
+    embedding_width,
+    float32_blocks,
+)
 
 
 class ReAugKD(Objective):
@@ -55,7 +63,7 @@ class ReAugKD(Objective):
     def fit_maps(self, emb_dim: int) -> ReAugKD:
         """Train P, build the knowledge base and the query map B for ``emb_dim``."""
         teacher = self._teacher
-        H = torch.as_tensor(np.asarray(teacher.H), dtype=torch.float32)
+        H = TeacherRows(teacher.H)  # each batch's rows cast when read; H is not copied
         y = torch.as_tensor(np.asarray(teacher.y), dtype=torch.long)
         t0 = time.perf_counter()
         self.proj = nn.Linear(H.shape[1], emb_dim, bias=False)
@@ -75,28 +83,34 @@ class ReAugKD(Objective):
         """Keys ``normalize(P h_t)``, soft labels ``softmax(z_t)`` and their k-NN index, from
         the training split's teacher arrays. Why separate from ``fit_maps``: a saved run keeps
         only P and B (``state_tensors``), and the knowledge base is rebuilt from the cached
-        teacher outputs when the run is replayed (``core.pipeline.load_reaugkd``)."""
+        teacher outputs when the run is replayed (``replay.load_reaugkd``)."""
         from sklearn.neighbors import NearestNeighbors
 
         # np.array copies: cached teacher arrays are read-only memory maps
-        Ht = torch.from_numpy(np.array(H, dtype=np.float32))
         Zt = torch.from_numpy(np.array(Z, dtype=np.float32))
-        if Ht.ndim != 2 or Ht.shape[1] != self.proj.in_features or Zt.shape[0] != Ht.shape[0]:
+        shape = tuple(np.shape(H))
+        if len(shape) != 2 or shape[1] != self.proj.in_features or Zt.shape[0] != shape[0]:
             raise ValueError(
-                f"reaugkd: teacher H {tuple(Ht.shape)} / Z {tuple(Zt.shape)} do not fit the "
+                f"reaugkd: teacher H {shape} / Z {tuple(Zt.shape)} do not fit the "
                 f"projection ({self.proj.in_features}-d input, one Z row per H row); use the "
                 "teacher outputs the run was trained on (its artifacts' teacher_key)"
             )
-        with torch.no_grad():
-            keys = F.normalize(self.proj(Ht.to(self.proj.weight.device)), dim=-1)
+        dev = self.proj.weight.device
+        with torch.no_grad():  # keys from float32 blocks of H (H itself is never cast whole)
+            keys = torch.cat(
+                [
+                    F.normalize(self.proj(torch.from_numpy(b).to(dev)), dim=-1)
+                    for b in float32_blocks(H)
+                ]
+            )
         self.register_buffer("keys", keys, persistent=False)
         self.kb_probs = F.softmax(Zt, -1)
-        k = min(self.params.k, Ht.shape[0])
+        k = min(self.params.k, shape[0])
         self.index_ = NearestNeighbors(n_neighbors=k).fit(keys.cpu().numpy())
         self.info_.setdefault("reaugkd_retrieval_s", 0.0)
         return self
 
-    def _train_projection(self, H: Tensor, y: Tensor) -> float:
+    def _train_projection(self, H: TeacherRows, y: Tensor) -> float:
         p = self.params
         gen = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng():

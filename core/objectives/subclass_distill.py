@@ -37,7 +37,9 @@ class SubclassDistill(Objective):
         super().setup(teacher)
         p = self.params
         C, S = teacher.n_classes, p.n_subclasses
-        H = torch.as_tensor(self._require_embeddings(teacher))
+        # float32 copy of all of H, by design: the retrained head standardises H over all rows
+        # and labels every row (``t_sub``); the other objectives read H per batch
+        H = torch.as_tensor(np.asarray(self._require_embeddings(teacher), dtype=np.float32))
         y = torch.as_tensor(np.asarray(teacher.y), dtype=torch.long)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
@@ -66,7 +68,7 @@ class SubclassDistill(Objective):
                 "subclass_teacher_assignment_entropy": _assignment_entropy(t_sub, C, S),
             }
             if teacher.H_eval is not None and teacher.y_eval is not None:
-                He = torch.as_tensor(np.asarray(teacher.H_eval), dtype=torch.float32)
+                He = torch.from_numpy(np.array(teacher.H_eval, dtype=np.float32))
                 ye = torch.as_tensor(np.asarray(teacher.y_eval), dtype=torch.long)
                 self.info_["subclass_teacher_accuracy"] = _acc(head((He - mean) / std), ye, S)
         self.register_buffer("t_sub", t_sub, persistent=False)

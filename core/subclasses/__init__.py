@@ -17,7 +17,14 @@ from ._validation import SubclassError
 from .baselines import ClusterSubclasses, LatentSubclasses, ManualSubclasses
 from .lelp import LELPSubclasses, assign_from_coordinates, targets_from_coordinates
 from .scores import class_ids, recovery_scores, target_entropy
-from .spec import LELP_METHODS, fit_subclasser, make_subclasser, spec_directions, spec_targets
+from .spec import (
+    LELP_METHODS,
+    fit_subclasser,
+    make_subclasser,
+    spec_directions,
+    spec_targets,
+    spec_targets_and_assignment,
+)
 from .statistics import ClassStats, class_statistics
 
 __all__ = [
@@ -35,6 +42,7 @@ __all__ = [
     "make_subclasser",
     "spec_directions",
     "spec_targets",
+    "spec_targets_and_assignment",
     "recovery_scores",
     "target_entropy",
     "targets_from_coordinates",

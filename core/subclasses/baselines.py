@@ -26,6 +26,14 @@ from ._validation import (
 from .statistics import _nearest
 
 
+def _sklearn_rows(X: Any) -> np.ndarray:
+    """Rows as scikit-learn and UMAP take them: float16 (a stored memmap's rows) becomes
+    float32, what the pipeline passed before H stayed float16; float32 and float64 stay;
+    other input becomes float64, as before."""
+    dtype = np.float32 if getattr(X, "dtype", None) == np.float16 else [np.float64, np.float32]
+    return check_array(X, dtype=dtype, input_name="H")
+
+
 def _hard_targets(
     codes: Sequence[np.ndarray], sizes: Sequence[int], Z: np.ndarray, tau: float, smooth: float
 ) -> np.ndarray:
@@ -119,6 +127,10 @@ class ClusterSubclasses(_HardSubclasser):
     Every example (training rows included) is assigned to the nearest centroid, so training
     and new rows are treated alike.
 
+    Memory: scikit-learn and UMAP need float32 (or float64). From a float16 memmap, fit
+    casts only what they read (kmeans: one class's rows at a time; agglomerative and UMAP:
+    their ``max_samples`` rows); assignment casts one block of rows at a time.
+
     Example
     -------
     >>> rng = np.random.default_rng(0)
@@ -168,18 +180,20 @@ class ClusterSubclasses(_HardSubclasser):
         for c, s in enumerate(sizes):
             rows = np.flatnonzero(y == c)
             seed = int(rng.randint(2**31 - 1))
-            X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
             reducer = None
             if self.method == "kmeans":
+                # KMeans reads every row of the class: a float32 (or float64) copy of them
+                X = _sklearn_rows(H[rows])
                 km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(X)
                 C = km.cluster_centers_.astype(np.float64)
             else:
-                sub = X
-                if len(X) > self.max_samples:
+                # Ward and UMAP see at most max_samples rows: only those are read and cast
+                if len(rows) > self.max_samples:
                     pick = np.sort(
-                        np.random.RandomState(seed).choice(len(X), self.max_samples, False)
+                        np.random.RandomState(seed).choice(len(rows), self.max_samples, False)
                     )
-                    sub = X[pick]
+                    rows = rows[pick]
+                sub = _sklearn_rows(H[rows])
                 if self.method == "agglomerative":
                     lab = AgglomerativeClustering(n_clusters=s, linkage="ward").fit_predict(sub)
                     C = np.stack([sub[lab == k].mean(0) for k in range(s)]).astype(np.float64)
@@ -216,6 +230,8 @@ class ClusterSubclasses(_HardSubclasser):
         out = [np.empty(H.shape[0], dtype=np.int64) for _ in self.sizes_]
         step = 65_536 if chunk_size is None else _check_chunk_size(chunk_size, H.shape[0])
         for sl, block in _blocks(H, None, step):
+            if self.reducers_ and any(r is not None for r in self.reducers_):
+                block = _sklearn_rows(block)
             for c, C in enumerate(self.centers_):
                 reducer = self.reducers_[c]
                 X = block if reducer is None else reducer.transform(block)
@@ -241,7 +257,7 @@ class _KeyedSubclasser(_HardSubclasser):
         for c in range(len(counts)):
             rows = np.flatnonzero(y == c)
             kc = self._order(np.unique(k[rows]))
-            X = check_array(H[rows], dtype=[np.float64, np.float32], input_name="H")
+            X = _sklearn_rows(H[rows])
             centers.append(np.stack([X[k[rows] == v].mean(0) for v in kc]).astype(np.float64))
             values.append(kc)
         self._set_layout([len(v) for v in values], d)

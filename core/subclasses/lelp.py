@@ -354,6 +354,11 @@ class LELPSubclasses(_SubclasserBase):
         out = np.empty((n, self.n_outputs_), dtype=dtype)
         step = _check_chunk_size(chunk_size, n)
         if n < _FAST_FIT_ROWS:
+            if chunk_size is None:
+                # Row blocks whatever the dtype: a float16 memmap is cast one block at a time,
+                # and float16 and float32 copies of the same H give bit-identical coordinates
+                # (BLAS results can depend on the number of rows multiplied at once).
+                step = min(step, _TARGET_CHUNK)
             for sl, block in _blocks(H, None, step):
                 np.matmul(block.astype(dtype, copy=False), A, out=out[sl])
                 out[sl] -= b

@@ -11,7 +11,7 @@ from ..config import SubclassSpec
 from ._base import _SubclasserBase
 from ._validation import SubclassError
 from .baselines import ClusterSubclasses, LatentSubclasses, ManualSubclasses
-from .lelp import LELPSubclasses, targets_from_coordinates
+from .lelp import LELPSubclasses, assign_from_coordinates, targets_from_coordinates
 from .statistics import ClassStats
 
 #: Methods built on ``LELPSubclasses`` (soft targets that take a subclass temperature beta).
@@ -111,3 +111,16 @@ def spec_targets(
     if coords is not None:
         return np.asarray(targets_from_coordinates(coords, Z, tau=tau, beta=spec.beta))
     return np.asarray(sub.targets(H, Z, tau=tau, beta=spec.beta))
+
+
+def spec_targets_and_assignment(
+    sub: _SubclasserBase, spec: SubclassSpec, H: Any, Z: Any, tau: float, y: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """``spec_targets`` and ``sub.assign(H, y)`` of the same rows, equal to those two calls;
+    LELP methods project H once for both (one pass over a 1.6M-row memmap, not two)."""
+    if spec.method not in LELP_METHODS:
+        return spec_targets(sub, spec, H, Z, tau), np.asarray(sub.assign(H, y))
+    assert isinstance(sub, LELPSubclasses)
+    coords = sub.coordinates(H)
+    y = sub._check_own_class(y, coords[0].shape[0])
+    return spec_targets(sub, spec, H, Z, tau, coords=coords), assign_from_coordinates(coords, y)

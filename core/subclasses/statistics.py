@@ -10,6 +10,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
+from threadpoolctl import threadpool_limits
 
 from ._validation import (
     _FAST_CHUNK,
@@ -41,8 +42,13 @@ def _sign_fix(V: np.ndarray) -> np.ndarray:
 
 
 def _eigh_desc(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending, clipped at 0) and sign-fixed eigenvectors of a symmetric PSD."""
-    w, v = scipy.linalg.eigh(S, driver="evd")  # divide and conquer: fastest here
+    """Eigenvalues (descending, clipped at 0) and sign-fixed eigenvectors of a symmetric PSD.
+
+    One BLAS thread: a d x d (d ~ 384) problem gains nothing from threads, and on a busy
+    2-core machine OpenBLAS's threads wait on each other: 1.9 s instead of 15 ms per call in
+    ``lelp subclasses`` at 1.6M rows (bench/results/speed.md)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        w, v = scipy.linalg.eigh(S, driver="evd")  # divide and conquer: fastest here
     order = np.argsort(w)[::-1]
     return np.clip(w[order], 0.0, None), _sign_fix(v[:, order])
 

@@ -63,12 +63,24 @@ def compute_teacher_outputs(
 
 
 def load_tokenizer(spec: TeacherSpec) -> PreTrainedTokenizerBase | None:
-    """The teacher's tokenizer (for the bag and transformer students); None for non-text."""
+    """The teacher's tokenizer (for the bag and transformer students); an arrays teacher's
+    ``teacher.tokenizer``; None for non-text and an arrays teacher without one."""
     load_transformers()  # thread-safe first import (hf_import)
     from transformers import AutoTokenizer
 
-    if spec.kind == "minilm":
+    if spec.kind == "minilm" or (spec.kind == "arrays" and spec.tokenizer == "minilm"):
         return AutoTokenizer.from_pretrained(minilm_path())
+    if spec.kind == "arrays" and spec.tokenizer is not None:
+        folder = Path(spec.tokenizer).expanduser()
+        try:
+            if not folder.is_dir():
+                raise OSError("not a folder")
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise TeacherError(
+                f"teacher.tokenizer {spec.tokenizer!r}: no usable tokenizer ({err}); give "
+                "'minilm' or a local folder of tokenizer files (tokenizer.save_pretrained)"
+            ) from None
     if spec.kind == "hf":
         where, local = _resolve_hf(spec)
         if local:
