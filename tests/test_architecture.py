@@ -150,6 +150,20 @@ def test_local_imports_are_only_for_heavy_dependencies() -> None:
     assert not bad, "local imports of light library modules:\n" + "\n".join(bad)
 
 
+def test_every_relative_import_resolves() -> None:
+    """``from .x import y`` inside a package must name a module of the library (a moved
+    module's stale relative import only fails when its function first runs)."""
+    mods = _modules()
+    bad = []
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                target = _resolve(m, p, node)
+                if target not in mods:
+                    bad.append(f"{p.relative_to(CORE.parent)}:{node.lineno} from {target}")
+    assert not bad, "relative imports of modules that do not exist:\n" + "\n".join(bad)
+
+
 def test_modules_are_small() -> None:
     big = {
         str(p.relative_to(CORE.parent)): n

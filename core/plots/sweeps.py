@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..cost import pareto_front
 from ._common import _frame
 
 
@@ -127,8 +128,6 @@ def cost_pareto(
     ``colors`` (``run_colors``) keeps a run's colour; ``params`` adds parameters on hover.
     Models without a latency or an accuracy are left out.
     """
-    from .cost import pareto_front
-
     n = len(names)
     if len(latency_ms) != n or len(accuracy) != n or (params is not None and len(params) != n):
         raise ValueError(
