@@ -16,7 +16,6 @@ import streamlit as st
 import ui
 from lelp_studio import analysis, plots, sweeps
 from lelp_studio.config import (
-    OBJECTIVES,
     RunConfig,
     StudentSpec,
     SubclassSpec,
@@ -25,6 +24,7 @@ from lelp_studio.config import (
 )
 from lelp_studio.errors import user_errors
 from lelp_studio.objectives import doc as objective_doc
+from lelp_studio.objectives import names as objective_names
 from lelp_studio.params import section_model, train_section
 from lelp_studio.pipeline import check_run
 
@@ -88,7 +88,7 @@ with c1:
     )
     objectives = st.multiselect(
         "Objectives",
-        list(OBJECTIVES),
+        objective_names(),
         key="distill_objectives",
         help="hard: labels only. kd: the teacher's class probabilities (Hinton). lelp: the "
         "C x S pseudo-subclass targets. fitnet, sea, compress, reaugkd, subclass-distill, dwt, "
@@ -296,7 +296,7 @@ with st.expander("Sweep over a grid", expanded=False):
     }
     sweep_objs = st.multiselect(
         "objective (train.objective)",
-        list(OBJECTIVES),
+        objective_names(),
         key="sweep_objectives",
         help="Objectives to sweep; their parameters are those set above (defaults for one not "
         "picked there). Empty: the objectives picked above.",

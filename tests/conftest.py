@@ -125,6 +125,27 @@ def tiny_digits_config() -> Any:
     )
 
 
+@pytest.fixture(scope="session")
+def digits_config() -> Any:
+    """A factory of one-epoch digits-bin runs on CPU (teacher digits-mlp, an MLP student):
+    ``digits_config(name, objective, hidden=16, n_subclasses=None, **train)``."""
+    from lelp_studio.config import RunConfig
+
+    def make(
+        name: str, objective: str, hidden: int = 16, n_subclasses: int | None = None, **train: Any
+    ) -> RunConfig:
+        return RunConfig(
+            name=name,
+            dataset={"source": "digits-bin"},
+            teacher={"kind": "digits-mlp"},
+            subclasses={} if n_subclasses is None else {"n_subclasses": n_subclasses},
+            student={"kind": "mlp", "hidden": hidden},
+            train={"epochs": 1, "objective": objective, "device": "cpu", **train},
+        )
+
+    return make
+
+
 @pytest.fixture
 def app_for(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``app_for(ws_root, digits=False, autostart=False)``: the app (``AppTest``, not yet

@@ -154,26 +154,11 @@ def test_distill_queue_adds_a_job(at: AppTest):
 
 
 @pytest.fixture(scope="session")
-def digits_run(app_ws: Path) -> dict:
-    from lelp_studio.config import (
-        DatasetSpec,
-        RunConfig,
-        StudentSpec,
-        SubclassSpec,
-        TeacherSpec,
-        TrainSpec,
-    )
+def digits_run(app_ws: Path, digits_config: Any) -> dict:
     from lelp_studio.pipeline import run_distill
     from lelp_studio.store import Workspace
 
-    cfg = RunConfig(
-        name="digits tiny lelp",
-        dataset=DatasetSpec(source="digits-bin"),
-        teacher=TeacherSpec(kind="digits-mlp"),
-        subclasses=SubclassSpec(n_subclasses=2),
-        student=StudentSpec(kind="mlp", hidden=16),
-        train=TrainSpec(epochs=1, objective="lelp", device="cpu"),
-    )
+    cfg = digits_config("digits tiny lelp", "lelp", 16, 2)
     return run_distill(cfg, Workspace(app_ws))
 
 
@@ -208,10 +193,11 @@ def at_digits(app_ws: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
 
 
 def test_distill_lists_every_objective(at_digits: AppTest):
-    from lelp_studio.config import OBJECTIVES
+    from lelp_studio import objectives
 
     _open(at_digits, "4_distill.py")
-    assert list(at_digits.multiselect(key="distill_objectives").options) == list(OBJECTIVES)
+    options = list(at_digits.multiselect(key="distill_objectives").options)
+    assert options == objectives.names() and len(options) == 11
 
 
 def test_distill_reaugkd_shows_its_parameters_and_citation(at_digits: AppTest):
@@ -295,23 +281,11 @@ def test_distill_optional_field_is_an_empty_number_input(at_digits: AppTest):
 
 
 @pytest.fixture(scope="session")
-def reaugkd_run(app_ws: Path) -> dict:
-    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+def reaugkd_run(app_ws: Path, digits_config: Any) -> dict:
     from lelp_studio.pipeline import run_distill
     from lelp_studio.store import Workspace
 
-    cfg = RunConfig(
-        name="digits tiny reaugkd",
-        dataset=DatasetSpec(source="digits-bin"),
-        teacher=TeacherSpec(kind="digits-mlp"),
-        student=StudentSpec(kind="mlp", hidden=16),
-        train=TrainSpec(
-            epochs=1,
-            objective="reaugkd",
-            device="cpu",
-            reaugkd={"k": 5, "proj_epochs": 1},
-        ),
-    )
+    cfg = digits_config("digits tiny reaugkd", "reaugkd", reaugkd={"k": 5, "proj_epochs": 1})
     return run_distill(cfg, Workspace(app_ws))
 
 
@@ -651,20 +625,14 @@ def test_sidebar_names_dataset_and_teacher_when_the_page_stops_early(app_ws: Pat
     assert "**Dataset:** digits-bin" in captions and "**Teacher:** arrays" in captions
 
 
-def test_compare_keeps_the_picked_runs_and_adds_new_ones(tmp_path: Path, monkeypatch):
-    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+def test_compare_keeps_the_picked_runs_and_adds_new_ones(
+    tmp_path: Path, monkeypatch, digits_config: Any
+):
     from lelp_studio.pipeline import run_distill
     from lelp_studio.store import Workspace
 
     def run(name: str) -> str:
-        cfg = RunConfig(
-            name=name,
-            dataset=DatasetSpec(source="digits-bin"),
-            teacher=TeacherSpec(kind="digits-mlp"),
-            student=StudentSpec(kind="mlp", hidden=8),
-            train=TrainSpec(epochs=1, objective="hard", device="cpu"),
-        )
-        return run_distill(cfg, Workspace(tmp_path))["run_id"]
+        return run_distill(digits_config(name, "hard", 8), Workspace(tmp_path))["run_id"]
 
     first, second = run("one"), run("two")
     at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
@@ -731,22 +699,15 @@ def test_compare_says_which_split_chose_and_shows_the_runs_headroom(
 
 # -- sweeps you can read by eye: Compare's sweep view, the Distill page's grid builder ---------
 @pytest.fixture(scope="module")
-def kd_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def kd_sweep(tmp_path_factory: pytest.TempPathFactory, digits_config: Any) -> dict[str, Any]:
     """A real sweep in a fresh workspace: kd at tau 1 and 4, seeds 0 and 1, one epoch of a
     tiny digits student each, run in this process (``lelp_studio.jobs.run_job``)."""
     from lelp_studio import jobs
-    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
     from lelp_studio.store import Workspace
 
     root = tmp_path_factory.mktemp("sweep_ws")
     ws = Workspace(root)
-    base = RunConfig(
-        name="digits kd",
-        dataset=DatasetSpec(source="digits-bin"),
-        teacher=TeacherSpec(kind="digits-mlp"),
-        student=StudentSpec(kind="mlp", hidden=8),
-        train=TrainSpec(epochs=1, objective="kd", device="cpu"),
-    )
+    base = digits_config("digits kd", "kd", 8)
     sweep_id, ids = jobs.submit_sweep(ws, base, {"train.tau": [1.0, 4.0], "train.seed": [0, 1]})
     for i in ids:
         assert jobs.run_job(ws, i).state == "succeeded"

@@ -16,14 +16,7 @@ import pandas as pd
 import pytest
 
 from lelp_studio import cost, plots
-from lelp_studio.config import (
-    DatasetSpec,
-    RunConfig,
-    StudentSpec,
-    SubclassSpec,
-    TeacherSpec,
-    TrainSpec,
-)
+from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,26 +95,17 @@ def test_cost_table_has_a_row_per_model_and_device() -> None:
 
 
 # -- measuring and caching on quick digits runs -------------------------------------------------
-def _digits_cfg(name: str, hidden: int = 16, objective: str = "lelp") -> RunConfig:
-    return RunConfig(
-        name=name,
-        dataset=DatasetSpec(source="digits-bin"),
-        teacher=TeacherSpec(kind="digits-mlp"),
-        subclasses=SubclassSpec(n_subclasses=2),
-        student=StudentSpec(kind="mlp", hidden=hidden),
-        train=TrainSpec(epochs=1, objective=objective, device="cpu"),
-    )
-
-
 @pytest.fixture(scope="module")
-def digits_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[dict]]:
+def digits_ws(
+    tmp_path_factory: pytest.TempPathFactory, digits_config: Any
+) -> tuple[Any, list[dict]]:
     from lelp_studio.pipeline import run_distill
     from lelp_studio.store import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("cost_ws"))
     runs = [
-        run_distill(_digits_cfg("digits small", 16), ws),
-        run_distill(_digits_cfg("digits wide kd", 64, "kd"), ws),
+        run_distill(digits_config("digits small", "lelp", 16, 2), ws),
+        run_distill(digits_config("digits wide kd", "kd", 64, 2), ws),
     ]
     return ws, runs
 

@@ -71,6 +71,19 @@ def test_installed_cli_distills_the_digits_example(
     assert any((ws / "runs").iterdir())
 
 
+@pytest.mark.slow
+def test_installed_cli_distills_the_text_demo(installed: dict[str, str], tmp_path: Path) -> None:
+    """The text demo's data come from the installed package, its teacher from the MiniLM
+    package: nothing of the checkout is read."""
+    config = REPO / "examples" / "text-demo-lelp.yaml"
+    out = _run(
+        installed, tmp_path, "-m", "lelp_studio.cli", "distill", str(config),
+        "--workspace", str(tmp_path / "ws"), "--set", "train.epochs=1", "--headroom-seeds", "0",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "teacher  accuracy" in out.stdout and "student  accuracy" in out.stdout
+
+
 def test_installed_cli_names_missing_shared_data_in_one_line(
     installed: dict[str, str], tmp_path: Path
 ) -> None:

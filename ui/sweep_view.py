@@ -4,6 +4,7 @@ chart, objectives side by side, and the next run (saved as a spec or queued with
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,16 @@ from lelp_studio.errors import user_errors
 from .state import remember, workspace
 
 _ERRORS = (*user_errors(), ValueError)
+
+
+def _report(action: Callable[[], str]) -> None:
+    """Run a button's action: its message as a success, or the user error it raised."""
+    try:
+        message = action()
+    except _ERRORS as err:
+        st.error(str(err))
+    else:
+        st.success(message)
 
 
 def _pick(label: str, choices: list[str], key: str, default: str, **kw: Any) -> str:
@@ -141,15 +152,15 @@ def show_sweep_view(records: list[dict[str, Any]]) -> None:
             key="cmp_sweep_save",
             help="Its pseudo-subclass setting and train config, saved in the workspace.",
         ):
-            try:
+
+            def save() -> str:
                 saved = ws.save_spec(spec_name.strip(), best_cfg)
-            except _ERRORS as err:
-                st.error(str(err))
-            else:
-                st.success(
+                return (
                     f"Saved spec `{saved}`: pick it as the **Pseudo-subclass setting** on the "
                     f"Distill page, or run `lelp distill --spec {saved}`."
                 )
+
+            _report(save)
     with n2:
         remember("cmp_sweep_new_seeds", 3)
         k = int(
@@ -169,16 +180,15 @@ def show_sweep_view(records: list[dict[str, Any]]) -> None:
         ):
             from lelp_studio import jobs
 
-            try:
+            def queue() -> str:
                 cfg = RunConfig.model_validate({**best_cfg, "name": f"{label_best} (best)"})
                 sweep_id, ids = jobs.submit_sweep(ws, cfg, {"train.seed": seeds})
                 if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
                     jobs.ensure_worker(ws)
-            except _ERRORS as err:
-                st.error(str(err))
-            else:
-                st.success(
+                return (
                     f"Queued sweep `{sweep_id}`: {len(ids)} job(s) #{ids[0]}–#{ids[-1]}, seeds "
                     f"{', '.join(map(str, seeds))}. The Distill page shows their progress; pick "
                     "the sweep above once they finish."
                 )
+
+            _report(queue)

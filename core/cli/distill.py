@@ -168,4 +168,8 @@ def distill(
 @friendly
 def show_config(config: ConfigArg = None, set_: SetOpt = None) -> None:
     """Print the fully resolved config (defaults filled in) as YAML."""
-    typer.echo(dump_config(_load(config, set_)), nl=False)
+    from .. import objectives  # torch: only this command needs it
+
+    cfg = _load(config, set_)
+    objectives.get(cfg.train.objective)  # a name the registry does not know is one line
+    typer.echo(dump_config(cfg), nl=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -307,3 +307,38 @@ def _split_single(
         )
 
     return {"train": take(tr), "test": take(te)}
+
+
+class SourceOptions(NamedTuple):
+    """The column mapping and fallback split every file, folder and ``hf:`` source takes
+    (a :class:`DatasetSpec`'s fields), passed on as one value."""
+
+    text_col: str = "text"
+    label_col: str = "label"
+    latent_cols: Sequence[str] = ()
+    test_size: float = 0.2
+    seed: int = 0
+
+
+def dataset_from_splits(
+    frames: Mapping[str, pd.DataFrame],
+    name: str,
+    opts: SourceOptions,
+    label_map: Mapping[Any, str] | None,
+    **kw: Any,
+) -> Dataset:
+    """:func:`dataset_from_frame` on split frames keyed ``train``/``test``/``dev`` (a folder's
+    files, a DatasetDict's splits); without ``test``, train is split."""
+    return dataset_from_frame(
+        frames["train"],
+        name,
+        text_col=opts.text_col,
+        label_col=opts.label_col,
+        latent_cols=opts.latent_cols,
+        test_df=frames.get("test"),
+        dev_df=frames.get("dev"),
+        test_size=opts.test_size,
+        seed=opts.seed,
+        label_map=label_map,
+        **kw,
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from ..types import Dataset
-from .frames import dataset_from_frame
+from .frames import SourceOptions, dataset_from_splits
 from .readers import SPLIT_STEMS, DataError
 from .selection import split_reason, with_note
 
@@ -53,15 +53,7 @@ def _is_unlabelled(df: pd.DataFrame, label_col: str) -> bool:
     return bool(pd.api.types.is_numeric_dtype(col) and (col == -1).all())
 
 
-def _from_hf(
-    obj: Any,
-    name: str,
-    text_col: str,
-    label_col: str,
-    latent_cols: Sequence[str],
-    test_size: float,
-    seed: int,
-) -> Dataset:
+def _from_hf(obj: Any, name: str, opts: SourceOptions) -> Dataset:
     """A ``datasets`` Dataset or DatasetDict through the same checks as files.
 
     Splits ``train``, ``validation``/``dev`` and ``test`` are used; ClassLabel names become
@@ -82,7 +74,7 @@ def _from_hf(
         )
     frames = {split: parts[raw].to_pandas() for raw, split in mapped.items()}
     notes: list[str] = []
-    if "test" in frames and _is_unlabelled(frames["test"], label_col):
+    if "test" in frames and _is_unlabelled(frames["test"], opts.label_col):
         del frames["test"]
         if "dev" in frames:
             frames["test"] = frames.pop("dev")
@@ -93,26 +85,20 @@ def _from_hf(
     if ignored:
         notes.append(f"splits {ignored} are not used")
     label_map = None
-    feature = parts[next(r for r, s in mapped.items() if s == "train")].features.get(label_col)
+    feature = parts[next(r for r, s in mapped.items() if s == "train")].features.get(opts.label_col)
     if isinstance(feature, datasets.ClassLabel):
         label_map = dict(enumerate(feature.names))
-    ds = dataset_from_frame(
-        frames["train"],
+    ds = dataset_from_splits(
+        frames,
         name,
-        text_col=text_col,
-        label_col=label_col,
-        latent_cols=latent_cols,
-        test_df=frames.get("test"),
-        dev_df=frames.get("dev"),
-        test_size=test_size,
-        seed=seed,
-        label_map=label_map,
+        opts,
+        label_map,
         label_source=f"the dataset's ClassLabel names {list(label_map.values())[:10]}"
         if label_map
         else "labels.json",
     )
     if "test" not in frames:
-        notes.append(split_reason("train", test_size, seed))
+        notes.append(split_reason("train", opts.test_size, opts.seed))
     return replace(ds, split_note=(f"{name}: " + "; ".join(notes)) if notes else "")
 
 
@@ -126,6 +112,7 @@ def load_hf_raw(
 ) -> Dataset:
     """:func:`load_hf` without the split sizes in ``split_note`` (``load_dataset`` adds them
     after the selection split is carved)."""
+    opts = SourceOptions(text_col, label_col, latent_cols, test_size, seed)
     src = source.strip()
     if not src:
         raise DataError(
@@ -150,7 +137,7 @@ def load_hf_raw(
                 f"{local}: cannot be read as a saved datasets folder ({detail}); save it again "
                 "with save_to_disk"
             ) from None
-        return _from_hf(obj, local.name, text_col, label_col, latent_cols, test_size, seed)
+        return _from_hf(obj, local.name, opts)
     name, _, config = src.partition(":")
     var = hf_offline()
     if var is not None:
@@ -168,7 +155,7 @@ def load_hf_raw(
             "and config on huggingface.co/datasets (hf:NAME or hf:NAME:CONFIG) and the network"
         ) from None
     label = name.rsplit("/", 1)[-1] + (f"-{config}" if config else "")
-    return _from_hf(obj, label, text_col, label_col, latent_cols, test_size, seed)
+    return _from_hf(obj, label, opts)
 
 
 def load_hf(

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import DatasetSpec
 from ..types import Dataset, Split
-from .frames import dataset_from_frame
+from .frames import SourceOptions, dataset_from_frame, dataset_from_splits
 from .hf import import_datasets, is_saved_hf, load_hf_raw
 from .paths import SHARED_HINT, sample_dir, shared_data_default, shared_data_root
 from .readers import SPLIT_FILES, SPLIT_STEMS, SUFFIXES, DataError, read_table, split_files
@@ -23,25 +23,11 @@ from .selection import split_reason, subsample, with_note, with_selection_split
 DEMOS = ("text-demo", "digits-bin")
 
 
-def _load_file(
-    p: Path,
-    text_col: str,
-    label_col: str,
-    latent_cols: Sequence[str],
-    test_size: float,
-    seed: int,
-) -> Dataset:
-    ds = dataset_from_frame(
-        read_table(p),
-        p.stem,
-        text_col=text_col,
-        label_col=label_col,
-        latent_cols=latent_cols,
-        test_size=test_size,
-        seed=seed,
-        origins={"train": p.name},
+def _load_file(p: Path, opts: SourceOptions) -> Dataset:
+    ds = dataset_from_splits(
+        {"train": read_table(p)}, p.stem, opts, None, origins={"train": p.name}
     )
-    return replace(ds, split_note=split_reason(p.name, test_size, seed))
+    return replace(ds, split_note=split_reason(p.name, opts.test_size, opts.seed))
 
 
 def load_file(
@@ -56,8 +42,8 @@ def load_file(
 
     ``split_note`` names the split and its sizes: a split made here, not by the user, should
     never pass unnoticed (the held-out rows are what the test score means)."""
-    p = Path(path)
-    return with_note(_load_file(p, text_col, label_col, latent_cols, test_size, seed))
+    opts = SourceOptions(text_col, label_col, latent_cols, test_size, seed)
+    return with_note(_load_file(Path(path), opts))
 
 
 def _read_label_map(lpath: Path) -> dict[str, Any]:
@@ -125,19 +111,11 @@ def load_folder(
     test file, train is split (and ``split_note`` says so).
     """
     d = Path(folder)
-    if is_saved_hf(d):
-        return with_note(load_hf_raw(str(d), text_col, label_col, latent_cols, test_size, seed))
-    return with_note(_load_split_folder(d, text_col, label_col, latent_cols, test_size, seed))
+    opts = SourceOptions(text_col, label_col, latent_cols, test_size, seed)
+    return with_note(load_hf_raw(str(d), *opts) if is_saved_hf(d) else _load_split_folder(d, opts))
 
 
-def _load_split_folder(
-    d: Path,
-    text_col: str,
-    label_col: str,
-    latent_cols: Sequence[str],
-    test_size: float,
-    seed: int,
-) -> Dataset:
+def _load_split_folder(d: Path, opts: SourceOptions) -> Dataset:
     files = split_files(d)
     if "train" not in files:
         present = sorted(p.name for p in d.iterdir())
@@ -149,21 +127,16 @@ def _load_split_folder(
     frames = {s: read_table(f) for s, f in files.items()}
     lpath = d / "labels.json"
     label_map = _read_label_map(lpath) if lpath.is_file() else None
-    ds = dataset_from_frame(
-        frames["train"],
+    ds = dataset_from_splits(
+        frames,
         d.name,
-        text_col=text_col,
-        label_col=label_col,
-        latent_cols=latent_cols,
-        test_df=frames.get("test"),
-        dev_df=frames.get("dev"),
-        test_size=test_size,
-        seed=seed,
-        label_map=label_map,
+        opts,
+        label_map,
         origins={s: f"{d.name}/{f.name}" for s, f in files.items()},
     )
     if "test" not in files:
-        reason = split_reason(f"{d.name}/{files['train'].name} (no test file)", test_size, seed)
+        what = f"{d.name}/{files['train'].name} (no test file)"
+        reason = split_reason(what, opts.test_size, opts.seed)
         return replace(ds, split_note=reason)
     return ds
 
@@ -265,29 +238,29 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     ``split_note`` says how splits were made when the source did not give them all.
     """
     src = spec.source.strip()
-    cols = (spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed)
+    opts = SourceOptions(spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed)
     mention = ""
     if src in DEMOS:
         ds = load_demo(src)
     elif src.startswith("shared:"):
         ds = load_shared(src.split(":", 1)[1])
     elif src.startswith("hf:"):
-        ds = load_hf_raw(src[3:], *cols)
+        ds = load_hf_raw(src[3:], *opts)
     else:
         p = Path(src).expanduser()
         if p.is_dir():
-            ds = load_hf_raw(str(p), *cols) if is_saved_hf(p) else _load_split_folder(p, *cols)
+            ds = load_hf_raw(str(p), *opts) if is_saved_hf(p) else _load_split_folder(p, opts)
         elif p.is_file():
             folder, mention = _beside(p)
             if folder is not None:
-                ds = _load_split_folder(folder, *cols)
+                ds = _load_split_folder(folder, opts)
                 ds = replace(
                     ds,
                     split_note=f"{p.name}: the split files beside it are used as they are "
                     f"(the folder {folder})",
                 )
             else:
-                ds = _load_file(p, *cols)
+                ds = _load_file(p, opts)
         else:
             raise DataError(
                 f"dataset source {src!r} is not a demo {list(DEMOS)}, not shared:<name> or "

@@ -1,7 +1,7 @@
 """The one registry: config name (``train.objective``) -> Objective class.
 
 Adding an objective: write its module in this package and add one line to ``REGISTRY``
-(``config.Objective`` lists the names a config accepts; a test checks both agree).
+(the config takes the name as a string; :func:`get` checks it when a run is checked).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..config import TrainSpec
+from ..config import ConfigError, TrainSpec
 from .amad import AMAD
 from .base import Objective
 from .compress import CompRess
@@ -49,7 +49,9 @@ def get(name: str, registry: dict[str, type[Objective]] | None = None) -> type[O
         return reg[name]
     except KeyError:
         valid = ", ".join(sorted(reg))
-        raise ValueError(f"unknown objective {name!r}; valid names are: {valid}") from None
+        raise ConfigError(
+            f"train.objective {name!r} is not known; choose one of: {valid}"
+        ) from None
 
 
 def doc(name: str, registry: dict[str, type[Objective]] | None = None) -> str:

@@ -86,3 +86,20 @@ def run_colors(names: Sequence[str]) -> dict[str, str]:
     """One colour per run name, in order: passed to every figure of a page, so a run has the
     same colour in the reliability diagram as in the learning curves."""
     return {str(n): _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)}
+
+
+def _count_heatmap(
+    counts: np.ndarray, x: Sequence[Any], y: Sequence[Any], x_name: str, y_name: str
+) -> go.Figure:
+    """A heat map of counts (rows ``y``, columns ``x``), each cell's count written in it."""
+    return go.Figure(
+        go.Heatmap(
+            z=counts,
+            x=x,
+            y=y,
+            colorscale="Blues",
+            text=counts,
+            texttemplate="%{text}",
+            hovertemplate=f"{y_name} %{{y}}<br>{x_name} %{{x}}<br>count %{{z}}<extra></extra>",
+        )
+    )

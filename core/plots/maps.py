@@ -9,7 +9,23 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ._common import _PALETTE, _frame, _hover_strings, truncate
+from ._common import _PALETTE, _count_heatmap, _frame, _hover_strings, truncate
+
+
+def _points(
+    xy: np.ndarray, custom: np.ndarray, idx: Any, marker: dict[str, Any], name: str, **kw: Any
+) -> go.Scattergl:
+    """One WebGL marker trace of the points ``idx`` (index array, mask or slice) of a map,
+    each carrying its ``customdata`` row."""
+    return go.Scattergl(
+        x=xy[idx, 0],
+        y=xy[idx, 1],
+        mode="markers",
+        customdata=custom[idx],
+        marker=marker,
+        name=name,
+        **kw,
+    )
 
 
 def embedding_scatter(
@@ -55,19 +71,19 @@ def embedding_scatter(
     fig = go.Figure()
     if continuous:
         c = np.nan_to_num(color.astype(np.float64), nan=0.0)
+        marker = {
+            "size": marker_size,
+            "color": c,
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": color_title}},
+        }
         fig.add_trace(
-            go.Scattergl(
-                x=xy[:, 0],
-                y=xy[:, 1],
-                mode="markers",
-                customdata=custom,
-                marker={
-                    "size": marker_size,
-                    "color": c,
-                    "colorscale": "Viridis",
-                    "showscale": True,
-                    "colorbar": {"title": {"text": color_title}},
-                },
+            _points(
+                xy,
+                custom,
+                slice(None),
+                marker,
                 name=color_title,
                 hovertemplate=(
                     "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
@@ -82,36 +98,21 @@ def embedding_scatter(
         values = sorted(set(keys.tolist()), key=_natural_key)
         for i, v in enumerate(values):
             mask = keys == v
-            fig.add_trace(
-                go.Scattergl(
-                    x=xy[mask, 0],
-                    y=xy[mask, 1],
-                    mode="markers",
-                    customdata=custom[mask],
-                    marker={"size": marker_size, "color": _PALETTE[i % len(_PALETTE)]},
-                    name=v if v != "" else "(none)",
-                    meta=v,
-                    hovertemplate=hover,
-                )
-            )
+            marker = {"size": marker_size, "color": _PALETTE[i % len(_PALETTE)]}
+            name = v if v != "" else "(none)"
+            fig.add_trace(_points(xy, custom, mask, marker, name, meta=v, hovertemplate=hover))
     if highlight is not None and len(highlight):
         pos = {int(r): i for i, r in enumerate(rows)}
         hi = np.array([pos[int(r)] for r in highlight if int(r) in pos], dtype=np.int64)
         if len(hi):
+            ring = {
+                "size": marker_size + 6,
+                "color": "rgba(0,0,0,0)",
+                "line": {"width": 2, "color": "black"},
+            }
             fig.add_trace(
-                go.Scattergl(
-                    x=xy[hi, 0],
-                    y=xy[hi, 1],
-                    mode="markers",
-                    customdata=custom[hi],
-                    marker={
-                        "size": marker_size + 6,
-                        "color": "rgba(0,0,0,0)",
-                        "line": {"width": 2, "color": "black"},
-                    },
-                    name="highlighted",
-                    meta="highlighted",
-                    hovertemplate=hover,
+                _points(
+                    xy, custom, hi, ring, "highlighted", meta="highlighted", hovertemplate=hover
                 )
             )
     return _frame(
@@ -219,20 +220,8 @@ def contingency_heatmap(
     cols, ci = _category_index(latent, 40)
     flat = np.bincount(ri * len(cols) + ci, minlength=len(rows) * len(cols))
     counts = flat.reshape(len(rows), len(cols))
-    fig = go.Figure(
-        go.Heatmap(
-            z=counts,
-            x=cols,
-            y=rows,
-            colorscale="Blues",
-            text=counts,
-            texttemplate="%{text}",
-            hovertemplate=f"{assign_title} %{{y}}<br>{latent_title} %{{x}}<br>"
-            "count %{z}<extra></extra>",
-        )
-    )
     return _frame(
-        fig,
+        _count_heatmap(counts, cols, rows, latent_title, assign_title),
         height=max(270, 70 + 28 * len(rows)),
         legend="right",  # the colour bar
         xaxis_title=latent_title,

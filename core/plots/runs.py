@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from ._common import _PALETTE, _frame, _hover_strings, run_colors
+from ._common import _PALETTE, _count_heatmap, _frame, _hover_strings, run_colors
 
 
 def reliability_diagram(
@@ -67,19 +67,8 @@ def confusion_heatmap(
         title = "<br>".join(textwrap.wrap(title, 34))
     cm = np.asarray(cm)
     names = [str(c) for c in class_names]
-    fig = go.Figure(
-        go.Heatmap(
-            z=cm,
-            x=names,
-            y=names,
-            colorscale="Blues",
-            text=cm,
-            texttemplate="%{text}",
-            hovertemplate="true %{y}<br>predicted %{x}<br>count %{z}<extra></extra>",
-        )
-    )
     fig = _frame(
-        fig,
+        _count_heatmap(cm, names, names, "predicted", "true"),
         height=340,
         title=title,
         legend="right",  # the colour bar
