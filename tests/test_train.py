@@ -253,7 +253,7 @@ def test_take_trims_unused_padding() -> None:
     [
         ("lelp", {}, "needs targets"),
         ("kd", {"teacher_logits": None}, "teacher_logits"),
-        ("kl", {}, "unknown objective 'kl'"),
+        ("kl", {}, "train.objective 'kl' is not known"),
     ],
 )
 def test_bad_data_errors(digits, objective: str, kwargs: dict, match: str) -> None:
