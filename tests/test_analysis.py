@@ -265,3 +265,81 @@ def test_the_library_imports_no_streamlit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# -- run labels (issue 18: runs that cannot be told apart) -------------------------------------
+def _cfg_run(rid: str, name: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"dataset": {"source": "text-demo"}, "train": {"objective": "hard"}}
+    for sec, vals in sections.items():
+        cfg[sec] = {**cfg.get(sec, {}), **vals}
+    return {"run_id": rid, "name": name, "config": cfg}
+
+
+def test_run_labels_add_only_the_settings_that_differ():
+    runs = [
+        _cfg_run("r1", "text-demo hard", train={"seed": 0}),
+        _cfg_run("r2", "text-demo hard", train={"seed": 1, "epochs": 20}),
+        _cfg_run("r3", "text-demo hard", train={"seed": 2}, student={"kind": "mlp"}),
+    ]
+    assert analysis.run_labels(runs) == {
+        "r1": "text-demo hard seed=0 student=bag epochs=8",
+        "r2": "text-demo hard seed=1 student=bag epochs=20",
+        "r3": "text-demo hard seed=2 student=mlp epochs=8",
+    }
+    # Shown alone, a run needs none of them.
+    assert analysis.run_labels(runs[:1]) == {"r1": "text-demo hard"}
+
+
+def test_run_labels_name_the_teacher_tau_and_alpha():
+    runs = [
+        _cfg_run("a", "amazon kd", train={"objective": "kd", "tau": 4.0}),
+        _cfg_run("b", "amazon kd", train={"objective": "kd", "alpha": 0.5}),
+        _cfg_run(
+            "c", "amazon kd", train={"objective": "kd"}, teacher={"kind": "hf", "path": "/m/ck"}
+        ),
+    ]
+    assert analysis.run_labels(runs) == {
+        "a": "amazon kd teacher=minilm frozen tau=4.0 alpha=0.0",
+        "b": "amazon kd teacher=minilm frozen tau=1.0 alpha=0.5",
+        "c": "amazon kd teacher=hf ck tau=1.0 alpha=0.0",
+    }
+
+
+def test_run_labels_skip_settings_a_run_does_not_read_or_its_name_states():
+    """S and beta mean nothing to a kd run; a lelp run's name already says S=4 beta=1.0; the
+    objective is in every name."""
+    runs = [
+        _cfg_run("a", "d lelp S=4 beta=1.0", train={"objective": "lelp"}),
+        _cfg_run(
+            "b", "d lelp S=8 beta=1.0", train={"objective": "lelp"}, subclasses={"n_subclasses": 8}
+        ),
+        _cfg_run("c", "d kd", train={"objective": "kd", "fitnet": {"weight": 3.0}}),
+        _cfg_run("e", "d fitnet", train={"objective": "fitnet", "fitnet": {"weight": 2.0}}),
+    ]
+    assert analysis.run_labels(runs) == {
+        "a": "d lelp S=4 beta=1.0",
+        "b": "d lelp S=8 beta=1.0",
+        "c": "d kd",
+        "e": "d fitnet",
+    }
+
+
+def test_run_labels_fall_back_to_the_end_of_the_run_id():
+    runs = [
+        _cfg_run("20250101-120000-aaaaaa", "text-demo hard"),
+        _cfg_run("20250101-120500-bbbbbb", "text-demo hard"),
+        _cfg_run("20250101-121000-cccccc", "text-demo hard", train={"seed": 3}),
+    ]
+    labels = analysis.run_labels(runs)
+    assert labels["20250101-120000-aaaaaa"] == "text-demo hard seed=0 (aaaaaa)"
+    assert labels["20250101-120500-bbbbbb"] == "text-demo hard seed=0 (bbbbbb)"
+    assert labels["20250101-121000-cccccc"] == "text-demo hard seed=3"
+    assert len(set(labels.values())) == 3
+
+
+def test_subclass_objectives_are_those_that_need_subclass_targets():
+    from lelp_studio import objectives
+    from lelp_studio.analysis.labels import SUBCLASS_OBJECTIVES
+
+    needs = {n for n, cls in objectives.REGISTRY.items() if cls.needs_subclass_targets}
+    assert set(SUBCLASS_OBJECTIVES) == needs
