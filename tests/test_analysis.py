@@ -343,3 +343,69 @@ def test_subclass_objectives_are_those_that_need_subclass_targets():
 
     needs = {n for n, cls in objectives.REGISTRY.items() if cls.needs_subclass_targets}
     assert set(SUBCLASS_OBJECTIVES) == needs
+
+
+# -- Compare's default pick (issue 18: the newest finished runs of this dataset and teacher) -----
+def _made(rid: str, source: str = "digits-bin", teacher: str = "digits-mlp", **metrics: Any):
+    epochs = metrics.pop("epochs_done", 2)
+    return {
+        "run_id": rid,
+        "name": rid,
+        "config": {
+            "dataset": {"source": source},
+            "teacher": {"kind": teacher},
+            "train": {"objective": "kd", "epochs": 2},
+        },
+        "metrics": {"history": [{"epoch": e + 1} for e in range(epochs)], **metrics},
+    }
+
+
+def test_run_unfinished_says_cancelled_or_partial():
+    assert analysis.run_unfinished(_made("a")) == ""
+    assert analysis.run_unfinished(_made("a", cancelled=True, epochs_done=1)) == (
+        "cancelled at epoch 1 of 2"
+    )
+    assert analysis.run_unfinished(_made("a", epochs_done=1)) == "partial: stopped at epoch 1 of 2"
+    assert analysis.run_unfinished({"run_id": "old", "config": {}, "metrics": {}}) == ""
+
+
+def test_default_pick_is_the_newest_finished_runs_of_this_dataset_and_teacher():
+    runs = [  # newest first, as Workspace.list_runs gives them
+        _made("cancelled", cancelled=True, epochs_done=1),
+        _made("other-data", source="text-demo"),
+        _made("other-teacher", teacher="arrays"),
+        _made("r4"),
+        _made("r3"),
+        _made("r2"),
+        _made("r1"),
+    ]
+    here = ({"source": "digits-bin"}, {"kind": "digits-mlp"})
+    assert analysis.default_pick(runs, *here) == ["r4", "r3", "r2"]
+    assert analysis.default_pick(runs, *here, n=10) == ["r4", "r3", "r2", "r1"]
+    assert analysis.default_pick(runs, {"source": "text-demo"}, {"kind": "digits-mlp"}) == [
+        "other-data"
+    ]
+    # Specs compare with their defaults filled in, as pydantic objects or dicts.
+    from lelp_studio.config import DatasetSpec, TeacherSpec
+
+    assert analysis.default_pick(
+        runs, DatasetSpec(source="digits-bin"), TeacherSpec(kind="digits-mlp", seed=0)
+    ) == ["r4", "r3", "r2"]
+
+
+def test_default_pick_on_a_later_visit_adds_only_new_finished_runs_of_this_dataset():
+    older = [_made("r2"), _made("r1")]
+    seen = {r["run_id"] for r in older}
+    runs = [
+        _made("late-cancel", cancelled=True, epochs_done=1),
+        _made("late-text", source="text-demo"),
+        _made("late"),
+        *older,
+    ]
+    here = ({"source": "digits-bin"}, {"kind": "digits-mlp"})
+    assert analysis.default_pick(runs, *here, before=["r1"], seen=seen) == ["late", "r1"]
+    # A deleted run leaves the pick; another dataset or teacher starts over (before=None).
+    assert analysis.default_pick(runs[:3], *here, before=["r1"], seen=seen) == ["late"]
+    assert analysis.default_pick(runs, *here, before=None, seen=seen) == ["late", "r2", "r1"]
+    # A first visit keeps a pick made elsewhere (a sweep, a preset), even of another dataset.
+    assert analysis.default_pick(runs, *here, before=["late-text"]) == ["late-text"]
