@@ -988,3 +988,32 @@ def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkey
     _open(at, "4_distill.py")
     assert at.text_input(key="sweep_tau").value == "1 4"
     assert at.multiselect(key="sweep_objectives").value == ["kd", "lelp"]
+
+
+def test_distill_job_card_says_epoch_elapsed_and_test_score(tmp_path: Path, monkeypatch):
+    """Issue 18: a card said only "running"; its bar stopped at two thirds of the card."""
+    from lelp_studio import jobs
+    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from lelp_studio.store import Workspace
+
+    ws = Workspace(tmp_path)
+    cfg = RunConfig(
+        name="digits-bin hard",
+        dataset=DatasetSpec(source="digits-bin"),
+        teacher=TeacherSpec(kind="digits-mlp"),
+        student=StudentSpec(kind="mlp", hidden=8),
+        train=TrainSpec(epochs=2, objective="hard", device="cpu"),
+    )
+    job_id = jobs.submit(ws, "distill", cfg)
+    assert jobs.run_job(ws, job_id).state == "succeeded"
+    score = ws.load_run(jobs.get_job(ws, job_id).result)["metrics"]["student"]["accuracy"]
+    at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
+    _open(at, "4_distill.py")
+    facts = [c.value for c in at.caption if c.value.startswith("epoch ")]
+    assert len(facts) == 1, [c.value for c in at.caption]
+    assert facts[0].startswith("epoch 2/2 · elapsed ")
+    assert facts[0].endswith(f" · test accuracy {score:.1f}%")
+    bar = at.get("progress")[0]
+    assert bar.proto.value == 100
+    # The bar sits in the card itself, not in the title's (two-thirds wide) column.
+    assert at.columns and not any(col.get("progress") for col in at.columns)
