@@ -231,9 +231,12 @@ def contingency_heatmap(
             "count %{z}<extra></extra>",
         )
     )
+    # Long latent values are drawn turned (up to 40 characters, about 7 px each) below the
+    # plot; counted into the height, so the cells keep room (they were squeezed to a few px).
+    label_px = 7 * max((len(c) for c in cols), default=0) if len(cols) > 3 else 20
     return _frame(
         fig,
-        height=max(270, 70 + 28 * len(rows)),
+        height=max(320, 110 + max(160, 28 * len(rows)) + label_px),
         legend="right",  # the colour bar
         xaxis_title=latent_title,
         yaxis_title=assign_title,
@@ -285,8 +288,10 @@ def target_bars(
                     y=[float(teacher_probs[c])] * 2,
                     mode="lines",
                     line={"dash": "dot", "color": "black"},
-                    name=f"teacher p({name})",
-                    showlegend=False,
+                    # one legend entry says what the dotted lines are; it toggles them all
+                    name="teacher p(class)",
+                    legendgroup="teacher",
+                    showlegend=c == 0,
                     hovertemplate=f"teacher p({name}) = {float(teacher_probs[c]):.3f}"
                     "<extra></extra>",
                 )
