@@ -366,3 +366,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def dump_config(cfg: RunConfig) -> str:
     """The YAML that ``load_config`` reads back to an equal config."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def dump_setting(cfg: RunConfig) -> str:
+    """The YAML of a setting as a person shares it (the app's Export YAML): ``dump_config``
+    without the sections of objectives the run does not use and without an empty
+    ``latent_cols``; ``load_config`` fills those back in with their defaults."""
+    d = cfg.model_dump(mode="json")
+    own = cfg.train.objective.replace("-", "_")
+    for key, field in TrainSpec.model_fields.items():
+        ann = field.annotation
+        if key != own and isinstance(ann, type) and issubclass(ann, BaseModel):
+            d["train"].pop(key, None)
+    if not d["dataset"].get("latent_cols"):
+        d["dataset"].pop("latent_cols", None)
+    return yaml.safe_dump(d, sort_keys=False)

@@ -12,7 +12,7 @@ import streamlit as st
 
 import ui
 from lelp_studio import analysis, plots
-from lelp_studio.config import RunConfig, SubclassSpec, TrainSpec, dump_config
+from lelp_studio.config import RunConfig, SubclassSpec, TrainSpec, dump_setting
 from lelp_studio.errors import user_errors
 from lelp_studio.maps import stratified_sample
 from lelp_studio.metrics import softmax
@@ -330,7 +330,7 @@ if s2.button("Save spec", key="sub_save", type="primary", help="Store this setti
         st.error(str(err))
 s3.download_button(
     "Export YAML",
-    dump_config(cfg),
+    dump_setting(cfg),
     file_name="lelp-config.yaml",
     mime="application/x-yaml",
     key="sub_yaml",

@@ -372,12 +372,14 @@ def job_list() -> None:
             "started one."
         )
     for job in all_jobs:
+        card = jobs.job_card(job, jobs.job_run(ws, job))
         with st.container(border=True):
             h1, h2, h3 = st.columns([4, 1, 1])
-            h1.markdown(f"**#{job.id} {job.name}** · `{job.state}`")
-            prog = job.progress or {}
-            text = prog.get("stage") or prog.get("message") or job.state
-            h1.progress(job.fraction, text=str(text))
+            h1.markdown(f"**{card.title}** · `{card.state}`")
+            if card.facts:
+                h1.caption(" · ".join(card.facts))
+            # Below the buttons' row, so the bar spans the card's full width.
+            st.progress(card.fraction, text=card.bar_text)
             if job.state in ("queued", "running") and h2.button(
                 "Cancel", key=f"distill_cancel_{job.id}", help="Stop this job (within seconds)."
             ):

@@ -34,14 +34,21 @@ if not runs:
     st.stop()
 
 by_id = {r["run_id"]: r for r in runs}
-label = analysis.run_labels(runs)
-# The picked runs are kept across page visits, and runs finished since the last visit are
-# added to them (first visit: the three newest), so a run just made is always on show.
-seen = ss.get("cmp_seen_runs")
-new_runs = [r["run_id"] for r in runs[:3]] if seen is None else [r for r in by_id if r not in seen]
-ss["cmp_seen_runs"] = set(by_id)
+# The selector names each run among all of them; legends and tables among those picked.
+listed = analysis.run_labels(runs)
+unfinished = {r["run_id"]: analysis.run_unfinished(r) for r in runs}
+# First visit (or another dataset or teacher): the newest finished runs of the current
+# dataset and teacher; later visits keep the pick and add runs finished since.
+context = ui.spec_json(ui.dataset_spec()) + ui.spec_json(ui.teacher_spec())
 picked_before = ui.remember("cmp_runs", [])
-ss["cmp_runs"] = [*new_runs, *(r for r in picked_before if r in by_id and r not in new_runs)]
+ss["cmp_runs"] = analysis.default_pick(
+    runs,
+    ui.dataset_spec(),
+    ui.teacher_spec(),
+    picked_before if ss.get("cmp_context", context) == context else None,
+    ss.get("cmp_seen_runs"),
+)
+ss["cmp_seen_runs"], ss["cmp_context"] = set(by_id), context
 by_sweep = analysis.sweep_runs(jobs.sweep_run_ids(ws), set(by_id))
 if by_sweep:
     ss.setdefault("cmp_sweep", "")
@@ -61,8 +68,9 @@ picked = st.multiselect(
     "Runs",
     list(by_id),
     key="cmp_runs",
-    format_func=lambda rid: f"{by_id[rid]['name']} ({rid})",
-    help="Runs recorded in this workspace, newest first.",
+    format_func=lambda rid: listed[rid] + (f" · {unfinished[rid]}" if unfinished[rid] else ""),
+    help="Runs recorded in this workspace, newest first. First shown: the newest finished "
+    "runs of the current dataset and teacher; a cancelled or partial run says so.",
 )
 ui.remember("cmp_view", PER_RUN)
 view = st.radio(
@@ -74,9 +82,17 @@ view = st.radio(
     "folded into one row (mean ± std, n), ranked on the selection split, with a grid chart.",
 )
 if not picked:
-    st.info("Pick at least one run above.")
+    none = not analysis.default_pick(runs, ui.dataset_spec(), ui.teacher_spec())
+    st.info(
+        "Pick at least one run above."
+        + (f" No run on {ui.dataset_spec().source} with this teacher has finished." if none else "")
+    )
     st.stop()
 sel = [by_id[r] for r in picked]
+label = analysis.run_labels(sel)
+for rid in picked:
+    if unfinished[rid]:
+        st.warning(f"{label[rid]} is not a finished run ({unfinished[rid]}).")
 
 
 if view == SWEEP:
@@ -303,4 +319,4 @@ else:
 
 # -- download and export -----------------------------------------------------------------
 st.divider()
-ui.show_student_files(ws, by_id[focus])
+ui.show_student_files(ws, by_id[focus], label[focus])

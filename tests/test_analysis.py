@@ -265,3 +265,147 @@ def test_the_library_imports_no_streamlit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# -- run labels (issue 18: runs that cannot be told apart) -------------------------------------
+def _cfg_run(rid: str, name: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"dataset": {"source": "text-demo"}, "train": {"objective": "hard"}}
+    for sec, vals in sections.items():
+        cfg[sec] = {**cfg.get(sec, {}), **vals}
+    return {"run_id": rid, "name": name, "config": cfg}
+
+
+def test_run_labels_add_only_the_settings_that_differ():
+    runs = [
+        _cfg_run("r1", "text-demo hard", train={"seed": 0}),
+        _cfg_run("r2", "text-demo hard", train={"seed": 1, "epochs": 20}),
+        _cfg_run("r3", "text-demo hard", train={"seed": 2}, student={"kind": "mlp"}),
+    ]
+    assert analysis.run_labels(runs) == {
+        "r1": "text-demo hard seed=0 student=bag epochs=8",
+        "r2": "text-demo hard seed=1 student=bag epochs=20",
+        "r3": "text-demo hard seed=2 student=mlp epochs=8",
+    }
+    # Shown alone, a run needs none of them.
+    assert analysis.run_labels(runs[:1]) == {"r1": "text-demo hard"}
+
+
+def test_run_labels_name_the_teacher_tau_and_alpha():
+    runs = [
+        _cfg_run("a", "amazon kd", train={"objective": "kd", "tau": 4.0}),
+        _cfg_run("b", "amazon kd", train={"objective": "kd", "alpha": 0.5}),
+        _cfg_run(
+            "c", "amazon kd", train={"objective": "kd"}, teacher={"kind": "hf", "path": "/m/ck"}
+        ),
+    ]
+    assert analysis.run_labels(runs) == {
+        "a": "amazon kd teacher=minilm frozen tau=4.0 alpha=0.0",
+        "b": "amazon kd teacher=minilm frozen tau=1.0 alpha=0.5",
+        "c": "amazon kd teacher=hf ck tau=1.0 alpha=0.0",
+    }
+
+
+def test_run_labels_skip_settings_a_run_does_not_read_or_its_name_states():
+    """S and beta mean nothing to a kd run; a lelp run's name already says S=4 beta=1.0; the
+    objective is in every name."""
+    runs = [
+        _cfg_run("a", "d lelp S=4 beta=1.0", train={"objective": "lelp"}),
+        _cfg_run(
+            "b", "d lelp S=8 beta=1.0", train={"objective": "lelp"}, subclasses={"n_subclasses": 8}
+        ),
+        _cfg_run("c", "d kd", train={"objective": "kd", "fitnet": {"weight": 3.0}}),
+        _cfg_run("e", "d fitnet", train={"objective": "fitnet", "fitnet": {"weight": 2.0}}),
+    ]
+    assert analysis.run_labels(runs) == {
+        "a": "d lelp S=4 beta=1.0",
+        "b": "d lelp S=8 beta=1.0",
+        "c": "d kd",
+        "e": "d fitnet",
+    }
+
+
+def test_run_labels_fall_back_to_the_end_of_the_run_id():
+    runs = [
+        _cfg_run("20250101-120000-aaaaaa", "text-demo hard"),
+        _cfg_run("20250101-120500-bbbbbb", "text-demo hard"),
+        _cfg_run("20250101-121000-cccccc", "text-demo hard", train={"seed": 3}),
+    ]
+    labels = analysis.run_labels(runs)
+    assert labels["20250101-120000-aaaaaa"] == "text-demo hard seed=0 (aaaaaa)"
+    assert labels["20250101-120500-bbbbbb"] == "text-demo hard seed=0 (bbbbbb)"
+    assert labels["20250101-121000-cccccc"] == "text-demo hard seed=3"
+    assert len(set(labels.values())) == 3
+
+
+def test_subclass_objectives_are_those_that_need_subclass_targets():
+    from lelp_studio import objectives
+    from lelp_studio.analysis.labels import SUBCLASS_OBJECTIVES
+
+    needs = {n for n, cls in objectives.REGISTRY.items() if cls.needs_subclass_targets}
+    assert set(SUBCLASS_OBJECTIVES) == needs
+
+
+# -- Compare's default pick (issue 18: the newest finished runs of this dataset and teacher) -----
+def _made(rid: str, source: str = "digits-bin", teacher: str = "digits-mlp", **metrics: Any):
+    epochs = metrics.pop("epochs_done", 2)
+    return {
+        "run_id": rid,
+        "name": rid,
+        "config": {
+            "dataset": {"source": source},
+            "teacher": {"kind": teacher},
+            "train": {"objective": "kd", "epochs": 2},
+        },
+        "metrics": {"history": [{"epoch": e + 1} for e in range(epochs)], **metrics},
+    }
+
+
+def test_run_unfinished_says_cancelled_or_partial():
+    assert analysis.run_unfinished(_made("a")) == ""
+    assert analysis.run_unfinished(_made("a", cancelled=True, epochs_done=1)) == (
+        "cancelled at epoch 1 of 2"
+    )
+    assert analysis.run_unfinished(_made("a", epochs_done=1)) == "partial: stopped at epoch 1 of 2"
+    assert analysis.run_unfinished({"run_id": "old", "config": {}, "metrics": {}}) == ""
+
+
+def test_default_pick_is_the_newest_finished_runs_of_this_dataset_and_teacher():
+    runs = [  # newest first, as Workspace.list_runs gives them
+        _made("cancelled", cancelled=True, epochs_done=1),
+        _made("other-data", source="text-demo"),
+        _made("other-teacher", teacher="arrays"),
+        _made("r4"),
+        _made("r3"),
+        _made("r2"),
+        _made("r1"),
+    ]
+    here = ({"source": "digits-bin"}, {"kind": "digits-mlp"})
+    assert analysis.default_pick(runs, *here) == ["r4", "r3", "r2"]
+    assert analysis.default_pick(runs, *here, n=10) == ["r4", "r3", "r2", "r1"]
+    assert analysis.default_pick(runs, {"source": "text-demo"}, {"kind": "digits-mlp"}) == [
+        "other-data"
+    ]
+    # Specs compare with their defaults filled in, as pydantic objects or dicts.
+    from lelp_studio.config import DatasetSpec, TeacherSpec
+
+    assert analysis.default_pick(
+        runs, DatasetSpec(source="digits-bin"), TeacherSpec(kind="digits-mlp", seed=0)
+    ) == ["r4", "r3", "r2"]
+
+
+def test_default_pick_on_a_later_visit_adds_only_new_finished_runs_of_this_dataset():
+    older = [_made("r2"), _made("r1")]
+    seen = {r["run_id"] for r in older}
+    runs = [
+        _made("late-cancel", cancelled=True, epochs_done=1),
+        _made("late-text", source="text-demo"),
+        _made("late"),
+        *older,
+    ]
+    here = ({"source": "digits-bin"}, {"kind": "digits-mlp"})
+    assert analysis.default_pick(runs, *here, before=["r1"], seen=seen) == ["late", "r1"]
+    # A deleted run leaves the pick; another dataset or teacher starts over (before=None).
+    assert analysis.default_pick(runs[:3], *here, before=["r1"], seen=seen) == ["late"]
+    assert analysis.default_pick(runs, *here, before=None, seen=seen) == ["late", "r2", "r1"]
+    # A first visit keeps a pick made elsewhere (a sweep, a preset), even of another dataset.
+    assert analysis.default_pick(runs, *here, before=["late-text"]) == ["late-text"]

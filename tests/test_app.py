@@ -163,10 +163,8 @@ def digits_run(app_ws: Path, digits_config: Any) -> dict:
 
 
 def test_compare_shows_run_metrics(app_ws: Path, monkeypatch, digits_run):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
+    # Compare picks runs of the current dataset and teacher: digits-bin with its MLP.
+    at = _first_run(app_ws, monkeypatch)
     _open(at, "5_compare.py")
     assert at.dataframe, ([i.value for i in at.info], [w.value for w in at.warning])
     table = at.dataframe[0].value
@@ -650,6 +648,63 @@ def test_compare_keeps_the_picked_runs_and_adds_new_ones(
     assert at.multiselect(key="cmp_runs").value == [third, first]  # and a new run joins it
 
 
+def test_compare_picks_the_newest_finished_runs_of_this_dataset_and_teacher(
+    tmp_path: Path, monkeypatch
+):
+    """Issue 18: not the three newest overall, no other dataset mixed in on a later visit, and
+    a cancelled run (epoch 1 of 3) is marked and never picked by default."""
+    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from lelp_studio.pipeline import run_distill
+    from lelp_studio.store import Workspace
+
+    ws = Workspace(tmp_path)
+
+    def run(seed: int) -> dict[str, Any]:
+        cfg = RunConfig(
+            name="digits-bin hard",
+            dataset=DatasetSpec(source="digits-bin"),
+            teacher=TeacherSpec(kind="digits-mlp"),
+            student=StudentSpec(kind="mlp", hidden=8),
+            train=TrainSpec(epochs=1, objective="hard", device="cpu", seed=seed),
+        )
+        return run_distill(cfg, ws)
+
+    def copy(rec: dict[str, Any], run_id: str, source: str = "", **metrics: Any) -> str:
+        """A newer record of another dataset, or cancelled at epoch 1 of 3."""
+        new = json.loads(json.dumps(rec))
+        new["run_id"] = run_id
+        new.pop("created", None)
+        if source:
+            new["name"], new["config"]["dataset"]["source"] = f"{source} hard", source
+        if metrics:
+            new["metrics"].update(metrics)
+            new["config"]["train"]["epochs"] = 3
+        ws.save_run(new)
+        return run_id
+
+    a, b = run(0)["run_id"], (rec := run(1))["run_id"]
+    cancelled = copy(rec, "cancelled-run", cancelled=True)
+    other = copy(rec, "other-data", source="text-demo")  # the newest run of all
+    at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
+    _open(at, "5_compare.py")
+    box = at.multiselect(key="cmp_runs")
+    assert box.value == [b, a]  # not the cancelled run, not the other dataset's
+    # Runs are told apart by what differs (the seed); the cancelled one says so.
+    assert "digits-bin hard seed=1 epochs=3 · cancelled at epoch 1 of 3" in box.options
+    assert set(at.dataframe[0].value["run"]) == {"digits-bin hard seed=0", "digits-bin hard seed=1"}
+    # Picked by hand, a cancelled run is shown with a warning.
+    box.set_value([cancelled, a]).run()
+    assert any("not a finished run (cancelled at epoch 1 of 3)" in w.value for w in at.warning)
+    # A later visit adds only the new finished runs of this dataset and teacher.
+    at.multiselect(key="cmp_runs").set_value([a]).run()
+    c = run(3)["run_id"]
+    copy(rec, "other-again", source="text-demo")
+    _open(at, "1_data.py")
+    _open(at, "5_compare.py")
+    assert at.multiselect(key="cmp_runs").value == [c, a]
+    assert other not in at.multiselect(key="cmp_runs").value
+
+
 # -- honest numbers: the selection split and "does distillation pay here?" -------------------
 def test_data_page_names_the_selection_split_and_answers_whether_distillation_pays(
     at_digits: AppTest,
@@ -894,3 +949,32 @@ def test_distill_grid_builder_counts_and_queues_the_sweep(tmp_path: Path, monkey
     _open(at, "4_distill.py")
     assert at.text_input(key="sweep_tau").value == "1 4"
     assert at.multiselect(key="sweep_objectives").value == ["kd", "lelp"]
+
+
+def test_distill_job_card_says_epoch_elapsed_and_test_score(tmp_path: Path, monkeypatch):
+    """Issue 18: a card said only "running"; its bar stopped at two thirds of the card."""
+    from lelp_studio import jobs
+    from lelp_studio.config import DatasetSpec, RunConfig, StudentSpec, TeacherSpec, TrainSpec
+    from lelp_studio.store import Workspace
+
+    ws = Workspace(tmp_path)
+    cfg = RunConfig(
+        name="digits-bin hard",
+        dataset=DatasetSpec(source="digits-bin"),
+        teacher=TeacherSpec(kind="digits-mlp"),
+        student=StudentSpec(kind="mlp", hidden=8),
+        train=TrainSpec(epochs=2, objective="hard", device="cpu"),
+    )
+    job_id = jobs.submit(ws, "distill", cfg)
+    assert jobs.run_job(ws, job_id).state == "succeeded"
+    score = ws.load_run(jobs.get_job(ws, job_id).result)["metrics"]["student"]["accuracy"]
+    at = _first_run(tmp_path, monkeypatch, ws_root=str(tmp_path))
+    _open(at, "4_distill.py")
+    facts = [c.value for c in at.caption if c.value.startswith("epoch ")]
+    assert len(facts) == 1, [c.value for c in at.caption]
+    assert facts[0].startswith("epoch 2/2 · elapsed ")
+    assert facts[0].endswith(f" · test accuracy {score:.1f}%")
+    bar = at.get("progress")[0]
+    assert bar.proto.value == 100
+    # The bar sits in the card itself, not in the title's (two-thirds wide) column.
+    assert at.columns and not any(col.get("progress") for col in at.columns)

@@ -56,6 +56,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The app's workspace, for tests that add records the app then shows.
+WORKSPACE: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
@@ -88,6 +92,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     ws_root = env["LELP_WORKSPACE"]
+    WORKSPACE["root"] = ws_root
     try:
         for _ in range(120):
             try:
@@ -222,6 +227,84 @@ def test_distill_queues_a_job_and_shows_progress(page) -> None:  # type: ignore[
     page.get_by_text("succeeded", exact=True).first.wait_for(timeout=300_000)
     _no_exception(page)
     _shoot(page, "4_distill")
+
+
+def test_distill_job_card_says_epoch_elapsed_and_score_across_the_card(page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18: a card said only "running", and its bar stopped at two thirds of the card."""
+    _goto(page, "Distill")
+    facts = page.get_by_text("test accuracy", exact=False).first
+    facts.wait_for(timeout=120_000)  # the job list refreshes itself every 2 s
+    text = facts.inner_text()
+    assert "epoch " in text and "elapsed " in text, text
+    # the card: the innermost block holding both the facts and a bar
+    card = (
+        page.get_by_test_id("stVerticalBlock")
+        .filter(has=page.get_by_text("test accuracy", exact=False))
+        .filter(has=page.get_by_test_id("stProgress"))
+        .last
+    )
+    bar = card.get_by_test_id("stProgress").first
+    bar.wait_for()
+    cbox, bbox = card.bounding_box(), bar.bounding_box()
+    assert cbox is not None and bbox is not None
+    assert bbox["width"] >= 0.9 * cbox["width"] - 40, (bbox, cbox)  # padding aside, full width
+    _no_exception(page)
+
+
+def _add_records() -> dict[str, str]:
+    """Beside the run the Distill test made: the same setting with another seed (newer), a
+    copy cancelled at epoch 1 of 3, and a run of another dataset (the newest of all)."""
+    import json
+
+    from lelp_studio.store import Workspace
+
+    ws = Workspace(WORKSPACE["root"])
+    first = ws.list_runs()[-1]
+
+    def copy(run_id: str, change: dict[str, object], metrics: dict[str, object]) -> str:
+        rec = json.loads(json.dumps(first))
+        rec.pop("created", None)
+        rec["run_id"] = run_id
+        for path, value in change.items():
+            section, key = path.split(".")
+            rec["config"][section][key] = value
+        rec["metrics"].update(metrics)
+        if "dataset.source" in change:
+            rec["name"] = f"{change['dataset.source']} lelp"
+        ws.save_run(rec)
+        return run_id
+
+    other = "text-demo" if first["config"]["dataset"]["source"] == "digits-bin" else "digits-bin"
+    return {
+        "first": first["run_id"],
+        "seed": copy("seed-one-run", {"train.seed": 1}, {}),
+        "cancelled": copy("cancel-run", {"train.seed": 2, "train.epochs": 3}, {"cancelled": True}),
+        "other": copy("other-data-run", {"dataset.source": other}, {}),
+        "other_source": other,
+    }
+
+
+def test_compare_picks_finished_runs_of_this_dataset_told_apart(page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18: Compare's first pick is the newest finished runs of the current dataset and
+    teacher (no cancelled run, no other dataset), and runs differing by seed say so (the
+    cancelled run's mark in the selector is checked in test_app.py)."""
+    ids = _add_records()
+    page.reload()
+    _idle(page)
+    _goto(page, "Compare")
+    runs = page.get_by_test_id("stMultiSelect").filter(has_text="Runs").first
+    runs.wait_for()
+    # the picked runs show as chips labelled by what differs: their seeds
+    page.wait_for_function(
+        "() => document.body.innerText.includes('seed=1') && "
+        "document.body.innerText.includes('seed=0')"
+    )
+    chips = runs.inner_text()
+    assert "seed=0" in chips and "seed=1" in chips, chips
+    assert "cancelled" not in chips and ids["other_source"] not in chips, chips
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for()
+    _no_exception(page)
 
 
 def test_compare_page_shows_the_finished_run(page) -> None:  # type: ignore[no-untyped-def]

@@ -95,3 +95,24 @@ def test_teacher_tokenizer_is_an_arrays_option() -> None:
     assert load_config(None).teacher.tokenizer is None
     with pytest.raises(ConfigError, match=r"teacher.tokenizer is for kind 'arrays'"):
         load_config(None, ["teacher.tokenizer=minilm"])
+
+
+def test_dump_setting_keeps_only_the_chosen_objectives_section(tmp_path: Path) -> None:
+    """Issue 18: Export YAML wrote every method's section and ``latent_cols: []``."""
+    import yaml
+
+    from lelp_studio.config import dump_setting
+
+    cfg = load_config(None, ["train.objective=fitnet", "train.fitnet.weight=2"])
+    d = yaml.safe_load(dump_setting(cfg))
+    sections = [k for k, v in d["train"].items() if isinstance(v, dict)]
+    assert sections == ["fitnet"] and d["train"]["fitnet"]["weight"] == 2.0
+    assert "latent_cols" not in d["dataset"]
+    out = tmp_path / "setting.yaml"
+    out.write_text(dump_setting(cfg))
+    assert load_config(out) == cfg  # the defaults come back
+    lelp = yaml.safe_load(dump_setting(load_config(None, ["dataset.latent_cols=[topic]"])))
+    assert lelp["dataset"]["latent_cols"] == ["topic"]
+    assert not [k for k, v in lelp["train"].items() if isinstance(v, dict)]
+    # `lelp show-config` still prints every section (defaults filled in).
+    assert "reaugkd" in yaml.safe_load(dump_config(cfg))["train"]

@@ -206,7 +206,7 @@ def make_folder(root: Path, name: str = "toy", dev: bool = True) -> Path:
 
 
 def test_load_shared_folder_format(tmp_path: Path) -> None:
-    ds = load_shared("toy", root=make_folder(tmp_path))
+    ds = load_shared("toy", root=make_folder(tmp_path), latent_cols=["domain"])
     assert ds.name == "toy" and ds.label_names == ["neg", "pos"]
     assert list(ds.splits) == ["train", "test", "dev"]
     tr = ds.splits["train"]
@@ -716,3 +716,67 @@ def test_upload_limit_outside_a_checkout_reads_the_working_folder(
     (tmp_path / ".streamlit").mkdir()
     (tmp_path / ".streamlit" / "config.toml").write_text("[server]\nmaxUploadSize = 7\n")
     assert upload_limit_mb() == 7
+
+
+# --------------------------------------------------------------------------- latent columns
+
+
+def test_few_values_is_at_most_50_and_under_5_percent_of_rows() -> None:
+    from lelp_studio.data import few_values
+
+    assert few_values(pd.Series(["a", "b"] * 50))  # 2 values in 100 rows
+    assert not few_values(pd.Series(["a", "b", "c", "d", "e"] * 20))  # 5 of 100: not under 5%
+    assert few_values(pd.Series(np.arange(50).repeat(30)))  # 50 values in 1,500 rows
+    assert not few_values(pd.Series(np.arange(51).repeat(30)))  # 51 values: too many
+    assert not few_values(pd.Series([f"title {i}" for i in range(6000)]))  # free text
+
+
+def amazon_like(root: Path, n: int = 400) -> Path:
+    """A shared folder like amazon_multidomain: a few domains, ratings 1-5, a unique title."""
+    folder = root / "amz"
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text(json.dumps({"0": "neg", "1": "pos"}), encoding="utf-8")
+    for split, rows in (("train", n), ("test", n // 4)):
+        df = pd.DataFrame(
+            {
+                "text": [f"{split} review {i}" for i in range(rows)],
+                "label": np.arange(rows) % 2,
+                "domain": np.array(["books", "dvd", "kitchen"])[np.arange(rows) % 3],
+                "rating": np.arange(rows) % 5 + 1,
+                "title": [f"{split} title {i}" for i in range(rows)],
+            }
+        )
+        df.to_csv(folder / f"{split}.csv", index=False)
+    return root
+
+
+def test_free_text_column_of_a_shared_folder_is_not_latent(tmp_path: Path) -> None:
+    """Issue 18: Amazon's ``title`` became "latent: title" (6,056 map colours)."""
+    root = amazon_like(tmp_path)
+    ds = load_shared("amz", root=root)
+    assert ds.latent_columns == ["domain", "rating"]
+    assert "title" not in ds.splits["test"].latent
+
+
+def test_a_named_free_text_column_stays_latent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LELP_SHARED_DATA", str(amazon_like(tmp_path)))
+    ds = load_dataset(DatasetSpec(source="shared:amz", latent_cols=["title"]))
+    assert ds.latent_columns == ["domain", "rating", "title"]
+    assert load_dataset(DatasetSpec(source="shared:amz")).latent_columns == ["domain", "rating"]
+
+
+def test_a_few_valued_column_only_in_test_stays_latent(tmp_path: Path) -> None:
+    """Values are pooled over the splits that have the column."""
+    root = amazon_like(tmp_path)
+    test = pd.read_csv(root / "amz" / "test.csv")
+    test.assign(site=np.arange(len(test)) % 2).to_csv(root / "amz" / "test.csv", index=False)
+    assert load_shared("amz", root=root).latent_columns == ["domain", "rating", "site"]
+
+
+def test_load_shared_real_amazon_drops_the_title() -> None:
+    root = shared_data_root()
+    if root is None or not (root / "amazon_multidomain").is_dir():
+        pytest.skip("shared data (../shared/data/amazon_multidomain) not present")
+    assert load_shared("amazon_multidomain").latent_columns == ["domain", "rating"]

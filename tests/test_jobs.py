@@ -513,3 +513,70 @@ def test_active_twin_finds_the_same_queued_config_only(tmp_path: Path) -> None:
     assert jobs.active_twin(ws, "distill", other) is None  # another seed is another run
     jobs.request_cancel(ws, jid)  # a queued job is cancelled at once
     assert jobs.active_twin(ws, "distill", cfg) is None  # a finished twin does not count
+
+
+# -- the Distill page's job cards (issue 18: epoch x/y, elapsed, ETA, final score) ------------
+def _job(state: str, **fields: Any) -> jobs.Job:
+    row: dict[str, Any] = {
+        "id": 7,
+        "kind": "distill",
+        "config": {"name": "text-demo kd", "train": {"epochs": 200}},
+        "state": state,
+        "resources": "any",
+        "device": "cpu",
+        "created": 1000.0,
+        "started": None,
+        "finished": None,
+        "heartbeat": None,
+        "pid": None,
+        "worker_id": None,
+        "progress": {},
+        "metrics": [],
+        "log_tail": "",
+        "error": None,
+        "result": None,
+        "attempts": 0,
+        "cancel_requested": False,
+        "sweep_id": None,
+        "batch_size_override": None,
+    }
+    return jobs.Job(**(row | fields))
+
+
+def test_job_card_of_a_running_job_gives_epoch_elapsed_and_eta():
+    running = _job(
+        "running",
+        started=1000.0,
+        progress={"step": 240, "total": 1000, "epoch": 24, "epochs": 200},
+        # epoch ends at 1100 s and 1330 s: 10 s per epoch, 176 epochs left, 5 s into the next
+        metrics=[{"epoch": 1, "time": 1100.0}, {"epoch": 24, "time": 1330.0}],
+    )
+    card = jobs.job_card(running, now=1335.0)
+    assert card.title == "#7 text-demo kd" and card.fraction == 0.24
+    assert card.facts == ("epoch 24/200", "elapsed 5 min 35 s", "ETA 29 min 15 s")
+    assert card.bar_text == "training: epoch 24/200"
+
+
+def test_job_card_before_two_epochs_takes_the_eta_from_the_progress():
+    stage = _job("running", started=1000.0, progress={"stage": "embedding", "step": 1, "total": 4})
+    card = jobs.job_card(stage, now=1030.0)
+    assert card.facts == ("elapsed 30 s", "ETA 1 min 30 s") and card.bar_text == "embedding"
+
+
+def test_job_card_of_a_finished_job_gives_the_test_score_and_no_eta():
+    done = _job(
+        "succeeded",
+        started=1000.0,
+        finished=1000.0 + 2 * 3600 + 7 * 60,
+        result="run-1",
+        progress={"epoch": 200, "epochs": 200},
+    )
+    run = {"metrics": {"student": {"accuracy": 85.8333}}}
+    card = jobs.job_card(done, run, now=99999.0)
+    assert card.fraction == 1.0
+    assert card.facts == ("epoch 200/200", "elapsed 2 h 07 min", "test accuracy 85.8%")
+    # A cancelled job keeps its epoch and time, with no ETA and no score.
+    cancelled = _job("cancelled", started=1000.0, finished=1240.0, progress={"epoch": 24})
+    assert jobs.job_card(cancelled, run).facts == ("epoch 24/200", "elapsed 4 min 00 s")
+    queued = _job("queued")
+    assert jobs.job_card(queued, now=1065.0).facts == ("queued 1 min 05 s ago",)

@@ -348,3 +348,35 @@ def test_a_run_has_the_same_colour_in_reliability_and_learning_curves():
         by_run = {t.name.split(":")[0]: t.line.color for t in fig.data if t.name != "teacher"}
         assert by_run["lelp"] == colors["lelp"] and by_run["kd"] == colors["kd"]
     assert colors["kd"] != colors["lelp"]
+
+
+def test_learning_curves_tell_accuracy_from_agreement():
+    """Issue 18: a run's accuracy and agreement curves shared colour and style."""
+    hist = [{"step": 1, "loss": 1.0, "eval_accuracy": 0.5, "eval_agreement": 0.6}]
+    fig = plots.learning_curves({"a": hist})
+    style = {tr.name: (tr.line.dash, tr.marker.symbol) for tr in fig.data}
+    assert len(set(style.values())) == 3, style  # loss, accuracy, agreement all differ
+    assert style["a: eval_accuracy"][0] != style["a: eval_agreement"][0]
+    assert len({tr.line.color for tr in fig.data}) == 1  # one colour per run
+
+
+def test_target_bars_name_the_dotted_teacher_line_once():
+    """Issue 18: the inspector's dotted teacher line had no legend entry."""
+    fig = plots.target_bars(
+        np.array([0.1, 0.2, 0.3, 0.15, 0.25]), ["neg", "pos"], [2, 3], teacher_probs=[0.3, 0.7]
+    )
+    lines = [tr for tr in fig.data if isinstance(tr, go.Scatter)]
+    assert len(lines) == 2 and all(tr.line.dash == "dot" for tr in lines)
+    shown = [tr for tr in lines if tr.showlegend is not False]
+    assert [tr.name for tr in shown] == ["teacher p(class)"]
+    assert {tr.legendgroup for tr in lines} == {"teacher"}  # one click toggles them all
+
+
+def test_contingency_heatmap_keeps_room_for_its_cells_under_long_labels():
+    """Issue 18: the oracle and manual heat maps were squeezed to a few pixels."""
+    short = plots.contingency_heatmap(np.array([0, 1]), np.array(["a", "b"]))
+    assert short.layout.height >= 320
+    values = np.array([f"a rather long latent value number {i}" for i in range(8)])
+    long = plots.contingency_heatmap(np.arange(8) % 2, values)
+    # the turned labels (about 7 px a character) leave at least 200 px for the cells
+    assert long.layout.height - 7 * max(len(v) for v in values) >= 200

@@ -27,16 +27,18 @@ def _zip_dir(path: str) -> bytes:
     return buf.getvalue()
 
 
-def show_student_files(ws: Workspace, run: dict[str, Any]) -> None:
-    """The download button (never a zip without the weights) and the export form of ``run``."""
+def show_student_files(ws: Workspace, run: dict[str, Any], label: str | None = None) -> None:
+    """The download button (never a zip without the weights) and the export form of ``run``,
+    named by ``label`` (``analysis.run_labels``: the settings that tell it apart)."""
     ss = st.session_state
     focus = run["run_id"]
+    label = label or str(run["name"])
     st.subheader("Download the student")
     sdir = ws.artifact_path(run, "student_dir")
     missing = analysis.student_files_missing(sdir)
     if not missing:
         st.download_button(
-            f"Download {run['name']} (safetensors + config)",
+            f"Download {label} (safetensors + config)",
             _zip_dir(sdir),
             file_name=f"{focus}-student.zip",
             mime="application/zip",
@@ -79,7 +81,7 @@ def show_student_files(ws: Workspace, run: dict[str, Any]) -> None:
         "Replace a non-empty folder", key="cmp_export_force", help="Same as `lelp export --force`."
     )
     if st.button(
-        f"Export {run['name']} as {fmt}",
+        f"Export {label} as {fmt}",
         key="cmp_export",
         help=f"Same as `lelp export {focus} --format {fmt} --out <folder>`.",
     ):

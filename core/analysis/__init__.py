@@ -16,6 +16,7 @@ from .labels import (
     sweep_runs,
 )
 from .neighbours import nearest_rows, neighbour_table, teacher_index
+from .picks import DEFAULT_PICK, default_pick, run_unfinished, runs_of
 from .sweep_view import (
     SWEEP_FIELDS,
     mean_std,
@@ -44,6 +45,10 @@ from .tables import (
 )
 
 __all__ = [
+    "DEFAULT_PICK",
+    "default_pick",
+    "run_unfinished",
+    "runs_of",
     "SWEEP_FIELDS",
     "TINY_SUBCLASS",
     "cost_records",

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import SubclassSpec
+from ..config import RunConfig, SubclassSpec, TrainSpec
 from ..data import SELECT
+from ..params import section_model, train_section
 from ..types import Dataset, hash_arrays
 
 
@@ -30,17 +31,120 @@ def hash_key(obj: Any) -> str:
     return hash_arrays(json.dumps(obj, default=str))[:16]
 
 
-def run_labels(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Run id -> the name a page shows; a name several runs share gets the id appended.
+#: Settings as a label names them, in the order they are appended (others follow, sorted).
+SHORT_NAMES = {
+    "dataset.source": "data",
+    "teacher": "teacher",
+    "train.seed": "seed",
+    "subclasses.n_subclasses": "S",
+    "subclasses.beta": "beta",
+    "train.tau": "tau",
+    "train.alpha": "alpha",
+    "student.kind": "student",
+    "train.epochs": "epochs",
+    "train.lr": "lr",
+    "train.batch_size": "batch",
+    "subclasses.method": "subclasses",
+    "subclasses.seed": "subclass seed",
+    "dataset.seed": "data seed",
+}
 
-    Why: tables, legends and the dicts the plots take are keyed by name, so two runs named
-    alike ("text-demo hard" twice) were shown as one row, one curve, one matrix title.
-    """
-    counts = Counter(str(r["name"]) for r in runs)
-    return {
-        r["run_id"]: f"{r['name']}" + (f" ({r['run_id']})" if counts[str(r["name"])] > 1 else "")
-        for r in runs
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _teacher_text(t: Mapping[str, Any]) -> str:
+    """A teacher in a few words: ``minilm frozen``, ``hf my-checkpoint``, ``digits-mlp``."""
+    kind = str(t.get("kind", "minilm"))
+    if t.get("path"):
+        return f"{kind} {Path(str(t['path'])).name}"
+    return f"{kind} {t.get('mode', 'frozen')}" if kind == "minilm" else kind
+
+
+#: Objectives that read ``subclasses`` (``needs_subclass_targets``; a test keeps them in step).
+SUBCLASS_OBJECTIVES = ("lelp",)
+
+
+def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's settings as ``{path: value}`` (``train.tau``, ``teacher`` as one text), with
+    the schema's defaults filled in so a config written before a setting existed compares
+    equal to one that states the default."""
+    raw = {k: v for k, v in config.items() if k != "name"}
+    try:
+        full: Mapping[str, Any] = RunConfig.model_validate(raw).model_dump(mode="json")
+    except ValueError:  # an older or partial record: compare what it has
+        full = raw
+    objective = str((full.get("train") or {}).get("objective", ""))
+    own = train_section(objective) if objective else None
+    sections = {f"train.{n}." for n in TrainSpec.model_fields if section_model(n)}
+    flat = {
+        k: v
+        for k, v in _flat(full).items()
+        if not k.startswith("teacher.")
+        # settings the run's objective does not read say nothing about it
+        and not (k.startswith("subclasses.") and objective not in SUBCLASS_OBJECTIVES)
+        and not (any(k.startswith(s) for s in sections) and not k.startswith(f"train.{own}."))
     }
+    flat["teacher"] = _teacher_text(full.get("teacher") or {})
+    if isinstance(flat.get("dataset.source"), str):
+        flat["dataset.source"] = flat["dataset.source"].removeprefix("shared:")
+    return {k: v for k, v in flat.items() if k != "name"}
+
+
+#: Settings a run's name usually states by value alone.
+_IN_NAME = ("dataset.source", "train.objective", "subclasses.method")
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, float):
+        return str(v)  # as subclass_label writes it (beta=1.0), so a name's token is found
+    if isinstance(v, list):
+        return ",".join(_value_text(x) for x in v)
+    return str(v)
+
+
+def _short(path: str) -> str:
+    return SHORT_NAMES.get(path) or path.split(".", 1)[-1]
+
+
+def run_labels(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Run id -> the name a page shows for ``runs`` shown together: the run's name (dataset
+    and objective) plus only the settings that differ among them (``seed=1 tau=4``); runs
+    still named alike get the end of their id.
+
+    Why: "text-demo hard" three times in a legend, a selector or a download button says
+    nothing; and tables, legends and the dicts the plots take are keyed by name, so runs
+    named alike were shown as one row, one curve, one matrix title.
+    """
+    settings = {r["run_id"]: run_settings(r.get("config") or {}) for r in runs}
+    paths = sorted({p for s in settings.values() for p in s})
+    # A setting differs when the runs that have it (their objective reads it) disagree on it.
+    differ = [p for p in paths if len({repr(s[p]) for s in settings.values() if p in s}) > 1]
+    order = list(SHORT_NAMES)
+    differ.sort(key=lambda p: (order.index(p) if p in order else len(order), p))
+    labels: dict[str, str] = {}
+    for r in runs:
+        name = str(r.get("name") or r["run_id"])
+        extra = []
+        for p in differ:
+            if p not in settings[r["run_id"]]:
+                continue
+            text = _value_text(settings[r["run_id"]][p])
+            if p in _IN_NAME and text in name.replace("/", " ").split():
+                continue  # the name says it already (text-demo kd)
+            token = f"{_short(p)}={text}"
+            if token not in name.split():
+                extra.append(token)
+        labels[r["run_id"]] = " ".join([name, *extra])
+    counts = Counter(labels.values())
+    return {rid: f"{lab} ({rid[-6:]})" if counts[lab] > 1 else lab for rid, lab in labels.items()}
 
 
 def subclass_label(spec: SubclassSpec) -> str:

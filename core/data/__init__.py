@@ -14,7 +14,15 @@ Face ``datasets`` sources with the optional ``hf`` extra (``hf:NAME[:CONFIG]`` o
 written by ``save_to_disk`` offline), and two built-in demos (:data:`DEMOS`).
 """
 
-from .frames import LABEL_NAMES, MAX_CLASSES, MISSING, dataset_from_frame, guess_columns
+from .frames import (
+    LABEL_NAMES,
+    MAX_CLASSES,
+    MISSING,
+    dataset_from_frame,
+    few_values,
+    guess_columns,
+    latent_candidates,
+)
 from .hf import hf_offline, load_hf, load_hf_raw
 from .paths import sample_dir, shared_data_root
 from .readers import SPLIT_FILES, DataError, read_table, split_files
@@ -42,7 +50,9 @@ __all__ = [
     "check_subclass_counts",
     "check_upload_size",
     "dataset_from_frame",
+    "few_values",
     "guess_columns",
+    "latent_candidates",
     "hf_offline",
     "load_dataset",
     "load_demo",

@@ -91,6 +91,36 @@ def guess_columns(df: pd.DataFrame) -> tuple[str, str]:
     return text, min(counts, key=counts.__getitem__) if counts else cols[0]
 
 
+#: A column not named in ``latent_cols`` is a latent subclass only with at most this many
+#: distinct values ...
+MAX_LATENT_VALUES = 50
+#: ... and fewer distinct values than this fraction of rows: a free-text column (a review's
+#: title) would otherwise become thousands of map colours and per-latent table rows.
+MAX_LATENT_FRACTION = 0.05
+
+
+def few_values(s: pd.Series) -> bool:
+    """Whether a column has few enough distinct values to be a latent subclass unasked."""
+    k = int(s.nunique(dropna=True))
+    return k <= MAX_LATENT_VALUES and k < MAX_LATENT_FRACTION * len(s)
+
+
+def latent_candidates(
+    frames: Sequence[pd.DataFrame], exclude: Sequence[str] = (), named: Sequence[str] = ()
+) -> list[str]:
+    """The columns of ``frames`` (the splits of one dataset, in file order) that count as
+    latent subclasses: those in ``named``, and the others outside ``exclude`` whose values,
+    pooled over the splits that have the column, are :func:`few_values`."""
+    cols: list[str] = []
+    for df in frames:
+        cols += [str(c) for c in df.columns if str(c) not in exclude and str(c) not in cols]
+    return [
+        c
+        for c in cols
+        if c in named or few_values(pd.concat([df[c] for df in frames if c in df.columns]))
+    ]
+
+
 def _label_values(s: pd.Series) -> np.ndarray:
     """Canonical label values: int64/float64 for numeric columns, stripped str otherwise."""
     if pd.api.types.is_bool_dtype(s):

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import DatasetSpec
 from ..types import Dataset, Split
-from .frames import SourceOptions, dataset_from_frame, dataset_from_splits
+from .frames import SourceOptions, dataset_from_frame, dataset_from_splits, latent_candidates
 from .hf import import_datasets, is_saved_hf, load_hf_raw
 from .paths import SHARED_HINT, sample_dir, shared_data_default, shared_data_root
 from .readers import SPLIT_FILES, SPLIT_STEMS, SUFFIXES, DataError, read_table, split_files
@@ -62,8 +62,10 @@ def _read_label_map(lpath: Path) -> dict[str, Any]:
         ) from None
 
 
-def _load_folder(folder: Path, name: str) -> Dataset:
-    """The shared folder format: train/test(/dev).csv + labels.json; extra columns are latent."""
+def _load_folder(folder: Path, name: str, latent_cols: Sequence[str] = ()) -> Dataset:
+    """The shared folder format: train/test(/dev).csv + labels.json. An extra column is latent
+    when named in ``latent_cols`` or when it has few distinct values
+    (:func:`~.frames.latent_candidates`)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: no such dataset folder")
     for need in ("train.csv", "test.csv", "labels.json"):
@@ -77,9 +79,7 @@ def _load_folder(folder: Path, name: str) -> Dataset:
     frames = {
         s: read_table(folder / f"{s}.csv") for s in SPLIT_FILES if (folder / f"{s}.csv").is_file()
     }
-    latent: list[str] = []
-    for df in frames.values():
-        latent += [str(c) for c in df.columns if c not in ("text", "label") and c not in latent]
+    latent = latent_candidates(list(frames.values()), ("text", "label"), latent_cols)
     for s, df in frames.items():
         missing = [c for c in latent if c not in df.columns]
         if missing:
@@ -141,8 +141,11 @@ def _load_split_folder(d: Path, opts: SourceOptions) -> Dataset:
     return ds
 
 
-def load_shared(name: str, root: str | Path | None = None) -> Dataset:
-    """A dataset folder of ``../shared/data`` (or ``root``) by name, e.g. ``"sst2"``."""
+def load_shared(
+    name: str, root: str | Path | None = None, latent_cols: Sequence[str] = ()
+) -> Dataset:
+    """A dataset folder of ``../shared/data`` (or ``root``) by name, e.g. ``"sst2"``;
+    ``latent_cols`` keeps columns as latent that have too many values to be kept unasked."""
     base = Path(root) if root is not None else shared_data_root()
     if base is None or not base.is_dir():
         raise DataError(
@@ -152,7 +155,7 @@ def load_shared(name: str, root: str | Path | None = None) -> Dataset:
     if not folder.is_dir():
         names = sorted(p.name for p in base.iterdir() if p.is_dir())
         raise DataError(f"shared:{name}: no folder {folder}; available: {names}")
-    return _load_folder(folder, name)
+    return _load_folder(folder, name, latent_cols)
 
 
 def _digits() -> Dataset:
@@ -173,12 +176,12 @@ def _digits() -> Dataset:
     return Dataset(name="digits-bin", label_names=["even", "odd"], splits=splits)
 
 
-def load_demo(name: str) -> Dataset:
+def load_demo(name: str, latent_cols: Sequence[str] = ()) -> Dataset:
     """A built-in demo: ``text-demo`` (synthetic reviews) or ``digits-bin``."""
     if name == "digits-bin":
         return _digits()
     if name == "text-demo":
-        return _load_folder(sample_dir() / "text_demo", "text-demo")
+        return _load_folder(sample_dir() / "text_demo", "text-demo", latent_cols)
     raise DataError(f"unknown demo {name!r}; the demos are {list(DEMOS)}")
 
 
@@ -232,7 +235,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     """Dispatch on ``spec.source``: a demo name, ``shared:<name>``, ``hf:NAME[:CONFIG]``, a
     folder path (split files, or a ``save_to_disk`` folder) or a file path.
 
-    For demos and shared folders the columns are fixed (all extra columns are latent), so
+    For demos and shared folders the columns are fixed (extra columns with few values are
+    latent, and those named in ``latent_cols``), so
     ``text_col``/``label_col`` are not used; ``latent_cols``, when given, must exist. A path
     to a folder's ``train`` file with a ``test`` file beside it reads the folder.
     ``split_note`` says how splits were made when the source did not give them all.
@@ -241,9 +245,9 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     opts = SourceOptions(spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed)
     mention = ""
     if src in DEMOS:
-        ds = load_demo(src)
+        ds = load_demo(src, spec.latent_cols)
     elif src.startswith("shared:"):
-        ds = load_shared(src.split(":", 1)[1])
+        ds = load_shared(src.split(":", 1)[1], latent_cols=spec.latent_cols)
     elif src.startswith("hf:"):
         ds = load_hf_raw(src[3:], *opts)
     else:

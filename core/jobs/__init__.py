@@ -8,6 +8,7 @@ STYLE.md). ``table`` holds the schema and row type, ``queue`` the transactions o
 plugged in with ``LELP_JOB_PLUGINS``), ``__main__`` the job process's command line.
 """
 
+from .card import JobCard, duration_text, job_card, job_run
 from .checkpoints import ResumePoint, ckpt_dir, read_checkpoint
 from .kinds import (
     CONFIG_KINDS,
@@ -51,6 +52,7 @@ __all__ = [
     "RUNNERS",
     "STATES",
     "Job",
+    "JobCard",
     "JobError",
     "JobKind",
     "LocalWorker",
@@ -58,6 +60,9 @@ __all__ = [
     "ResumePoint",
     "Runner",
     "active_twin",
+    "duration_text",
+    "job_card",
+    "job_run",
     "append_metrics",
     "checkpoints_each_epoch",
     "ckpt_dir",

@@ -220,9 +220,12 @@ def contingency_heatmap(
     cols, ci = _category_index(latent, 40)
     flat = np.bincount(ri * len(cols) + ci, minlength=len(rows) * len(cols))
     counts = flat.reshape(len(rows), len(cols))
+    # Long latent values are drawn turned (up to 40 characters, about 7 px each) below the
+    # plot; counted into the height, so the cells keep room (they were squeezed to a few px).
+    label_px = 7 * max((len(c) for c in cols), default=0) if len(cols) > 3 else 20
     return _frame(
         _count_heatmap(counts, cols, rows, latent_title, assign_title),
-        height=max(270, 70 + 28 * len(rows)),
+        height=max(320, 110 + max(160, 28 * len(rows)) + label_px),
         legend="right",  # the colour bar
         xaxis_title=latent_title,
         yaxis_title=assign_title,
@@ -274,8 +277,10 @@ def target_bars(
                     y=[float(teacher_probs[c])] * 2,
                     mode="lines",
                     line={"dash": "dot", "color": "black"},
-                    name=f"teacher p({name})",
-                    showlegend=False,
+                    # one legend entry says what the dotted lines are; it toggles them all
+                    name="teacher p(class)",
+                    legendgroup="teacher",
+                    showlegend=c == 0,
                     hovertemplate=f"teacher p({name}) = {float(teacher_probs[c]):.3f}"
                     "<extra></extra>",
                 )

@@ -82,6 +82,14 @@ def confusion_heatmap(
     return fig.update_layout(margin_t=max(fig.layout.margin.t, 24 * lines + 16))
 
 
+def _metric_dash(metric: str) -> str:
+    """A run has one colour, so its metrics differ by dash: accuracy solid, agreement dashed
+    (they share an axis and often overlap), loss dotted."""
+    if "agree" in metric:
+        return "dash"
+    return "solid" if "acc" in metric else "dot"
+
+
 def learning_curves(
     histories: Mapping[str, Sequence[Mapping[str, Any]]],
     *,
@@ -118,7 +126,8 @@ def learning_curves(
                     mode="lines+markers" if len(xs) < 40 else "lines",
                     name=f"{name}: {metric}",
                     yaxis="y2" if is_acc else "y",
-                    line={"dash": "solid" if is_acc else "dot", "color": colors.get(str(name))},
+                    line={"dash": _metric_dash(metric), "color": colors.get(str(name))},
+                    marker={"symbol": "diamond" if "agree" in metric else "circle"},
                 )
             )
     # the accuracy axis gets ticks of its own: recent plotly.js defaults an overlaying axis to
