@@ -267,7 +267,9 @@ def test_compare_cost_section_measures_on_request_then_reads_the_cache(compare_a
     assert not at.exception and not at.error and not at.warning, [w.value for w in at.warning]
     table = _cost_table(at)
     assert table is not None
-    assert table["model"].tolist() == ["teacher", "digits wide kd", "digits small"]
+    # each run by its name plus the settings that tell the shown runs apart (analysis.run_labels)
+    labels = ["teacher", "digits wide kd hidden=64", "digits small hidden=16 objective=lelp"]
+    assert table["model"].tolist() == labels
     assert (table["device"] == "CPU").all() and table["ms (batch 64)"].notna().all()
     chart = at.get("plotly_chart")
     assert any("Pareto front" in c.proto.spec for c in chart)
