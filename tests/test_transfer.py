@@ -425,3 +425,11 @@ def test_the_map_shows_transfer_rows_as_unlabeled_and_compare_names_the_data(
     table = next(d.value for d in at.dataframe if "objective" in d.value.columns)
     data = dict(zip(table["objective"], table["data"], strict=True))
     assert data == {"hard": f"{n_lab} labeled rows", "kd": f"{n_lab} labeled + 46 transfer rows"}
+
+
+def test_the_example_config_reads_the_demo_transfer_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(ROOT / "examples" / "text-demo-transfer.yaml")
+    ds = load_dataset(cfg.dataset)
+    assert ds.n_transfer == 1200 and ds.transfer_info["dropped_eval"] == 0
+    assert len(ds.splits["train"]) == 1296  # the labeled rows are the demo's, unchanged
