@@ -30,6 +30,11 @@ class DatasetSpec(_Strict):
 
     ``source``: a built-in demo name (``digits-bin``, ``text-demo``), ``shared:<name>`` for a
     folder of ``../shared/data``, or a path to a CSV/TSV/Parquet/JSONL file.
+
+    ``transfer``: a file of unlabeled inputs the teacher labels and distillation objectives
+    learn from (CSV/TSV/Parquet/JSONL with the ``text_col`` column, or a .txt file with one
+    input per line); rows with an empty label in the training file join them. Transfer rows
+    equal to a dev/test text or a labeled training text are dropped, and counted.
     """
 
     source: str = "text-demo"
@@ -41,6 +46,12 @@ class DatasetSpec(_Strict):
     #: Share of train held out as the selection split when the dataset has no dev split.
     selection_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 0
+    transfer: str | None = None
+
+    @field_validator("transfer")
+    @classmethod
+    def _no_blank_transfer(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
 
 
 class TeacherSpec(_Strict):
@@ -371,7 +382,7 @@ def dump_config(cfg: RunConfig) -> str:
 def dump_setting(cfg: RunConfig) -> str:
     """The YAML of a setting as a person shares it (the app's Export YAML): ``dump_config``
     without the sections of objectives the run does not use and without an empty
-    ``latent_cols``; ``load_config`` fills those back in with their defaults."""
+    ``latent_cols`` or ``transfer``; ``load_config`` fills those back in with their defaults."""
     d = cfg.model_dump(mode="json")
     own = cfg.train.objective.replace("-", "_")
     for key, field in TrainSpec.model_fields.items():
@@ -380,4 +391,6 @@ def dump_setting(cfg: RunConfig) -> str:
             d["train"].pop(key, None)
     if not d["dataset"].get("latent_cols"):
         d["dataset"].pop("latent_cols", None)
+    if d["dataset"].get("transfer") is None:
+        d["dataset"].pop("transfer", None)
     return yaml.safe_dump(d, sort_keys=False)

@@ -88,11 +88,14 @@ def headroom_key(teacher_key: str, cfg: RunConfig, seeds: Sequence[int]) -> str:
     selection split), the student, its training budget and the seeds."""
     t = cfg.train
     budget = [t.epochs, t.lr, t.batch_size, t.weight_decay]
+    data = cfg.dataset.model_dump(mode="json")
+    if data.get("transfer") is None:  # as keyed before the setting existed: cached answers hold
+        data.pop("transfer", None)
     return hash_arrays(
         "headroom-v1",
         teacher_key,
         json.dumps(cfg.student.model_dump(mode="json"), sort_keys=True),
-        json.dumps(cfg.dataset.model_dump(mode="json"), sort_keys=True),
+        json.dumps(data, sort_keys=True),
         json.dumps(budget),
         [int(s) for s in seeds],
     )

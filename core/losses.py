@@ -19,12 +19,27 @@ from torch import Tensor
 def hard(logits: Tensor, y: Tensor) -> Tensor:
     """Cross-entropy with the ground-truth class ids: the no-distillation baseline.
 
-    Parameters: ``logits`` (B, C), ``y`` (B,) int64. Returns the batch mean.
+    Parameters: ``logits`` (B, C), ``y`` (B,) int64; rows with ``y < 0`` (unlabeled transfer
+    rows) carry no label and are left out. Returns the mean over the labeled rows (0 when a
+    batch has none; our choice: the hard term keeps its meaning, the mean cross-entropy of
+    the labeled rows, however many transfer rows share the batch).
 
     >>> round(float(hard(torch.zeros(1, 2), torch.tensor([0]))), 4)  # log 2
     0.6931
+    >>> round(float(hard(torch.zeros(2, 2), torch.tensor([0, -1]))), 4)  # the labeled row only
+    0.6931
     """
-    return F.cross_entropy(logits.float(), y.long())
+    return masked_nll(F.log_softmax(logits.float(), dim=-1), y)
+
+
+def masked_nll(log_probs: Tensor, y: Tensor) -> Tensor:
+    """Mean negative log-likelihood of the labels ``y`` over the rows with ``y >= 0`` (0 for
+    none), computed without reading any value back from the device (no data-dependent
+    branch: a per-step GPU sync would cost more than the loss)."""
+    y = y.long()
+    known = y >= 0
+    nll = -log_probs.gather(-1, y.clamp_min(0).view(-1, 1)).squeeze(-1)
+    return (nll * known).sum() / known.sum().clamp_min(1)
 
 
 def kd(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -255,7 +270,7 @@ def subclass_distill(
     log_q = F.log_softmax(student_sub.float() / tau, dim=-1)
     p_t = F.softmax(teacher_sub.float() / tau, dim=-1)
     soft = -(p_t * log_q).sum(dim=-1).mean()
-    hard_term = F.nll_loss(subclass_log_probs(student_sub, n_subclasses), y.long())
+    hard_term = masked_nll(subclass_log_probs(student_sub, n_subclasses), y)
     return alpha * tau**2 * soft + (1.0 - alpha) * hard_term
 
 
@@ -276,10 +291,12 @@ def cosine_budget(progress: float, budget: float) -> float:
 
 
 def top_k_mask(teacher_logits: Tensor, y: Tensor, k: int) -> Tensor:
-    """(B, C) bool: the teacher's top-``k`` classes and the true class (DiSK's boosted set)."""
+    """(B, C) bool: the teacher's top-``k`` classes and the true class (DiSK's boosted set);
+    an unlabeled row (``y < 0``) has the teacher's top-``k`` only."""
     idx = teacher_logits.topk(min(k, teacher_logits.shape[-1]), dim=-1).indices
     mask = torch.zeros_like(teacher_logits, dtype=torch.bool).scatter_(-1, idx, True)
-    return mask.scatter_(-1, y.long().view(-1, 1), True)
+    y = y.long().view(-1, 1)
+    return mask.scatter_(-1, y.clamp_min(0), (y >= 0) | mask.gather(-1, y.clamp_min(0)))
 
 
 def scaffold_logits(student_logits: Tensor, gate: Tensor, mask: Tensor, boost: float) -> Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from . import objectives
+from . import objectives, training_rows
 from .config import ConfigError, DatasetSpec, RunConfig, SubclassSpec, TeacherSpec
 from .data import SELECT, load_dataset
 from .objectives import Objective, RunContext, TeacherData
@@ -27,7 +27,6 @@ from .predict import class_logits_timed
 from .replay import save_method_state
 from .store import Workspace
 from .students import build_student, encode_inputs, save_student
-from .subclasses import fit_subclasser, recovery_scores, spec_targets, spec_targets_and_assignment
 from .teachers import (
     compute_teacher_outputs,
     load_teacher_encoder,
@@ -36,6 +35,16 @@ from .teachers import (
     teacher_fingerprint,
 )
 from .train import TrainConfig, TrainData, train
+from .training_rows import (  # re-exported: the CLI, the app and tests call them from here
+    class_labels as class_labels,
+)
+from .training_rows import dataset_fps as dataset_fps
+from .training_rows import fit_subclasses as fit_subclasses
+from .training_rows import manual_assignment as manual_assignment
+from .training_rows import manual_groups as manual_groups
+from .training_rows import oracle_latent as oracle_latent
+from .training_rows import same_data as same_data
+from .training_rows import training_split, uses_transfer
 from .types import Dataset, TeacherOutputs
 
 ProgressFn = Callable[[int, int, str], None]
@@ -93,92 +102,6 @@ def get_teacher_outputs(
     return stored, key, False
 
 
-def class_labels(
-    spec: SubclassSpec, out: TeacherOutputs, dataset: Dataset, split: str
-) -> np.ndarray:
-    """The class that defines each class-conditional set: ground truth or teacher argmax."""
-    if spec.class_source == "teacher":
-        return np.asarray(out.Z[split]).argmax(1)
-    return np.asarray(dataset.splits[split].y)
-
-
-def manual_groups(ws: Workspace, dataset: Dataset) -> dict[str, np.ndarray]:
-    """The lasso groups saved for ``dataset``: its own, plus groups saved before the
-    selection split existed (keyed by the dataset without its holdout), their training-row
-    ids mapped to the new train split (rows that moved to the holdout dropped)."""
-    groups = ws.list_manual_groups(dataset.fingerprint())
-    old, rows = dataset.before_holdout, dataset.holdout_rows
-    if old is None or rows is None:
-        return groups
-    keep = rows[0]
-    for name, ids in ws.list_manual_groups(old.fingerprint()).items():
-        if name in groups:
-            continue
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(keep, ids)
-        ok = (pos < len(keep)) & (keep[np.minimum(pos, len(keep) - 1)] == ids)
-        groups[name] = pos[ok]
-    return groups
-
-
-def dataset_fps(dataset: Dataset) -> set[str]:
-    """Fingerprints a run of this dataset may carry (runs from before the selection split
-    recorded the dataset without its holdout; their test split is the same)."""
-    fps = {dataset.fingerprint()}
-    if dataset.before_holdout is not None:
-        fps.add(dataset.before_holdout.fingerprint())
-    return fps
-
-
-def manual_assignment(
-    ws: Workspace, dataset: Dataset, names: list[str] | None = None
-) -> np.ndarray:
-    """Group id per training row from the manual groups saved for this dataset (lasso
-    selections on the Embedding map); -1 for rows in no group. ``names`` picks groups (all
-    when None); a row in several groups belongs to the last one named."""
-    groups = manual_groups(ws, dataset)
-    chosen = list(groups) if names is None else list(names)
-    missing = [n for n in chosen if n not in groups]
-    if missing or not chosen:
-        raise ConfigError(
-            f"subclasses.method 'manual': no saved group named {missing or chosen!r} for "
-            f"dataset {dataset.name}; saved groups: {sorted(groups) or 'none'} (lasso points "
-            "on the Embedding map and save them, or fix subclasses.manual_groups)"
-        )
-    a = np.full(len(dataset.splits["train"]), -1, dtype=np.int64)
-    for gi, name in enumerate(chosen):
-        a[np.asarray(groups[name], dtype=np.int64)] = gi
-    return a
-
-
-def fit_subclasses(
-    spec: SubclassSpec,
-    out: TeacherOutputs,
-    dataset: Dataset,
-    manual: np.ndarray | None = None,
-) -> Any:
-    """Fit the pseudo-subclass builder a spec describes on the training split (H as cached,
-    a float16 memmap: the builders cast one block of rows at a time)."""
-    y = class_labels(spec, out, dataset, "train")
-    latent = oracle_latent(spec, dataset)
-    return fit_subclasser(spec, out.H["train"], y, W=out.W, latent=latent, manual=manual)
-
-
-def oracle_latent(spec: SubclassSpec, dataset: Dataset) -> np.ndarray | None:
-    """Training-row values of the latent column the "oracle" method groups by (None for the
-    other methods): ``spec.latent_col``, else the dataset's first latent column."""
-    if spec.method != "oracle":
-        return None
-    train = dataset.splits["train"]
-    col = spec.latent_col or (dataset.latent_columns[0] if dataset.latent_columns else None)
-    if col is None or col not in train.latent:
-        raise ConfigError(
-            f"subclasses.method 'oracle' needs a latent column; got latent_col={col!r}, "
-            f"dataset has {dataset.latent_columns or 'none'}"
-        )
-    return train.latent[col]
-
-
 def _eval_split(dataset: Dataset) -> str:
     """The split a finished run is scored on once: test (the selection split only when a
     dataset has no test split)."""
@@ -214,6 +137,9 @@ class Prepared:
     eval_inputs: dict[str, Any]
     #: The selection split's inputs: per-epoch monitoring and every pick made from scores.
     select_inputs: dict[str, Any] = field(default_factory=dict)
+    #: The labeled training rows' inputs and then the transfer rows' (``train_inputs`` is
+    #: its first rows, a view): what an objective that ``uses_transfer`` trains on.
+    distill_inputs: dict[str, Any] = field(default_factory=dict)
     in_dim: int | None = None
     vocab_size: int | None = None
     teacher_model: Any = None
@@ -239,6 +165,8 @@ class StudentRun:
     method_info: dict[str, Any] = field(default_factory=dict)
     method: Objective | None = None  # the trained objective (its state, info, prediction)
     select_scores: dict[str, Any] = field(default_factory=dict)
+    #: The rows it trained on: ``training_rows.data_used`` (labeled and transfer counts).
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -> Prepared:
@@ -287,7 +215,9 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
         in_dim = int(np.asarray(train_split.features).shape[1])
     enc: dict[str, Any] = {"tokenizer": tokenizer, "max_length": cfg.student.max_length}
     with torch.no_grad():
-        train_inputs = encode_inputs(train_split, **enc)
+        # labeled and transfer rows encoded once, as one; the labeled rows are a view of it
+        distill_inputs = encode_inputs(training_split(dataset), **enc)
+        train_inputs = {k: v[: len(train_split)] for k, v in distill_inputs.items()}
         eval_inputs = encode_inputs(eval_split, **enc)
         select_inputs = (
             eval_inputs if ev == SELECT else encode_inputs(dataset.splits[SELECT], **enc)
@@ -303,6 +233,7 @@ def prepare(cfg: RunConfig, ws: Workspace, progress: ProgressFn | None = None) -
         train_inputs=train_inputs,
         eval_inputs=eval_inputs,
         select_inputs=select_inputs,
+        distill_inputs=distill_inputs,
         in_dim=in_dim,
         vocab_size=vocab_size,
         teacher_model=teacher_model,
@@ -336,31 +267,14 @@ def _check_same_inputs(prep: Prepared, cfg: RunConfig) -> None:
 
 
 def subclass_targets(
-    prep: Prepared, spec: SubclassSpec, tau: float, sub: Any = None
+    prep: Prepared, spec: SubclassSpec, tau: float, sub: Any = None, *, transfer: bool = False
 ) -> tuple[np.ndarray, list[int], dict[str, Any], Any]:
-    """Training targets (n, sum S_c) for ``spec`` at teacher temperature ``tau``.
-
-    Returns ``(targets, sizes, recovery, fitted subclasser)``; pass the subclasser back as
-    ``sub`` to reuse the fit for another tau or beta (the fit depends on neither).
-    ``recovery`` holds ARI/NMI of the pseudo-subclasses against each latent column.
-    """
-    out, dataset = prep.out, prep.dataset
-    if sub is None:
-        sub = fit_subclasses(spec, out, dataset, manual=prep.manual)
-    H_train = out.H["train"]  # as cached: no float32 copy of H (cast per block)
-    Z_train = np.asarray(out.Z["train"])
-    recovery: dict[str, Any] = {}
-    if not dataset.latent_columns:
-        targets = spec_targets(sub, spec, H_train, Z_train, tau)
-    else:
-        train_split = dataset.splits["train"]
-        y_cls = class_labels(spec, out, dataset, "train")
-        targets, assign = spec_targets_and_assignment(sub, spec, H_train, Z_train, tau, y_cls)
-        recovery = {
-            col: recovery_scores(assign, y_cls, train_split.latent[col])
-            for col in dataset.latent_columns
-        }
-    return targets, list(sub.sizes_), recovery, sub
+    """Training targets (n, sum S_c) for ``spec`` at teacher temperature ``tau`` on the
+    prepared rows (``transfer``: the transfer rows after the labeled ones); see
+    ``training_rows.subclass_targets``."""
+    return training_rows.subclass_targets(
+        prep.out, prep.dataset, spec, tau, sub, manual=prep.manual, transfer=transfer
+    )
 
 
 #: What ``teacher.path`` must name for the teacher kinds that need one.
@@ -387,29 +301,26 @@ def check_run(cfg: RunConfig) -> None:
 def teacher_data(
     prep: Prepared, cfg: RunConfig, objective: Objective, sub: Any = None
 ) -> tuple[TeacherData, dict[str, Any]]:
-    """The cached teacher arrays ``objective`` sets up from (training split; the selection
-    split as its eval arrays), with pseudo-subclass targets when it learns them; and the
-    subclasses' recovery scores (empty without targets)."""
-    out, dataset = prep.out, prep.dataset
+    """The cached teacher arrays ``objective`` sets up from (the labeled training rows, and
+    the transfer rows when it ``uses_transfer``; the selection split as its eval arrays),
+    with pseudo-subclass targets when it learns them; and the subclasses' recovery scores
+    (empty without targets)."""
+    transfer = uses_transfer(objective, prep.dataset)
     recovery: dict[str, Any] = {}
     targets = sizes = None
     if objective.needs_subclass_targets:
-        targets, sizes, recovery, _ = subclass_targets(prep, cfg.subclasses, cfg.train.tau, sub)
-    teacher = TeacherData(
-        Z=np.asarray(out.Z["train"], dtype=np.float32),
-        y=np.asarray(dataset.splits["train"].y),
-        H=out.H["train"],  # as cached (a memmap): objectives that need it convert it
-        targets=targets,
-        sizes=sizes,
-        H_eval=out.H[SELECT],
-        Z_eval=np.asarray(out.Z[SELECT], dtype=np.float32),
-        y_eval=np.asarray(dataset.splits[SELECT].y),
+        targets, sizes, recovery, _ = subclass_targets(
+            prep, cfg.subclasses, cfg.train.tau, sub, transfer=transfer
+        )
+    teacher = training_rows.training_data(
+        prep.out, prep.dataset, transfer, targets=targets, sizes=sizes, select=SELECT
     )
     return teacher, recovery
 
 
-def run_context(prep: Prepared, cfg: RunConfig) -> RunContext:
-    """What ``Objective.attach`` may use of this run beyond the student."""
+def run_context(prep: Prepared, cfg: RunConfig, transfer: bool = False) -> RunContext:
+    """What ``Objective.attach`` may use of this run beyond the student (``transfer``: its
+    training rows include the transfer rows)."""
     dev = cfg.train.device
 
     def encoder() -> Any:
@@ -420,7 +331,7 @@ def run_context(prep: Prepared, cfg: RunConfig) -> RunContext:
     return RunContext(
         student_kind=cfg.student.kind,
         teacher_kind=cfg.teacher.kind,
-        train_inputs=prep.train_inputs,
+        train_inputs=prep.distill_inputs if transfer else prep.train_inputs,
         train_features=prep.dataset.splits["train"].features,
         teacher=cfg.teacher,
         load_teacher_encoder=encoder,
@@ -448,6 +359,7 @@ def train_student(
     select_split = dataset.splits[SELECT]
 
     objective = objectives.make(cfg.train.objective, cfg.train)
+    transfer = uses_transfer(objective, dataset)  # distillation: labeled + transfer rows
     teacher, recovery = teacher_data(prep, cfg, objective, sub)
     objective.setup(teacher)
     torch.manual_seed(cfg.train.seed)
@@ -458,10 +370,10 @@ def train_student(
         vocab_size=prep.vocab_size,
         teacher_model=prep.teacher_model,
     )
-    objective.attach(student, run_context(prep, cfg))
+    objective.attach(student, run_context(prep, cfg, transfer))
     data = TrainData(
-        train_inputs=prep.train_inputs,
-        y=torch.as_tensor(train_split.y, dtype=torch.long),
+        train_inputs=prep.distill_inputs if transfer else prep.train_inputs,
+        y=torch.as_tensor(np.asarray(teacher.y), dtype=torch.long),  # -1: a transfer row
         # Per-epoch monitoring runs on the selection split, never on test.
         eval_inputs=prep.select_inputs,
         eval_y=torch.as_tensor(select_split.y, dtype=torch.long),
@@ -516,6 +428,7 @@ def train_student(
         method_info=method_info,
         method=objective,
         select_scores=select_scores,
+        data=training_rows.data_used(dataset, transfer),
     )
 
 
@@ -568,6 +481,7 @@ def run_distill(
         "eval_split": ev,
         "teacher_key": prep.teacher_key,
         "dataset_fp": dataset.fingerprint(),
+        "labeled_fp": dataset.labeled().fingerprint(),  # the splits it was scored on
     }
     if state_path is not None:
         artifacts["method_state"] = state_path.relative_to(ws.root).as_posix()
@@ -580,6 +494,7 @@ def run_distill(
             "student_train": run.train_scores,
             "student_select": run.select_scores,
             "selection": selection_info(dataset),
+            "data": run.data,
             "method": run.method_info,
             "teacher": teacher_scores,
             "history": result.history,

@@ -63,6 +63,7 @@ ui.remember("data_demo", src if src in DEMOS else DEMOS[0])
 ui.remember("data_path", "" if init_type != SOURCE_TYPES[1] else src)
 ui.remember("data_shared", src.split(":", 1)[1] if src.startswith("shared:") else "")
 ui.remember("data_max_train", committed_ds.max_train or 0)
+ui.remember("data_transfer", committed_ds.transfer or "")
 ui.remember("data_test_size", float(committed_ds.test_size))
 
 
@@ -187,10 +188,32 @@ with left:
         help="A stratified, seeded subset of the training split: large sets embed slowly "
         "on a CPU, so start small.",
     )
+    with st.expander("Unlabeled transfer data (optional)", expanded=bool(ss["data_transfer"])):
+        st.caption(
+            "Inputs without labels: the teacher labels them and distillation objectives (KD, "
+            "LELP, ...) learn from them too; hard labels use the labeled rows only. Rows with "
+            "an empty label in the training file count as transfer rows as well. Texts equal "
+            "to a dev/test or labeled training text are dropped and counted."
+        )
+        t_upload = st.file_uploader(
+            "Upload a transfer file",
+            type=["csv", "tsv", "parquet", "jsonl", "txt"],
+            key="data_transfer_upload",
+            help="CSV/TSV/Parquet/JSONL with the dataset's text column (a label column, if any, "
+            "must hold the dataset's classes), or a .txt file with one input per line.",
+        )
+        if t_upload is not None:
+            ss["data_transfer"] = _save_upload(t_upload)
+        st.text_input(
+            "…or its path on this machine",
+            key="data_transfer",
+            help="Path of the transfer file (dataset.transfer in a run config); empty: none.",
+        )
 
 if new_ds is not None:
     mt = int(ss["data_max_train"]) or None
-    new_ds = new_ds.model_copy(update={"max_train": mt})
+    transfer = str(ss["data_transfer"]).strip() or None
+    new_ds = new_ds.model_copy(update={"max_train": mt, "transfer": transfer})
     if ui.spec_json(new_ds) != ui.spec_json(committed_ds):
         try:  # loaded before it replaces the dataset in use, so a bad one never breaks pages
             ui.dataset_from_json(ui.spec_json(new_ds))
@@ -283,13 +306,24 @@ with right:
 # -- dataset summary ------------------------------------------------------------------------
 st.divider()
 st.subheader(f"Dataset summary: {ds.name}")
-cols = st.columns(4 + len(ds.splits))
+labeled = analysis.labeled_splits(ds)
+cols = st.columns(5 + len(labeled))
 cols[0].metric("Classes", ds.n_classes, help="Number of classes C.")
-for i, (split, s) in enumerate(ds.splits.items()):
-    cols[1 + i].metric(f"{split} rows", f"{len(s):,}")
-cols[1 + len(ds.splits)].metric("Input", "text" if ds.is_text else "features")
-cols[2 + len(ds.splits)].metric("Latent columns", len(ds.latent_columns))
-cols[3 + len(ds.splits)].metric(
+for i, (split, y) in enumerate(labeled.items()):
+    cols[1 + i].metric(
+        f"{split} rows",
+        f"{len(y):,}",
+        help="Labeled training rows." if split == "train" else f"Labeled {split} rows.",
+    )
+cols[1 + len(labeled)].metric(
+    "transfer rows",
+    f"{ds.n_transfer:,}",
+    help="Unlabeled rows the teacher labels for distillation (the transfer file and the "
+    "training file's rows with an empty label), after dropping repeats of labeled texts.",
+)
+cols[2 + len(labeled)].metric("Input", "text" if ds.is_text else "features")
+cols[3 + len(labeled)].metric("Latent columns", len(ds.latent_columns))
+cols[4 + len(labeled)].metric(
     "Smallest class (train)", int(np.bincount(ds.splits["train"].y).min())
 )
 if ds.split_note:
@@ -304,7 +338,7 @@ g1, g2 = st.columns(2)
 with g1:
     st.markdown("**Class balance**")
     st.plotly_chart(
-        plots.class_balance_bar({k: s.y for k, s in ds.splits.items()}, ds.label_names),
+        plots.class_balance_bar(labeled, ds.label_names),
         key="data_balance",
     )
 with g2:
@@ -357,16 +391,24 @@ if got is None:
     )
     st.stop()
 out, key = got
-acc_cols = st.columns(len(out.Z) + 2 + ("precision" in out.meta))
-for i, split in enumerate(out.Z):
+scored = list(labeled)  # the transfer split has no labels to score
+acc_cols = st.columns(len(scored) + 2 + ("precision" in out.meta))
+for i, split in enumerate(scored):
     z = np.asarray(out.Z[split])
     acc = float((z.argmax(1) == ds.splits[split].y).mean())
     acc_cols[i].metric(f"Teacher accuracy ({split})", f"{100 * acc:.1f}%")
-acc_cols[len(out.Z)].metric("Embedding dim d", out.dim)
-acc_cols[len(out.Z) + 1].metric("Teacher", str(out.meta.get("kind", ui.teacher_spec().kind)))
+acc_cols[len(scored)].metric("Embedding dim d", out.dim)
+acc_cols[len(scored) + 1].metric("Teacher", str(out.meta.get("kind", ui.teacher_spec().kind)))
 if "precision" in out.meta:
-    acc_cols[len(out.Z) + 2].metric(
+    acc_cols[len(scored) + 2].metric(
         "Precision", str(out.meta["precision"]), help="What the embedding pass ran at."
+    )
+if ds.n_transfer:
+    st.markdown("**How the teacher labels the transfer rows**")
+    st.dataframe(
+        analysis.transfer_class_table(ds, out.Z["transfer"]),
+        hide_index=True,
+        key="data_transfer_classes",
     )
 st.caption(f"Cached in the workspace under key `{key[:12]}`. Next: explore the **Embedding map**.")
 

@@ -36,8 +36,7 @@ ui.remember("map_lelp_class", 0)
 runs = [
     r
     for r in ws.list_runs()
-    if r.get("artifacts", {}).get("dataset_fp") in pipeline.dataset_fps(ds)
-    and r.get("artifacts", {}).get("eval_logits")
+    if pipeline.same_data(r, ds) and r.get("artifacts", {}).get("eval_logits")
 ]
 color_options = ["class", "teacher prediction", "teacher confidence", "pseudo-subclass (LELP)"]
 color_options += [f"latent: {c}" for c in ds.latent_columns]
@@ -80,6 +79,15 @@ sample = c4.number_input(
     help="The map draws (and UMAP fits on) a stratified sample of at most this many points: "
     "very large figures break the browser connection.",
 )
+show_transfer = False
+if split == "train" and "transfer" in out.Z:
+    ui.remember("map_show_transfer", True)
+    show_transfer = st.toggle(
+        f"Show the {len(ds.splits['transfer']):,} transfer rows",
+        key="map_show_transfer",
+        help="Unlabeled rows, drawn as open symbols and coloured by the teacher's class "
+        "(legend: '(unlabeled)'); they are placed with the projection fitted on train.",
+    )
 lelp_class = 0
 if method == "lelp":
     lelp_class = st.selectbox(
@@ -124,28 +132,36 @@ if method == "lelp":  # the class's name, not its index
     axis_titles = tuple(t.replace(f"class {lelp_class}", names[lelp_class], 1) for t in axis_titles)
 
 # -- colours ------------------------------------------------------------------------------
-sp = ds.splits[split]
-Z = np.asarray(out.Z[split])
-probs = softmax(Z)
-y_names = np.array([names[int(v)] for v in sp.y], dtype=object)
-continuous = False
-if color_by == "class":
-    color, title = y_names, "class"
-elif color_by == "teacher prediction":
-    color, title = np.array([names[int(v)] for v in Z.argmax(1)], dtype=object), "teacher pred."
-elif color_by == "teacher confidence":
-    color, title, continuous = probs.max(1), "confidence", True
-elif color_by.startswith("pseudo-subclass"):
-    assert lelp_args is not None
-    coords = ui.lelp_coordinates(lelp_args, split)
-    yc = ui.split_labels(ds, out, split, ui.subclass_spec().class_source)
-    assign = assign_from_coordinates(coords, yc)
-    sub_names = analysis.subclass_names(names, [z.shape[1] for z in coords])
-    color, title = np.array([sub_names[a] for a in assign], dtype=object), "pseudo-subclass"
-elif color_by.startswith("latent: "):
-    col = color_by.removeprefix("latent: ")
-    color, title = np.asarray(sp.latent[col]).astype(str).astype(object), col
-else:
+
+
+def colours(split: str) -> tuple[np.ndarray, str, bool]:
+    """``(colour per row, legend title, continuous)`` of ``split``'s rows; a transfer row's
+    class is the teacher's (its "(unlabeled)" mark is the symbol, not the colour)."""
+    sp = ds.splits[split]
+    Z = np.asarray(out.Z[split])
+    if color_by == "class":
+        plain = analysis.display_classes(ds, split, Z)
+        return (
+            np.array(
+                [str(v).removesuffix(f" {analysis.UNLABELED_MARK}") for v in plain], dtype=object
+            ),
+            "class",
+            False,
+        )
+    if color_by == "teacher prediction":
+        return np.array([names[int(v)] for v in Z.argmax(1)], dtype=object), "teacher pred.", False
+    if color_by == "teacher confidence":
+        return softmax(Z).max(1), "confidence", True
+    if color_by.startswith("pseudo-subclass"):
+        assert lelp_args is not None
+        coords = ui.lelp_coordinates(lelp_args, split)
+        yc = ui.split_labels(ds, out, split, ui.subclass_spec().class_source)
+        assign = assign_from_coordinates(coords, yc)
+        sub_names = analysis.subclass_names(names, [z.shape[1] for z in coords])
+        return np.array([sub_names[a] for a in assign], dtype=object), "pseudo-subclass", False
+    if color_by.startswith("latent: "):
+        col = color_by.removeprefix("latent: ")
+        return np.asarray(sp.latent[col]).astype(str).astype(object), col, False
     run = runs[[f"disagreement: {run_label[r['run_id']]}" for r in runs].index(color_by)]
     ev = run["artifacts"].get("eval_split", "test")
     if split != ev:
@@ -153,11 +169,28 @@ else:
         st.stop()
     s_logits = np.asarray(ws.get_array(run["artifacts"]["eval_logits"]))
     dis = s_logits.argmax(1) != Z.argmax(1)
-    color = np.where(dis, "disagrees", "agrees").astype(object)
-    title = "student vs teacher"
+    return np.where(dis, "disagrees", "agrees").astype(object), "student vs teacher", False
 
-idx = stratified_sample(sp.y, int(sample), 0)
-texts = analysis.display_texts(ds, split)
+
+# The rows drawn: the split's, then (toggle on train) the transfer rows, whose row ids
+# continue after the training rows'.
+shown = [split, "transfer"] if show_transfer else [split]
+if show_transfer:
+    xy_t, _ = ui.map_xy(
+        key, "transfer", method, int(sample), 0, int(lelp_class),
+        lelp_model=lelp_model, lelp_id=analysis.hash_key(lelp_args) if lelp_args else "",
+    )  # fmt: skip
+    xy = np.concatenate([xy, xy_t])
+parts = [colours(s) for s in shown]
+color, title, continuous = np.concatenate([c for c, _, _ in parts]), parts[0][1], parts[0][2]
+Z = np.concatenate([np.asarray(out.Z[s]) for s in shown])
+probs = softmax(Z)
+y_names = np.concatenate([analysis.display_classes(ds, s, out.Z[s]) for s in shown])
+unlabeled = np.concatenate([np.asarray(ds.splits[s].y) < 0 for s in shown])
+texts = [t for s in shown for t in analysis.display_texts(ds, s)]
+n_split = len(ds.splits[split])
+
+idx = stratified_sample(y_names, int(sample), 0)
 fig = plots.embedding_scatter(
     xy[idx],
     color[idx],
@@ -167,11 +200,18 @@ fig = plots.embedding_scatter(
     color_title=title,
     continuous=continuous,
     axis_titles=axis_titles,
+    unlabeled=unlabeled[idx],
 )
+n_rows = len(y_names)
 st.caption(
-    f"Showing {len(idx):,} of {len(sp):,} {split} points"
-    + (" (stratified sample)" if len(idx) < len(sp) else "")
+    f"Showing {len(idx):,} of {n_rows:,} {' and '.join(shown)} points"
+    + (" (stratified sample)" if len(idx) < n_rows else "")
     + ("" if continuous else f" · {len(fig.data)} colour groups")
+    + (
+        " · open symbols: unlabeled transfer rows, coloured by the teacher's class"
+        if unlabeled.any()
+        else ""
+    )
     + " · drag a lasso or box to select."
 )
 event = st.plotly_chart(
@@ -206,14 +246,22 @@ if g2.button(
     "Save as manual group",
     key="map_save_group",
     disabled=split != "train",
-    help="Only training rows can form a group (switch Split to train).",
+    help="Only labeled training rows can form a group (switch Split to train; selected "
+    "transfer rows are left out).",
 ):
+    rows = sel[sel < n_split]  # labeled training rows only: groups are keyed by them
     if not group_name.strip():
         st.error("Give the group a name first.")
+    elif not len(rows):
+        st.error("The selection holds no labeled training row: select some on the train split.")
     else:
         try:
-            saved = ws.save_manual_group(ds.fingerprint(), group_name.strip(), sel)
-            st.success(f"Saved group '{saved}' with {len(sel):,} rows.")
+            saved = ws.save_manual_group(ds.labeled().fingerprint(), group_name.strip(), rows)
+            left = len(sel) - len(rows)
+            st.success(
+                f"Saved group '{saved}' with {len(rows):,} rows"
+                + (f" ({left:,} transfer rows left out)." if left else ".")
+            )
         except ERRORS as err:
             st.error(str(err))
 if g3.button(
@@ -222,6 +270,9 @@ if g3.button(
     disabled=split != "train",
     help="Open this example in the target inspector of the Subspaces page.",
 ):
+    if sel[0] >= n_split:
+        st.error("The first selected row is a transfer row; the inspector shows training rows.")
+        st.stop()
     ss["inspect_row"] = int(sel[0])
     st.switch_page("pages/3_subspaces.py")
 groups = pipeline.manual_groups(ws, ds)

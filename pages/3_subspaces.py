@@ -276,7 +276,7 @@ def _baseline(method: str, groups: list[str]) -> tuple[np.ndarray, list[str]]:
     return ui.train_assign(bargs), named
 
 
-groups = ws.list_manual_groups(ds.fingerprint())
+groups = ws.list_manual_groups(ds.labeled().fingerprint())  # groups of labeled rows
 methods = {"LELP": (assign, sub_names)}
 for m in compare:
     if m == "manual" and not groups:

@@ -102,12 +102,17 @@ if view == SWEEP:
 
 table = analysis.run_table(sel, label)
 # What every picked run shares goes in the caption, not in a column: the table is wide.
-shared = analysis.shared_columns(table)
+shared = analysis.shared_columns(table, ("dataset", "student", "data"))
 st.dataframe(
     table.drop(columns=list(shared)).dropna(axis=1, how="all"),
     hide_index=True,
     key="cmp_table",
     column_config={
+        "data": st.column_config.TextColumn(
+            help="The rows the student trained on: labeled training rows, plus the unlabeled "
+            "transfer rows the teacher labelled (distillation objectives only; hard labels "
+            "use the labeled rows alone)."
+        ),
         **{  # percentages read like the other pages (85.8, not 85.8333)
             c: st.column_config.NumberColumn(format="%.1f")
             for c in ("accuracy", "teacher accuracy", "train accuracy", "worst latent acc.")

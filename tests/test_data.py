@@ -22,6 +22,7 @@ from lelp_studio.data import (
     load_dataset,
     load_demo,
     load_file,
+    load_folder,
     load_shared,
     read_table,
     sample_dir,
@@ -493,26 +494,44 @@ def test_only_one_class(tmp_path: Path) -> None:
         load_file(path)
 
 
-def test_empty_labels_counted(tmp_path: Path) -> None:
-    path = write_text(tmp_path / "lab.csv", "text,label\na,pos\nb,\nc,neg\nd,  \ne,pos\n")
+def test_empty_labels_make_transfer_rows(tmp_path: Path) -> None:
+    """An empty label in the training file marks an unlabeled (transfer) row, counted."""
+    rows = "".join(f"t{i},{('pos', 'neg')[i % 2]}\n" for i in range(8))
+    path = write_text(tmp_path / "lab.csv", f"text,label\n{rows}b,\nd,  \n")
+    ds = load_file(path)
+    assert ds.transfer_info["from_train_file"] == 2 and ds.n_transfer == 2
+    assert ds.splits["transfer"].texts == ["b", "d"]
+    assert (ds.splits["transfer"].y == -1).all() and ds.label_names == ["neg", "pos"]
+    assert "2 with an empty label in the training file" in ds.split_note
+
+
+def test_empty_labels_in_test_file_are_an_error(tmp_path: Path) -> None:
+    rows = "".join(f"t{i},{('pos', 'neg')[i % 2]}\n" for i in range(8))
+    write_text(tmp_path / "train.csv", f"text,label\n{rows}")
+    write_text(tmp_path / "test.csv", "text,label\na,pos\nb,\nc,neg\nd,  \n")
     with pytest.raises(
-        DataError, match=r"lab\.csv: 2 of 5 rows have an empty or missing label .*rows 2, 4"
+        DataError,
+        match=r"test\.csv: 2 of 4 rows have an empty or missing label .*rows 2, 4.*every test "
+        r"row needs a label",
     ):
-        load_file(path)
+        load_folder(tmp_path)
 
 
 def test_na_strings_as_labels_are_missing(tmp_path: Path) -> None:
-    path = write_text(tmp_path / "na.csv", "text,label\na,pos\nb,NaN\nc,neg\nd,NA\ne,null\n")
-    with pytest.raises(DataError, match=r"na\.csv: 3 of 5 rows have an empty or missing label"):
-        load_file(path)
+    rows = "".join(f"t{i},{('pos', 'neg')[i % 2]}\n" for i in range(8))
+    path = write_text(tmp_path / "na.csv", f"text,label\n{rows}b,NaN\nd,NA\ne,null\n")
+    assert load_file(path).transfer_info["from_train_file"] == 3
 
 
 def test_nan_labels_counted_parquet(tmp_path: Path) -> None:
-    df = pd.DataFrame({"text": list("abcd"), "label": [1.0, np.nan, 0.0, np.nan]})
-    path = write_table(df, tmp_path / "nan.parquet")
-    with pytest.raises(
-        DataError, match=r"nan\.parquet: 2 of 4 rows have an empty or missing label"
-    ):
+    df = pd.DataFrame({"text": list("abcdefghijkl"), "label": [1.0, np.nan, 0.0] * 4})
+    ds = load_file(write_table(df, tmp_path / "nan.parquet"))
+    assert ds.splits["transfer"].texts == ["b", "e", "h", "k"]
+
+
+def test_no_label_at_all(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "none.csv", "text,label\na,\nb,\n")
+    with pytest.raises(DataError, match=r"none\.csv: none of the 2 rows has a label in column"):
         load_file(path)
 
 

@@ -146,6 +146,12 @@ def _embed_file(d: Path, name: str, content: str | bytes) -> list[str]:
     return ["embed", "--set", f"dataset.source={_write(d / name, content)}"]
 
 
+def _with_transfer(d: Path, name: str, content: str) -> list[str]:
+    """``lelp embed`` on a good data file with the transfer file ``name`` beside it."""
+    data = _embed_file(d, "data.csv", _csv_rows(20))
+    return [*data, "--set", f"dataset.transfer={_write(d / name, content)}"]
+
+
 def _parquet_really_csv(d: Path) -> Path:
     return _write(d / "fake.parquet", _csv_rows())
 
@@ -241,9 +247,27 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         r"choose one: --set dataset\.text_col",
     ),
     (
-        "NaN labels",
-        lambda d: _embed_file(d, "n.csv", _csv_rows() + "x,NaN\ny,\n"),
-        r"n\.csv: 2 of 10 rows have an empty or missing label .*fill in those labels",
+        "no labels at all",
+        lambda d: _embed_file(d, "n.csv", "text,label\nx,NaN\ny,\n"),
+        r"n\.csv: none of the 2 rows has a label in column 'label'.*fill in labels",
+    ),
+    (
+        "transfer labels outside the label set",
+        lambda d: _with_transfer(d, "t.csv", "text,label\nan input,pos\nanother,maybe\n"),
+        r"t\.csv: 1 rows have labels outside the dataset's classes \['neg', 'pos'\]: "
+        r"\['maybe'\] \(data rows 2,.*fix or blank those labels",
+    ),
+    (
+        "transfer without the text column",
+        lambda d: _with_transfer(d, "t.jsonl", '{"review": "an input"}\n'),
+        r"t\.jsonl: no text column 'text' \(columns are \['review'\]\).*rename its text "
+        r"column to 'text', or save the inputs as a \.txt file",
+    ),
+    (
+        "transfer that repeats the training rows",
+        lambda d: _with_transfer(d, "t.txt", "".join(f"text {i}\n" for i in range(8))),
+        r"all 8 transfer rows were dropped \(\d+ equal to a dev/test text, \d+ equal to a "
+        r"labeled training text, 0 empty\).*remove dataset\.transfer",
     ),
     (
         "one class",

@@ -26,6 +26,7 @@ from lelp_studio.store import Workspace
 from lelp_studio.subclasses import (
     LELP_METHODS,
     assign_from_coordinates,
+    class_ids,
     class_statistics,
     fit_subclasser,
     spec_targets,
@@ -136,9 +137,9 @@ def Z32(key: str, split: str = "train") -> np.ndarray:
 
 
 def split_labels(ds: Dataset, out: TeacherOutputs, split: str, source: str) -> np.ndarray:
-    if source == "teacher":
-        return np.asarray(out.Z[split]).argmax(1)
-    return np.asarray(ds.splits[split].y)
+    """The class of each row of ``split`` (label or teacher argmax; a transfer row: the
+    teacher's), as training defines class-conditional sets (``class_ids``)."""
+    return class_ids(np.asarray(ds.splits[split].y), out.Z[split], source)
 
 
 @st.cache_resource(show_spinner="Reading the class statistics of the embeddings…", max_entries=8)
@@ -170,7 +171,7 @@ def fit_args_at(
         )
     groups = ""
     if spec.method == "manual":
-        fp = dataset_from_json(ds_json).fingerprint()
+        fp = dataset_from_json(ds_json).labeled().fingerprint()  # groups of labeled rows
         groups = ",".join(sorted(workspace_at(ws_root).list_manual_groups(fp)))
     fit_json = spec_json(spec.model_copy(update={"beta": 1.0}))
     return (ws_root, key, ds_json, fit_json, groups)

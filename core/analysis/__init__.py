@@ -4,6 +4,14 @@ view and the cost records (layer 4: reads pipeline results, never draws)."""
 from __future__ import annotations
 
 from .cost_view import cost_records
+from .data_view import (
+    UNLABELED_MARK,
+    data_text,
+    display_classes,
+    labeled_splits,
+    row_counts,
+    transfer_class_table,
+)
 from .labels import (
     display_texts,
     hash_key,
@@ -51,6 +59,12 @@ __all__ = [
     "runs_of",
     "SWEEP_FIELDS",
     "TINY_SUBCLASS",
+    "UNLABELED_MARK",
+    "data_text",
+    "display_classes",
+    "labeled_splits",
+    "row_counts",
+    "transfer_class_table",
     "cost_records",
     "disagreement_table",
     "display_texts",

@@ -34,6 +34,7 @@ def hash_key(obj: Any) -> str:
 #: Settings as a label names them, in the order they are appended (others follow, sorted).
 SHORT_NAMES = {
     "dataset.source": "data",
+    "dataset.transfer": "transfer",
     "teacher": "teacher",
     "train.seed": "seed",
     "subclasses.n_subclasses": "S",
@@ -95,6 +96,8 @@ def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     flat["teacher"] = _teacher_text(full.get("teacher") or {})
     if isinstance(flat.get("dataset.source"), str):
         flat["dataset.source"] = flat["dataset.source"].removeprefix("shared:")
+    if isinstance(flat.get("dataset.transfer"), str):  # a file's name says which set
+        flat["dataset.transfer"] = Path(flat["dataset.transfer"]).name
     return {k: v for k, v in flat.items() if k != "name"}
 
 

@@ -35,12 +35,17 @@ def run_unfinished(run: Mapping[str, Any]) -> str:
 
 
 def _same(spec: type[DatasetSpec] | type[TeacherSpec], a: Any, b: Any) -> bool:
-    """Whether two specs (pydantic objects or their dicts) are the same setting."""
+    """Whether two specs (pydantic objects or their dicts) are the same setting. Datasets
+    that differ only by their transfer set are the same: their runs score on the same
+    labeled splits, and Compare's data column says which rows each trained on."""
     try:
         da = spec.model_validate(a or {}).model_dump(mode="json")
         db = spec.model_validate(b or {}).model_dump(mode="json")
     except ValueError:
         return False
+    if spec is DatasetSpec:
+        da.pop("transfer", None)
+        db.pop("transfer", None)
     return bool(da == db)
 
 
@@ -64,8 +69,8 @@ def default_pick(
     seen: Iterable[str] | None = None,
     n: int = DEFAULT_PICK,
 ) -> list[str]:
-    """The run ids Compare picks: the ``n`` newest finished runs of the current dataset and
-    teacher (``runs`` newest first, as ``Workspace.list_runs`` gives them).
+    """The run ids Compare picks: the ``n`` newest finished runs of the current dataset (any
+    transfer set) and teacher (``runs`` newest first, as ``Workspace.list_runs`` gives them).
 
     ``before`` is the pick of an earlier visit on the same dataset and teacher (None after
     the dataset or teacher changed) and ``seen`` the run ids that existed then (None on a

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..plots import truncate
 from ..subclasses import recovery_scores
+from .data_view import data_text
 
 #: Pseudo-subclasses with fewer training rows than this get a warning on the Subspaces page.
 TINY_SUBCLASS = 5
@@ -99,6 +100,7 @@ def run_table(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> p
                 "dataset": cfg.get("dataset", {}).get("source"),
                 "objective": cfg.get("train", {}).get("objective"),
                 "student": cfg.get("student", {}).get("kind"),
+                "data": data_text(m.get("data")),  # labeled and transfer rows trained on
                 "accuracy": _fmt(s.get("accuracy")),
                 "selection acc.": _fmt((m.get("student_select") or {}).get("accuracy")),
                 "teacher accuracy": _fmt(s.get("teacher_accuracy", t.get("accuracy"))),

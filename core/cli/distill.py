@@ -13,12 +13,15 @@ from typing import Annotated, Any
 import typer
 
 from ..config import config_from_dict, dump_config, merge_dicts, parse_overrides
+from ..types import TRANSFER
 from .common import ConfigArg, SetOpt, WorkspaceOpt, _load, _tqdm_progress, _workspace, friendly
 
 
 @friendly
 def embed(config: ConfigArg = None, set_: SetOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Compute (or fetch from the cache) the teacher's embeddings, logits and W."""
+    import numpy as np
+
     from .. import metrics as M
     from ..pipeline import get_dataset, get_teacher_outputs
 
@@ -32,6 +35,15 @@ def embed(config: ConfigArg = None, set_: SetOpt = None, workspace: WorkspaceOpt
         typer.echo(f"note: {note}")
     typer.echo(f"teacher outputs: {key[:16]} ({'cache hit' if hit else 'computed'})")
     for split, Z in out.Z.items():
+        if split == TRANSFER:  # unlabeled: nothing to score, the teacher's classes instead
+            share = np.bincount(np.asarray(Z).argmax(1), minlength=ds.n_classes) / max(len(Z), 1)
+            classes = ", ".join(
+                f"{n} {100 * f:.0f}%" for n, f in zip(ds.label_names, share, strict=True)
+            )
+            typer.echo(
+                f"  {split} n={len(Z):>7d} d={out.dim} unlabeled; teacher's classes: {classes}"
+            )
+            continue
         acc = M.accuracy(Z, ds.splits[split].y)
         typer.echo(f"  {split:5s} n={len(Z):>7d} d={out.dim} teacher accuracy {acc:.2f}%")
 
@@ -101,6 +113,7 @@ def distill(
     chose what, and whether the teacher leaves distillation room to help."""
     from tqdm.auto import tqdm
 
+    from ..analysis import data_text
     from ..pipeline import check_run, prepare, run_distill
 
     ws = _workspace(workspace)
@@ -133,6 +146,7 @@ def distill(
     typer.echo(f"run {rec['run_id']}  ({m['wall_s']:.1f} s)")
     if prep.dataset.split_note:  # a split made here, not by the user, is said with its sizes
         typer.echo(f"  note: {prep.dataset.split_note}")
+    typer.echo(f"  data: {data_text(m.get('data'))}")
     typer.echo(
         f"  selection split: {sel['split']} ({sel['n']} rows, {sel['source']}); it chose "
         f"{sel['chooses']}. The {split} split was scored once, after training."

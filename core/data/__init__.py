@@ -36,6 +36,7 @@ from .sources import (
     load_shared,
     source_table,
 )
+from .transfer import read_transfer, transfer_note, with_transfer
 from .upload import DEFAULT_UPLOAD_MB, check_upload_size, store_upload, upload_limit_mb
 
 __all__ = [
@@ -62,11 +63,14 @@ __all__ = [
     "load_hf_raw",
     "load_shared",
     "read_table",
+    "read_transfer",
     "sample_dir",
     "shared_data_root",
     "source_table",
     "split_files",
     "store_upload",
+    "transfer_note",
     "upload_limit_mb",
     "with_selection_split",
+    "with_transfer",
 ]

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..types import Dataset, Split
+from ..types import TRANSFER, UNLABELED, Dataset, Split
 from .readers import SPLIT_FILES, DataError
 
 #: More distinct labels than this is almost surely a regression target or an id column.
@@ -188,7 +188,9 @@ def dataset_from_frame(
     messages). ``origins`` names each split's source (e.g.
     ``{"train": "train.csv"}``) for error messages. Without ``test_df`` the frame is split
     stratified by label with ``test_size`` and ``seed``. Missing latent values become
-    :data:`MISSING`.
+    :data:`MISSING`. Training rows with an empty label (``''``, NaN, NA) are not classes:
+    they become the ``transfer`` split (y = -1; ``core/data/transfer.py`` drops the empty
+    and the repeated ones); an empty label in test or dev is an error.
     """
     org = {s: f"{name} ({s})" for s in SPLIT_FILES}
     org.update(origins or {})
@@ -209,26 +211,38 @@ def dataset_from_frame(
 
     labels: dict[str, np.ndarray] = {}
     texts: dict[str, list[str]] = {}
-    for split, frame in frames.items():
+    unlabeled: pd.DataFrame | None = None
+    for split, frame in list(frames.items()):
         origin = org[split]
         _check_columns(frame, origin, needed)
         if len(frame) == 0:
             raise DataError(f"{origin}: no rows (only a header); add examples")
         blank = _is_blank(frame[label_col], _NA_LABELS)
-        if blank.any():
+        if blank.any() and split != "train":
             raise DataError(
                 f"{origin}: {int(blank.sum())} of {len(frame)} rows have an empty or missing "
                 f"label (e.g. '', NaN, NA) in column {label_col!r} (data rows {_rows(blank)}, "
-                "counting from 1); "
-                "fill in those labels or remove the rows"
+                f"counting from 1); every {split} row needs a label (only training rows may "
+                "be unlabeled: they become transfer rows); fill in those labels or remove the "
+                "rows"
             )
-        tblank = _is_blank(frame[text_col])
+        if blank.all():
+            raise DataError(
+                f"{origin}: none of the {len(frame)} rows has a label in column {label_col!r}; "
+                "a classifier needs labeled rows (rows with an empty label are only used as "
+                "unlabeled transfer rows beside them); fill in labels or choose the label "
+                "column: " + _FLAG.format("label_col")
+            )
+        tblank = _is_blank(frame[text_col]) & ~blank  # empty unlabeled texts: dropped later
         if tblank.any():
             raise DataError(
                 f"{origin}: {int(tblank.sum())} of {len(frame)} rows have an empty text in "
                 f"column {text_col!r} (data rows {_rows(tblank)}, counting from 1); remove "
                 "those rows"
             )
+        if blank.any():  # unlabeled training rows: the transfer split (core/data/transfer.py)
+            unlabeled, frame = frame[blank], frame[~blank]
+            frames[split] = frame
         labels[split] = _label_values(frame[label_col])
         texts[split] = [str(t) for t in frame[text_col]]
 
@@ -284,9 +298,10 @@ def dataset_from_frame(
             "add examples or remove those classes"
         )
 
-    latent: dict[str, dict[str, np.ndarray]] = {k: {} for k in frames}
+    with_unlabeled = frames if unlabeled is None else {**frames, TRANSFER: unlabeled}
+    latent: dict[str, dict[str, np.ndarray]] = {k: {} for k in with_unlabeled}
     for col in latent_cols:
-        for split, arr in _latent_arrays(frames, col).items():
+        for split, arr in _latent_arrays(with_unlabeled, col).items():
             latent[split][col] = arr
 
     if test_df is None:
@@ -297,7 +312,24 @@ def dataset_from_frame(
         splits = {s: Split(y=ys[s], texts=texts[s], latent=latent[s]) for s in frames}
     if dev_df is not None and "dev" not in splits:
         splits["dev"] = Split(y=ys["dev"], texts=texts["dev"], latent=latent["dev"])
-    return Dataset(name=name, label_names=label_names, splits=splits)
+    info: dict[str, int] = {}
+    if unlabeled is not None:
+        splits[TRANSFER] = Split(
+            y=np.full(len(unlabeled), UNLABELED, dtype=np.int64),
+            texts=[
+                "" if b else str(t)
+                for t, b in zip(unlabeled[text_col], _is_blank(unlabeled[text_col]), strict=True)
+            ],
+            latent=latent[TRANSFER],
+        )
+        info = {"from_train_file": len(unlabeled)}
+    return Dataset(
+        name=name,
+        label_names=label_names,
+        splits=splits,
+        label_values=tuple(_label_str(c) for c in classes),
+        transfer_info=info,
+    )
 
 
 def _split_single(

@@ -19,6 +19,7 @@ from .hf import import_datasets, is_saved_hf, load_hf_raw
 from .paths import SHARED_HINT, sample_dir, shared_data_default, shared_data_root
 from .readers import SPLIT_FILES, SPLIT_STEMS, SUFFIXES, DataError, read_table, split_files
 from .selection import split_reason, subsample, with_note, with_selection_split
+from .transfer import transfer_note, with_transfer
 
 DEMOS = ("text-demo", "digits-bin")
 
@@ -43,7 +44,8 @@ def load_file(
     ``split_note`` names the split and its sizes: a split made here, not by the user, should
     never pass unnoticed (the held-out rows are what the test score means)."""
     opts = SourceOptions(text_col, label_col, latent_cols, test_size, seed)
-    return with_note(_load_file(Path(path), opts))
+    ds = with_transfer(_load_file(Path(path), opts))
+    return with_note(ds, transfer_note(ds))
 
 
 def _read_label_map(lpath: Path) -> dict[str, Any]:
@@ -112,7 +114,10 @@ def load_folder(
     """
     d = Path(folder)
     opts = SourceOptions(text_col, label_col, latent_cols, test_size, seed)
-    return with_note(load_hf_raw(str(d), *opts) if is_saved_hf(d) else _load_split_folder(d, opts))
+    ds = with_transfer(
+        load_hf_raw(str(d), *opts) if is_saved_hf(d) else _load_split_folder(d, opts)
+    )
+    return with_note(ds, transfer_note(ds))
 
 
 def _load_split_folder(d: Path, opts: SourceOptions) -> Dataset:
@@ -239,7 +244,9 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     latent, and those named in ``latent_cols``), so
     ``text_col``/``label_col`` are not used; ``latent_cols``, when given, must exist. A path
     to a folder's ``train`` file with a ``test`` file beside it reads the folder.
-    ``split_note`` says how splits were made when the source did not give them all.
+    ``split_note`` says how splits were made when the source did not give them all, and
+    what the transfer split (``spec.transfer``, and the training file's unlabeled rows)
+    kept and dropped (``data/transfer.py``).
     """
     src = spec.source.strip()
     opts = SourceOptions(spec.text_col, spec.label_col, spec.latent_cols, spec.test_size, spec.seed)
@@ -281,4 +288,6 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     if spec.max_train is not None:
         ds = subsample(ds, spec.max_train, spec.seed)
         ds = replace(ds, before_holdout=None)  # its rows no longer map one to one
-    return with_note(ds, mention)
+    # Last: the transfer rows are checked against the final labeled splits.
+    ds = with_transfer(ds, spec.transfer, spec.text_col, spec.label_col)
+    return with_note(ds, "; ".join(p for p in (mention, transfer_note(ds)) if p))

@@ -44,6 +44,7 @@ class AMAD(Objective):
     """
 
     name = "amad"
+    uses_transfer = True
     section = "amad"
     params: AMADSpec
     t_att: Tensor

@@ -50,7 +50,11 @@ class TeacherData:
     logits, ``y`` (n,) labels, ``H`` (n, d) embeddings (None where a run has none, e.g.
     ``train`` called without the pipeline); ``targets`` (n, sum S_c) and ``sizes`` (S_c per
     class): pseudo-subclass targets from the ``subclasses`` section (LELP); optionally the
-    eval split's arrays (to report the accuracy of a retrained teacher)."""
+    eval split's arrays (to report the accuracy of a retrained teacher).
+
+    With transfer rows (an objective that ``uses_transfer``), the labeled training rows come
+    first and the transfer rows follow, with ``y = -1``: a hard-label term must skip them
+    (``losses.hard`` does), and what needs a class for every row reads ``classes``."""
 
     Z: Any
     y: Any
@@ -69,6 +73,20 @@ class TeacherData:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def n_labeled(self) -> int:
+        """Rows with a label (the transfer rows, y = -1, follow them)."""
+        return int((np.asarray(self.y) >= 0).sum())
+
+    @property
+    def classes(self) -> np.ndarray:
+        """A class per row: the label, or the teacher's argmax for a transfer row (y = -1),
+        as LELP takes the class of unlabeled rows (../shared/LELP.md, Inputs)."""
+        y = np.asarray(self.y).astype(np.int64)
+        if (y >= 0).all() or self.Z is None:
+            return y
+        return np.where(y >= 0, y, np.asarray(self.Z).argmax(1))
 
 
 @dataclass
@@ -113,6 +131,10 @@ class Objective(nn.Module):
     needs_embedding: ClassVar[bool] = False
     #: The pipeline computes pseudo-subclass targets (``subclasses`` section) for ``setup``.
     needs_subclass_targets: ClassVar[bool] = False
+    #: Trains on the transfer rows too (labeled rows first, then transfer rows with y = -1;
+    #: see ``TeacherData``). Off by default, so an objective that learns only from labels
+    #: never sees an unlabeled row; every distillation objective turns it on.
+    uses_transfer: ClassVar[bool] = False
     #: Prediction needs the student's embeddings too (``augment``: ReAugKD's retrieval).
     uses_embeddings_to_predict: ClassVar[bool] = False
     #: The run record's method info carries the prediction time (``predict_s``); off for

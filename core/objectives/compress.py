@@ -84,6 +84,7 @@ class CompRess(Objective):
     """
 
     name = "compress"
+    uses_transfer = True
     section = "compress"
     needs_embedding = True
     params: CompRessSpec

@@ -32,6 +32,7 @@ class DiSK(Objective):
     """
 
     name = "disk"
+    uses_transfer = True
     section = "disk"
     params: DiSKSpec
     dual: Tensor

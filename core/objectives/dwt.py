@@ -29,6 +29,7 @@ class DWT(Objective):
     """
 
     name = "dwt"
+    uses_transfer = True
     section = "dwt"
     params: DWTSpec
 

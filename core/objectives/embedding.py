@@ -25,6 +25,7 @@ class _EmbeddingRegression(Objective):
     and read ``weight``, ``kd_weight`` (and FitNet's ``normalize``) from their section."""
 
     needs_embedding = True
+    uses_transfer = True
     params: FitNetSpec | SEASpec
     map: nn.Linear
     target: Tensor

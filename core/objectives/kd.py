@@ -15,6 +15,7 @@ class KD(Objective):
     Workshop (arXiv 1503.02531)."""
 
     name = "kd"
+    uses_transfer = True
     records_predict_time = False
 
     def setup(self, teacher: TeacherData) -> KD:

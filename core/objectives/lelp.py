@@ -25,6 +25,7 @@ class LELP(Objective):
     Projections of Teacher Embeddings for Few-Class Distillation', arXiv 2409.20449, 2024."""
 
     name = "lelp"
+    uses_transfer = True
     records_predict_time = False
     needs_subclass_targets = True
     targets: Tensor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ class ReAugKD(Objective):
     """
 
     name = "reaugkd"
+    uses_transfer = True
     section = "reaugkd"
     needs_embedding = True
     uses_embeddings_to_predict = True
@@ -64,26 +66,32 @@ class ReAugKD(Objective):
         """Train P, build the knowledge base and the query map B for ``emb_dim``."""
         teacher = self._teacher
         H = TeacherRows(teacher.H)  # each batch's rows cast when read; H is not copied
-        y = torch.as_tensor(np.asarray(teacher.y), dtype=torch.long)
+        # transfer rows (y = -1) take the teacher's class, as LELP's class-conditional sets do
+        y = torch.as_tensor(teacher.classes, dtype=torch.long)
         t0 = time.perf_counter()
         self.proj = nn.Linear(H.shape[1], emb_dim, bias=False)
         self.proj_loss_ = self._train_projection(H, y)
         self.proj.requires_grad_(False)
-        self.build_knowledge_base(teacher.H, teacher.Z)
+        self.build_knowledge_base(teacher.H, teacher.Z, n_index=teacher.n_labeled)
         self.query = nn.Linear(emb_dim, emb_dim)
         self.info_ = {
-            "reaugkd_kb_size": int(H.shape[0]),
+            "reaugkd_kb_size": int(teacher.n_labeled),
             "reaugkd_fit_s": time.perf_counter() - t0,
             "reaugkd_supcon_loss": self.proj_loss_,
             "reaugkd_retrieval_s": 0.0,
         }
         return self
 
-    def build_knowledge_base(self, H: np.ndarray, Z: np.ndarray) -> ReAugKD:
+    def build_knowledge_base(self, H: Any, Z: np.ndarray, n_index: int | None = None) -> ReAugKD:
         """Keys ``normalize(P h_t)``, soft labels ``softmax(z_t)`` and their k-NN index, from
         the training split's teacher arrays. Why separate from ``fit_maps``: a saved run keeps
         only P and B (``state_tensors``), and the knowledge base is rebuilt from the cached
-        teacher outputs when the run is replayed (``replay.load_reaugkd``)."""
+        teacher outputs when the run is replayed (``replay.load_reaugkd``).
+
+        ``n_index``: only the first rows (the labeled training rows) are retrieved from; the
+        keys of the rest (transfer rows) serve the relational loss only. Our choice: the
+        retrieval a finished run replays, and the neighbours the app lists, are labeled
+        training rows whatever transfer set the run trained on."""
         from sklearn.neighbors import NearestNeighbors
 
         # np.array copies: cached teacher arrays are read-only memory maps
@@ -104,9 +112,10 @@ class ReAugKD(Objective):
                 ]
             )
         self.register_buffer("keys", keys, persistent=False)
-        self.kb_probs = F.softmax(Zt, -1)
-        k = min(self.params.k, shape[0])
-        self.index_ = NearestNeighbors(n_neighbors=k).fit(keys.cpu().numpy())
+        m = shape[0] if n_index is None else max(1, min(int(n_index), shape[0]))
+        self.kb_probs = F.softmax(Zt[:m], -1)
+        k = min(self.params.k, m)
+        self.index_ = NearestNeighbors(n_neighbors=k).fit(keys[:m].cpu().numpy())
         self.info_.setdefault("reaugkd_retrieval_s", 0.0)
         return self
 

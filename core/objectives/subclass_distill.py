@@ -29,6 +29,7 @@ class SubclassDistill(Objective):
     """
 
     name = "subclass-distill"
+    uses_transfer = True
     section = "subclass_distill"
     params: SubclassDistillSpec
     t_sub: Tensor
@@ -40,7 +41,9 @@ class SubclassDistill(Objective):
         # float32 copy of all of H, by design: the retrained head standardises H over all rows
         # and labels every row (``t_sub``); the other objectives read H per batch
         H = torch.as_tensor(np.asarray(self._require_embeddings(teacher), dtype=np.float32))
-        y = torch.as_tensor(np.asarray(teacher.y), dtype=torch.long)
+        # the head learns a class for every row: a transfer row's is the teacher's argmax
+        y = torch.as_tensor(teacher.classes, dtype=torch.long)
+        labeled = torch.as_tensor(np.asarray(teacher.y) >= 0)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             head = nn.Linear(H.shape[1], C * S)
@@ -64,7 +67,7 @@ class SubclassDistill(Objective):
         with torch.no_grad():
             t_sub = head(Hs)
             self.info_ = {
-                "subclass_teacher_train_accuracy": _acc(t_sub, y, S),
+                "subclass_teacher_train_accuracy": _acc(t_sub[labeled], y[labeled], S),
                 "subclass_teacher_assignment_entropy": _assignment_entropy(t_sub, C, S),
             }
             if teacher.H_eval is not None and teacher.y_eval is not None:

@@ -41,6 +41,7 @@ def embedding_scatter(
     marker_size: int = 5,
     highlight: np.ndarray | None = None,
     title: str | None = None,
+    unlabeled: np.ndarray | None = None,
 ) -> go.Figure:
     """WebGL scatter of a 2-D map.
 
@@ -48,6 +49,8 @@ def embedding_scatter(
     ``continuous=True``: a single trace with a colour bar. Every point's ``customdata`` is
     ``[row_id, label, text]`` (strings for the last two, never null); read selections through
     ``customdata[0]``, not ``point_indices``. ``highlight`` (row ids) adds a ring trace on top.
+    ``unlabeled`` (bool per point): transfer rows, drawn as open, fainter symbols in traces of
+    their own named ``<value> (unlabeled)``, in their value's colour.
     """
     xy = np.asarray(xy, dtype=np.float32)
     m = len(xy)
@@ -69,6 +72,9 @@ def embedding_scatter(
         + ": %{meta}<br>%{customdata[2]}<extra></extra>"
     )
     fig = go.Figure()
+    open_ = np.zeros(m, dtype=bool) if unlabeled is None else np.asarray(unlabeled, dtype=bool)
+    if len(open_) != m:
+        raise ValueError(f"unlabeled has {len(open_)} entries for {m} points")
     if continuous:
         c = np.nan_to_num(color.astype(np.float64), nan=0.0)
         marker = {
@@ -78,6 +84,8 @@ def embedding_scatter(
             "showscale": True,
             "colorbar": {"title": {"text": color_title}},
         }
+        if open_.any():
+            marker["symbol"] = np.where(open_, "circle-open", "circle").tolist()
         fig.add_trace(
             _points(
                 xy,
@@ -97,10 +105,17 @@ def embedding_scatter(
         keys = np.array([truncate(v, 40) for v in color], dtype=object)
         values = sorted(set(keys.tolist()), key=_natural_key)
         for i, v in enumerate(values):
-            mask = keys == v
-            marker = {"size": marker_size, "color": _PALETTE[i % len(_PALETTE)]}
+            colour = _PALETTE[i % len(_PALETTE)]
             name = v if v != "" else "(none)"
-            fig.add_trace(_points(xy, custom, mask, marker, name, meta=v, hovertemplate=hover))
+            for faint in (False, True):
+                mask = (keys == v) & (open_ == faint)
+                if not mask.any():
+                    continue
+                look: dict[str, Any] = {"size": marker_size, "color": colour}
+                if faint:
+                    look |= {"symbol": "circle-open", "opacity": 0.7}
+                label = f"{name} (unlabeled)" if faint else name
+                fig.add_trace(_points(xy, custom, mask, look, label, meta=v, hovertemplate=hover))
     if highlight is not None and len(highlight):
         pos = {int(r): i for i, r in enumerate(rows)}
         hi = np.array([pos[int(r)] for r in highlight if int(r) in pos], dtype=np.int64)

@@ -15,11 +15,16 @@ from ._validation import SubclassError, _check_labels
 
 def class_ids(y: Any, Z: Any, class_source: str = "label") -> np.ndarray:
     """Classes that define the class-conditional sets: ``"label"`` (ground truth ``y``) or
-    ``"teacher"`` (argmax of the teacher logits ``Z``, for unlabeled transfer data)."""
+    ``"teacher"`` (argmax of the teacher logits ``Z``, for unlabeled transfer data). With
+    ``"label"``, an unlabeled row (y = -1, a transfer row) takes the teacher's argmax."""
     if class_source == "label":
         if y is None:
             raise SubclassError("class_source='label' needs y; pass labels or use 'teacher'")
-        return _check_labels(y, len(np.asarray(y)))
+        y = np.asarray(y)
+        if Z is not None and y.size and y.dtype.kind in "iu" and (y < 0).any():
+            teacher = class_ids(None, Z, "teacher")
+            y = np.where(y >= 0, y, teacher)
+        return _check_labels(y, len(y))
     if class_source == "teacher":
         Z = check_array(Z, dtype=[np.float64, np.float32], input_name="Z")
         return np.argmax(Z, axis=1).astype(np.int64)

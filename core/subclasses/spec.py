@@ -124,3 +124,21 @@ def spec_targets_and_assignment(
     coords = sub.coordinates(H)
     y = sub._check_own_class(y, coords[0].shape[0])
     return spec_targets(sub, spec, H, Z, tau, coords=coords), assign_from_coordinates(coords, y)
+
+
+def new_row_targets(
+    sub: _SubclasserBase, spec: SubclassSpec, H: Any, Z: Any, tau: float, latent: Any = None
+) -> np.ndarray:
+    """``spec_targets`` of rows the subclasser was not fitted on (transfer rows), ``(n, sum
+    S_c)``. LELP and clustering methods treat every row alike; the keyed ones look their key
+    up: ``latent`` (the rows' values of the oracle's column: a value class c did not show
+    goes to the nearest subclass of class c) and, for manual groups, no group (-1: class c's
+    "rest" subclass where it has one, else the nearest)."""
+    if isinstance(sub, LatentSubclasses):
+        if latent is None:
+            raise SubclassError("method 'oracle' needs the latent values of these rows (latent=)")
+        return np.asarray(sub.targets(H, Z, tau=tau, latent=latent))
+    if isinstance(sub, ManualSubclasses):
+        none = np.full(int(np.shape(H)[0]), -1, dtype=np.int64)
+        return np.asarray(sub.targets(H, Z, tau=tau, assignment=none))
+    return spec_targets(sub, spec, H, Z, tau)

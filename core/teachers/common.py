@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..types import Dataset, TeacherOutputs
+from ..types import TRANSFER, Dataset, TeacherOutputs
 
 Progress = Callable[[int, int, str], None]
 
@@ -50,7 +50,12 @@ class _Reporter:
 
 
 def _accuracy(z: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(z, axis=1) == np.asarray(y))) if len(y) else float("nan")
+    """Accuracy on the labeled rows (y >= 0); NaN for a split without any (transfer)."""
+    y = np.asarray(y)
+    known = y >= 0
+    if not known.any():
+        return float("nan")
+    return float(np.mean(np.argmax(np.asarray(z)[known], axis=1) == y[known]))
 
 
 #: Rows per block when H is cast, checked or copied: 16,384 x 384 float64 is 50 MB.
@@ -129,7 +134,8 @@ def _outputs(
     W = np.ascontiguousarray(W, dtype=np.float32)
     b = np.ascontiguousarray(b, dtype=np.float32).reshape(-1)
     meta = dict(meta)
-    meta["accuracy"] = {k: _accuracy(Z[k], dataset.splits[k].y) for k in Z}
+    # per labeled split: the transfer split has no labels to score
+    meta["accuracy"] = {k: _accuracy(Z[k], dataset.splits[k].y) for k in Z if k != TRANSFER}
     meta["dim"] = int(W.shape[1])
     meta["n_classes"] = int(W.shape[0])
     return TeacherOutputs(H=H, Z=Z, W=W, b=b, meta=meta)
