@@ -24,11 +24,12 @@ rerun refitted UMAP and Ward for the new S before drawing anything.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -100,7 +101,8 @@ class Store:
         self._lock = threading.Lock()
         self._futures: OrderedDict[Hashable, Future[Any]] = OrderedDict()
         self._since: dict[Hashable, float] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lelp-baselines")
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
 
     def get(self, key: Hashable) -> Future[Any] | None:
         with self._lock:
@@ -147,9 +149,27 @@ class Store:
         with self._lock:
             fut = self._futures.get(key)
             if fut is None:
-                fut = self._pool.submit(fn)
+                fut = Future()
                 self._keep(key, fut)
+                self._queue.put((fut, fn))
+                if self._worker is None:
+                    # a daemon thread: stopping the server must not wait for a UMAP fit
+                    # (ThreadPoolExecutor's workers are joined at exit)
+                    self._worker = threading.Thread(
+                        target=self._work, name="lelp-baselines", daemon=True
+                    )
+                    self._worker.start()
             return fut
+
+    def _work(self) -> None:
+        while True:
+            fut, fn = self._queue.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as err:  # noqa: BLE001 - handed to whoever reads the future
+                fut.set_exception(err)
 
     def since(self, key: Hashable) -> float:
         """``time.monotonic()`` when ``key`` was first asked for."""
