@@ -2,7 +2,10 @@
 
 Speed: the LELP fit and its coordinates are cached per (teacher key, S, directions,
 null_space, rotate, seed, standardize, class source); moving beta or tau only recomputes the
-targets from the cached coordinates (lelp_studio.subclasses.targets_from_coordinates).
+targets from the cached coordinates (lelp_studio.subclasses.targets_from_coordinates). The
+compared baselines are computed once per key, the heavy ones in the background
+(ui/baselines.py). Whatever computes shows its spinner or status in ``busy``, right under the
+title, not where its result is drawn far below.
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ ss = st.session_state
 ERRORS = (*user_errors(), ValueError)
 BETAS = [0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
 TAUS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
-COMPARE = {
-    "kmeans": "k-means",
-    "agglomerative": "agglomerative",
-    "umap-kmeans": "UMAP + k-means",
-    "oracle": "oracle (latent column)",
-    "manual": "manual groups",
-}
+COMPARE = ui.baselines.LABELS
 
+# per-dataset choices start from their defaults on another dataset
+ui.forget_on_dataset_change(
+    "sub", ["sub_compare", "sub_latent", "sub_search", "sub_hit"], ["sub_dirs_", "sub_S_"]
+)
 st.title("Subspaces")
-ds, out, key = ui.require_teacher()
+busy = st.container()  # spinners and background status: the top of the page
+with busy:
+    ds, out, key = ui.require_teacher()
 ws = ui.workspace()
 names = ds.label_names
 C = ds.n_classes
@@ -166,9 +169,11 @@ try:
     ss["subclass_spec"] = spec.model_dump(mode="json")
     ss["tau"] = float(tau)
     args = ui.subclass_fit_args(spec, key, C)
-    model = ui.fitted_subclasser(*args)
-    coords = ui.lelp_coordinates(args, "train")
-    targets = ui.preview_targets(args, float(tau), float(beta))
+    with busy, st.spinner("Computing the pseudo-subclasses…", show_time=True):
+        model = ui.fitted_subclasser(*args)
+        coords = ui.lelp_coordinates(args, "train")
+        targets = ui.preview_targets(args, float(tau), float(beta))
+        assign = ui.train_assign(args)
 except ERRORS as err:
     main.error(f"{err}")
     main.info("Lower S or pick fewer directions: a class cannot have more than its rank.")
@@ -177,7 +182,6 @@ except ERRORS as err:
 Z = np.asarray(out.Z["train"])
 y = ui.split_labels(ds, out, "train", class_source)
 sizes_fit = [z.shape[1] for z in coords]
-assign = ui.train_assign(args)
 entropy = target_entropy(targets)
 sub_names = analysis.subclass_names(names, sizes_fit)
 texts = analysis.display_texts(ds, "train")
@@ -204,7 +208,8 @@ with main:
             key=f"sub_spectrum_{c}",
         )
 
-    xy, titles = ui.map_xy(key, "train", "pca", 50_000)
+    with busy:
+        xy, titles = ui.map_xy(key, "train", "pca", 50_000)
 
     idx = stratified_sample(y, 50_000, 0)
     fig = plots.embedding_scatter(
@@ -246,46 +251,44 @@ if ds.latent_columns:
     )
 else:
     st.caption("This dataset has no latent column, so ARI/NMI and the oracle are not available.")
-ui.remember("sub_compare", ["kmeans"])
+ui.remember("sub_compare", list(ui.baselines.DEFAULT))
 options = [m for m in COMPARE if m != "oracle" or latent_col]
 compare = st.multiselect(
     "Methods to compare",
     options,
     key="sub_compare",
     format_func=COMPARE.get,
-    help="Clustering baselines (hard pseudo-subclasses) fitted on the same embeddings and S. "
-    "UMAP + k-means compiles UMAP on first use (~30 s). Manual groups come from lasso "
-    "selections saved on the Embedding map.",
+    help="Clustering baselines (hard pseudo-subclasses) fitted on the same embeddings and S, "
+    "each once per setting. UMAP + k-means (and agglomerative above "
+    f"{ui.baselines.HEAVY_ROWS:,} training rows) compute in the background: the page stays "
+    "usable and shows them when ready. Manual groups come from lasso selections saved on the "
+    "Embedding map.",
 )
-
-
-def _baseline(method: str, groups: list[str]) -> tuple[np.ndarray, list[str]]:
-    """A baseline's pseudo-subclass per training row and the name of each, fitted (and
-    cached) by the same function training uses, on the same S, seed and class sets."""
-    n_sub = list(sizes_fit) if len(set(sizes_fit)) > 1 else int(sizes_fit[0])
-    bspec = SubclassSpec(
-        method=method,  # type: ignore[arg-type]
-        n_subclasses=n_sub,
+groups = ws.list_manual_groups(ds.labeled().fingerprint())  # groups of labeled rows
+if "manual" in compare and not groups:
+    st.info("No manual groups yet: lasso some points on the **Embedding map** and save them.")
+with busy, st.spinner("Fitting the baselines to compare…", show_time=True):
+    runs = ui.compare_baselines(
+        [m for m in compare if m != "manual" or groups],
+        key=key,
+        sizes=sizes_fit,
         seed=int(seed),
         class_source=class_source,
         latent_col=latent_col,
+        label_names=names,
+        group_names=list(groups),
     )
-    bargs = ui.subclass_fit_args(bspec, key, C)
-    sub = ui.fitted_subclasser(*bargs)
-    named = analysis.pseudo_subclass_names(sub, names, groups if method == "manual" else None)
-    return ui.train_assign(bargs), named
-
-
-groups = ws.list_manual_groups(ds.labeled().fingerprint())  # groups of labeled rows
+with busy:
+    ui.show_background(runs, sizes_fit)
 methods = {"LELP": (assign, sub_names)}
-for m in compare:
-    if m == "manual" and not groups:
-        st.info("No manual groups yet: lasso some points on the **Embedding map** and save them.")
-        continue
-    try:
-        methods[COMPARE[m]] = _baseline(m, list(groups))
-    except ERRORS as err:
-        st.error(f"{COMPARE[m]}: {err}")
+for r in runs:
+    if r.error is not None:
+        st.error(f"{r.label}: {r.error}")
+    elif r.pending:
+        st.caption(f"{r.label}: computing in the background; it appears here when ready.")
+    else:
+        assert r.assign is not None
+        methods[r.label] = (r.assign, r.names)
 
 latent_vals = ds.splits["train"].latent[latent_col] if latent_col else None
 summary = analysis.recovery_table({m: a for m, (a, _) in methods.items()}, y, latent_vals)

@@ -207,10 +207,14 @@ def test_map_box_selection_lists_rows(page) -> None:  # type: ignore[no-untyped-
 
 
 def test_subspaces_page_shows_spectra_and_table(page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18: this asserted the table as soon as the first plot appeared, and failed on a
+    busy machine; it waits for each thing it asserts."""
     _goto(page, "Subspaces")
-    page.locator(".js-plotly-plot").first.wait_for()
-    assert page.locator(".js-plotly-plot").count() >= 2  # spectra + map at least
-    assert page.get_by_test_id("stDataFrame").count() >= 1 or page.locator("table").count() >= 1
+    page.locator(".js-plotly-plot").nth(1).wait_for()  # spectra + map at least
+    page.get_by_test_id("stDataFrame").first.wait_for()  # the pseudo-subclass table
+    _idle(page)
+    assert page.locator(".js-plotly-plot").count() >= 2
+    assert page.get_by_test_id("stDataFrame").count() >= 2  # and the methods' summary
     _no_exception(page)
     _shoot(page, "3_subspaces")
 

@@ -539,13 +539,85 @@ def test_clustering_recovers_planted_clusters(planted, method):
 
 
 @pytest.mark.slow  # ~20 s: numba compiles umap on first use
-def test_umap_kmeans_runs_and_recovers(planted):
+def test_umap_kmeans_runs_recovers_and_reuses_its_umap(planted, monkeypatch):
     pytest.importorskip("umap")
     H, y, latent, _ = planted
     sub = ClusterSubclasses(method="umap-kmeans", n_subclasses=4).fit(H, y)
     T = sub.targets(H[:20], np.zeros((20, 2)))
     np.testing.assert_allclose(T.sum(axis=1), 1.0)
-    assert recovery_scores(sub.assign(H, y), y, latent)["ari"] > 0.9
+    a = sub.assign(H, y)
+    assert recovery_scores(a, y, latent)["ari"] > 0.9
+    # assign places each row by its own class only: the same as every class's nearest centroid
+    np.testing.assert_array_equal(a, _own_class_codes(sub, H, y))
+    # another S reuses the UMAP models (S does not enter them): no UMAP fit, same k-means
+    monkeypatch.setattr(ClusterSubclasses, "_umap", _no_refit)
+    again = ClusterSubclasses(method="umap-kmeans", n_subclasses=4).fit(
+        H, y, structure=sub.structure_
+    )
+    for c1, c2 in zip(sub.centers_, again.centers_, strict=True):
+        np.testing.assert_array_equal(c1, c2)
+    assert ClusterSubclasses("umap-kmeans", 3).fit(H, y, structure=sub.structure_).sizes_ == [3, 3]
+
+
+def _no_refit(*args, **kw):
+    raise AssertionError("the structure was given: UMAP must not be fitted again")
+
+
+def _own_class_codes(sub, H, y):
+    """``assign``'s definition through the codes of every class (what it did before)."""
+    codes = np.stack(sub._codes(np.asarray(H), chunk_size=None))
+    return sub.offsets_[y] + codes[y, np.arange(len(y))]
+
+
+@pytest.mark.parametrize("n_clusters", [1, 2, 3, 5])
+def test_ward_cut_gives_agglomerative_clusterings_partition(n_clusters):
+    from sklearn.cluster import AgglomerativeClustering, ward_tree
+
+    from lelp_studio.subclasses import ward_cut
+
+    X = np.random.default_rng(n_clusters).normal(size=(80, 4))
+    got = ward_cut(ward_tree(X)[0], len(X), n_clusters)
+    ref = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward").fit_predict(X)
+    # the same partition, numbered by first row: relabel the reference the same way
+    _, first, inv = np.unique(ref, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))
+    np.testing.assert_array_equal(got, rank[inv])
+    assert got[0] == 0 and set(got) == set(range(n_clusters))
+
+
+@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
+def test_cluster_structure_reused_at_another_S_equals_a_fresh_fit(method, monkeypatch):
+    H, y, _, _ = _blobs(n=300)
+    first = ClusterSubclasses(method, n_subclasses=2, max_samples=60, random_state=5).fit(H, y)
+    fresh = ClusterSubclasses(method, n_subclasses=4, max_samples=60, random_state=5).fit(H, y)
+    if method == "agglomerative":  # the tree is not built again
+        import sklearn.cluster
+
+        monkeypatch.setattr(sklearn.cluster, "ward_tree", _no_refit)
+    reused = ClusterSubclasses(method, n_subclasses=4, max_samples=60, random_state=5).fit(
+        H, y, structure=first.structure_
+    )
+    for a, b in zip(fresh.centers_, reused.centers_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fresh.assign(H, y), reused.assign(H, y))
+
+
+@pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
+def test_cluster_assign_places_rows_by_their_own_class(method):
+    H, y, _, _ = _blobs(n=200)
+    sub = ClusterSubclasses(method, n_subclasses=3, max_samples=50).fit(H, y)
+    want = _own_class_codes(sub, H, y)
+    np.testing.assert_array_equal(sub.assign(H, y), want)
+    np.testing.assert_array_equal(sub.assign(H, y, chunk_size=7), want)  # across blocks
+
+
+def test_structure_of_another_fit_is_refused():
+    H, y, _, _ = _blobs(n=120)
+    other = ClusterSubclasses("agglomerative", 2, random_state=1).fit(H, y).structure_
+    with pytest.raises(ValueError, match=r"structure was made by another fit .*random_state"):
+        ClusterSubclasses("agglomerative", 2, random_state=2).fit(H, y, structure=other)
+    with pytest.raises(ValueError, match=r"structure was made by another fit"):
+        ClusterSubclasses("kmeans", 2, random_state=1).fit(H, y, structure=other)
 
 
 def test_oracle_recovers_exactly(planted):

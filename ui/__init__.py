@@ -3,6 +3,7 @@ draw. The library (``lelp_studio``) never imports Streamlit; everything here doe
 
 from __future__ import annotations
 
+from .baselines import Baseline, compare_baselines, show_background
 from .cache import (
     H32,
     Z32,
@@ -11,6 +12,7 @@ from .cache import (
     dataset,
     dataset_from_json,
     fit_args_at,
+    fit_inputs,
     fitted_subclasser,
     float_H,
     lelp_coordinates,
@@ -38,6 +40,7 @@ from .state import (
     dataset_spec,
     default_specs,
     default_teacher_for,
+    forget_on_dataset_change,
     init_session,
     minilm_available,
     offer_repair,
@@ -54,9 +57,11 @@ from .widgets import param_widgets
 
 __all__ = [
     "H32",
+    "Baseline",
     "Progress",
     "Z32",
     "class_stats",
+    "compare_baselines",
     "compute_teacher",
     "dataset",
     "dataset_from_json",
@@ -64,8 +69,10 @@ __all__ = [
     "default_specs",
     "default_teacher_for",
     "fit_args_at",
+    "fit_inputs",
     "fitted_subclasser",
     "float_H",
+    "forget_on_dataset_change",
     "has_reaugkd_state",
     "headroom_config",
     "init_session",
@@ -82,6 +89,7 @@ __all__ = [
     "remember",
     "require_teacher",
     "show_compare_cost",
+    "show_background",
     "show_compare_headroom",
     "show_headroom",
     "show_reaugkd",

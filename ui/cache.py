@@ -177,30 +177,34 @@ def fit_args_at(
     return (ws_root, key, ds_json, fit_json, groups)
 
 
+def fit_inputs(ws_root: str, key: str, ds_json: str, spec: SubclassSpec) -> dict[str, Any]:
+    """Keyword arguments of ``fit_subclasser`` for a spec on the train split: H, y (per the
+    spec's class source), W, and the latent values or manual group ids its method needs.
+    Resolved on the script thread (cached loaders), so a background fit gets plain arrays."""
+    out = _stored_teacher(ws_root, key)
+    ds = dataset_from_json(ds_json)
+    manual = None
+    if spec.method == "manual":
+        manual = manual_assignment(workspace_at(ws_root), ds, spec.manual_groups)
+    return {
+        "H": float_H(ws_root, key, "train"),
+        "y": split_labels(ds, out, "train", spec.class_source),
+        "W": np.asarray(out.W),
+        "latent": oracle_latent(spec, ds),
+        "manual": manual,
+    }
+
+
 @st.cache_resource(show_spinner="Fitting the pseudo-subclasses…", max_entries=16)
 def fitted_subclasser(ws_root: str, key: str, ds_json: str, fit_json: str, groups: str = "") -> Any:
     """The subclasser a spec describes, fitted on the train split by the same function
     training uses (``lelp_studio.subclasses.fit_subclasser``); LELP methods reuse the cached
     class statistics, so changing S, directions, rotation or seed skips the pass over H."""
     spec = SubclassSpec.model_validate_json(fit_json)
-    out = _stored_teacher(ws_root, key)
-    ds = dataset_from_json(ds_json)
-    y = split_labels(ds, out, "train", spec.class_source)
     stats = None
     if spec.method in LELP_METHODS:
         stats = class_stats(ws_root, key, ds_json, spec.class_source)
-    manual = None
-    if spec.method == "manual":
-        manual = manual_assignment(workspace_at(ws_root), ds, spec.manual_groups)
-    return fit_subclasser(
-        spec,
-        float_H(ws_root, key, "train"),
-        y,
-        W=np.asarray(out.W),
-        latent=oracle_latent(spec, ds),
-        manual=manual,
-        class_stats=stats,
-    )
+    return fit_subclasser(spec, **fit_inputs(ws_root, key, ds_json, spec), class_stats=stats)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
@@ -89,6 +89,28 @@ def remember(key: str, default: Any) -> Any:
         ss[key] = kept.get(key, default)
     kept[key] = ss[key]
     return ss[key]
+
+
+def forget_on_dataset_change(page: str, keys: Sequence[str], prefixes: Sequence[str] = ()) -> None:
+    """Drop a page's per-dataset choices when the dataset changed since the page last ran,
+    so its widgets start from their defaults (``remember`` sets them again).
+
+    Why: "Methods to compare" chosen on the demo carried over to amazon_multidomain and
+    refitted UMAP there on every change (issue 18). ``keys`` are dropped by name and
+    ``prefixes`` by start (per-class widgets such as ``sub_dirs_0``); the first visit drops
+    nothing, so values preset before it (tests, the bench) stand."""
+    ss = st.session_state
+    marker, now = f"_{page}_dataset", spec_json(dataset_spec())
+    before = ss.get(marker)
+    ss[marker] = now
+    if before is None or before == now:
+        return
+    kept = ss.setdefault(_KEPT, {})
+    gone = [k for k in list(ss.keys()) + list(kept) if k in keys or k.startswith(tuple(prefixes))]
+    for k in set(gone):
+        kept.pop(k, None)
+        if k in ss:
+            del ss[k]
 
 
 def dataset_spec() -> DatasetSpec:

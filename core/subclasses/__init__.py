@@ -14,7 +14,8 @@ CLI and the app never branch on the method:
 """
 
 from ._validation import SubclassError
-from .baselines import ClusterSubclasses, LatentSubclasses, ManualSubclasses
+from .baselines import LatentSubclasses, ManualSubclasses
+from .clusters import ClassStructure, ClusterSubclasses, ward_cut
 from .lelp import LELPSubclasses, assign_from_coordinates, targets_from_coordinates
 from .scores import class_ids, recovery_scores, target_entropy
 from .spec import (
@@ -31,6 +32,7 @@ from .statistics import ClassStats, class_statistics
 __all__ = [
     "LELP_METHODS",
     "ClassStats",
+    "ClassStructure",
     "ClusterSubclasses",
     "LELPSubclasses",
     "LatentSubclasses",
@@ -48,4 +50,5 @@ __all__ = [
     "recovery_scores",
     "target_entropy",
     "targets_from_coordinates",
+    "ward_cut",
 ]

@@ -1,5 +1,5 @@
-"""The paper's hard-assignment baselines: clustering, a known latent column (the oracle)
-and manual groups."""
+"""The paper's hard-assignment baselines: the shared hard targets, a known latent column (the
+oracle) and manual groups; the clustering baselines live in ``clusters``."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._base import _SubclasserBase
 from ._validation import (
     SubclassError,
-    _blocks,
-    _check_chunk_size,
     _check_embeddings,
     _check_labels,
     _check_logits,
     _check_positive,
     _class_counts,
-    _resolve_sizes,
 )
 from .statistics import _nearest
 
@@ -102,141 +98,6 @@ class _HardSubclasser(_SubclasserBase):
         Z = _check_logits(Z, H.shape[0], self.n_classes_)
         codes = self._codes(H, chunk_size, **kw)
         return _hard_targets(codes, self.sizes_, Z, tau, self._check_smooth())
-
-
-class ClusterSubclasses(_HardSubclasser):
-    """Clustering baselines (the paper's Table 1): cluster each class's embeddings.
-
-    Why: the paper compares LELP against hard pseudo-subclasses from clustering.
-
-    Parameters
-    ----------
-    method : ``"kmeans"`` (KMeans, n_init=4), ``"agglomerative"`` (Ward on at most
-        ``max_samples`` sampled rows, centroids of its clusters) or ``"umap-kmeans"``
-        (UMAP to 5-D fitted on at most ``max_samples`` rows, then KMeans).
-    n_subclasses : int or list per class.
-    smooth : label smoothing over a class's subclasses, in [0, 1).
-    max_samples : cap on the rows that agglomerative / UMAP are fitted on.
-    random_state : seed for sampling, KMeans and UMAP.
-
-    Attributes
-    ----------
-    centers_ : list of (S_c, d) centroids (in UMAP space for umap-kmeans).
-    reducers_ : list of fitted UMAP models (umap-kmeans only, else None).
-
-    Every example (training rows included) is assigned to the nearest centroid, so training
-    and new rows are treated alike.
-
-    Memory: scikit-learn and UMAP need float32 (or float64). From a float16 memmap, fit
-    casts only what they read (kmeans: one class's rows at a time; agglomerative and UMAP:
-    their ``max_samples`` rows); assignment casts one block of rows at a time.
-
-    Example
-    -------
-    >>> rng = np.random.default_rng(0)
-    >>> H, y = rng.normal(size=(40, 3)), np.repeat([0, 1], 20)
-    >>> int(ClusterSubclasses(n_subclasses=2).fit(H, y).assign(H, y).max())
-    3
-    """
-
-    _METHODS = ("kmeans", "agglomerative", "umap-kmeans")
-
-    def __init__(
-        self,
-        method: str = "kmeans",
-        n_subclasses: int | list[int] = 4,
-        smooth: float = 0.0,
-        max_samples: int = 3000,
-        random_state: int | np.random.RandomState | None = 0,
-    ) -> None:
-        self.method = method
-        self.n_subclasses = n_subclasses
-        self.smooth = smooth
-        self.max_samples = max_samples
-        self.random_state = random_state
-
-    def fit(self, H: Any, y: Any, W: Any = None) -> ClusterSubclasses:
-        """Cluster each class of ``H`` (n, d); ``W`` is accepted for API symmetry and unused."""
-        from sklearn.cluster import AgglomerativeClustering, KMeans
-
-        if self.method not in self._METHODS:
-            raise SubclassError(f"method must be one of {list(self._METHODS)}; got {self.method!r}")
-        self._check_smooth()
-        if int(self.max_samples) < 2:
-            raise SubclassError(f"max_samples must be >= 2; got {self.max_samples!r}")
-        H = _check_embeddings(H)
-        n, d = H.shape
-        y = _check_labels(y, n)
-        counts = _class_counts(y)
-        sizes = _resolve_sizes(self.n_subclasses, len(counts))
-        for c, s in enumerate(sizes):
-            if s > counts[c]:
-                raise SubclassError(
-                    f"class {c} has {counts[c]} examples, fewer than the requested S={s} "
-                    "clusters: lower n_subclasses"
-                )
-        rng = check_random_state(self.random_state)
-        centers, reducers = [], []
-        for c, s in enumerate(sizes):
-            rows = np.flatnonzero(y == c)
-            seed = int(rng.randint(2**31 - 1))
-            reducer = None
-            if self.method == "kmeans":
-                # KMeans reads every row of the class: a float32 (or float64) copy of them
-                X = _sklearn_rows(H[rows])
-                km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(X)
-                C = km.cluster_centers_.astype(np.float64)
-            else:
-                # Ward and UMAP see at most max_samples rows: only those are read and cast
-                if len(rows) > self.max_samples:
-                    pick = np.sort(
-                        np.random.RandomState(seed).choice(len(rows), self.max_samples, False)
-                    )
-                    rows = rows[pick]
-                sub = _sklearn_rows(H[rows])
-                if self.method == "agglomerative":
-                    lab = AgglomerativeClustering(n_clusters=s, linkage="ward").fit_predict(sub)
-                    C = np.stack([sub[lab == k].mean(0) for k in range(s)]).astype(np.float64)
-                else:
-                    reducer = self._umap(sub, seed)
-                    E = reducer.embedding_
-                    km = KMeans(n_clusters=s, n_init=4, random_state=seed).fit(E)
-                    C = km.cluster_centers_.astype(np.float64)
-            centers.append(C)
-            reducers.append(reducer)
-        self._set_layout(sizes, d)
-        self.centers_ = centers
-        self.reducers_ = reducers
-        return self
-
-    @staticmethod
-    def _umap(X: np.ndarray, seed: int) -> Any:
-        try:
-            import umap  # lazy: numba compilation is slow and only this method needs it
-        except ImportError as err:  # pragma: no cover
-            raise ImportError(
-                "method 'umap-kmeans' needs umap-learn: pip install umap-learn"
-            ) from err
-        n_comp = min(5, max(1, len(X) - 2))
-        return umap.UMAP(
-            n_components=n_comp,
-            n_neighbors=max(2, min(15, len(X) - 1)),
-            init="spectral" if len(X) > n_comp + 2 else "random",
-            random_state=seed,
-            n_jobs=1,  # a seed forces one thread anyway; saying so avoids umap's warning
-        ).fit(X)
-
-    def _codes(self, H: np.ndarray, chunk_size: int | None = None) -> list[np.ndarray]:
-        out = [np.empty(H.shape[0], dtype=np.int64) for _ in self.sizes_]
-        step = 65_536 if chunk_size is None else _check_chunk_size(chunk_size, H.shape[0])
-        for sl, block in _blocks(H, None, step):
-            if self.reducers_ and any(r is not None for r in self.reducers_):
-                block = _sklearn_rows(block)
-            for c, C in enumerate(self.centers_):
-                reducer = self.reducers_[c]
-                X = block if reducer is None else reducer.transform(block)
-                out[c][sl] = _nearest(np.asarray(X), C)
-        return out
 
 
 class _KeyedSubclasser(_HardSubclasser):

@@ -10,7 +10,8 @@ import numpy as np
 from ..config import SubclassSpec
 from ._base import _SubclasserBase
 from ._validation import SubclassError
-from .baselines import ClusterSubclasses, LatentSubclasses, ManualSubclasses
+from .baselines import LatentSubclasses, ManualSubclasses
+from .clusters import ClassStructure, ClusterSubclasses
 from .lelp import LELPSubclasses, assign_from_coordinates, targets_from_coordinates
 from .statistics import ClassStats
 
@@ -74,6 +75,7 @@ def fit_subclasser(
     latent: Any = None,
     manual: Any = None,
     class_stats: ClassStats | None = None,
+    structure: Sequence[ClassStructure] | None = None,
 ) -> _SubclasserBase:
     """The fitted estimator a ``SubclassSpec`` describes: the one path from a spec to a
     subclasser, so the app's preview and training build the same pseudo-subclasses.
@@ -86,12 +88,17 @@ def fit_subclasser(
     latent, manual : see ``make_subclasser`` ("oracle" and "manual").
     class_stats : ``class_statistics(H, y)``, reused by LELP methods when given (the app
         caches it across settings).
+    structure : ``structure_`` of an earlier clustering fit of the same method and seed at
+        any S, reused by clustering methods (the app keeps it, so a new S skips Ward's tree
+        and UMAP).
     """
     sub = make_subclasser(spec, latent=latent, manual=manual)
     if isinstance(sub, LatentSubclasses):
         return sub.fit(H, y, latent=latent)
     if isinstance(sub, LELPSubclasses):
         return sub.fit(H, y, W=W, class_stats=class_stats)
+    if isinstance(sub, ClusterSubclasses):
+        return sub.fit(H, y, W=W, structure=structure)
     return sub.fit(H, y, W=W)
 
 
