@@ -17,16 +17,10 @@ from lelp_studio.store import WorkspaceError
 # A local icon: a Material icon as page_icon makes the browser fetch it from Google's font CDN.
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
 st.set_page_config(layout="wide", page_title="lelp-studio", page_icon=str(ICON))
+# Declared before anything else runs: this call is also what makes Streamlit stop routing by
+# the pages/ folder (see ui/navigation.py for what happens when a page runs first).
+pg = st.navigation(ui.app_pages())
 ui.init_session()
-
-PAGES = [
-    st.Page("pages/1_data.py", title="Data & teacher", icon=":material/database:", default=True),
-    st.Page("pages/2_map.py", title="Embedding map", icon=":material/scatter_plot:"),
-    st.Page("pages/3_subspaces.py", title="Subspaces", icon=":material/stacked_line_chart:"),
-    st.Page("pages/4_distill.py", title="Distill", icon=":material/model_training:"),
-    st.Page("pages/5_compare.py", title="Compare", icon=":material/compare_arrows:"),
-]
-pg = st.navigation(PAGES)
 
 
 def _current(box: object) -> None:

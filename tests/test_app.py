@@ -541,6 +541,26 @@ def test_sidebar_names_the_dataset_the_page_just_chose(app_ws: Path, monkeypatch
     assert "**Dataset:** digits-bin" in " ".join(c.value for c in at.sidebar.caption)
 
 
+def test_a_page_run_without_app_py_goes_back_through_it(tmp_path: Path, monkeypatch):
+    """Issue 18: until some session calls st.navigation, Streamlit routes by the pages/ folder
+    (its own flag, set on a fresh server) and runs a deep-linked page without app.py. The page
+    hands the run back to app.py: the sidebar's workspace field and caption are drawn, on the
+    page asked for. A real restart is the browser test in test_browser.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("LELP_APP_DEMO", "digits-bin")
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", True)  # a fresh server's state
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/4_distill.py").run()  # the first request is /distill
+    assert not at.exception, at.exception
+    assert PagesManager.uses_pages_directory is False
+    assert [t.value for t in at.title] == ["Distill"]
+    assert [w.label for w in at.sidebar.text_input] == ["Workspace folder"]
+    assert "**Dataset:** digits-bin" in " ".join(c.value for c in at.sidebar.caption)
+
+
 def test_bad_workspace_folder_is_reported_where_it_is_typed(app_ws: Path, monkeypatch):
     at = _first_run(app_ws, monkeypatch, ws_root="/proc/lelp-ws")
     assert not at.exception

@@ -25,6 +25,7 @@ from .cache import (
 from .cost import measure_costs, show_compare_cost
 from .headroom import headroom_config, show_compare_headroom, show_headroom
 from .maps import map_xy, projection
+from .navigation import app_pages, keep_app_in_charge, legacy_pages_mode
 from .retrieval import (
     has_reaugkd_state,
     reaugkd_model,
@@ -56,6 +57,7 @@ __all__ = [
     "H32",
     "Progress",
     "Z32",
+    "app_pages",
     "class_stats",
     "compute_teacher",
     "dataset",
@@ -69,6 +71,8 @@ __all__ = [
     "has_reaugkd_state",
     "headroom_config",
     "init_session",
+    "keep_app_in_charge",
+    "legacy_pages_mode",
     "lelp_coordinates",
     "map_xy",
     "measure_costs",

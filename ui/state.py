@@ -18,6 +18,8 @@ from lelp_studio import doctor
 from lelp_studio.config import DatasetSpec, SubclassSpec, TeacherSpec
 from lelp_studio.store import Workspace, default_root
 
+from .navigation import keep_app_in_charge
+
 Progress = Callable[[int, int, str], None]
 
 
@@ -53,7 +55,9 @@ def init_session() -> None:
     """Initialise the shared keys once per session (setdefault keeps user choices).
 
     Called by app.py and again by every page: Streamlit's AppTest runs only the page script
-    after the first run, so a page must not rely on app.py having run in the same rerun."""
+    after the first run, so a page must not rely on app.py having run in the same rerun.
+    First of all it hands a page that Streamlit ran without app.py back to app.py."""
+    keep_app_in_charge()
     ds, t = default_specs()
     ss = st.session_state
     ss.setdefault("ws_root", os.environ.get("LELP_WORKSPACE", "workspace"))
