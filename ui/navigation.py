@@ -8,19 +8,23 @@ server's first request is a deep link (``/distill``, or a refresh of a tab left 
 Streamlit's v1 router runs ``pages/4_distill.py`` by itself: no ``app.py``, hence no wide
 layout, no workspace field, no dataset caption, and a sidebar of raw file names
 ("app / data / map / ..."). The design card keeps the folder named ``pages/``, so instead
-every page checks, first thing, whether it runs in that legacy mode and if so declares the
-real pages (which switches the legacy mode off for all sessions) and reruns: the rerun goes
-through ``app.py`` and lands on the same page, since both routers name a page by its URL path.
+every page checks, first thing, whether it runs in that legacy mode and if so runs ``app.py``
+in its place, whose ``st.navigation`` switches the legacy mode off for all sessions and lands
+on the same page (both routers name a page by its URL path). AppTest resets that flag before
+each of its runs, so there every run of a page goes through this, and app.py runs each time,
+as in a browser.
 """
 
 from __future__ import annotations
 
+import runpy
 from pathlib import Path
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app.py"
 #: (script under pages/, title, Material icon); the first is the default page.
 PAGES = (
     ("1_data.py", "Data & teacher", "database"),
@@ -49,9 +53,11 @@ def legacy_pages_mode() -> bool:
 
 
 def keep_app_in_charge() -> None:
-    """Called first by every page: in the legacy mode, declare the real pages (hidden: this
-    run draws nothing) and rerun through ``app.py``. Does nothing otherwise, including under
-    AppTest, which runs a page file as its own entrypoint (no ``pages/`` folder beside it)."""
-    if legacy_pages_mode() and (ROOT / "app.py").is_file():
-        st.navigation(app_pages(), position="hidden")
-        st.rerun()
+    """Called first by every page: in the legacy mode, run ``app.py`` here, in this same run
+    (its ``st.navigation`` call ends the legacy mode for every session and runs this page
+    again, inside the app), then stop. The same run, not a rerun, so a button press that
+    came with it is not lost. Does nothing otherwise, as when AppTest runs a page file as its
+    own entrypoint (no ``pages/`` folder beside it)."""
+    if legacy_pages_mode() and APP.is_file():
+        runpy.run_path(str(APP), run_name="__main__")
+        st.stop()
