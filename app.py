@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 import ui
 from lelp_studio.store import WorkspaceError
@@ -23,13 +24,16 @@ pg = st.navigation(ui.app_pages())
 ui.init_session()
 
 
-def _current(box: object) -> None:
+def _current(box: DeltaGenerator) -> None:
     """Write the dataset and teacher in use into the sidebar ``box`` (an st.empty)."""
     ds, t = ui.dataset_spec(), ui.teacher_spec()
     teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
     if t.path:
         teacher_desc += f": {t.path}"
-    box.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")  # type: ignore[attr-defined]
+    with box.container():
+        st.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")
+        if note := st.session_state.get(ui.CHOICES_NOTE):  # the remembered choice was unusable
+            st.warning(note)
 
 
 with st.sidebar:

@@ -24,7 +24,7 @@ from .cache import (
 )
 from .cost import measure_costs, show_compare_cost
 from .headroom import headroom_config, show_compare_headroom, show_headroom
-from .maps import map_xy, projection
+from .maps import map_xy, map_xy_or_wait
 from .navigation import app_pages, keep_app_in_charge, legacy_pages_mode
 from .retrieval import (
     has_reaugkd_state,
@@ -35,7 +35,9 @@ from .retrieval import (
     teacher_neighbours,
 )
 from .state import (
+    CHOICES_NOTE,
     Progress,
+    commit_choices,
     dataset_spec,
     default_specs,
     default_teacher_for,
@@ -54,11 +56,13 @@ from .sweep_view import show_sweep_view
 from .widgets import param_widgets
 
 __all__ = [
+    "CHOICES_NOTE",
     "H32",
     "Progress",
     "Z32",
     "app_pages",
     "class_stats",
+    "commit_choices",
     "compute_teacher",
     "dataset",
     "dataset_from_json",
@@ -75,12 +79,12 @@ __all__ = [
     "legacy_pages_mode",
     "lelp_coordinates",
     "map_xy",
+    "map_xy_or_wait",
     "measure_costs",
     "minilm_available",
     "offer_repair",
     "param_widgets",
     "preview_targets",
-    "projection",
     "reaugkd_model",
     "reaugkd_neighbours",
     "remember",
