@@ -200,6 +200,30 @@ def at_digits(app_ws: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     return app
 
 
+def test_distill_says_how_many_cpu_jobs_the_worker_runs_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleep_jobs: None
+):
+    """Issue 18: the worker ran CPU jobs one at a time; now it runs several, and says so."""
+    import threading
+
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
+
+    ws = Workspace(tmp_path)
+    jobs.submit(ws, "sleep", {"steps": 1, "delay": 0})
+    worker = jobs.LocalWorker(ws, max_cpu_jobs=2, gpus=[], poll=0.2, lock=False)
+    loop = threading.Thread(target=worker.run_forever, daemon=True)
+    loop.start()
+    try:
+        at = _first_run(tmp_path, monkeypatch)
+        _open(at, "4_distill.py")
+        said = [c.value for c in at.caption if "CPU jobs at once" in c.value]
+        assert said and said[0].startswith("The worker runs up to 2 CPU jobs at once"), said
+    finally:
+        worker.stop()
+        loop.join(30)
+
+
 def test_distill_lists_every_objective(at_digits: AppTest):
     from lelp_studio import objectives
 
