@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 import ui
 from lelp_studio.store import WorkspaceError
@@ -17,25 +18,22 @@ from lelp_studio.store import WorkspaceError
 # A local icon: a Material icon as page_icon makes the browser fetch it from Google's font CDN.
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"
 st.set_page_config(layout="wide", page_title="lelp-studio", page_icon=str(ICON))
+# Declared before anything else runs: this call is also what makes Streamlit stop routing by
+# the pages/ folder (see ui/navigation.py for what happens when a page runs first).
+pg = st.navigation(ui.app_pages())
 ui.init_session()
 
-PAGES = [
-    st.Page("pages/1_data.py", title="Data & teacher", icon=":material/database:", default=True),
-    st.Page("pages/2_map.py", title="Embedding map", icon=":material/scatter_plot:"),
-    st.Page("pages/3_subspaces.py", title="Subspaces", icon=":material/stacked_line_chart:"),
-    st.Page("pages/4_distill.py", title="Distill", icon=":material/model_training:"),
-    st.Page("pages/5_compare.py", title="Compare", icon=":material/compare_arrows:"),
-]
-pg = st.navigation(PAGES)
 
-
-def _current(box: object) -> None:
+def _current(box: DeltaGenerator) -> None:
     """Write the dataset and teacher in use into the sidebar ``box`` (an st.empty)."""
     ds, t = ui.dataset_spec(), ui.teacher_spec()
     teacher_desc = t.kind + (f" ({t.mode})" if t.kind == "minilm" else "")
     if t.path:
         teacher_desc += f": {t.path}"
-    box.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")  # type: ignore[attr-defined]
+    with box.container():
+        st.caption(f"**Dataset:** {ds.source}  \n**Teacher:** {teacher_desc}")
+        if note := st.session_state.get(ui.CHOICES_NOTE):  # the remembered choice was unusable
+            st.warning(note)
 
 
 with st.sidebar:

@@ -1,8 +1,9 @@
 """Data & teacher: choose the dataset and the teacher; see the data and the teacher's accuracy.
 
 The chosen specs are committed to ``st.session_state["dataset_spec"/"teacher_spec"]`` (shared
-by every page); widgets here carry the ``data_`` prefix and are re-initialised from the
-committed specs when the page is opened again.
+by every page) and remembered in the workspace for the next session (``ui.commit_choices``);
+a commit reruns the app, so the sidebar names the new choice at once. Widgets here carry the
+``data_`` prefix and are re-initialised from the committed specs when the page is opened again.
 """
 
 from __future__ import annotations
@@ -217,12 +218,14 @@ if new_ds is not None:
     if ui.spec_json(new_ds) != ui.spec_json(committed_ds):
         try:  # loaded before it replaces the dataset in use, so a bad one never breaks pages
             ui.dataset_from_json(ui.spec_json(new_ds))
-            ss["dataset_spec"] = new_ds.model_dump(mode="json")
         except ERRORS as err:
             st.error(str(err))
             st.caption(
                 f"The dataset in use is still **{committed_ds.source}** until this is fixed."
             )
+        else:
+            if ui.commit_choices(dataset=new_ds):
+                st.rerun()  # the sidebar names it now, not after the teacher is computed
 
 # -- load the dataset -----------------------------------------------------------------------
 try:
@@ -238,8 +241,9 @@ if committed_t.kind not in kinds:
     committed_t = ui.default_teacher_for(ui.dataset_spec(), ds.is_text)
     if committed_t.kind not in kinds:
         committed_t = TeacherSpec(kind=kinds[0])
-    ss["teacher_spec"] = committed_t.model_dump(mode="json")
     ss["data_teacher_kind"] = committed_t.kind
+    if ui.commit_choices(teacher=committed_t):
+        st.rerun()
 if ui.remember("data_teacher_kind", committed_t.kind) not in kinds:
     ss["data_teacher_kind"] = committed_t.kind
 ui.remember("data_teacher_mode", committed_t.mode)
@@ -300,8 +304,8 @@ with right:
         if fields["trust_remote_code"]:
             st.warning("Remote code is trusted: the checkpoint's own Python code will run.")
     new_t = TeacherSpec(**fields)  # type: ignore[arg-type]
-    if ui.spec_json(new_t) != ui.spec_json(committed_t):
-        ss["teacher_spec"] = new_t.model_dump(mode="json")
+    if ui.spec_json(new_t) != ui.spec_json(committed_t) and ui.commit_choices(teacher=new_t):
+        st.rerun()
 
 # -- dataset summary ------------------------------------------------------------------------
 st.divider()

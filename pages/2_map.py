@@ -109,20 +109,17 @@ if method == "lelp" or color_by.startswith("pseudo-subclass"):
         st.error(f"LELP could not be fitted: {err}. Adjust it on the **Subspaces** page.")
         st.stop()
 
-try:
-    with st.spinner(
-        "Computing the projection (UMAP: about a minute on large sets; cached afterwards)…"
-    ):
-        xy, axis_titles = ui.map_xy(
-            key,
-            split,
-            method,
-            int(sample),
-            0,
-            int(lelp_class),
-            lelp_model=lelp_model,
-            lelp_id=analysis.hash_key(lelp_args) if lelp_args else "",
-        )
+try:  # UMAP on a large set runs in the background: one bar with its stage, nothing stale
+    xy, axis_titles = ui.map_xy_or_wait(
+        key,
+        split,
+        method,
+        int(sample),
+        0,
+        int(lelp_class),
+        lelp_model=lelp_model,
+        lelp_id=analysis.hash_key(lelp_args) if lelp_args else "",
+    )
 except (*ERRORS, ValueError) as err:
     st.error(f"The projection failed: {err}. Try PCA.")
     st.stop()

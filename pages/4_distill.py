@@ -361,6 +361,16 @@ st.divider()
 st.subheader("Jobs")
 
 
+def start_worker() -> bool:
+    """``ensure_worker`` from the job list: a setting the worker refuses (a bad
+    LELP_CPU_JOBS) is said here, once per refresh, instead of a traceback."""
+    try:
+        return bool(jobs.ensure_worker(ws))
+    except jobs.JobError as err:
+        st.error(str(err))
+        return False
+
+
 @st.fragment(run_every=2)
 def job_list() -> None:
     """Live job status: re-reads the jobs table every 2 s without rerunning the page."""
@@ -372,11 +382,13 @@ def job_list() -> None:
         st.info("No jobs yet: set a student and objective above and press **Queue run**.")
         return
     autostart = os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0"
-    if autostart and any(j.state == "queued" for j in all_jobs) and jobs.ensure_worker(ws):
+    if autostart and any(j.state == "queued" for j in all_jobs) and start_worker():
         st.caption(  # the app's worker stops with the app: a restart leaves queued jobs
             "Queued jobs were waiting for a worker (the last one stopped with the app): "
             "started one."
         )
+    if capacity := jobs.capacity_line(ws):
+        st.caption(capacity)
     for job in all_jobs:
         card = jobs.job_card(job, jobs.job_run(ws, job))
         with st.container(border=True):
@@ -398,7 +410,7 @@ def job_list() -> None:
             ):
                 jobs.retry(ws, job.id)
                 if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
-                    jobs.ensure_worker(ws)
+                    start_worker()
                 st.rerun(scope="fragment")
             if job.error:
                 st.error(job.error)

@@ -28,8 +28,12 @@ def _run_sleep(
 ) -> dict[str, Any]:
     """A stand-in job without torch: ``steps`` steps of ``delay`` s, an evaluation and a
     checkpoint (a counter file) every ``steps_per_epoch``; ``fail_at`` raises at that step,
-    ``oom_above`` raises torch.OutOfMemoryError while ``batch_size`` exceeds it."""
+    ``oom_above`` raises torch.OutOfMemoryError while ``batch_size`` exceeds it; ``together``
+    waits (up to ``together_s`` seconds, else fails) until that many sleep jobs have their
+    own process running, so it can only succeed when they run at the same time."""
     c = effective_config(job)
+    if c.get("together"):
+        _wait_for_company(ws, int(c["together"]), float(c.get("together_s", 60)))
     steps, spe = int(c.get("steps", 20)), max(1, int(c.get("steps_per_epoch", 5)))
     delay, fail_at = float(c.get("delay", 0.05)), c.get("fail_at")
     epochs = math.ceil(steps / spe)
@@ -72,6 +76,19 @@ def _run_sleep(
     }
     ws.save_run(record)
     return record
+
+
+def _wait_for_company(ws: Workspace, n: int, timeout: float) -> None:
+    from lelp_studio.jobs import list_jobs
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [j for j in list_jobs(ws) if j.kind == "sleep" and j.state == "running" and j.pid]
+        if len(alive) >= n:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sleep job: {len(alive)} of {n} jobs ran at once for {timeout} s")
+        time.sleep(0.05)
 
 
 def _sleep_resume_point(ckpt: Path, rel: Path) -> ResumePoint | None:

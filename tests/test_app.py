@@ -2,8 +2,9 @@
 
 One session-scoped workspace holds the teacher outputs of the default demo (the text demo with
 the bundled MiniLM, about 30 s once on a CPU; digits-bin when MiniLM is unavailable) and one
-tiny digits-bin run for the Compare page. AppTest runs app.py on the first run only and the
-page script afterwards, so every test starts with a first run and then switches page.
+tiny digits-bin run for the Compare page. Every test starts with a first run (the default
+page) and then switches page; each AppTest run of a page goes through app.py, as in a browser
+(ui/navigation.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def app_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_choice(app_ws: Path) -> None:
+    """Each test starts on its own dataset and teacher, not on the ones an earlier test chose
+    in the shared workspace (the app remembers them: test_remembered_choice_*)."""
+    from lelp_studio.store import CHOICES_FILE
+
+    (app_ws / CHOICES_FILE).unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -188,6 +198,30 @@ def at_digits(app_ws: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     app.run()
     assert not app.exception, app.exception
     return app
+
+
+def test_distill_says_how_many_cpu_jobs_the_worker_runs_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleep_jobs: None
+):
+    """Issue 18: the worker ran CPU jobs one at a time; now it runs several, and says so."""
+    import threading
+
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
+
+    ws = Workspace(tmp_path)
+    jobs.submit(ws, "sleep", {"steps": 1, "delay": 0})
+    worker = jobs.LocalWorker(ws, max_cpu_jobs=2, gpus=[], poll=0.2, lock=False)
+    loop = threading.Thread(target=worker.run_forever, daemon=True)
+    loop.start()
+    try:
+        at = _first_run(tmp_path, monkeypatch)
+        _open(at, "4_distill.py")
+        said = [c.value for c in at.caption if "CPU jobs at once" in c.value]
+        assert said and said[0].startswith("The worker runs up to 2 CPU jobs at once"), said
+    finally:
+        worker.stop()
+        loop.join(30)
 
 
 def test_distill_lists_every_objective(at_digits: AppTest):
@@ -516,8 +550,7 @@ def test_number_fields_state_their_range_in_the_help():
 
 
 def _first_run(app_ws: Path, monkeypatch: pytest.MonkeyPatch, **state: Any) -> AppTest:
-    """app.py's first run with ``state`` preset: AppTest re-runs only the page script after
-    the first run, so what app.py itself draws (the sidebar) is tested on a first run."""
+    """app.py's first run (the Data & teacher page) with ``state`` preset."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("LELP_WORKSPACE", str(app_ws))
     monkeypatch.setenv("LELP_APP_DEMO", "digits-bin")
@@ -539,6 +572,114 @@ def test_sidebar_names_the_dataset_the_page_just_chose(app_ws: Path, monkeypatch
     assert not at.exception
     assert at.session_state["dataset_spec"]["source"] == "digits-bin"
     assert "**Dataset:** digits-bin" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_a_page_run_without_app_py_goes_back_through_it(tmp_path: Path, monkeypatch):
+    """Issue 18: until some session calls st.navigation, Streamlit routes by the pages/ folder
+    (its own flag, set on a fresh server) and runs a deep-linked page without app.py. The page
+    hands the run to app.py: the sidebar's workspace field and caption are drawn, on the page
+    asked for. AppTest resets the flag before each run, as a fresh server has it; a real
+    restart is the browser test in test_browser.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("LELP_WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("LELP_APP_DEMO", "digits-bin")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/4_distill.py").run()  # the first request is /distill
+    assert not at.exception, at.exception
+    assert PagesManager.uses_pages_directory is False
+    assert [t.value for t in at.title] == ["Distill"]
+    assert [w.label for w in at.sidebar.text_input] == ["Workspace folder"]
+    assert "**Dataset:** digits-bin" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_sidebar_names_the_new_dataset_while_its_teacher_is_computed(tmp_path: Path, monkeypatch):
+    """Issue 18: the sidebar named the old dataset until the new one's teacher was computed.
+    The teacher computation here fails and stops the page, so the sidebar holds only what
+    was drawn before it: the new dataset."""
+    from lelp_studio.teachers import TeacherError
+    from ui import cache
+
+    def no_teacher(*args: Any, **kwargs: Any) -> Any:
+        raise TeacherError("stub teacher: not computed in this test")
+
+    monkeypatch.setattr(cache, "get_teacher_outputs", no_teacher)
+    at = _first_run(
+        tmp_path,
+        monkeypatch,
+        dataset_spec={"source": "text-demo"},
+        teacher_spec={"kind": "digits-mlp"},
+        data_source_type="Built-in demo",
+        data_demo="digits-bin",
+    )
+    assert not at.exception
+    assert any("stub teacher" in e.value for e in at.error)  # stopped while computing
+    assert "**Dataset:** digits-bin" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_remembered_choice_opens_the_next_session_on_it(tmp_path: Path, monkeypatch):
+    """Issue 18: the dataset and teacher chosen are remembered in the workspace; a new session
+    (as after a server restart) opens on them, not on the demo."""
+    from lelp_studio.store import load_choices
+
+    at = _first_run(tmp_path, monkeypatch, data_max_train=300)  # digits-bin, 300 train rows
+    assert not at.exception and at.session_state["dataset_spec"]["max_train"] == 300
+    remembered = load_choices(tmp_path)
+    assert remembered is not None and remembered.dataset.max_train == 300
+    fresh = _first_run(tmp_path, monkeypatch)  # a new session on the same workspace
+    assert not fresh.exception
+    assert fresh.session_state["dataset_spec"]["max_train"] == 300
+    assert fresh.session_state["teacher_spec"]["kind"] == "digits-mlp"
+    assert fresh.number_input(key="data_max_train").value == 300
+    assert not fresh.sidebar.warning
+
+
+def test_remembered_choice_damaged_is_one_line_and_ignored(tmp_path: Path, monkeypatch):
+    from lelp_studio.store import CHOICES_FILE
+
+    (tmp_path / CHOICES_FILE).write_text('{"dataset": {"source": "digits-bin"}, "teach')
+    at = _first_run(tmp_path, monkeypatch)
+    assert not at.exception
+    assert at.session_state["dataset_spec"]["max_train"] is None  # the demo, as without it
+    notes = [w.value for w in at.sidebar.warning]
+    assert len(notes) == 1 and "choices.json is damaged" in notes[0] and "\n" not in notes[0]
+    at.number_input(key="data_max_train").set_value(200).run()  # the next choice rewrites it
+    assert not at.sidebar.warning
+    assert json.loads((tmp_path / CHOICES_FILE).read_text())["dataset"]["max_train"] == 200
+
+
+def test_map_shows_one_progress_bar_while_a_slow_projection_runs(tmp_path: Path, monkeypatch):
+    """Issue 18: a UMAP of a large set took minutes under stacked spinners over the previous
+    map. The fit (a stand-in that waits for the test) runs in the background: the page shows
+    one bar with the stage the library reported and stops there, so nothing of the previous
+    map stays below; when the fit is done the next run draws the map."""
+    import threading
+
+    from ui import background, maps
+
+    gate, real = threading.Event(), maps.fit_projection
+
+    def slow_fit(H: Any, method: str, **kw: Any) -> Any:
+        kw["progress"](0, 2, "UMAP: fitting on 1,437 points")
+        assert gate.wait(120)
+        return real(H, "pca", **kw)
+
+    monkeypatch.setattr(maps, "fit_projection", slow_fit)
+    monkeypatch.setattr(background, "GRACE_S", 0.0)
+    at = _first_run(tmp_path, monkeypatch, map_method="umap")
+    at.switch_page("pages/2_map.py").run()
+    assert not at.exception, at.exception
+    bars = [b.proto.text for b in at.get("progress")]
+    assert len(bars) == 1, bars
+    assert bars[0].startswith("Map of ") and "fitting on 1,437 points · step 1 of 2" in bars[0]
+    assert not at.get("plotly_chart") and not at.get("spinner")
+    gate.set()
+    for task in list(background._registry().tasks.values()):
+        task.future.result(timeout=120)
+    at.run()
+    assert not at.exception and not at.get("progress")
+    assert len(at.get("plotly_chart")) == 1
 
 
 def test_bad_workspace_folder_is_reported_where_it_is_typed(app_ws: Path, monkeypatch):

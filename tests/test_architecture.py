@@ -188,7 +188,9 @@ def test_architecture_doc_examples_run() -> None:
     assert result.attempted >= 10 and result.failed == 0
 
 
-@pytest.mark.parametrize("module", [f"{PKG}.objectives", f"{PKG}.store.schema"])
+@pytest.mark.parametrize(
+    "module", [f"{PKG}.objectives", f"{PKG}.store.schema", f"{PKG}.store.choices"]
+)
 def test_module_doc_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -60,58 +60,72 @@ def _free_port() -> int:
 WORKSPACE: dict[str, str] = {}
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+@contextlib.contextmanager
+def _serve(port: int, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``streamlit run app.py`` on ``port`` until the block ends; yields its URL once its
+    health check answers."""
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(120):
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                pytest.fail("streamlit did not answer its health check within 60 s")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _app_env(ws_root: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env |= {
-        "LELP_WORKSPACE": str(tmp_path_factory.mktemp("browser_ws")),
+        "LELP_WORKSPACE": ws_root,
         "LELP_APP_AUTOSTART_WORKER": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
-    log = open(tmp_path_factory.mktemp("browser_log") / "streamlit.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    ws_root = env["LELP_WORKSPACE"]
+    return env | extra
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ws_root = str(tmp_path_factory.mktemp("browser_ws"))
     WORKSPACE["root"] = ws_root
+    log = tmp_path_factory.mktemp("browser_log") / "streamlit.log"
     try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not answer its health check within 60 s")
-        yield url
+        with _serve(_free_port(), _app_env(ws_root), log) as url:
+            yield url
     finally:
         _stop_workers(ws_root)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 #: Every URL the browser asked for while the tests ran (see the last test).
@@ -396,3 +410,51 @@ def test_a_sweep_queued_on_distill_reads_as_a_heat_map_on_compare(page) -> None:
     heading.evaluate("e => e.scrollIntoView({block: 'start'})")
     _shoot(page, "6_sweep")
     page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def _expect_whole_app(pg, heading: str) -> None:  # type: ignore[no-untyped-def]
+    """What app.py draws around a page: the titled navigation (not the pages/ file names),
+    the workspace field, the dataset caption and the wide layout, with ``heading``'s page."""
+    from playwright.sync_api import expect
+
+    wait = 120_000  # the first run after a start imports the library: seconds on a busy machine
+    nav = pg.get_by_test_id("stSidebarNav")
+    for title in PAGES:
+        expect(nav.get_by_text(title, exact=True)).to_be_visible(timeout=wait)
+    expect(nav.get_by_text("app", exact=True)).to_have_count(0, timeout=wait)
+    sidebar = pg.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_role("textbox", name="Workspace folder")).to_be_visible(timeout=wait)
+    expect(sidebar.get_by_text("Dataset:", exact=False)).to_be_visible(timeout=wait)
+    expect(pg.get_by_role("heading", name=heading).first).to_be_visible(timeout=wait)
+    _idle(pg)
+    block = pg.get_by_test_id("stMainBlockContainer").bounding_box()
+    assert block is not None and block["width"] > 800, block  # "wide" (centered is ~730 px)
+    _no_exception(pg)
+
+
+def test_deep_link_after_a_restart_draws_the_whole_app(tmp_path: Path) -> None:
+    """Issue 18: after a server restart, a first request to /distill (a refresh of a tab left
+    open there, or a fresh deep link) ran pages/4_distill.py without app.py (Streamlit's legacy
+    pages/ routing, on until the first st.navigation call of the process; ui/navigation.py)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    port, log = _free_port(), tmp_path / "streamlit.log"
+    env = _app_env(str(tmp_path / "ws"), LELP_APP_DEMO="digits-bin", LELP_APP_AUTOSTART_WORKER="0")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1280, "height": 800})
+        tab.set_default_timeout(120_000)
+        with _serve(port, env, log) as url:  # started: a deep link comes first
+            tab.goto(f"{url}/distill")
+            _expect_whole_app(tab, "Distill")  # and the tab stays open on /distill
+        with _serve(port, env, log):  # restarted: the open tab's refresh comes first
+            tab.reload()
+            assert tab.url.endswith("/distill"), tab.url
+            _expect_whole_app(tab, "Distill")
+            tab.close()
+        with _serve(port, env, log) as url:  # restarted: a deep link comes first
+            fresh = browser.new_page(viewport={"width": 1280, "height": 800})
+            fresh.set_default_timeout(120_000)
+            fresh.goto(f"{url}/distill")
+            _expect_whole_app(fresh, "Distill")
+            assert fresh.url.endswith("/distill"), fresh.url
+        browser.close()

@@ -580,3 +580,91 @@ def test_job_card_of_a_finished_job_gives_the_test_score_and_no_eta():
     assert jobs.job_card(cancelled, run).facts == ("epoch 24/200", "elapsed 4 min 00 s")
     queued = _job("queued")
     assert jobs.job_card(queued, now=1065.0).facts == ("queued 1 min 05 s ago",)
+
+
+# -- CPU slots (issue 18: with two cores, the worker ran CPU jobs one at a time) -------------
+def test_two_cpu_jobs_run_at_the_same_time(workspace: Workspace) -> None:
+    """Each sleep job waits until both have their own process running (``together``), so
+    both succeed only when the worker runs them at once; their running intervals, read from
+    the job table, overlap."""
+    spec = {"steps": 2, "delay": 0.01, "together": 2, "together_s": 60}
+    ids = [jobs.submit(workspace, "sleep", spec) for _ in range(2)]
+    worker = jobs.LocalWorker(workspace, max_cpu_jobs=2, gpus=[], poll=0.05, lock=False)
+    assert worker.run_forever(until_idle=True) == "idle"
+    a, b = (jobs.get_job(workspace, i) for i in ids)
+    assert a.state == b.state == "succeeded", (a.error, b.error)
+    assert a.started is not None and b.started is not None
+    assert a.finished is not None and b.finished is not None
+    assert a.started < b.finished and b.started < a.finished
+    assert {a.device, b.device} == {"cpu:0", "cpu:1"} and a.pid != b.pid
+
+
+@pytest.mark.parametrize(("cores", "gpus", "env", "want"), [
+    (2, [], None, 2),  # one per core
+    (1, [], None, 1),
+    (64, [], None, jobs.local.AUTO_CPU_JOBS_MAX),  # each job holds its own torch and data
+    (8, ["0"], None, 1),  # with a GPU, CPU slots take only jobs that asked for the CPU
+    (2, [], "3", 3),
+    (8, ["0"], " 2 ", 2),
+])  # fmt: skip
+def test_cpu_slots_default_to_the_cores_and_the_environment_overrides(
+    monkeypatch: pytest.MonkeyPatch, cores: int, gpus: list[str], env: str | None, want: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if env is None:
+        monkeypatch.delenv(jobs.CPU_JOBS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(jobs.CPU_JOBS_ENV, env)
+    assert jobs.default_cpu_jobs(gpus) == want
+
+
+def test_each_cpu_job_gets_its_share_of_the_cores_as_threads(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    worker = jobs.LocalWorker(workspace, max_cpu_jobs=4, gpus=[], lock=False)
+    env = worker.job_env("cpu:3")
+    assert (
+        env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+        and env["CUDA_VISIBLE_DEVICES"] == ""
+    )
+    assert "4 CPU job(s) at once, 2 torch thread(s) each" in worker.describe()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user: kept, and said
+    assert worker.job_env("cpu:0")["OMP_NUM_THREADS"] == "1" and worker.job_threads == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1", "1.5"])
+def test_a_bad_cpu_jobs_setting_is_one_line_where_the_worker_starts(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    monkeypatch.setenv(jobs.CPU_JOBS_ENV, bad)
+    with pytest.raises(jobs.JobError) as err:
+        jobs.ensure_worker(workspace)  # the app asks for a worker: said there, none started
+    msg = str(err.value)
+    assert "\n" not in msg and f"{jobs.CPU_JOBS_ENV}={bad!r}" in msg and "at least 1" in msg
+    assert not jobs.worker_alive(workspace)
+
+
+def test_the_worker_says_what_it_runs_at_once(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(jobs.CPU_JOBS_ENV, "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cmd = [sys.executable, "-m", "lelp_studio.jobs", "worker", "--workspace", str(workspace.root)]
+    r = subprocess.run([*cmd, "--once"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "2 CPU job(s) at once" in r.stdout and jobs.CPU_JOBS_ENV in r.stdout
+    r = subprocess.run(
+        [*cmd, "--once", "--max-cpu-jobs", "3"], capture_output=True, text=True, timeout=60
+    )
+    assert "3 CPU job(s) at once" in r.stdout, r.stdout
+    worker = jobs.LocalWorker(workspace, gpus=[], lock=False)  # the app reads it from the table
+    worker.start()
+    try:
+        line = jobs.capacity_line(workspace)
+        assert line is not None and line.startswith("The worker runs up to 2 CPU jobs at once")
+    finally:
+        worker.stop()
+    assert jobs.capacity_line(workspace) is None

@@ -11,7 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lelp_studio.store import Workspace, WorkspaceError, safe_name
+from lelp_studio.config import DatasetSpec, TeacherSpec
+from lelp_studio.store import (
+    CHOICES_FILE,
+    Choices,
+    Workspace,
+    WorkspaceError,
+    load_choices,
+    safe_name,
+    save_choices,
+)
 from lelp_studio.types import TeacherOutputs
 
 
@@ -136,3 +145,47 @@ def test_projection_meta_round_trip(tmp_path: Path) -> None:
     ws.save_projection("k", np.ones((3, 2)), {"titles": ["PC1", "PC2"], "method": "pca"})
     assert ws.projection_meta("k") == {"titles": ["PC1", "PC2"], "method": "pca"}
     assert ws.projection_meta("missing") is None
+
+
+# -- the app's remembered dataset and teacher (issue 18) -----------------------------------
+def _choice(max_train: int | None = 300) -> Choices:
+    return Choices(
+        DatasetSpec(source="digits-bin", max_train=max_train), TeacherSpec(kind="digits-mlp")
+    )
+
+
+def test_remembered_choice_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    assert load_choices(tmp_path) is None  # nothing remembered yet
+    save_choices(tmp_path, _choice(300))
+    save_choices(tmp_path, _choice(500))  # replaced whole
+    assert load_choices(tmp_path) == _choice(500)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHOICES_FILE]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"dataset": {"source": "digits-bin"', "Expecting"),
+        (b"[1, 2]", "a JSON object was expected, got list"),
+        (b'{"dataset": {"source": "digits-bin"}, "teacher": {"kind": "gpt"}}', "teacher.kind"),
+        (b'{"teacher": {"kind": "digits-mlp"}}', "dataset: "),
+        (b'{"dataset": {"source": "x", "sauce": 1}, "teacher": {"kind": "minilm"}}', "sauce"),
+        (b"{\xc3\x28}", "can't decode"),
+    ],
+)
+def test_damaged_remembered_choice_is_one_line_naming_the_file(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    (tmp_path / CHOICES_FILE).write_bytes(content)
+    with pytest.raises(WorkspaceError) as err:
+        load_choices(tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / CHOICES_FILE) in msg and "damaged" in msg and why in msg, msg
+    assert "\n" not in msg and "ignored" in msg
+
+
+def test_remembered_choice_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "a-file"
+    root.write_text("not a folder")
+    with pytest.raises(WorkspaceError, match="cannot remember the chosen dataset and teacher"):
+        save_choices(root, _choice())

@@ -26,7 +26,8 @@ from .cache import (
 )
 from .cost import measure_costs, show_compare_cost
 from .headroom import headroom_config, show_compare_headroom, show_headroom
-from .maps import map_xy, projection
+from .maps import map_xy, map_xy_or_wait
+from .navigation import app_pages, keep_app_in_charge, legacy_pages_mode
 from .retrieval import (
     has_reaugkd_state,
     reaugkd_model,
@@ -36,7 +37,9 @@ from .retrieval import (
     teacher_neighbours,
 )
 from .state import (
+    CHOICES_NOTE,
     Progress,
+    commit_choices,
     dataset_spec,
     default_specs,
     default_teacher_for,
@@ -56,12 +59,15 @@ from .sweep_view import show_sweep_view
 from .widgets import param_widgets
 
 __all__ = [
+    "CHOICES_NOTE",
     "H32",
     "Baseline",
     "Progress",
     "Z32",
+    "app_pages",
     "class_stats",
     "compare_baselines",
+    "commit_choices",
     "compute_teacher",
     "dataset",
     "dataset_from_json",
@@ -76,14 +82,16 @@ __all__ = [
     "has_reaugkd_state",
     "headroom_config",
     "init_session",
+    "keep_app_in_charge",
+    "legacy_pages_mode",
     "lelp_coordinates",
     "map_xy",
+    "map_xy_or_wait",
     "measure_costs",
     "minilm_available",
     "offer_repair",
     "param_widgets",
     "preview_targets",
-    "projection",
     "reaugkd_model",
     "reaugkd_neighbours",
     "remember",

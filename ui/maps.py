@@ -1,42 +1,109 @@
-"""Cached 2-D projections of the teacher's embeddings (Embedding map and Subspaces pages)."""
+"""2-D projections of the teacher's embeddings (Embedding map, Subspaces and Compare pages):
+stored in the workspace per split, fitted on train once per process and setting."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from lelp_studio.maps import fit_projection, projection_key
+from lelp_studio.maps import Projection, fit_projection, projection_key
 from lelp_studio.store import Workspace
 
-from .cache import H32, _stored_teacher, float_H
-from .state import workspace
+from . import background
+from .cache import _stored_teacher, float_H
+from .state import Progress, workspace
+
+#: Fitted projections kept to place other splits (a fitted UMAP holds its training graph).
+KEEP_FITTED = 8
 
 
-@st.cache_resource(show_spinner="Fitting the projection…", max_entries=16)
-def projection(
-    ws_root: str,
+class _Fitted:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple[Any, ...], Projection] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> Projection | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+            return self.items.get(key)
+
+    def put(self, key: tuple[Any, ...], proj: Projection) -> None:
+        with self.lock:
+            self.items[key] = proj
+            while len(self.items) > KEEP_FITTED:
+                self.items.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _fitted() -> _Fitted:
+    """Fitted projections of this process, shared by sessions and by background work (a
+    plain ``st.cache_resource`` per setting cannot be filled from a worker thread)."""
+    return _Fitted()
+
+
+def _job(
     key: str,
+    split: str,
     method: str,
     sample: int,
     seed: int,
-    class_index: int = 0,
-    _lelp_model: Any = None,
-    lelp_id: str = "",
-) -> Any:
-    """A fitted 2-D projection of the teacher's train embeddings (see core.maps)."""
+    class_index: int,
+    lelp_model: Any,
+    lelp_id: str,
+) -> tuple[str, Callable[[Progress | None], tuple[np.ndarray, tuple[str, str]]]]:
+    """The workspace key of ``split``'s coordinates and the work that computes and stores
+    them. The work calls no Streamlit, so it may run in a background thread."""
+    ws = workspace()
+    params: dict[str, Any] = {"sample": sample, "seed": seed, "split": split}
+    if method == "lelp":
+        params |= {"class_index": class_index, "lelp": lelp_id}
+    pkey = projection_key(key, method, params)
+    ws_root = str(ws.root)
+    H_train = float_H(ws_root, key, "train")  # memory maps: read by the work, not here
+    H_split = H_train if split == "train" else float_H(ws_root, key, split)
+    y = np.asarray(_stored_teacher(ws_root, key).Z["train"]).argmax(1)
+    fit_key = (ws_root, key, method, sample, seed, class_index, lelp_id)
+    fitted = _fitted()
 
-    out = _stored_teacher(ws_root, key)
-    return fit_projection(
-        float_H(ws_root, key, "train"),
-        method,
-        sample=sample,
-        random_state=seed,
-        lelp_model=_lelp_model,
-        class_index=class_index,
-        y=np.asarray(out.Z["train"]).argmax(1),
-    )
+    def work(progress: Progress | None) -> tuple[np.ndarray, tuple[str, str]]:
+        extra = 0 if split == "train" else 1  # placing the other split is one more step
+        steps = [1]
+
+        def fit_progress(done: int, total: int, stage: str) -> None:
+            steps[0] = total
+            if progress is not None:
+                progress(done, total + extra, stage)
+
+        proj = fitted.get(fit_key)
+        if proj is None:
+            proj = fit_projection(
+                H_train,
+                method,
+                sample=sample,
+                random_state=seed,
+                lelp_model=lelp_model,
+                class_index=class_index,
+                y=y,
+                progress=fit_progress,
+            )
+            fitted.put(fit_key, proj)
+        if split == "train":
+            xy = proj.xy
+        else:
+            if progress is not None:
+                progress(steps[0], steps[0] + 1, f"placing the {len(H_split):,} {split} rows")
+            xy = proj.transform(H_split)
+        meta = {"method": method, "titles": list(proj.axis_titles), **params}
+        ws.save_projection(pkey, xy, meta)
+        return xy, proj.axis_titles
+
+    return pkey, work
 
 
 def map_xy(
@@ -51,28 +118,41 @@ def map_xy(
 ) -> tuple[np.ndarray, tuple[str, str]]:
     """Coordinates of every row of ``split``: from the workspace when stored, else fitted on
     train once and placed with ``transform`` (same coordinates for every split)."""
-
     ws = workspace()
-    params = {"sample": sample, "seed": seed, "split": split}
-    if method == "lelp":
-        params |= {"class_index": class_index, "lelp": lelp_id}
-    pkey = projection_key(key, method, params)
+    pkey, work = _job(key, split, method, sample, seed, class_index, lelp_model, lelp_id)
     xy = ws.load_projection(pkey)
     if xy is not None:
         return xy, _stored_titles(ws, pkey, method)
-    proj = projection(
-        str(ws.root),
-        key,
-        method,
-        sample,
-        seed,
-        class_index,
-        _lelp_model=lelp_model,
-        lelp_id=lelp_id,
-    )
-    xy = proj.xy if split == "train" else proj.transform(H32(key, split))
-    ws.save_projection(pkey, xy, {"method": method, "titles": list(proj.axis_titles), **params})
-    return xy, proj.axis_titles
+    with st.spinner("Fitting the projection…", show_time=True):
+        return work(None)
+
+
+def map_xy_or_wait(
+    key: str,
+    split: str,
+    method: str,
+    sample: int,
+    seed: int = 0,
+    class_index: int = 0,
+    lelp_model: Any = None,
+    lelp_id: str = "",
+) -> tuple[np.ndarray, tuple[str, str]]:
+    """``map_xy``, with a computation longer than a few seconds (UMAP on a large set) run in
+    the background: meanwhile the page shows its stage and elapsed time and stops there
+    (see ``background``); it reruns by itself when the coordinates are stored."""
+    ws = workspace()
+    pkey, work = _job(key, split, method, sample, seed, class_index, lelp_model, lelp_id)
+    if background.running(pkey) is None:
+        xy = ws.load_projection(pkey)
+        if xy is not None:
+            background.forget(pkey)
+            return xy, _stored_titles(ws, pkey, method)
+    n = len(float_H(str(ws.root), key, split))
+    label = f"Map of {n:,} {split} rows"
+    task = background.submit(pkey, label, work)
+    got: tuple[np.ndarray, tuple[str, str]] = background.result_or_wait(task)
+    background.forget(pkey)
+    return got
 
 
 def _stored_titles(ws: Workspace, pkey: str, method: str) -> tuple[str, str]:

@@ -10,13 +10,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from lelp_studio import doctor
 from lelp_studio.config import DatasetSpec, SubclassSpec, TeacherSpec
-from lelp_studio.store import Workspace, default_root
+from lelp_studio.store import (
+    Choices,
+    Workspace,
+    WorkspaceError,
+    default_root,
+    load_choices,
+    save_choices,
+)
+
+from .navigation import keep_app_in_charge
 
 Progress = Callable[[int, int, str], None]
 
@@ -52,13 +62,16 @@ def default_teacher_for(ds: DatasetSpec, is_text: bool) -> TeacherSpec:
 def init_session() -> None:
     """Initialise the shared keys once per session (setdefault keeps user choices).
 
-    Called by app.py and again by every page: Streamlit's AppTest runs only the page script
-    after the first run, so a page must not rely on app.py having run in the same rerun."""
-    ds, t = default_specs()
+    Called by app.py and again by every page (a page run by itself, as AppTest does with a
+    page file, still has its keys). First of all it hands a page that Streamlit ran without
+    app.py to app.py (ui/navigation.py)."""
+    keep_app_in_charge()
     ss = st.session_state
     ss.setdefault("ws_root", os.environ.get("LELP_WORKSPACE", "workspace"))
-    ss.setdefault("dataset_spec", ds.model_dump(mode="json"))
-    ss.setdefault("teacher_spec", t.model_dump(mode="json"))
+    if "dataset_spec" not in ss or "teacher_spec" not in ss:  # a new session
+        start = _start_choices()
+        ss.setdefault("dataset_spec", start.dataset.model_dump(mode="json"))
+        ss.setdefault("teacher_spec", start.teacher.model_dump(mode="json"))
     ss.setdefault("subclass_spec", SubclassSpec().model_dump(mode="json"))
     ss.setdefault("tau", 1.0)
     ss.setdefault("inspect_row", 0)
@@ -70,6 +83,45 @@ def init_session() -> None:
 
 
 _KEPT = "_kept_widget_values"
+#: One line about the remembered choice that could not be used (the sidebar shows it).
+CHOICES_NOTE = "_choices_note"
+
+
+def _ws_root() -> Path:
+    return Path(st.session_state.get("ws_root") or default_root())
+
+
+def _start_choices() -> Choices:
+    """A new session opens on the dataset and teacher last chosen in its workspace (after a
+    restart too), else on the demo. A remembered choice that cannot be read is ignored with a
+    one-line note."""
+    try:
+        got = load_choices(_ws_root())
+    except WorkspaceError as err:
+        st.session_state[CHOICES_NOTE] = str(err)
+        got = None
+    return got if got is not None else Choices(*default_specs())
+
+
+def commit_choices(dataset: DatasetSpec | None = None, teacher: TeacherSpec | None = None) -> bool:
+    """Make ``dataset`` / ``teacher`` the ones every page uses, and remember them in the
+    workspace for the next session. True when either changed (the caller reruns, so the
+    sidebar names the new choice at once, not after the teacher is computed)."""
+    ss = st.session_state
+    changed = False
+    if dataset is not None and spec_json(dataset) != spec_json(dataset_spec()):
+        ss["dataset_spec"] = dataset.model_dump(mode="json")
+        changed = True
+    if teacher is not None and spec_json(teacher) != spec_json(teacher_spec()):
+        ss["teacher_spec"] = teacher.model_dump(mode="json")
+        changed = True
+    if changed:
+        try:
+            save_choices(_ws_root(), Choices(dataset_spec(), teacher_spec()))
+            ss.pop(CHOICES_NOTE, None)
+        except WorkspaceError as err:
+            ss[CHOICES_NOTE] = str(err)
+    return changed
 
 
 def remember(key: str, default: Any) -> Any:

@@ -242,7 +242,14 @@ def worker(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (ray executor), e.g. ray://host:10001")
     ] = None,
-    max_cpu_jobs: Annotated[int, typer.Option(min=1, help="Concurrent CPU jobs (local)")] = 1,
+    max_cpu_jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU jobs at once (local; default: $LELP_CPU_JOBS, else one per core up to 4, "
+            "1 on a machine with GPUs); each gets its share of the cores as torch threads",
+        ),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Exit when the queue is empty and jobs have ended")
     ] = False,

@@ -21,7 +21,16 @@ from .kinds import (
     known_kinds,
     plugin_kinds,
 )
-from .local import LocalWorker, detect_gpus, ensure_worker, list_workers, worker_alive
+from .local import (
+    CPU_JOBS_ENV,
+    LocalWorker,
+    capacity_line,
+    default_cpu_jobs,
+    detect_gpus,
+    ensure_worker,
+    list_workers,
+    worker_alive,
+)
 from .queue import (
     active_twin,
     append_metrics,
@@ -46,6 +55,7 @@ from .table import FINAL_STATES, STATES, Job, JobError
 
 __all__ = [
     "CONFIG_KINDS",
+    "CPU_JOBS_ENV",
     "FINAL_STATES",
     "KINDS",
     "PLUGINS_ENV",
@@ -64,9 +74,11 @@ __all__ = [
     "job_card",
     "job_run",
     "append_metrics",
+    "capacity_line",
     "checkpoints_each_epoch",
     "ckpt_dir",
     "claim",
+    "default_cpu_jobs",
     "detect_gpus",
     "effective_config",
     "ensure_worker",

@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--workspace", "-w", type=Path, default=None, help=WORKSPACE_HELP)
     w.add_argument("--executor", default="local", help="local (default) or ray")
     w.add_argument("--address", default=None, help="Ray cluster address (ray executor)")
-    w.add_argument("--max-cpu-jobs", type=_min(1, int), default=1, help="Concurrent CPU jobs")
+    w.add_argument(
+        "--max-cpu-jobs",
+        type=_min(1, int),
+        default=None,
+        help="CPU jobs at once (default: $LELP_CPU_JOBS, else one per core up to 4; 1 with GPUs)",
+    )
     w.add_argument("--once", action="store_true", help="Exit when the queue is empty")
     w.add_argument("--poll", type=_min(0.05, float), default=0.5, help="Seconds between polls")
     w.add_argument(

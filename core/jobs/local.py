@@ -1,5 +1,6 @@
 """The local executor: :class:`LocalWorker` runs each job in its own
-``python -m lelp_studio.jobs run`` process, one per GPU and ``max_cpu_jobs`` on CPU.
+``python -m lelp_studio.jobs run`` process, one per GPU and ``max_cpu_jobs`` on CPU (by default
+one per core, up to four, on a machine without GPUs: see :func:`default_cpu_jobs`).
 
 Job processes are started in their own session: stopping or killing the worker does not kill
 running jobs, which finish and record their result themselves (a new worker leaves them alone
@@ -38,6 +39,39 @@ def detect_gpus() -> list[str]:
         return []
 
 
+CPU_JOBS_ENV = "LELP_CPU_JOBS"
+#: CPU slots a worker takes by itself at most: each job process holds its own torch and data.
+AUTO_CPU_JOBS_MAX = 4
+
+
+def default_cpu_jobs(gpus: list[str]) -> int:
+    """How many CPU jobs a local worker runs at once unless told (``--max-cpu-jobs``).
+
+    ``LELP_CPU_JOBS`` when set; else, without GPUs, one per core up to ``AUTO_CPU_JOBS_MAX``;
+    with GPUs, one (CPU slots there take only jobs that asked for ``train.device: cpu``).
+    Why one per core: the students trained here are small, and a step is too short to share
+    among threads. Four 60-epoch digits-kd jobs on a loaded 2-core machine took 400-430 s in
+    one slot of 2 threads (the old default), 100 s in one slot of 1 thread, and 57-74 s in two
+    slots of 1 thread each (2026-12-02).
+    """
+    text = os.environ.get(CPU_JOBS_ENV, "").strip()
+    if text:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise JobError(
+                f"{CPU_JOBS_ENV}={text!r} is not a whole number of at least 1; set it to how "
+                f"many CPU jobs may run at once, or unset it to use one per core (this machine "
+                f"has {os.cpu_count() or 1})"
+            )
+        return n
+    if gpus:
+        return 1
+    return max(1, min(os.cpu_count() or 1, AUTO_CPU_JOBS_MAX))
+
+
 def _describe_exit(rc: int) -> str:
     if rc < 0:
         try:
@@ -47,13 +81,30 @@ def _describe_exit(rc: int) -> str:
     return f"exit status {rc}"
 
 
-def _register_worker(ws: Workspace, worker_id: str, executor: str) -> None:
+def _register_worker(
+    ws: Workspace,
+    worker_id: str,
+    executor: str,
+    cpu_jobs: int | None = None,
+    job_threads: int | None = None,
+) -> None:
     now = time.time()
     with _db(ws) as con:
         con.execute(
-            "INSERT OR REPLACE INTO workers VALUES (?,?,?,?,COALESCE((SELECT started FROM "
-            "workers WHERE id=?), ?),?)",
-            (worker_id, os.getpid(), socket.gethostname(), executor, worker_id, now, now),
+            "INSERT OR REPLACE INTO workers (id, pid, host, executor, started, heartbeat, "
+            "cpu_jobs, job_threads) VALUES (?,?,?,?,COALESCE((SELECT started FROM workers "
+            "WHERE id=?), ?),?,?,?)",
+            (
+                worker_id,
+                os.getpid(),
+                socket.gethostname(),
+                executor,
+                worker_id,
+                now,
+                now,
+                cpu_jobs,
+                job_threads,
+            ),
         )
 
 
@@ -70,6 +121,19 @@ def list_workers(ws: Workspace, fresh_within: float = 10.0) -> list[dict[str, An
             (time.time() - fresh_within,),
         ).fetchall()
     return [dict(r) for r in rows]
+
+
+def capacity_line(ws: Workspace) -> str | None:
+    """What the live local worker of ``ws`` runs at once, in words for the app; None when no
+    local worker is alive (or it predates the ``cpu_jobs`` column)."""
+    rows = [w for w in list_workers(ws) if w.get("executor") == "local" and w.get("cpu_jobs")]
+    if not rows:
+        return None
+    n, t = int(rows[-1]["cpu_jobs"]), int(rows[-1]["job_threads"] or 1)
+    return (
+        f"The worker runs up to {n} CPU job{'s' * (n != 1)} at once, {t} torch "
+        f"thread{'s' * (t != 1)} each ({CPU_JOBS_ENV} sets it when the worker starts)."
+    )
 
 
 def _touch_pending(ws: Workspace, job_ids: list[int]) -> None:
@@ -183,17 +247,19 @@ class LocalWorker(_PollingExecutor):
     """Runs queued jobs on this machine, each in its own process.
 
     At most one job per GPU (``CUDA_VISIBLE_DEVICES`` set to that GPU) and ``max_cpu_jobs`` on
-    CPU (``CUDA_VISIBLE_DEVICES=""``). On a machine with GPUs, CPU slots take only jobs that
-    asked for ``train.device: cpu``. A job process that dies without recording its outcome
-    (killed, out of host memory) is marked failed with its exit signal; jobs of other,
-    vanished processes are failed by ``recover_stale`` once their heartbeat is older than
-    ``stale_after``. With ``lock`` (the default) only one such worker runs per workspace.
+    CPU (``CUDA_VISIBLE_DEVICES=""``; None: :func:`default_cpu_jobs`). Each job gets its share
+    of the cores as torch threads (``job_threads``; an ``OMP_NUM_THREADS`` already set wins).
+    On a machine with GPUs, CPU slots take only jobs that asked for ``train.device: cpu``. A
+    job process that dies without recording its outcome (killed, out of host memory) is
+    marked failed with its exit signal; jobs of other, vanished processes are failed by
+    ``recover_stale`` once their heartbeat is older than ``stale_after``. With ``lock`` (the
+    default) only one such worker runs per workspace.
     """
 
     def __init__(
         self,
         ws: Workspace,
-        max_cpu_jobs: int = 1,
+        max_cpu_jobs: int | None = None,
         gpus: list[str] | None = None,
         poll: float = 0.5,
         stale_after: float = 15.0,
@@ -202,6 +268,10 @@ class LocalWorker(_PollingExecutor):
     ) -> None:
         self.ws = ws
         self.gpus = detect_gpus() if gpus is None else [str(g) for g in gpus]
+        if max_cpu_jobs is None:
+            max_cpu_jobs = default_cpu_jobs(self.gpus)
+        elif max_cpu_jobs < 1:
+            raise JobError(f"max_cpu_jobs={max_cpu_jobs}: a worker needs at least 1 CPU slot")
         self.max_cpu_jobs = max_cpu_jobs
         self.poll = poll
         self.stale_after = stale_after
@@ -223,7 +293,7 @@ class LocalWorker(_PollingExecutor):
                 f"{self._lock.path}); stop it first or use it"
             )
         self._started = True
-        _register_worker(self.ws, self.worker_id, "local")
+        self._register()
         recover_stale(self.ws, self.stale_after)
 
     def stop(self) -> None:
@@ -235,19 +305,43 @@ class LocalWorker(_PollingExecutor):
                 self._lock.release()
             self._started = False
 
+    def _register(self) -> None:
+        _register_worker(self.ws, self.worker_id, "local", self.max_cpu_jobs, self.job_threads)
+
     @property
     def running(self) -> list[int]:
         return [s[0] for s in self.slots.values() if s is not None]
 
-    def _spawn(self, slot: str, job: Job) -> subprocess.Popen:
+    @property
+    def job_threads(self) -> int:
+        """Torch threads a job process gets: its share of the cores (oversubscribed threads
+        slow CPU jobs ~10x), unless ``OMP_NUM_THREADS`` is set already."""
+        share = max(1, (os.cpu_count() or 1) // max(1, len(self.slots)))
+        try:
+            return max(1, int(os.environ["OMP_NUM_THREADS"]))
+        except (KeyError, ValueError):
+            return share
+
+    def job_env(self, slot: str) -> dict[str, str]:
+        """The environment of the job process started in ``slot`` (``cpu:0``, ``cuda:1``)."""
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = slot.split(":", 1)[1] if slot.startswith("cuda") else ""
         env["PYTHONUNBUFFERED"] = "1"
-        # Share the cores among the slots: oversubscribed torch threads slow CPU jobs ~10x.
-        threads = max(1, (os.cpu_count() or 1) // max(1, len(self.slots)))
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        env.setdefault("MKL_NUM_THREADS", str(threads))
+        env.setdefault("OMP_NUM_THREADS", str(self.job_threads))
+        env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_repo_root(), env.get("PYTHONPATH")]))
+        return env
+
+    def describe(self) -> str:
+        """What this worker runs at once, for its start line."""
+        gpus = ", ".join(self.gpus) or "none"
+        return (
+            f"GPUs {gpus}; {self.max_cpu_jobs} CPU job(s) at once, {self.job_threads} torch "
+            f"thread(s) each (--max-cpu-jobs or {CPU_JOBS_ENV} sets it)"
+        )
+
+    def _spawn(self, slot: str, job: Job) -> subprocess.Popen:
+        env = self.job_env(slot)
         log_path = self.ws.run_dir(f"job-{job.id}") / "job.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
@@ -294,7 +388,7 @@ class LocalWorker(_PollingExecutor):
         """One scheduling pass: recover stale jobs, reap finished processes, fill free slots.
         Returns the number of job processes still running."""
         self.start()
-        _register_worker(self.ws, self.worker_id, "local")
+        self._register()
         recover_stale(self.ws, self.stale_after)
         self._reap()
         for slot, entry in self.slots.items():
@@ -329,12 +423,14 @@ def ensure_worker(ws: Workspace, wait: float = 15.0, *, outlive_caller: bool = F
     """Start a detached local worker for ``ws`` unless one is alive; True if one was started.
 
     Liveness is the worker's ``flock`` on ``worker.lock`` (released by the kernel when the
-    worker dies), so a crashed worker never blocks a new one. Waits up to ``wait`` seconds for
+    worker dies), so a crashed worker never blocks a new one. Raises JobError, in one line,
+    for a ``LELP_CPU_JOBS`` the worker would refuse. Waits up to ``wait`` seconds for
     the new worker to take the lock, so two quick calls never start two workers. The worker
     gets ``--parent-pid`` (this process) and exits once this process is gone, so the app's
     worker stops with the app; jobs already running still finish. ``outlive_caller`` leaves
     it running instead.
     """
+    default_cpu_jobs([])  # a bad LELP_CPU_JOBS is said here, not only in worker.log
     spawn_lock = _WorkerLock(ws, "worker.spawn.lock")
     deadline = time.monotonic() + wait
     while not spawn_lock.acquire():  # another caller is starting one right now

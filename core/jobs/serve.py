@@ -18,7 +18,7 @@ def serve(
     executor: str = "local",
     *,
     address: str | None = None,
-    max_cpu_jobs: int = 1,
+    max_cpu_jobs: int | None = None,
     once: bool = False,
     poll: float = 0.5,
     parent_pid: int | None = None,
@@ -26,6 +26,7 @@ def serve(
 ) -> None:
     """Run queued jobs of ``ws`` locally or on a Ray cluster until Ctrl-C or SIGTERM (with
     ``once``, until the queue is empty; with ``parent_pid``, until that process is gone).
+    ``max_cpu_jobs`` None: ``LELP_CPU_JOBS``, else one per core (``local.default_cpu_jobs``).
     ``echo`` prints the start line and why it stopped. A ``LELP_JOB_PLUGINS`` that cannot be
     loaded is refused here, in one line, rather than failing every job it would start."""
     plugin_kinds()
@@ -33,7 +34,7 @@ def serve(
     if executor == "local":
         w = LocalWorker(ws, max_cpu_jobs=max_cpu_jobs, poll=poll)
         w.start()
-        echo(f"worker {w.worker_id}: GPUs {w.gpus or 'none'}, {max_cpu_jobs} CPU slot(s)")
+        echo(f"worker {w.worker_id}: {w.describe()}")
     elif executor == "ray":
         w = RayExecutor(ws, address=address, poll=poll)
         w.start()

@@ -53,12 +53,23 @@ CREATE TABLE IF NOT EXISTS workers (
     host TEXT NOT NULL,
     executor TEXT NOT NULL,
     started REAL NOT NULL,
-    heartbeat REAL NOT NULL
+    heartbeat REAL NOT NULL,
+    cpu_jobs INTEGER,
+    job_threads INTEGER
 );
 """
 # The jobs tables are their own part of the catalogue's schema versions (store.schema): a
 # change appends a migration here, so a workspace written by an older lelp-studio opens.
-JOBS_SCHEMA = Schema("jobs", SCHEMA, legacy_table="jobs")
+JOBS_SCHEMA = Schema(
+    "jobs",
+    SCHEMA,
+    migrations=(
+        # 1 -> 2: what a local worker runs at once, for the app to show (NULL: a Ray executor)
+        "ALTER TABLE workers ADD COLUMN cpu_jobs INTEGER; "
+        "ALTER TABLE workers ADD COLUMN job_threads INTEGER",
+    ),
+    legacy_table="jobs",
+)
 
 
 class JobError(ValueError):

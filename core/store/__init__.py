@@ -1,6 +1,7 @@
 """The workspace (catalogue plus content-addressed arrays), the catalogue's schema versions,
 and the file-safety helpers every writer uses."""
 
+from .choices import CHOICES_FILE, Choices, load_choices, save_choices
 from .files import (
     ArrayDamaged,
     WorkspaceError,
@@ -15,9 +16,11 @@ from .schema import Schema, ensure_schema, schema_versions
 from .workspace import SCHEMA, WORKSPACE_SCHEMA, Workspace, default_root
 
 __all__ = [
+    "CHOICES_FILE",
     "SCHEMA",
     "WORKSPACE_SCHEMA",
     "ArrayDamaged",
+    "Choices",
     "Schema",
     "Workspace",
     "WorkspaceError",
@@ -28,6 +31,8 @@ __all__ = [
     "atomic_write_bytes",
     "default_root",
     "ensure_schema",
+    "load_choices",
     "safe_name",
+    "save_choices",
     "schema_versions",
 ]
