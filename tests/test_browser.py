@@ -133,16 +133,23 @@ REQUESTED: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str) -> Iterator[object]:
+def browser() -> Iterator[object]:
+    """One headless Chromium for the module (Playwright's sync API allows one at a time)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 800})
-        pg.set_default_timeout(180_000)
-        pg.on("request", lambda r: REQUESTED.append(r.url))
-        pg.goto(app_url)
-        yield pg
-        browser.close()
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str, browser) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    pg = browser.new_page(viewport={"width": 1280, "height": 800})
+    pg.set_default_timeout(180_000)
+    pg.on("request", lambda r: REQUESTED.append(r.url))
+    pg.goto(app_url)
+    yield pg
+    pg.close()
 
 
 def _shot_dir() -> Path:
@@ -432,29 +439,26 @@ def _expect_whole_app(pg, heading: str) -> None:  # type: ignore[no-untyped-def]
     _no_exception(pg)
 
 
-def test_deep_link_after_a_restart_draws_the_whole_app(tmp_path: Path) -> None:
+def test_deep_link_after_a_restart_draws_the_whole_app(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Issue 18: after a server restart, a first request to /distill (a refresh of a tab left
     open there, or a fresh deep link) ran pages/4_distill.py without app.py (Streamlit's legacy
     pages/ routing, on until the first st.navigation call of the process; ui/navigation.py)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     port, log = _free_port(), tmp_path / "streamlit.log"
     env = _app_env(str(tmp_path / "ws"), LELP_APP_DEMO="digits-bin", LELP_APP_AUTOSTART_WORKER="0")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": 800})
-        tab.set_default_timeout(120_000)
-        with _serve(port, env, log) as url:  # started: a deep link comes first
-            tab.goto(f"{url}/distill")
-            _expect_whole_app(tab, "Distill")  # and the tab stays open on /distill
-        with _serve(port, env, log):  # restarted: the open tab's refresh comes first
-            tab.reload()
-            assert tab.url.endswith("/distill"), tab.url
-            _expect_whole_app(tab, "Distill")
-            tab.close()
-        with _serve(port, env, log) as url:  # restarted: a deep link comes first
-            fresh = browser.new_page(viewport={"width": 1280, "height": 800})
-            fresh.set_default_timeout(120_000)
-            fresh.goto(f"{url}/distill")
-            _expect_whole_app(fresh, "Distill")
-            assert fresh.url.endswith("/distill"), fresh.url
-        browser.close()
+    tab = browser.new_page(viewport={"width": 1280, "height": 800})
+    tab.set_default_timeout(120_000)
+    with _serve(port, env, log) as url:  # started: a deep link comes first
+        tab.goto(f"{url}/distill")
+        _expect_whole_app(tab, "Distill")  # and the tab stays open on /distill
+    with _serve(port, env, log):  # restarted: the open tab's refresh comes first
+        tab.reload()
+        assert tab.url.endswith("/distill"), tab.url
+        _expect_whole_app(tab, "Distill")
+        tab.close()
+    with _serve(port, env, log) as url:  # restarted: a deep link comes first
+        fresh = browser.new_page(viewport={"width": 1280, "height": 800})
+        fresh.set_default_timeout(120_000)
+        fresh.goto(f"{url}/distill")
+        _expect_whole_app(fresh, "Distill")
+        assert fresh.url.endswith("/distill"), fresh.url
+        fresh.close()
