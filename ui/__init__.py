@@ -23,7 +23,15 @@ from .cache import (
     train_assign,
 )
 from .cost import measure_costs, show_compare_cost
+from .finetune import (
+    finetune_estimate,
+    queue_finetune,
+    show_finetune_offer,
+    show_finetune_panel,
+    show_finetuned_ready,
+)
 from .headroom import headroom_config, show_compare_headroom, show_headroom
+from .jobs import autostart, show_job_card, start_worker
 from .maps import map_xy, projection
 from .retrieval import (
     has_reaugkd_state,
@@ -56,6 +64,7 @@ __all__ = [
     "H32",
     "Progress",
     "Z32",
+    "autostart",
     "class_stats",
     "compute_teacher",
     "dataset",
@@ -63,6 +72,7 @@ __all__ = [
     "dataset_spec",
     "default_specs",
     "default_teacher_for",
+    "finetune_estimate",
     "fit_args_at",
     "fitted_subclasser",
     "float_H",
@@ -77,18 +87,24 @@ __all__ = [
     "param_widgets",
     "preview_targets",
     "projection",
+    "queue_finetune",
     "reaugkd_model",
     "reaugkd_neighbours",
     "remember",
     "require_teacher",
     "show_compare_cost",
     "show_compare_headroom",
+    "show_finetune_offer",
+    "show_finetune_panel",
+    "show_finetuned_ready",
     "show_headroom",
+    "show_job_card",
     "show_reaugkd",
     "show_student_files",
     "show_sweep_view",
     "spec_json",
     "split_labels",
+    "start_worker",
     "subclass_fit_args",
     "subclass_spec",
     "teacher",
