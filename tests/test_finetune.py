@@ -123,11 +123,6 @@ def test_expected_time_is_steps_times_the_timed_step_plus_the_embedding_pass() -
         headroom.estimate_finetune(10, 1, 4, 0.0, 10, 1.0)
 
 
-def test_timed_steps_measure_this_machine() -> None:
-    per_step, rate = ft.time_finetune_steps(_text_dataset(8, 4), SPEC, steps=1)
-    assert 0 < per_step < 120 and rate > 0
-
-
 @pytest.mark.parametrize(
     ("pays", "teacher", "offered"),
     [
@@ -226,6 +221,11 @@ def test_finetune_command_bad_input_is_one_line(tmp_path: Path) -> None:
         frozen.output
     )
     assert not jobs.list_jobs(Workspace(tmp_path))  # nothing queued by either
+    first = runner.invoke(app, ["finetune", "-w", str(tmp_path)])
+    again = runner.invoke(app, ["finetune", "--wait", "-w", str(tmp_path)])
+    assert first.exit_code == 0 and "Queued fine-tune job #1." in first.output
+    assert "already queued or running" in again.output and "not running it twice" in again.output
+    assert len(jobs.list_jobs(Workspace(tmp_path))) == 1
 
 
 def test_a_finetune_checkpoint_left_by_a_kill_is_named_by_step(tmp_path: Path) -> None:
