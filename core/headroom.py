@@ -165,6 +165,10 @@ def offers_finetune(rec: Mapping[str, Any] | None, teacher: TeacherSpec) -> bool
     )
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _duration(seconds: float) -> str:
     s = max(1, round(seconds))
     return f"{s} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
@@ -201,9 +205,10 @@ class FinetuneEstimate:
     def text(self) -> str:
         """The estimate and its arithmetic, in one sentence."""
         return (
-            f"about {_duration(self.seconds)} on this machine ({self.device}): {self.steps:,} "
-            f"steps ({self.rows:,} rows x {self.epochs} epochs in batches of "
-            f"{self.batch_size}) at {self.seconds_per_step:.2f} s a step, timed here, then "
+            f"about {_duration(self.seconds)} on this machine ({self.device}): "
+            f"{_count(self.steps, 'step')} ({self.rows:,} rows x {_count(self.epochs, 'epoch')} "
+            f"in batches of {self.batch_size}) at {self.seconds_per_step:.2f} s a step, timed "
+            "here, then "
             f"{self.embed_rows:,} rows embedded at {self.embed_rows_per_s:,.0f} rows/s"
         )
 

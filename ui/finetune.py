@@ -37,7 +37,7 @@ def finetune_estimate(
 ) -> headroom.FinetuneEstimate:
     """The expected time of fine-tuning ``t`` on ``ds`` here: two steps are timed once per
     session and setting (batch size, length, precision); the embedding speed is the frozen
-    teacher's measured one when given, else the timed forward pass."""
+    teacher's measured one when given, else that of a timed pass over a sample."""
     from lelp_studio.teachers import pick_device
 
     timed = t.model_copy(update={"mode": "finetune", "epochs": 1, "lr": TeacherSpec().lr})
@@ -49,6 +49,18 @@ def finetune_estimate(
         rows, t.epochs, t.batch_size, per_step, embed_rows, embed_rows_per_s or forward_rate,
         device=str(pick_device()),
     )  # fmt: skip
+
+
+def _frozen_rate(t: TeacherSpec) -> float | None:
+    """The embedding speed the frozen MiniLM teacher measured on this dataset, when it is
+    cached: the very pass a fine-tune ends with, so the best estimate of its cost."""
+    ws = workspace()
+    frozen = t.model_copy(update={"mode": "frozen"})
+    key = teacher_cache_key(str(ws.root), spec_json(dataset_spec()), spec_json(frozen))
+    for entry in ws.list_teacher_outputs():
+        if entry["key"] == key and entry["meta"].get("embed_rows_per_s"):
+            return float(entry["meta"]["embed_rows_per_s"])
+    return None
 
 
 def queue_finetune(t: TeacherSpec) -> None:
@@ -110,7 +122,7 @@ def show_finetune_panel(ds: Dataset, t: TeacherSpec) -> None:
         "cancelled, and a retry resumes from its last checkpoint. Its outputs are then "
         "cached for this dataset, and every page and run uses them like any teacher."
     )
-    st.caption(f"Expected time: {finetune_estimate(ds, t).text()}.")
+    st.caption(f"Expected time: {finetune_estimate(ds, t, _frozen_rate(t)).text()}.")
     st.button(
         "Fine-tune the teacher (background job)",
         type="primary",
