@@ -260,8 +260,8 @@ def _teacher_model(
 
     from .teachers import load_teacher_encoder, load_tokenizer, minilm_path
     from .teachers.extraction import _filter_inputs
+    from .teachers.finetune import _MeanPoolClassifier
     from .teachers.hf import _load_hf, _max_length, _resolve_hf
-    from .teachers.minilm import _MeanPoolClassifier
 
     spec = _run_config(run).teacher
     key = (run.get("artifacts") or {}).get("teacher_key", "")

@@ -9,15 +9,16 @@ workspace, so the Data and Compare pages and ``lelp distill`` can all say it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import metrics as M
-from .config import RunConfig
+from .config import RunConfig, TeacherSpec
 from .data import SELECT
 from .store import Workspace
 from .types import hash_arrays
@@ -153,3 +154,89 @@ def compute_headroom(
     )
     ws.save_headroom(key, rec)
     return dict(rec, cache_hit=False)
+
+
+def offers_finetune(rec: Mapping[str, Any] | None, teacher: TeacherSpec) -> bool:
+    """Whether to offer the teacher's fine-tune: the check ran and found the frozen MiniLM
+    teacher not meaningfully better than a hard-label student (``rec`` from
+    :func:`compute_headroom`). Other teachers have nothing here to fine-tune."""
+    return (
+        rec is not None
+        and not rec["pays"]
+        and teacher.kind == "minilm"
+        and teacher.mode == "frozen"
+    )
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    s = max(1, round(seconds))
+    return f"{s} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneEstimate:
+    """The expected wall time of a teacher fine-tune on this machine and what it rests on:
+    ``steps`` optimiser steps (ceil(rows / batch_size) x epochs) at ``seconds_per_step``
+    (timed here), then an embedding pass over ``embed_rows`` rows (every split) at
+    ``embed_rows_per_s`` (measured here)."""
+
+    rows: int
+    epochs: int
+    batch_size: int
+    steps: int
+    seconds_per_step: float
+    embed_rows: int
+    embed_rows_per_s: float
+    device: str
+
+    @property
+    def train_seconds(self) -> float:
+        return self.steps * self.seconds_per_step
+
+    @property
+    def embed_seconds(self) -> float:
+        return self.embed_rows / self.embed_rows_per_s
+
+    @property
+    def seconds(self) -> float:
+        return self.train_seconds + self.embed_seconds
+
+    def text(self) -> str:
+        """The estimate and its arithmetic, in one sentence."""
+        return (
+            f"about {_duration(self.seconds)} on this machine ({self.device}): "
+            f"{_count(self.steps, 'step')} ({self.rows:,} rows x {_count(self.epochs, 'epoch')} "
+            f"in batches of {self.batch_size}) at {self.seconds_per_step:.2f} s a step, timed "
+            "here, then "
+            f"{self.embed_rows:,} rows embedded at {self.embed_rows_per_s:,.0f} rows/s"
+        )
+
+
+def estimate_finetune(
+    rows: int,
+    epochs: int,
+    batch_size: int,
+    seconds_per_step: float,
+    embed_rows: int,
+    embed_rows_per_s: float,
+    device: str = "cpu",
+) -> FinetuneEstimate:
+    """The expected time of fine-tuning on ``rows`` labelled training rows, from rates
+    measured on this machine (``teachers.time_finetune_steps``, or the frozen teacher's own
+    embedding pass for ``embed_rows_per_s``). Why measured: a step's cost depends on the
+    CPU or GPU, its load and the texts' lengths far more than on any constant."""
+    from .teachers import finetune_steps  # torch: imported only where an estimate is made
+
+    if seconds_per_step <= 0 or embed_rows_per_s <= 0:
+        raise ValueError(
+            f"measured rates must be positive, got {seconds_per_step} s a step and "
+            f"{embed_rows_per_s} rows/s"
+        )
+    steps = finetune_steps(rows, epochs, batch_size)
+    return FinetuneEstimate(
+        rows, epochs, batch_size, steps, seconds_per_step, embed_rows, embed_rows_per_s, device
+    )

@@ -28,6 +28,7 @@ from .replay import save_method_state
 from .store import Workspace
 from .students import build_student, encode_inputs, save_student
 from .teachers import (
+    FinetuneControl,
     compute_teacher_outputs,
     load_teacher_encoder,
     load_tokenizer,
@@ -64,13 +65,15 @@ def pooling_name(spec: TeacherSpec) -> str:
 
 
 def get_teacher_outputs(
-    ws: Workspace, dataset: Dataset, spec: TeacherSpec, progress: ProgressFn | None = None
-) -> tuple[TeacherOutputs, str, bool]:
+    ws: Workspace, dataset: Dataset, spec: TeacherSpec, progress: ProgressFn | None = None,
+    finetune: FinetuneControl | None = None,
+) -> tuple[TeacherOutputs, str, bool]:  # fmt: skip
     """Teacher outputs from the workspace cache, computing and storing them on a miss.
 
     Returns ``(outputs, cache_key, cache_hit)``; the key is (dataset fingerprint, teacher
     fingerprint, pooling), so a second request for the same pair never recomputes. A
     fine-tuned MiniLM's encoder is kept in ``ws.encoder_dir(key)`` (``Prepared.encoder_dir``).
+    ``finetune`` drives a fine-tune on a miss (reports, cancel, checkpoints: the job's).
     """
     dfp, tfp, pooling = dataset.fingerprint(), teacher_fingerprint(spec), pooling_name(spec)
     key = ws.teacher_key(dfp, tfp, pooling)
@@ -83,7 +86,7 @@ def get_teacher_outputs(
     h_dir = ws.staging_dir(key)  # this call's own float16 H files, adopted into arrays/
     try:
         out = compute_teacher_outputs(
-            dataset, spec, progress=progress, encoder_dir=tmp, h_dir=h_dir
+            dataset, spec, progress=progress, encoder_dir=tmp, h_dir=h_dir, finetune=finetune
         )
         if tmp is not None:  # whole or not at all: renamed only once fully written
             shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)

@@ -13,7 +13,6 @@ history, best metric and the optimizer's non-tensor state. Loading never unpickl
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -23,19 +22,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .checkpoint import load_state, optimizer_state, restore_optimizer, save_state
 from .objectives import Batch, Objective, TeacherData, make
 from .predict import autocast_for, batch_widths, predict, row_widths, take_rows
-from .store import atomic_path, atomic_write_bytes
 from .students import unwrap
 
 OnStep = Callable[[dict[str, Any]], "bool | None"]
-
-CKPT_WEIGHTS = "last.safetensors"
-CKPT_META = "last.json"
 
 
 @dataclass(frozen=True)
@@ -138,45 +132,12 @@ def _save_checkpoint(
     ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
     objective: Objective,
 ) -> None:  # fmt: skip
-    """Model, objective (``method.*``) and optimizer tensors in safetensors, the rest in
-    JSON; each written atomically, the JSON last (it names the epoch the weights belong to).
-
-    A sound ``last.*`` pair is first renamed to ``prev.*``, so one earlier generation survives
-    a damaged write (a full disk, a file truncated later): ``_load_checkpoint`` falls back to
-    it. A damaged ``last.*`` is never rotated over a sound ``prev.*``. Each file records its
-    epoch, so a kill between the two renames still leaves a matching pair.
-    """
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    last_w, last_m = ckpt_dir / CKPT_WEIGHTS, ckpt_dir / CKPT_META
-    try:
-        with safe_open(str(last_w), framework="pt") as f:
-            w_epoch = (f.metadata() or {}).get("epoch")
-        sound = w_epoch == str(json.loads(last_m.read_text(encoding="utf-8"))["epoch"])
-    except Exception:  # noqa: BLE001 - missing or damaged (SafetensorError, bad JSON): keep prev
-        sound = False
-    if sound:
-        last_m.replace(ckpt_dir / "prev.json")
-        last_w.replace(ckpt_dir / "prev.safetensors")
-    tensors = {
-        f"model.{k}": v.detach().cpu().contiguous().clone()
-        for k, v in unwrap(student).state_dict().items()
-    }
-    tensors |= {
-        f"method.{k}": v.detach().cpu().contiguous().clone()
-        for k, v in objective.state_dict().items()
-    }
-    opt_state = opt.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in opt_state["state"].items():
-        for name, val in st.items():
-            if isinstance(val, Tensor):
-                tensors[f"optim.{pid}.{name}"] = val.detach().cpu().contiguous().clone()
-            else:
-                scalars.setdefault(str(pid), {})[name] = val
-    with atomic_path(last_w) as tmp:
-        save_file(tensors, str(tmp), metadata={"epoch": str(state["epoch"])})
-    meta = dict(state, optim_param_groups=opt_state["param_groups"], optim_scalars=scalars)
-    atomic_write_bytes(last_m, json.dumps(meta, indent=1).encode("utf-8"))
+    """Model (``model.*``), objective (``method.*``) and optimizer tensors in safetensors, the
+    rest in JSON, one generation kept as ``prev.*`` (``checkpoint.save_state``)."""
+    tensors = {f"model.{k}": v for k, v in unwrap(student).state_dict().items()}
+    tensors |= {f"method.{k}": v for k, v in objective.state_dict().items()}
+    optim, optim_meta = optimizer_state(opt)
+    save_state(ckpt_dir, tensors | optim, dict(state, **optim_meta))
 
 
 def _load_checkpoint(
@@ -187,74 +148,33 @@ def _load_checkpoint(
     Returns ``(meta, note)``. Why a note: a truncated or unreadable ``last.*`` must not fail
     every retry, so the previous generation (``prev.*``) is used instead, and when nothing is
     readable ``(None, note)`` means "restart from epoch 1"; the note names the damaged files.
-    Weights and JSON are paired by the epoch both record. ``(None, None)``: no checkpoint.
-    Nothing is loaded into the model until a whole file has been read.
+    ``(None, None)``: no checkpoint.
     """
-    pairs = [(CKPT_META, CKPT_WEIGHTS), ("prev.json", "prev.safetensors")]
-    problems: list[str] = []
-    metas: list[dict[str, Any]] = []
-    weights: dict[int, Path] = {}
-    for meta_name, weights_name in pairs:
-        meta_path, w_path = ckpt_dir / meta_name, ckpt_dir / weights_name
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                int(meta["epoch"]), int(meta["step"]), meta["optim_param_groups"]
-                metas.append(meta)
-            except (OSError, ValueError, KeyError, TypeError):
-                problems.append(f"{meta_name} is unreadable")
-        if w_path.exists():
-            try:
-                with safe_open(str(w_path), framework="pt") as f:
-                    weights.setdefault(int((f.metadata() or {})["epoch"]), w_path)
-            except Exception:  # noqa: BLE001 - SafetensorError (truncated), OSError, no epoch
-                problems.append(f"{weights_name} is damaged (truncated or not safetensors)")
-    newest = max([int(m["epoch"]) for m in metas] + list(weights), default=0)
-    for meta in sorted(metas, key=lambda m: int(m["epoch"]), reverse=True):
-        if int(meta["epoch"]) not in weights:
-            continue
-        w_path = weights[int(meta["epoch"])]
-        model_sd: dict[str, Tensor] = {}
-        method_sd: dict[str, Tensor] = {}
-        optim_state: dict[int, dict[str, Any]] = {}
-        try:
-            with safe_open(str(w_path), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 - safe_open has keys(), not iteration
-                    kind, rest = key.split(".", 1)
-                    if kind == "model":
-                        model_sd[rest] = f.get_tensor(key)
-                    elif kind == "method":
-                        method_sd[rest] = f.get_tensor(key)
-                    else:
-                        pid, name = rest.split(".", 1)
-                        optim_state.setdefault(int(pid), {})[name] = f.get_tensor(key)
-        except Exception:  # noqa: BLE001 - a damaged tensor: try the older generation
-            problems.append(f"{w_path.name} is damaged (a tensor cannot be read)")
-            continue
-        for pid, vals in meta.get("optim_scalars", {}).items():
-            optim_state.setdefault(int(pid), {}).update(vals)
-        try:
-            unwrap(student).load_state_dict(model_sd)
-            objective.load_state_dict(method_sd)
-        except (RuntimeError, KeyError) as err:
-            stateful = bool(objective.state_dict())
-            what = f"student and {objective.name} method" if stateful else "student"
-            raise ValueError(
-                f"{ckpt_dir}: the checkpoint does not fit this {what} ({err}); use a fresh "
-                "checkpoint_dir or set resume=False"
-            ) from None
-        opt.load_state_dict({"state": optim_state, "param_groups": meta["optim_param_groups"]})
-        note = None
-        if problems and int(meta["epoch"]) < newest:
-            note = (
-                f"{ckpt_dir}: {'; '.join(problems)}; resumed from the previous checkpoint "
-                f"(epoch {meta['epoch']})"
-            )
-        return meta, note
-    if not metas and not weights and not problems:
-        return None, None
-    why = "; ".join(problems) or "no complete checkpoint"
-    return None, f"{ckpt_dir}: {why}; restarting from epoch 1"
+    got = load_state(ckpt_dir)
+    if got.meta is None:
+        if not got.found:
+            return None, None
+        why = "; ".join(got.problems) or "no complete checkpoint"
+        return None, f"{ckpt_dir}: {why}; restarting from epoch 1"
+    meta = got.meta
+    try:
+        unwrap(student).load_state_dict(got.tensors.get("model", {}))
+        objective.load_state_dict(got.tensors.get("method", {}))
+    except (RuntimeError, KeyError) as err:
+        stateful = bool(objective.state_dict())
+        what = f"student and {objective.name} method" if stateful else "student"
+        raise ValueError(
+            f"{ckpt_dir}: the checkpoint does not fit this {what} ({err}); use a fresh "
+            "checkpoint_dir or set resume=False"
+        ) from None
+    restore_optimizer(opt, got.tensors.get("optim", {}), meta)
+    note = None
+    if got.fell_back:
+        note = (
+            f"{ckpt_dir}: {'; '.join(got.problems)}; resumed from the previous checkpoint "
+            f"(epoch {meta['epoch']})"
+        )
+    return meta, note
 
 
 def train(

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from lelp_studio import analysis, plots
+from lelp_studio import analysis, headroom, plots
 from lelp_studio.config import DatasetSpec, TeacherSpec
 from lelp_studio.data import DEMOS, guess_columns, read_table, shared_data_root, store_upload
 from lelp_studio.errors import user_errors
@@ -250,6 +250,9 @@ ui.remember("data_teacher_mode", committed_t.mode)
 ui.remember("data_teacher_path", committed_t.path or "")
 ui.remember("data_teacher_precision", committed_t.precision)
 ui.remember("data_teacher_trust", committed_t.trust_remote_code)
+ui.remember("data_teacher_epochs", committed_t.epochs)
+ui.remember("data_teacher_lr", committed_t.lr)
+ui.remember("data_teacher_batch", committed_t.batch_size)
 
 with right:
     st.subheader("Teacher")
@@ -268,8 +271,24 @@ with right:
             key="data_teacher_mode",
             horizontal=True,
             help="frozen: fit a linear head on fixed MiniLM embeddings (about 30 s on a CPU "
-            "for the text demo). finetune: train the encoder end to end (slow without a GPU).",
+            "for the text demo). finetune: train the encoder end to end, as a background job "
+            "(slow without a GPU; its expected time is shown below).",
         )
+        if fields["mode"] == "finetune":
+            f1, f2, f3 = st.columns(3)
+            fields["epochs"] = f1.number_input(
+                "Fine-tune epochs", min_value=1, max_value=50, step=1, key="data_teacher_epochs",
+                help="Passes over the labelled training rows (1 to 50).",
+            )  # fmt: skip
+            fields["lr"] = f2.number_input(
+                "Learning rate", min_value=1e-6, max_value=1e-2, step=1e-5, format="%.0e",
+                key="data_teacher_lr", help="AdamW's peak rate (1e-6 to 1e-2), after a warm-up "
+                "over the first tenth of the steps; 5e-5 suits MiniLM.",
+            )  # fmt: skip
+            fields["batch_size"] = f3.number_input(
+                "Batch size", min_value=1, max_value=512, step=8, key="data_teacher_batch",
+                help="Rows per step (1 to 512).",
+            )  # fmt: skip
     elif kind in ("hf", "arrays"):
         fields["path"] = (
             st.text_input(
@@ -369,8 +388,13 @@ if t_now.kind in ("hf", "arrays") and not t_now.path:
     what = "checkpoint folder" if t_now.kind == "hf" else "arrays file"
     st.info(f"Type the {what} above to use this teacher.")
     st.stop()
+finetuned = t_now.kind == "minilm" and t_now.mode == "finetune"
 try:
+    ui.show_finetuned_ready(ds, t_now)
     got = ui.teacher(compute=False)
+    if got is None and finetuned:  # never in the page: minutes to hours, as a background job
+        ui.show_finetune_panel(ds, t_now)
+        st.stop()
     is_demo = ui.dataset_spec().source in DEMOS
     if got is None and (
         is_demo
@@ -415,8 +439,21 @@ if ds.n_transfer:
         key="data_transfer_classes",
     )
 st.caption(f"Cached in the workspace under key `{key[:12]}`. Next: explore the **Embedding map**.")
+facts = out.meta.get("finetune") or {}
+if finetuned and facts:
+    resumed = facts.get("resumed_from_step")
+    n = facts.get("steps")
+    st.success(
+        f"Fine-tuned teacher ready for this dataset: {n} step{'' if n == 1 else 's'}"
+        + (f", resumed from step {resumed}" if resumed else "")
+        + ". Every page and run naming this teacher uses these outputs."
+    )
+    if facts.get("resume_note"):
+        st.info(f"Note: {facts['resume_note']}")
 
 st.subheader("Does distillation pay here?")
 st.caption(analysis.selection_caption(ds))
-ui.show_headroom(ui.headroom_config(), key, "data_headroom")
+verdict = ui.show_headroom(ui.headroom_config(), key, "data_headroom")
+if headroom.offers_finetune(verdict, t_now):
+    ui.show_finetune_offer(ds, t_now, out.meta)
 st.page_link("pages/2_map.py", label="Open the Embedding map", icon=":material/arrow_forward:")

@@ -8,13 +8,12 @@ worker is run by hand with ``lelp jobs worker``).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import streamlit as st
 
 import ui
-from lelp_studio import analysis, plots, sweeps
+from lelp_studio import analysis, sweeps
 from lelp_studio.config import (
     RunConfig,
     StudentSpec,
@@ -250,8 +249,8 @@ if st.button(
                 ids.append(jobs.submit(ws, "distill", cfg))
             else:
                 twins.append(f"{cfg.train.objective} (job #{twin})")
-        if ids and os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
-            jobs.ensure_worker(ws)
+        if ids:
+            ui.start_worker(ws)
         if ids:
             st.success(f"Queued job(s) {', '.join(f'#{i}' for i in ids)}.")
         if twins:
@@ -348,8 +347,7 @@ with st.expander("Sweep over a grid", expanded=False):
             for member in jobs.expand_grid(base_cfg, grid):
                 check_run(member)
             sweep_id, ids = jobs.submit_sweep(ws, base_cfg, grid)
-            if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
-                jobs.ensure_worker(ws)
+            ui.start_worker(ws)
             st.success(
                 f"Queued sweep `{sweep_id}`: {len(ids)} jobs #{ids[0]}–#{ids[-1]}. Once they "
                 "finish, pick the sweep on **Compare** to read it aggregated."
@@ -359,16 +357,6 @@ with st.expander("Sweep over a grid", expanded=False):
 
 st.divider()
 st.subheader("Jobs")
-
-
-def start_worker() -> bool:
-    """``ensure_worker`` from the job list: a setting the worker refuses (a bad
-    LELP_CPU_JOBS) is said here, once per refresh, instead of a traceback."""
-    try:
-        return bool(jobs.ensure_worker(ws))
-    except jobs.JobError as err:
-        st.error(str(err))
-        return False
 
 
 @st.fragment(run_every=2)
@@ -381,8 +369,7 @@ def job_list() -> None:
     if not all_jobs:
         st.info("No jobs yet: set a student and objective above and press **Queue run**.")
         return
-    autostart = os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0"
-    if autostart and any(j.state == "queued" for j in all_jobs) and start_worker():
+    if any(j.state == "queued" for j in all_jobs) and ui.start_worker(ws):
         st.caption(  # the app's worker stops with the app: a restart leaves queued jobs
             "Queued jobs were waiting for a worker (the last one stopped with the app): "
             "started one."
@@ -390,36 +377,7 @@ def job_list() -> None:
     if capacity := jobs.capacity_line(ws):
         st.caption(capacity)
     for job in all_jobs:
-        card = jobs.job_card(job, jobs.job_run(ws, job))
-        with st.container(border=True):
-            h1, h2, h3 = st.columns([4, 1, 1])
-            h1.markdown(f"**{card.title}** · `{card.state}`")
-            if card.facts:
-                h1.caption(" · ".join(card.facts))
-            # Below the buttons' row, so the bar spans the card's full width.
-            st.progress(card.fraction, text=card.bar_text)
-            if job.state in ("queued", "running") and h2.button(
-                "Cancel", key=f"distill_cancel_{job.id}", help="Stop this job (within seconds)."
-            ):
-                jobs.request_cancel(ws, job.id)
-                st.rerun(scope="fragment")
-            if job.state in ("failed", "cancelled") and h3.button(
-                "Retry",
-                key=f"distill_retry_{job.id}",
-                help="Re-queue; resumes from its checkpoint.",
-            ):
-                jobs.retry(ws, job.id)
-                if os.environ.get("LELP_APP_AUTOSTART_WORKER", "1") != "0":
-                    start_worker()
-                st.rerun(scope="fragment")
-            if job.error:
-                st.error(job.error)
-            if job.metrics:
-                with st.expander("Loss and accuracy", expanded=job.state == "running"):
-                    st.plotly_chart(
-                        plots.learning_curves({job.name: job.metrics}),
-                        key=f"distill_curve_{job.id}_{len(job.metrics)}",
-                    )
+        ui.show_job_card(ws, job, "distill")
 
 
 job_list()

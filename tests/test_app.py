@@ -1119,3 +1119,116 @@ def test_distill_job_card_says_epoch_elapsed_and_test_score(tmp_path: Path, monk
     assert bar.proto.value == 100
     # The bar sits in the card itself, not in the title's (two-thirds wide) column.
     assert at.columns and not any(col.get("progress") for col in at.columns)
+
+
+# -- issue 15: the teacher's fine-tune, one click away on the Data page -----------------------
+def _finetune_jobs(app_ws: Path) -> list[Any]:
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
+
+    return [j for j in jobs.list_jobs(Workspace(app_ws)) if j.kind == "teacher-finetune"]
+
+
+def _cancel_all(app_ws: Path) -> None:
+    """Nothing this test queued may wait for another test's worker."""
+    from lelp_studio import jobs
+    from lelp_studio.store import Workspace
+
+    for job in _finetune_jobs(app_ws):
+        if job.state in ("queued", "running"):
+            jobs.request_cancel(Workspace(app_ws), job.id)
+
+
+def test_data_page_queues_the_teacher_finetune_as_a_background_job(at: AppTest, app_ws: Path):
+    _open(at, "1_data.py")
+    if at.session_state["teacher_spec"]["kind"] != "minilm":
+        pytest.skip("the default teacher is not MiniLM here")
+    before = len(_finetune_jobs(app_ws))
+    at.radio(key="data_teacher_mode").set_value("finetune").run()
+    assert not at.exception and not at.error
+    # Not computed in the page: the panel says what happens and how long it should take.
+    assert not any(m.label.startswith("Teacher accuracy") for m in at.metric)
+    expected = [c.value for c in at.caption if c.value.startswith("Expected time: about ")]
+    assert len(expected) == 1 and "s a step, timed here" in expected[0], expected
+    at.button(key="data_finetune").click().run()
+    assert not at.exception
+    mine = _finetune_jobs(app_ws)
+    assert len(mine) == before + 1
+    job = mine[0]
+    assert job.state == "queued" and job.config["dataset"]["source"] == "text-demo"
+    assert job.config["teacher"] == at.session_state["teacher_spec"]  # the page's teacher
+    assert f"Queued fine-tune job #{job.id}." in [s.value for s in at.success]
+    cards = [m.value for m in at.markdown if m.value.startswith(f"**#{job.id} ")]
+    assert cards == [f"**#{job.id} fine-tune MiniLM on text-demo** · `queued`"]
+    at.button(key="data_finetune").click().run()  # the same settings again: not twice
+    assert len(_finetune_jobs(app_ws)) == before + 1
+    assert any("already queued or running" in s.value for s in at.success)
+    _cancel_all(app_ws)
+
+
+@pytest.mark.parametrize("pays", [False, True])
+def test_data_page_offers_the_finetune_only_when_the_frozen_teacher_leaves_no_room(
+    at: AppTest, app_ws: Path, monkeypatch: pytest.MonkeyPatch, pays: bool
+):
+    from lelp_studio.store import Workspace
+
+    _open(at, "1_data.py")
+    if at.session_state["teacher_spec"]["kind"] != "minilm":
+        pytest.skip("the default teacher is not MiniLM here")
+    verdict = {
+        "teacher_accuracy": 81.0, "hard_mean": 80.7 if not pays else 70.0, "hard_std": 0.3,
+        "n_seeds": 3, "gap": 0.3 if not pays else 11.0, "student_kind": "bag", "pays": pays,
+        "message": "measured",
+    }  # fmt: skip
+    monkeypatch.setattr(Workspace, "load_headroom", lambda self, key: verdict)
+    at.run()
+    assert not at.exception and _metric(at, "Gap") == f"{verdict['gap']:+.1f} points"
+    offer = [i.value for i in at.info if "Fine-tuning MiniLM here" in i.value]
+    buttons = [b for b in at.button if b.key == "data_offer_finetune"]
+    if pays:
+        assert not offer and not buttons
+        return
+    assert len(offer) == 1 and "(3 epochs) takes about " in offer[0], offer
+    assert "on this machine" in offer[0] and "s a step, timed here" in offer[0]
+    before = len(_finetune_jobs(app_ws))
+    buttons[0].click().run()
+    assert not at.exception
+    assert len(_finetune_jobs(app_ws)) == before + 1
+    # One click: the job is queued and the page now shows the fine-tuned teacher's panel.
+    assert at.session_state["teacher_spec"]["mode"] == "finetune"
+    assert at.radio(key="data_teacher_mode").value == "finetune"
+    assert any(c.value.startswith("Expected time: about ") for c in at.caption)
+    _cancel_all(app_ws)
+
+
+def test_data_page_says_a_finetuned_teacher_is_ready_and_uses_it(at: AppTest, app_ws: Path):
+    """A fine-tuned teacher cached for this dataset (here the frozen arrays stored under a
+    fine-tune's key, as a finished job leaves them) is named, and one click makes it the
+    teacher: a cache hit, nothing recomputed."""
+    from lelp_studio.config import DatasetSpec, TeacherSpec
+    from lelp_studio.pipeline import get_dataset, get_teacher_outputs, pooling_name
+    from lelp_studio.store import Workspace
+    from lelp_studio.teachers import teacher_fingerprint
+
+    _open(at, "1_data.py")
+    if at.session_state["teacher_spec"]["kind"] != "minilm":
+        pytest.skip("the default teacher is not MiniLM here")
+    ws, ds = Workspace(app_ws), get_dataset(DatasetSpec(source="text-demo"))
+    frozen, _, _ = get_teacher_outputs(ws, ds, TeacherSpec(kind="minilm"))
+    tuned = TeacherSpec(kind="minilm", mode="finetune", epochs=7)  # no other test asks for it
+    key = ws.teacher_key(ds.fingerprint(), teacher_fingerprint(tuned), pooling_name(tuned))
+    facts = {"steps": 147, "resumed_from_step": 40, "resume_note": None}
+    frozen.meta.update(mode="finetune", spec=tuned.model_dump(mode="json"), finetune=facts)
+    ws.save_teacher_outputs(key, frozen, dataset_fp=ds.fingerprint())
+    at.run()
+    ready = [s.value for s in at.success if "fine-tuned teacher is ready" in s.value]
+    assert ready == [
+        "A fine-tuned teacher is ready for this dataset (7 epochs, lr 5e-05, batch 64, "
+        "precision auto)."
+    ]
+    next(b for b in at.button if b.key.startswith("data_use_finetuned_")).click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["teacher_spec"] == tuned.model_dump(mode="json")
+    assert any(m.label.startswith("Teacher accuracy") for m in at.metric)  # its outputs
+    said = " ".join(s.value for s in at.success)
+    assert "Fine-tuned teacher ready for this dataset: 147 steps, resumed from step 40." in said

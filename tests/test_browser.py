@@ -462,3 +462,47 @@ def test_deep_link_after_a_restart_draws_the_whole_app(browser, tmp_path: Path) 
         _expect_whole_app(fresh, "Distill")
         assert fresh.url.endswith("/distill"), fresh.url
         fresh.close()
+
+
+def test_data_page_finetunes_the_teacher_as_a_background_job(page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15: the teacher's fine-tune is queued from the Data page, the app's worker runs
+    it, and the page then shows the fine-tuned teacher (40 training rows, one step)."""
+    _goto(page, "Data & teacher")
+    rows = page.get_by_role("spinbutton", name="Max training rows (0 = all)")
+    rows.fill("40")
+    rows.press("Enter")
+    _idle(page)
+    page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
+    page.get_by_test_id("stRadio").filter(has_text="Head training").get_by_text(
+        "finetune", exact=True
+    ).click()
+    _idle(page)
+    epochs = page.get_by_role("spinbutton", name="Fine-tune epochs")
+    epochs.fill("1")
+    epochs.press("Enter")
+    _idle(page)
+    page.get_by_text("Expected time: about", exact=False).wait_for()
+    page.get_by_role("button", name="Fine-tune the teacher (background job)").click()
+    page.get_by_text("Queued fine-tune job #", exact=False).first.wait_for()
+    # The card re-reads the job every 2 s; once the outputs are cached the page reruns.
+    page.get_by_text("Fine-tuned teacher ready for this dataset: 1 step", exact=False).wait_for(
+        timeout=600_000
+    )
+    page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
+    _idle(page)
+    # The panel (its button and job card) has given way to the cached teacher's outputs.
+    page.get_by_role("button", name="Fine-tune the teacher (background job)").wait_for(
+        state="detached"
+    )
+    _no_exception(page)
+    page.mouse.move(0, 0)
+    _shoot(page, "1_data_finetuned")
+    # Back to the frozen teacher on all rows, for whatever runs next.
+    page.get_by_test_id("stRadio").filter(has_text="Head training").get_by_text(
+        "frozen", exact=True
+    ).click()
+    _idle(page)
+    rows.fill("0")
+    rows.press("Enter")
+    _idle(page)
+    page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()

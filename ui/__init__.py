@@ -25,7 +25,15 @@ from .cache import (
     train_assign,
 )
 from .cost import measure_costs, show_compare_cost
+from .finetune import (
+    finetune_estimate,
+    queue_finetune,
+    show_finetune_offer,
+    show_finetune_panel,
+    show_finetuned_ready,
+)
 from .headroom import headroom_config, show_compare_headroom, show_headroom
+from .jobs import autostart, show_job_card, start_worker
 from .maps import map_xy, map_xy_or_wait
 from .navigation import app_pages, keep_app_in_charge, legacy_pages_mode
 from .retrieval import (
@@ -65,6 +73,7 @@ __all__ = [
     "Progress",
     "Z32",
     "app_pages",
+    "autostart",
     "class_stats",
     "compare_baselines",
     "commit_choices",
@@ -74,6 +83,7 @@ __all__ = [
     "dataset_spec",
     "default_specs",
     "default_teacher_for",
+    "finetune_estimate",
     "fit_args_at",
     "fit_inputs",
     "fitted_subclasser",
@@ -92,6 +102,7 @@ __all__ = [
     "offer_repair",
     "param_widgets",
     "preview_targets",
+    "queue_finetune",
     "reaugkd_model",
     "reaugkd_neighbours",
     "remember",
@@ -99,12 +110,17 @@ __all__ = [
     "show_compare_cost",
     "show_background",
     "show_compare_headroom",
+    "show_finetune_offer",
+    "show_finetune_panel",
+    "show_finetuned_ready",
     "show_headroom",
+    "show_job_card",
     "show_reaugkd",
     "show_student_files",
     "show_sweep_view",
     "spec_json",
     "split_labels",
+    "start_worker",
     "subclass_fit_args",
     "subclass_spec",
     "teacher",

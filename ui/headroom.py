@@ -14,9 +14,10 @@ from .cache import dataset
 from .state import _KEPT, dataset_spec, spec_json, teacher_spec, workspace
 
 
-def show_headroom(cfg: Any, teacher_key: str, widget_key: str) -> None:
+def show_headroom(cfg: Any, teacher_key: str, widget_key: str) -> dict[str, Any] | None:
     """The teacher vs a hard-label student of ``cfg``'s kind and budget on the selection
-    split: read from the workspace, or computed (3 seeds) on request and cached there."""
+    split: read from the workspace, or computed (3 seeds) on request and cached there.
+    Returns the verdict's record, None while it is not measured."""
 
     ws = workspace()
     seeds = headroom.DEFAULT_SEEDS
@@ -28,7 +29,7 @@ def show_headroom(cfg: Any, teacher_key: str, widget_key: str) -> None:
             "kept in the workspace."
         )
         if not st.button("Does distillation pay here?", key=widget_key):
-            return
+            return None
         bar = st.progress(0.0, text="Training hard-label students")
 
         def on_seed(i: int, n: int) -> None:
@@ -48,6 +49,7 @@ def show_headroom(cfg: Any, teacher_key: str, widget_key: str) -> None:
     )
     c3.metric("Gap", f"{rec['gap']:+.1f} points")
     (st.success if rec["pays"] else st.warning)(rec["message"])
+    return rec
 
 
 def headroom_config() -> Any:

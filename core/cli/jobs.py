@@ -201,17 +201,19 @@ def cancel_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
 def retry_cmd(job_id: int, workspace: WorkspaceOpt = None) -> None:
     """Re-queue a failed or cancelled job; it resumes from its last readable checkpoint (a
     damaged one falls back to the previous one or restarts from epoch 1, and says so)."""
-    from ..jobs import checkpoints_each_epoch, resume_point, retry
+    from ..jobs import STEP_KINDS, checkpoints_each_epoch, resume_point, resume_text, retry
 
     ws = _workspace(workspace)
     job = retry(ws, job_id)
     point = resume_point(ws, job_id, job.kind)
+    by_step = job.kind in STEP_KINDS
     if point.note:
         typer.echo(f"job {job_id} re-queued; {point.note}")
-    elif point.epoch:
-        typer.echo(f"job {job_id} re-queued; it resumes after epoch {point.epoch}")
+    elif point.epoch or point.step:
+        typer.echo(f"job {job_id} re-queued; it resumes {resume_text(point, by_step)}")
     elif checkpoints_each_epoch(job.kind):
-        typer.echo(f"job {job_id} re-queued; it has no checkpoint yet, so it starts from epoch 1")
+        start = "step 0" if by_step else "epoch 1"
+        typer.echo(f"job {job_id} re-queued; it has no checkpoint yet, so it starts from {start}")
     else:
         typer.echo(f"job {job_id} re-queued")
 

@@ -10,6 +10,7 @@ from .distill import distill, embed, show_config, subclasses
 from .export import export
 from .jobs import jobs_app, worker
 from .runs import runs
+from .teacher import finetune
 from .workspace import doctor
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(embed)
+app.command()(finetune)
 app.command()(subclasses)
 app.command()(distill)
 app.command()(runs)

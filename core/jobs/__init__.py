@@ -5,15 +5,17 @@ so the catalogue (SQLite, WAL) is the single source of truth (litequeue's shape,
 STYLE.md). ``table`` holds the schema and row type, ``queue`` the transactions on it
 (submit, claim, finish, cancel, retry, recover), ``runner`` executes one job in this process,
 ``local`` and ``ray_executor`` are the executors, ``kinds`` the job kinds (built-in and
-plugged in with ``LELP_JOB_PLUGINS``), ``__main__`` the job process's command line.
+plugged in with ``LELP_JOB_PLUGINS``), ``teacher`` queues the teacher's fine-tune,
+``__main__`` the job process's command line.
 """
 
 from .card import JobCard, duration_text, job_card, job_run
-from .checkpoints import ResumePoint, ckpt_dir, read_checkpoint
+from .checkpoints import ResumePoint, ckpt_dir, read_checkpoint, resume_text
 from .kinds import (
     CONFIG_KINDS,
     KINDS,
     PLUGINS_ENV,
+    STEP_KINDS,
     JobKind,
     Runner,
     checkpoints_each_epoch,
@@ -52,6 +54,7 @@ from .ray_executor import RayExecutor
 from .runner import RUNNERS, is_oom, resume_point, run_job, runner_for
 from .serve import serve
 from .table import FINAL_STATES, STATES, Job, JobError
+from .teacher import Submitted, finetune_config, finetuned_teachers, submit_finetune
 
 __all__ = [
     "CONFIG_KINDS",
@@ -61,6 +64,7 @@ __all__ = [
     "PLUGINS_ENV",
     "RUNNERS",
     "STATES",
+    "STEP_KINDS",
     "Job",
     "JobCard",
     "JobError",
@@ -69,6 +73,7 @@ __all__ = [
     "RayExecutor",
     "ResumePoint",
     "Runner",
+    "Submitted",
     "active_twin",
     "duration_text",
     "job_card",
@@ -83,6 +88,8 @@ __all__ = [
     "effective_config",
     "ensure_worker",
     "expand_grid",
+    "finetune_config",
+    "finetuned_teachers",
     "finish",
     "get_job",
     "heartbeat",
@@ -95,11 +102,13 @@ __all__ = [
     "recover_stale",
     "request_cancel",
     "resume_point",
+    "resume_text",
     "retry",
     "run_job",
     "runner_for",
     "serve",
     "submit",
+    "submit_finetune",
     "submit_sweep",
     "sweep_run_ids",
     "update_progress",

@@ -39,7 +39,8 @@ def duration_text(seconds: float) -> str:
 def _epochs(job: Job) -> tuple[int | None, int | None]:
     """(epochs done or under way, epochs planned) from the progress, else the metrics rows."""
     prog = job.progress or {}
-    planned = prog.get("epochs") or ((job.config.get("train") or {}).get("epochs"))
+    section = "teacher" if job.kind == "teacher-finetune" else "train"
+    planned = prog.get("epochs") or ((job.config.get(section) or {}).get("epochs"))
     epoch = prog.get("epoch")
     if epoch is None and job.metrics:
         epoch = max((int(m.get("epoch") or 0) for m in job.metrics), default=None) or None
@@ -88,9 +89,14 @@ def job_card(job: Job, run: Mapping[str, Any] | None = None, now: float | None =
     score = ((run or {}).get("metrics") or {}).get("student", {}).get("accuracy")
     if job.state == "succeeded" and score is not None:
         facts.append(f"test accuracy {float(score):.1f}%")
+    teacher = ((run or {}).get("teacher_accuracy") or {}).get("test")
+    if job.state == "succeeded" and teacher is not None:
+        facts.append(f"teacher test accuracy {100 * float(teacher):.1f}%")
     stage = prog.get("stage") or prog.get("message")
     if stage:
         bar = str(stage)
+    elif job.state == "running" and job.kind == "teacher-finetune" and prog.get("total"):
+        bar = f"fine-tuning: step {prog.get('step', 0)}/{prog['total']}"
     elif job.state == "running" and epoch and planned:
         bar = f"training: epoch {epoch}/{planned}"
     else:
@@ -105,9 +111,17 @@ def job_card(job: Job, run: Mapping[str, Any] | None = None, now: float | None =
 
 
 def job_run(ws: Workspace, job: Job) -> dict[str, Any] | None:
-    """The run a succeeded distill job recorded (its ``result``), or None (other kinds, a
-    run since deleted)."""
-    if job.state != "succeeded" or job.kind != "distill" or not job.result:
+    """The run a succeeded distill job recorded (its ``result``); for a teacher fine-tune,
+    the cached teacher's accuracy per split (``teacher_accuracy``); None otherwise (other
+    kinds, a run or cache entry since deleted)."""
+    if job.state != "succeeded" or not job.result:
+        return None
+    if job.kind == "teacher-finetune":
+        for entry in ws.list_teacher_outputs():
+            if entry["key"] == job.result:
+                return {"teacher_accuracy": entry["meta"].get("accuracy") or {}}
+        return None
+    if job.kind != "distill":
         return None
     try:
         return ws.load_run(job.result)

@@ -16,10 +16,11 @@ def ckpt_dir(ws: Workspace, job_id: int) -> Path:
     return ws.run_dir(f"job-{int(job_id)}") / "ckpt"
 
 
-def _safetensors_epoch(path: Path) -> int | None:
-    """The epoch a checkpoint's weights file records; None when it is damaged. Checks the
-    header and that the file holds every byte it declares (what ``safe_open`` checks in
-    ``core.train._load_checkpoint``) without importing torch, so the CLI stays quick."""
+def _safetensors_tag(path: Path) -> tuple[int, int | None] | None:
+    """The (epoch, step) a checkpoint's weights file records (step None in files written
+    before it did); None when it is damaged. Checks the header and that the file holds every
+    byte it declares (what ``safe_open`` checks in ``core.checkpoint.load_state``) without
+    importing torch, so the CLI stays quick."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -31,33 +32,43 @@ def _safetensors_epoch(path: Path) -> int | None:
             (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
             default=0,
         )
-        return int(header["__metadata__"]["epoch"]) if 8 + n + end == size else None
+        tag = header["__metadata__"]
+        step = int(tag["step"]) if "step" in tag else None
+        return (int(tag["epoch"]), step) if 8 + n + end == size else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 @dataclasses.dataclass(frozen=True)
 class ResumePoint:
-    """Where a job's next attempt starts: after ``epoch`` (0: from the start). ``note`` says
-    why it is not the newest checkpoint (damaged files), ``history`` is the restored
-    checkpoint's per-epoch history, ``saved`` its time; ``exists``: any checkpoint file was
-    there (so a restart is news, not a first start)."""
+    """Where a job's next attempt starts: after ``epoch`` and ``step`` (0: from the start).
+    ``note`` says why it is not the newest checkpoint (damaged files), ``history`` is the
+    restored checkpoint's per-epoch history, ``saved`` its time; ``exists``: any checkpoint
+    file was there (so a restart is news, not a first start)."""
 
     epoch: int
     note: str | None = None
     history: tuple[dict[str, Any], ...] = ()
     saved: float = 0.0
     exists: bool = False
+    step: int = 0
 
 
-def read_checkpoint(ckpt: Path, rel: Path) -> ResumePoint:
+def resume_text(point: ResumePoint, by_step: bool = False) -> str:
+    """ "after epoch 2" / "from step 7": where a resumed attempt starts, in the unit its kind
+    checkpoints in (a teacher fine-tune also checkpoints inside an epoch)."""
+    return f"from step {point.step}" if by_step else f"after epoch {point.epoch}"
+
+
+def read_checkpoint(ckpt: Path, rel: Path, by_step: bool = False) -> ResumePoint:
     """Where a run resumes from the checkpoint folder ``ckpt`` (``rel`` names it in notes),
-    with the rule ``core.train._load_checkpoint`` follows (``last.*``, else ``prev.*``, paired
-    by epoch; nothing readable restarts from epoch 1). Why: a retry must not claim to resume
-    when it restarts, and a damaged checkpoint must be said, not fail every attempt."""
+    with the rule ``core.checkpoint.load_state`` follows (``last.*``, else ``prev.*``, paired
+    by epoch and step; nothing readable restarts from the start). Why: a retry must not claim
+    to resume when it restarts, and a damaged checkpoint must be said, not fail every attempt.
+    ``by_step``: notes count steps (the teacher fine-tune), not epochs."""
     problems: list[str] = []
     metas: list[tuple[dict[str, Any], float]] = []
-    weights: set[int] = set()
+    weights: set[tuple[int, int | None]] = set()
     for name in ("last", "prev"):
         meta_path, w_path = ckpt / f"{name}.json", ckpt / f"{name}.safetensors"
         if meta_path.exists():
@@ -68,29 +79,38 @@ def read_checkpoint(ckpt: Path, rel: Path) -> ResumePoint:
             except (OSError, ValueError, KeyError, TypeError):
                 problems.append(f"{name}.json is unreadable")
         if w_path.exists():
-            epoch = _safetensors_epoch(w_path)
-            if epoch is None:
+            tag = _safetensors_tag(w_path)
+            if tag is None:
                 problems.append(f"{name}.safetensors is damaged (truncated?)")
             else:
-                weights.add(epoch)
+                weights.add(tag)
     if not metas and not weights and not problems:
         return ResumePoint(0)
-    newest = max([int(m["epoch"]) for m, _ in metas] + list(weights), default=0)
-    good = [(m, t) for m, t in metas if int(m["epoch"]) in weights]
+
+    def key(m: dict[str, Any]) -> tuple[int, int]:
+        return int(m["epoch"]), int(m["step"])
+
+    newest = max(
+        [key(m) for m, _ in metas] + [(e, -1 if s is None else s) for e, s in weights],
+        default=(0, -1),
+    )
+    good = [(m, t) for m, t in metas if key(m) in weights or (int(m["epoch"]), None) in weights]
     if not good:
         why = "; ".join(problems) or "no complete checkpoint"
+        start = "step 0" if by_step else "epoch 1"
         return ResumePoint(
-            0, f"no readable checkpoint in {rel} ({why}); it restarts from epoch 1", exists=True
+            0, f"no readable checkpoint in {rel} ({why}); it restarts from {start}", exists=True
         )
-    meta, saved = max(good, key=lambda mt: int(mt[0]["epoch"]))
-    epoch, note = int(meta["epoch"]), None
-    if problems and epoch < newest:
+    meta, saved = max(good, key=lambda mt: key(mt[0]))
+    point = ResumePoint(int(meta["epoch"]), saved=saved, exists=True, step=int(meta["step"]))
+    note = None
+    if problems and key(meta) < newest:
         note = (
-            f"checkpoint {rel}: {'; '.join(problems)}; it resumes after epoch {epoch} from "
-            "the previous checkpoint"
+            f"checkpoint {rel}: {'; '.join(problems)}; it resumes {resume_text(point, by_step)} "
+            "from the previous checkpoint"
         )
-    history = tuple(h for h in meta.get("history", []) if (_epoch(h) or 0) <= epoch)
-    return ResumePoint(epoch, note, history, saved, exists=True)
+    history = tuple(h for h in meta.get("history", []) if (_epoch(h) or 0) <= point.epoch)
+    return dataclasses.replace(point, note=note, history=history)
 
 
 def _restore_metrics(hist: list[dict[str, Any]], point: ResumePoint) -> list[dict[str, Any]]:

@@ -30,8 +30,10 @@ CONFIG_KINDS = ("distill", "sweep-member", "embed", "teacher-finetune")
 """Kinds whose config is a :class:`lelp_studio.config.RunConfig` (validated at submit)."""
 KINDS = CONFIG_KINDS
 """The built-in job kinds; :func:`known_kinds` adds the plugged-in ones."""
-RESUMABLE_KINDS = ("distill", "sweep-member")
+RESUMABLE_KINDS = ("distill", "sweep-member", "teacher-finetune")
 """Built-in kinds that checkpoint every epoch, so a retry resumes."""
+STEP_KINDS = ("teacher-finetune",)
+"""Built-in kinds that also checkpoint inside an epoch: a retry resumes from a step."""
 PLUGINS_ENV = "LELP_JOB_PLUGINS"
 
 Runner = Callable[..., dict[str, Any]]

@@ -28,12 +28,25 @@ def _validate(kind: str, config: dict[str, Any] | RunConfig) -> dict[str, Any]:
     if kind not in KINDS and kind not in plugin_kinds():
         raise JobError(f"job kind {kind!r} is not known; choose one of {', '.join(known_kinds())}")
     if isinstance(config, RunConfig):
-        return config.model_dump(mode="json")
+        return _finetunes(kind, config.model_dump(mode="json"))
     if not isinstance(config, dict):
         raise JobError(f"job config must be a dict or RunConfig, got {type(config).__name__}")
     if kind in CONFIG_KINDS:
-        return config_from_dict(config, f"{kind} job").model_dump(mode="json")
+        return _finetunes(kind, config_from_dict(config, f"{kind} job").model_dump(mode="json"))
     return json.loads(json.dumps(config))  # must be JSON: it crosses processes
+
+
+def _finetunes(kind: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A ``teacher-finetune`` job must name a teacher it can fine-tune (else it would quietly
+    compute a frozen one)."""
+    t = cfg["teacher"]
+    if kind == "teacher-finetune" and (t["kind"], t["mode"]) != ("minilm", "finetune"):
+        raise JobError(
+            f"a teacher-finetune job fine-tunes the bundled MiniLM, but the config's teacher is "
+            f"kind {t['kind']!r}, mode {t['mode']!r}; set teacher.kind=minilm and "
+            "teacher.mode=finetune (or use `lelp finetune`, which sets them)"
+        )
+    return cfg
 
 
 def _inserted_id(cur: sqlite3.Cursor) -> int:

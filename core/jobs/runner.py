@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -24,8 +25,16 @@ from typing import Any
 
 from ..config import config_from_dict
 from ..store import Workspace
-from .checkpoints import ResumePoint, _restore_metrics, ckpt_dir, read_checkpoint
-from .kinds import KINDS, Runner, batch_size, effective_config, known_kinds, plugin_kinds
+from .checkpoints import ResumePoint, _restore_metrics, ckpt_dir, read_checkpoint, resume_text
+from .kinds import (
+    KINDS,
+    STEP_KINDS,
+    Runner,
+    batch_size,
+    effective_config,
+    known_kinds,
+    plugin_kinds,
+)
 from .queue import _read_job, finish, get_job
 from .table import Job, JobError, _db, _jsonable, _merge_metrics
 
@@ -72,13 +81,25 @@ def _run_config_kind(
 def _run_embed(
     ws: Workspace, job: Job, on_step: Callable, ckpt: Path, resume: bool, progress: Callable
 ) -> dict[str, Any]:
-    """embed / teacher-finetune: compute (or fetch) the teacher outputs into the cache; a
-    finetune teacher (``teacher.mode: finetune``) is trained on the way."""
+    """embed / teacher-finetune: compute (or fetch) the teacher outputs into the workspace
+    cache, under the key every page and run looks them up by.
+
+    A fine-tuned teacher (``teacher.mode: finetune``, the ``teacher-finetune`` kind) reports
+    each step through ``on_step``, stops when it returns True (the job is then cancelled)
+    and checkpoints in ``ckpt``, so a retry resumes from the last step saved; once its
+    outputs are cached the checkpoint (model and optimizer, ~270 MB) is deleted.
+    """
     from .. import pipeline  # torch: imported only where a job runs
+    from ..teachers import FinetuneCancelled, FinetuneControl
 
     cfg = config_from_dict(effective_config(job), f"job {job.id}")
     dataset = pipeline.get_dataset(cfg.dataset)
-    _, key, hit = pipeline.get_teacher_outputs(ws, dataset, cfg.teacher, progress)
+    control = FinetuneControl(on_step=on_step, checkpoint_dir=ckpt, resume=resume)
+    try:
+        out, key, hit = pipeline.get_teacher_outputs(ws, dataset, cfg.teacher, progress, control)
+    except FinetuneCancelled as stop:
+        return {"run_id": None, "metrics": {"cancelled": True, "step": stop.step}}
+    shutil.rmtree(ckpt, ignore_errors=True)
     return {"run_id": None, "teacher_key": key, "metrics": {"cache_hit": hit}}
 
 
@@ -117,7 +138,7 @@ def resume_point(ws: Workspace, job_id: int, kind: str | None = None) -> ResumeP
         point = extra.resume_point(ckpt, rel)
         if point is not None:
             return point
-    return read_checkpoint(ckpt, rel)
+    return read_checkpoint(ckpt, rel, by_step=kind in STEP_KINDS)
 
 
 class _JobLog:
@@ -261,8 +282,8 @@ def run_job(
     log.write(f"attempt {attempt} of {job.kind} job {job.id} on {job.device} (pid {os.getpid()})")
     if point.note:
         log.write(point.note)
-    elif point.epoch:
-        log.write(f"resuming after epoch {point.epoch}")
+    elif point.epoch or point.step:
+        log.write(f"resuming {resume_text(point, job.kind in STEP_KINDS)}")
     hb = _Heartbeat(ws, job, heartbeat_interval, hard_cancel, log)
     hb.start()
     state = {"last": 0.0, "cancel": False}

@@ -4,7 +4,8 @@ LELP only needs what the teacher's final linear layer sees and produces (../shar
 every teacher source is reduced to the same four things. Four sources exist, one module each:
 ``hf`` (a saved sequence-classification checkpoint), ``minilm`` (the bundled encoder, frozen
 with a fitted head or fine-tuned), ``arrays`` (H, Z and W computed elsewhere) and ``digits``
-(a small MLP for the offline demo). ``extract`` runs a text model over a dataset in batches,
+(a small MLP for the offline demo); ``finetune`` trains the MiniLM teacher end to end,
+resumably. ``extract`` runs a text model over a dataset in batches,
 ``device`` decides device and precision, ``fingerprint`` keys the workspace cache.
 """
 
@@ -12,10 +13,19 @@ from .common import HSink, Progress, TeacherError, open_embedding_memmap
 from .compute import compute_teacher_outputs, load_teacher_encoder, load_tokenizer
 from .device import cpu_has_native_bf16, pick_device, resolve_precision
 from .extraction import extract, mean_pool, process_workers
+from .finetune import (
+    FinetuneCancelled,
+    FinetuneControl,
+    finetune_minilm,
+    finetune_steps,
+    time_finetune_steps,
+)
 from .fingerprint import teacher_fingerprint
-from .minilm import finetune_minilm, fit_linear_head, minilm_path
+from .minilm import fit_linear_head, minilm_path
 
 __all__ = [
+    "FinetuneCancelled",
+    "FinetuneControl",
     "HSink",
     "Progress",
     "TeacherError",
@@ -23,6 +33,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "extract",
     "finetune_minilm",
+    "finetune_steps",
     "fit_linear_head",
     "load_teacher_encoder",
     "load_tokenizer",
@@ -33,4 +44,5 @@ __all__ = [
     "process_workers",
     "resolve_precision",
     "teacher_fingerprint",
+    "time_finetune_steps",
 ]

@@ -11,6 +11,7 @@ from ..types import Dataset, TeacherOutputs
 from .arrays import _compute_arrays
 from .common import HSink, Progress, TeacherError
 from .digits import _compute_digits_mlp
+from .finetune import FinetuneControl, _compute_finetuned
 from .hf import (
     _check_local_folder,
     _compute_hf,
@@ -33,6 +34,7 @@ def compute_teacher_outputs(
     max_steps: int | None = None,
     encoder_dir: str | Path | None = None,
     h_dir: str | Path | None = None,
+    finetune: FinetuneControl | None = None,
 ) -> TeacherOutputs:
     """H, Z for every split of ``dataset`` plus the teacher's last layer W (C, d), b (C,).
 
@@ -47,12 +49,17 @@ def compute_teacher_outputs(
     H), and ``H`` holds them as read-only memmaps, ready for ``Workspace.adopt_array``. The
     values equal today's float32 H cast to float16, the workspace's stored format. Without
     it, H is float32 in memory.
+
+    ``finetune`` (minilm finetune only) adds step reports, cancel and resumable checkpoints
+    to the fine-tune (``teachers.finetune.FinetuneControl``; the background job passes one).
     """
     sink = HSink(h_dir)
     if spec.kind == "hf":
         return _compute_hf(dataset, spec, progress, sink)
+    if spec.kind == "minilm" and spec.mode == "finetune":
+        return _compute_finetuned(dataset, spec, progress, max_steps, encoder_dir, sink, finetune)
     if spec.kind == "minilm":
-        return _compute_minilm(dataset, spec, progress, max_steps, encoder_dir, sink)
+        return _compute_minilm(dataset, spec, progress, sink)
     if spec.kind == "arrays":
         return _compute_arrays(dataset, spec, sink)
     if spec.kind == "digits-mlp":

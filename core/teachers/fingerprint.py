@@ -10,6 +10,7 @@ from ..config import TeacherSpec
 from ..types import hash_arrays
 from .arrays import _sidecar
 from .device import pick_device, resolve_precision
+from .finetune import FINETUNE_LOOP_VERSION
 from .minilm import _minilm_version
 
 # Bump when a change here alters the outputs of an unchanged spec, so cached outputs refresh.
@@ -65,6 +66,7 @@ def teacher_fingerprint(spec: TeacherSpec) -> str:
         fields["seed"] = spec.seed
         if spec.mode == "finetune":
             fields.update(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size)
+            fields["loop"] = FINETUNE_LOOP_VERSION  # only fine-tuned keys move when it changes
     elif spec.kind == "hf":
         fields.update(
             path=spec.path, max_length=spec.max_length, trust_remote_code=spec.trust_remote_code

@@ -1,12 +1,11 @@
-"""Teacher kind ``minilm``: the bundled MiniLM encoder with mean pooling and a linear head,
-fitted on frozen embeddings (fast, CPU) or fine-tuned end to end."""
+"""Teacher kind ``minilm``: the bundled MiniLM encoder with mean pooling and a linear head
+fitted on frozen embeddings (fast, CPU); ``teachers.finetune`` trains it end to end."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -16,9 +15,9 @@ from torch import nn
 from ..config import TeacherSpec
 from ..hf_import import load_transformers
 from ..types import Dataset, TeacherOutputs
-from .common import HSink, Progress, TeacherError, _accuracy, _need_text, _outputs, _Reporter
-from .device import _precision_autocast, pick_device, resolve_precision
-from .extraction import _filter_inputs, _float_head, extract, mean_pool
+from .common import HSink, Progress, TeacherError, _accuracy, _need_text, _outputs
+from .device import pick_device, resolve_precision
+from .extraction import _filter_inputs, extract, mean_pool
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -136,102 +135,9 @@ def _frozen_head(
     return W, b, best_c
 
 
-class _MeanPoolClassifier(nn.Module):
-    """Encoder + mean pooling + linear head: the fine-tuned MiniLM teacher."""
-
-    def __init__(self, encoder: PreTrainedModel, dim: int, n_classes: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(dim, n_classes)
-
-    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.encoder(**_filter_inputs(self.encoder, batch)).last_hidden_state
-        return mean_pool(out, batch["attention_mask"])
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.embed(batch)
-        return h, self.head(h)
-
-    def outputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(H, Z) for extraction, Z from the float32 head so Z = H W^T + b holds exactly."""
-        h = self.embed(batch)
-        return h, _float_head(self.head, h)
-
-
-def finetune_minilm(
-    dataset: Dataset,
-    spec: TeacherSpec,
-    progress: Progress | None = None,
-    *,
-    max_steps: int | None = None,
-) -> tuple[_MeanPoolClassifier, PreTrainedTokenizerBase]:
-    """Fine-tune MiniLM + a linear head end to end (AdamW; bf16 autocast where
-    ``resolve_precision(spec.precision)`` says bf16: CUDA, and CPUs with native bf16).
-
-    Returns the ``_MeanPoolClassifier`` (``.encoder``, ``.head``) in eval mode, and the
-    tokenizer. ``max_steps`` caps optimisation steps (tests; quick looks in the app).
-    """
-    _need_text(dataset, "minilm")
-    encoder, tok = _load_minilm()
-    device = pick_device()
-    torch.manual_seed(spec.seed)
-    model = _MeanPoolClassifier(encoder, int(encoder.config.hidden_size), dataset.n_classes)
-    model.to(device).train()
-    train = dataset.splits["train"]
-    assert train.texts is not None
-    enc = tok(list(train.texts), truncation=True, max_length=spec.max_length, padding=False)
-    keys = list(enc.keys())
-    y = torch.as_tensor(np.asarray(train.y), dtype=torch.long)
-    n = len(y)
-    steps_per_epoch = (n + spec.batch_size - 1) // spec.batch_size
-    total = steps_per_epoch * spec.epochs
-    if max_steps is not None:
-        total = min(total, max_steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / max(1, total))
-    )
-    gen = torch.Generator().manual_seed(spec.seed)
-    rep = _Reporter(progress, total, "finetune")
-    step = 0
-    try:
-        while step < total:
-            for idx in torch.randperm(n, generator=gen).split(spec.batch_size):
-                if step >= total:
-                    break
-                feats = [{k: enc[k][i] for k in keys} for i in idx.tolist()]
-                padded = tok.pad(feats, padding="longest", return_tensors="pt")
-                batch = {k: v.to(device) for k, v in padded.items()}
-                with _precision_autocast(device, spec.precision):
-                    _, logits = model(batch)
-                loss = nn.functional.cross_entropy(logits.float(), y[idx].to(device))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                rep.update(1)
-    finally:
-        rep.close()
-    model.eval()
-    return model, tok
-
-
-def _compute_minilm(
-    dataset: Dataset,
-    spec: TeacherSpec,
-    progress: Progress | None,
-    max_steps: int | None,
-    encoder_dir: str | Path | None,
-    sink: HSink,
-) -> TeacherOutputs:
-    _need_text(dataset, "minilm")
-    t0 = time.perf_counter()
-    device = pick_device()
-    H: dict[str, np.ndarray] = {}
-    Z: dict[str, np.ndarray] = {}
-    meta: dict[str, object] = {
+def _minilm_meta(spec: TeacherSpec, device: torch.device) -> dict[str, object]:
+    """What every MiniLM teacher's ``meta`` says, frozen or fine-tuned."""
+    return {
         "teacher": f"all-MiniLM-L6-v2 ({spec.mode})",
         "kind": "minilm",
         "mode": spec.mode,
@@ -240,37 +146,34 @@ def _compute_minilm(
         "precision": resolve_precision(spec.precision, device),
         "minilm_version": _minilm_version(),
     }
-    if spec.mode == "frozen":
-        encoder, tok = _load_minilm()
-        # typed as nn.Module: transformers' @wraps(nn.Module.to) hides to()'s signature
-        cast(nn.Module, encoder).to(device).eval()
-        fn = _minilm_fn(encoder)
-        for name, split in dataset.splits.items():
-            assert split.texts is not None
-            (H[name],) = extract(
-                fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
-                device=device, stage=f"embed {name}", precision=spec.precision,
-            )  # fmt: skip
-        W, b, c = _frozen_head(dataset, H, spec.seed)
-        meta["head_C"] = c
-        Z = {k: v @ W.T + b for k, v in H.items()}
-    else:
-        model, tok = finetune_minilm(dataset, spec, progress, max_steps=max_steps)
-        for name, split in dataset.splits.items():
-            assert split.texts is not None
-            h_out = sink.new(name, len(split.texts), int(model.head.weight.shape[1]))
-            H[name], Z[name] = extract(
-                model.outputs, tok, split.texts, spec.max_length, spec.batch_size, progress,
-                device=device, stage=f"embed {name}", precision=spec.precision,
-                out=[h_out, None],
-            )  # fmt: skip
-        if encoder_dir is not None:
-            # safetensors by default; students initialised from the teacher load it from here.
-            model.encoder.save_pretrained(encoder_dir)
-            tok.save_pretrained(encoder_dir)
-            meta["encoder_dir"] = str(encoder_dir)
-        W = model.head.weight.detach().float().cpu().numpy()
-        b = model.head.bias.detach().float().cpu().numpy()
-        meta.update(epochs=spec.epochs, lr=spec.lr, max_steps=max_steps)
+
+
+def _compute_minilm(
+    dataset: Dataset, spec: TeacherSpec, progress: Progress | None, sink: HSink
+) -> TeacherOutputs:
+    """The frozen MiniLM teacher: embeddings of every split, then a head fitted on them
+    (``teachers.finetune`` holds the fine-tuned one). ``embed_rows_per_s`` in ``meta`` is
+    the pass's measured speed, which the expected time of a fine-tune starts from."""
+    _need_text(dataset, "minilm")
+    t0 = time.perf_counter()
+    device = pick_device()
+    H: dict[str, np.ndarray] = {}
+    encoder, tok = _load_minilm()
+    # typed as nn.Module: transformers' @wraps(nn.Module.to) hides to()'s signature
+    cast(nn.Module, encoder).to(device).eval()
+    fn = _minilm_fn(encoder)
+    t_embed = time.perf_counter()
+    for name, split in dataset.splits.items():
+        assert split.texts is not None
+        (H[name],) = extract(
+            fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
+            device=device, stage=f"embed {name}", precision=spec.precision,
+        )  # fmt: skip
+    n_rows = sum(len(v) for v in H.values())
+    meta = _minilm_meta(spec, device)
+    meta["embed_rows_per_s"] = n_rows / max(time.perf_counter() - t_embed, 1e-9)
+    W, b, c = _frozen_head(dataset, H, spec.seed)
+    meta["head_C"] = c
+    Z = {k: v @ W.T + b for k, v in H.items()}
     meta["seconds"] = round(time.perf_counter() - t0, 3)
     return _outputs(dataset, H, Z, W, b, meta, sink)
