@@ -29,3 +29,12 @@ def test_toy_run_writes_named_results(tmp_path: Path, monkeypatch: pytest.Monkey
     md = (tmp_path / "toy.md").read_text()
     assert "3,000 points" in md and "3,000 training points" in md
     assert (tmp_path / "toy.json").is_file()
+
+
+def test_amazon_measure_skips_cleanly_without_the_dataset(tmp_path, monkeypatch):
+    """``--amazon`` without amazon_multidomain says why in one line and writes nothing."""
+    monkeypatch.setenv("LELP_SHARED_DATA", str(tmp_path / "no_data"))
+    (tmp_path / "no_data").mkdir()
+    res = subspaces.main(["--amazon", "--out", str(tmp_path / "out")])
+    assert res["amazon"] == {"skipped": "no amazon_multidomain folder (set LELP_SHARED_DATA)"}
+    assert not (tmp_path / "out").exists()
