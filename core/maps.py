@@ -18,6 +18,12 @@ from .types import hash_arrays
 Method = Literal["pca", "umap", "lelp"]
 METHODS: tuple[str, ...] = ("pca", "umap", "lelp")
 Progress = Callable[[int, int, str], None]
+#: Rows a projection is fitted on (a class-stratified sample of larger sets): PCA's two axes
+#: are settled long before, and UMAP's fit grows faster than linearly. Every page asks for the
+#: same number, so they share one stored projection.
+FIT_SAMPLE = 50_000
+#: Rows cast to float32 at a time: a float16 memmap of 1.6M x 384 is never copied whole.
+_BLOCK = 65_536
 
 
 def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -66,29 +72,42 @@ def projection_key(emb_key: str, method: str, params: dict[str, Any] | None = No
 class Projection:
     """A fitted 2-D projection. ``transform(H)`` places any (n, d) rows in its coordinates.
 
-    ``xy`` holds the coordinates of the rows it was fitted on (the full ``H`` given to
-    ``fit_projection``); ``sample_idx`` the rows used to fit (all rows for PCA / LELP).
+    ``xy`` holds the coordinates of the rows ``H`` given to ``fit_projection``, computed on
+    first use (for PCA and LELP; UMAP's come from its fit): placing another split never pays
+    for all of train. ``sample_idx`` holds the rows used to fit.
     """
 
     method: str
-    xy: np.ndarray
     sample_idx: np.ndarray
     axis_titles: tuple[str, str]
     _fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     params: dict[str, Any] = field(default_factory=dict)
+    _source: Any = field(default=None, repr=False)
+    _xy: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_fit(self) -> int:
         return int(len(self.sample_idx))
 
+    @property
+    def xy(self) -> np.ndarray:
+        if self._xy is None:
+            self._xy = self.transform(self._source)
+            self._source = None
+        return self._xy
+
     def transform(self, H: np.ndarray) -> np.ndarray:
-        """(n, d) -> (n, 2) float32 in the fitted coordinates."""
-        H = np.asarray(H, dtype=np.float32)
+        """(n, d) -> (n, 2) float32 in the fitted coordinates; any float dtype (a float16
+        memmap included) is cast one block of rows at a time."""
+        if getattr(H, "ndim", None) is None:
+            H = np.asarray(H, dtype=np.float32)
         if H.ndim != 2:
             raise ValueError(f"transform expects a 2-D array (n, d), got shape {H.shape}")
-        if len(H) == 0:
-            return np.zeros((0, 2), dtype=np.float32)
-        return np.asarray(self._fn(H), dtype=np.float32)[:, :2]
+        out = np.zeros((len(H), 2), dtype=np.float32)
+        for start in range(0, len(H), _BLOCK):
+            block = np.asarray(H[start : start + _BLOCK], dtype=np.float32)
+            out[start : start + len(block)] = np.asarray(self._fn(block))[:, :2]
+        return out
 
 
 def _report(progress: Progress | None, done: int, total: int, stage: str) -> None:
@@ -100,7 +119,7 @@ def fit_projection(
     H: np.ndarray,
     method: str = "pca",
     *,
-    sample: int = 50_000,
+    sample: int = FIT_SAMPLE,
     random_state: int = 0,
     lelp_model: Any = None,
     class_index: int = 0,
@@ -119,9 +138,11 @@ def fit_projection(
         second axis).
     y : optional labels; when given, the fitting sample is stratified by class.
 
-    Returns a :class:`Projection` whose ``xy`` are the coordinates of all rows of ``H``.
+    Returns a :class:`Projection` whose ``xy`` are the coordinates of all rows of ``H``. ``H``
+    may be a float16 memmap: only the fitting sample is read at once.
     """
-    H = np.asarray(H, dtype=np.float32)
+    if getattr(H, "ndim", None) is None:
+        H = np.asarray(H, dtype=np.float32)
     if H.ndim != 2 or len(H) == 0:
         raise ValueError(f"fit_projection needs a non-empty 2-D array (n, d), got {H.shape}")
     if method not in METHODS:
@@ -136,7 +157,7 @@ def fit_projection(
 
         _report(progress, 0, 1, "PCA")
         pca = PCA(n_components=min(2, H.shape[1], len(idx)), random_state=random_state)
-        pca.fit(H[idx])
+        pca.fit(np.asarray(H[idx], dtype=np.float32))
         # sign convention: largest-magnitude loading of each component is positive, so equal
         # data gives the same picture on every machine
         signs = np.sign(
@@ -168,7 +189,7 @@ def fit_projection(
             random_state=random_state,
             n_jobs=1,
         )
-        fitted = reducer.fit_transform(H[idx]).astype(np.float32)
+        fitted = reducer.fit_transform(np.asarray(H[idx], dtype=np.float32)).astype(np.float32)
         _report(progress, 1, 2, "UMAP: placing the other points")
 
         def fn(X: np.ndarray) -> np.ndarray:
@@ -198,12 +219,7 @@ def fit_projection(
         _report(progress, 1, 1, "LELP directions")
 
     proj = Projection(
-        method=method,
-        xy=np.zeros((0, 2), np.float32),
-        sample_idx=idx,
-        axis_titles=titles,
-        _fn=fn,
-        params=params,
+        method=method, sample_idx=idx, axis_titles=titles, _fn=fn, params=params, _source=H
     )
     if method == "umap":
         xy = np.empty((n, 2), dtype=np.float32)
@@ -211,8 +227,6 @@ def fit_projection(
         rest = np.setdiff1d(np.arange(n), idx)
         if len(rest):
             xy[rest] = proj.transform(H[rest])
+        proj._xy, proj._source = xy, None
         _report(progress, 2, 2, "UMAP: done")
-    else:
-        xy = proj.transform(H)
-    proj.xy = xy
     return proj

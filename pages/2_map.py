@@ -1,7 +1,8 @@
 """Embedding map: a 2-D view of the teacher's embedding space, coloured by any field.
 
 The projection is fitted once on the teacher's train embeddings (cached in the workspace) and
-other splits are placed with its ``transform``, so every view shares coordinates. Lasso or box
+other splits are placed with its ``transform``, so every view shares coordinates. The map draws
+up to 200,000 WebGL points (a class-stratified sample of larger splits); lasso or box
 selections read row ids from ``customdata`` and can be saved as a manual pseudo-subclass.
 """
 
@@ -14,7 +15,7 @@ import streamlit as st
 import ui
 from lelp_studio import analysis, pipeline, plots
 from lelp_studio.errors import user_errors
-from lelp_studio.maps import stratified_sample
+from lelp_studio.maps import FIT_SAMPLE
 from lelp_studio.metrics import softmax
 from lelp_studio.subclasses import assign_from_coordinates
 
@@ -30,7 +31,7 @@ splits = list(out.Z)
 ui.remember("map_method", "pca")
 ui.remember("map_split", "train")
 ui.remember("map_color", "class")
-ui.remember("map_sample", 50_000)
+ui.remember("map_sample", plots.MAP_POINTS)
 ui.remember("map_lelp_class", 0)
 
 runs = [
@@ -53,7 +54,8 @@ method = c1.selectbox(
     key="map_method",
     format_func={"pca": "PCA", "umap": "UMAP", "lelp": "LELP directions"}.get,
     help="PCA is instant. UMAP shows local structure but its first call compiles for ~30 s "
-    "and large sets take about a minute (it is fitted on a sample). LELP directions: the two "
+    f"and large sets take about a minute (it is fitted on {FIT_SAMPLE:,} points and places "
+    "the others). LELP directions: the two "
     "leading directions of one class's subspace (set on the Subspaces page).",
 )
 split = c2.selectbox(
@@ -74,11 +76,12 @@ color_by = c3.selectbox(
 sample = c4.number_input(
     "Max points",
     min_value=200,
-    max_value=200_000,
-    step=5_000,
+    max_value=500_000,
+    step=50_000,
     key="map_sample",
-    help="The map draws (and UMAP fits on) a stratified sample of at most this many points: "
-    "very large figures break the browser connection.",
+    help="The map draws a class-stratified sample of at most this many points (WebGL; the "
+    "hover shows texts up to 20,000 points, the selection table always does). The projection "
+    f"does not depend on it: it is fitted on {FIT_SAMPLE:,} points.",
 )
 lelp_class = 0
 if method == "lelp":
@@ -109,7 +112,7 @@ try:
             key,
             split,
             method,
-            int(sample),
+            FIT_SAMPLE,
             0,
             int(lelp_class),
             lelp_model=lelp_model,
@@ -127,12 +130,13 @@ if method == "lelp":  # the class's name, not its index
 sp = ds.splits[split]
 Z = np.asarray(out.Z[split])
 probs = softmax(Z)
-y_names = np.array([names[int(v)] for v in sp.y], dtype=object)
+name_of = np.asarray(names, dtype=object)  # indexed by class ids: no per-row Python
+y_names = name_of[sp.y]
 continuous = False
 if color_by == "class":
     color, title = y_names, "class"
 elif color_by == "teacher prediction":
-    color, title = np.array([names[int(v)] for v in Z.argmax(1)], dtype=object), "teacher pred."
+    color, title = name_of[Z.argmax(1)], "teacher pred."
 elif color_by == "teacher confidence":
     color, title, continuous = probs.max(1), "confidence", True
 elif color_by.startswith("pseudo-subclass"):
@@ -141,10 +145,10 @@ elif color_by.startswith("pseudo-subclass"):
     yc = ui.split_labels(ds, out, split, ui.subclass_spec().class_source)
     assign = assign_from_coordinates(coords, yc)
     sub_names = analysis.subclass_names(names, [z.shape[1] for z in coords])
-    color, title = np.array([sub_names[a] for a in assign], dtype=object), "pseudo-subclass"
+    color, title = np.asarray(sub_names, dtype=object)[assign], "pseudo-subclass"
 elif color_by.startswith("latent: "):
     col = color_by.removeprefix("latent: ")
-    color, title = np.asarray(sp.latent[col]).astype(str).astype(object), col
+    color, title = np.asarray(sp.latent[col], dtype=object), col
 else:
     run = runs[[f"disagreement: {run_label[r['run_id']]}" for r in runs].index(color_by)]
     ev = run["artifacts"].get("eval_split", "test")
@@ -156,21 +160,22 @@ else:
     color = np.where(dis, "disagrees", "agrees").astype(object)
     title = "student vs teacher"
 
-idx = stratified_sample(sp.y, int(sample), 0)
 texts = analysis.display_texts(ds, split)
-fig = plots.embedding_scatter(
-    xy[idx],
-    color[idx],
-    hover_text=[texts[i] for i in idx],
-    labels=y_names[idx],
-    row_ids=idx,
+fig = plots.embedding_map(
+    xy,
+    color,
+    sp.y,
+    max_points=int(sample),
+    texts=texts,
+    label_names=names,
     color_title=title,
     continuous=continuous,
     axis_titles=axis_titles,
 )
+shown = min(int(sample), len(sp))
 st.caption(
-    f"Showing {len(idx):,} of {len(sp):,} {split} points"
-    + (" (stratified sample)" if len(idx) < len(sp) else "")
+    f"Showing {shown:,} of {len(sp):,} {split} points"
+    + (" (stratified sample)" if shown < len(sp) else "")
     + ("" if continuous else f" · {len(fig.data)} colour groups")
     + " · drag a lasso or box to select."
 )

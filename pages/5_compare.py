@@ -16,6 +16,7 @@ from lelp_studio import analysis, jobs, plots
 from lelp_studio import metrics as M
 from lelp_studio.config import DatasetSpec
 from lelp_studio.errors import user_errors
+from lelp_studio.maps import FIT_SAMPLE
 
 ui.init_session()
 ss = st.session_state
@@ -284,14 +285,15 @@ if len(dis):
         key="cmp_dis",
     )
     try:
-        xy, titles = ui.map_xy(d["teacher_key"], split, "pca", 50_000)
+        xy, titles = ui.map_xy(d["teacher_key"], split, "pca", FIT_SAMPLE)
         colour = np.where(sp != tp, "disagrees", "agrees").astype(object)
         st.plotly_chart(
-            plots.embedding_scatter(
+            plots.embedding_map(
                 xy,
                 colour,
-                hover_text=texts,
-                labels=[lab[int(v)] for v in d["y"]],
+                d["y"],
+                texts=texts,
+                label_names=lab,
                 color_title="student vs teacher",
                 axis_titles=titles,
             ),

@@ -93,12 +93,24 @@ def test_data_page_precision_choice_reaches_the_teacher_spec(at: AppTest):
     assert at.session_state["teacher_spec"]["precision"] == "float32"
 
 
+def _n_points(trace: dict[str, Any]) -> int:
+    """Points of a trace in a figure's JSON, whose arrays are base64 typed arrays."""
+    import base64
+
+    import numpy as np
+
+    x = trace["x"]
+    return len(np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]))
+
+
 def test_map_colour_by_changes_trace_count(at: AppTest):
     _open(at, "2_map.py")
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(spec["data"]) == 2  # one trace per class
     assert all(t["type"] == "scattergl" for t in spec["data"])
-    assert all(len(t["customdata"][0]) == 3 for t in spec["data"])  # row id, label, text
+    # row ids as an int32 typed array; a small split also carries each point's hover text
+    assert all(t["customdata"]["dtype"] == "i4" for t in spec["data"])
+    assert all(len(t["text"]) == _n_points(t) for t in spec["data"])
     latent = [o for o in at.selectbox(key="map_color").options if o.startswith("latent: ")]
     assert latent, "the default demo has latent columns"
     at.selectbox(key="map_color").set_value(latent[0]).run()
