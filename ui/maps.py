@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from lelp_studio.maps import fit_projection, projection_key
+from lelp_studio.maps import ProjectedRows, fit_projection, projection_key
 from lelp_studio.store import Workspace
 
 from .cache import H32, _stored_teacher, float_H
@@ -48,9 +48,13 @@ def map_xy(
     class_index: int = 0,
     lelp_model: Any = None,
     lelp_id: str = "",
-) -> tuple[np.ndarray, tuple[str, str]]:
-    """Coordinates of every row of ``split``: from the workspace when stored, else fitted on
-    train once and placed with ``transform`` (same coordinates for every split)."""
+) -> tuple[np.ndarray | ProjectedRows, tuple[str, str]]:
+    """Coordinates of every row of ``split`` (the same for every split: fitted on train).
+
+    UMAP's are computed for all rows once and stored in the workspace (placing rows is its
+    slow part). PCA and LELP directions are linear maps: their coordinates are computed for
+    the rows a map draws (``ProjectedRows``), from a fit cached per process; a projection
+    stored by an earlier version is still read."""
 
     ws = workspace()
     params = {"sample": sample, "seed": seed, "split": split}
@@ -70,6 +74,8 @@ def map_xy(
         _lelp_model=lelp_model,
         lelp_id=lelp_id,
     )
+    if method != "umap":
+        return proj.rows(float_H(str(ws.root), key, split)), proj.axis_titles
     xy = proj.xy if split == "train" else proj.transform(H32(key, split))
     ws.save_projection(pkey, xy, {"method": method, "titles": list(proj.axis_titles), **params})
     return xy, proj.axis_titles

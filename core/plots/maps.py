@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..maps import stratified_sample
+from ..maps import ProjectedRows, stratified_sample
 from ._common import _PALETTE, _count_heatmap, _frame, _hover_strings, truncate
 
 #: Points an embedding map draws at most (the Embedding map's default): WebGL traces draw this
@@ -179,7 +179,7 @@ def embedding_scatter(
 
 
 def embedding_map(
-    xy: np.ndarray,
+    xy: np.ndarray | ProjectedRows,
     color: np.ndarray | Sequence[object],
     y: np.ndarray,
     *,
@@ -192,8 +192,9 @@ def embedding_map(
     """The map of a whole split (``xy``, ``color`` and labels ``y`` for each of its rows): a
     seeded class-stratified sample of at most ``max_points`` rows (all of them when fewer),
     drawn by ``embedding_scatter`` with the split's row numbers as ids, so a selection names
-    rows of the split. ``texts`` and ``label_names`` feed the hover of small samples only.
-    ``kw`` goes to ``embedding_scatter`` (titles, ``continuous``, ``highlight``, ...).
+    rows of the split. ``xy`` may compute coordinates on demand (``maps.ProjectedRows``):
+    only the sample's are asked for. ``texts`` and ``label_names`` feed the hover of small
+    samples only. ``kw`` goes to ``embedding_scatter`` (titles, ``continuous``, ...).
     """
     y = np.asarray(y)
     if len(xy) != len(y):
@@ -205,7 +206,7 @@ def embedding_map(
         np.asarray(label_names, dtype=object)[y[idx]] if rich and label_names is not None else None
     )
     return embedding_scatter(
-        np.asarray(xy)[idx],
+        np.asarray(xy[idx]),
         np.asarray(color)[idx],
         hover_text=hover,
         labels=labels,
