@@ -424,8 +424,12 @@ class Workspace:
         return self._run_row(row)
 
     # -- projections (the map) -------------------------------------------------------------
-    def save_projection(self, key: str, xy: np.ndarray, meta: dict[str, Any] | None = None) -> None:
-        sha = self.put_array(np.asarray(xy, dtype=np.float32))
+    def save_projection(
+        self, key: str, xy: np.ndarray, meta: dict[str, Any] | None = None, dtype: Any = np.float32
+    ) -> None:
+        """Store a map's coordinates (float32), or another array derived from a teacher's
+        embeddings (``stored_stats``: float64 class statistics), under ``key``."""
+        sha = self.put_array(np.asarray(xy, dtype=dtype))
         with self.connect() as con:
             con.execute(
                 "INSERT OR REPLACE INTO projections VALUES (?,?,?,?)",
