@@ -29,3 +29,18 @@ def test_toy_run_writes_named_results(tmp_path: Path, monkeypatch: pytest.Monkey
     md = (tmp_path / "toy.md").read_text()
     assert "3,000 points" in md and "3,000 training points" in md
     assert (tmp_path / "toy.json").is_file()
+
+
+def test_page_first_renders_at_toy_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pages``: a page opened as a fresh process's first request on a copy of a workspace
+    holding the cached teacher; the report names the size and the page (no baseline here)."""
+    monkeypatch.delenv("LELP_WORKSPACE", raising=False)
+    res = subspaces.main(["--pages", "--rows", "1500", "--only", "map", "--baseline-rev", "",
+                          "--cache", str(tmp_path / "cache"), "--out", str(tmp_path),
+                          "--name", "pages"])  # fmt: skip
+    page = res["pages"]["pages"]["map"]["now"]
+    assert page["first_s"] > 0 and page["title"] == ["Embedding map"], page
+    assert page["charts"] == 1 and not page["exceptions"] and not page["errors"], page
+    assert "distill_s" not in res["pages"]["setup"]  # no run is made when Compare is not timed
+    md = (tmp_path / "pages.md").read_text()
+    assert "1,500 training rows" in md and "| map |" in md
