@@ -7,6 +7,7 @@ in the same coordinates and comparisons across runs are not refits.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +25,8 @@ Progress = Callable[[int, int, str], None]
 FIT_SAMPLE = 50_000
 #: Rows cast to float32 at a time: a float16 memmap of 1.6M x 384 is never copied whole.
 _BLOCK = 65_536
+#: Samples whose coordinates a projection remembers (a few pages, a few splits).
+_PLACED = 8
 
 
 def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -84,6 +87,7 @@ class Projection:
     params: dict[str, Any] = field(default_factory=dict)
     _source: Any = field(default=None, repr=False)
     _xy: np.ndarray | None = field(default=None, repr=False)
+    _placed: dict[tuple[int, str], tuple[Any, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def n_fit(self) -> int:
@@ -92,6 +96,17 @@ class Projection:
     def rows(self, H: np.ndarray) -> ProjectedRows:
         """``H``'s coordinates, each row computed when first asked for (see ProjectedRows)."""
         return ProjectedRows(self, H)
+
+    def place(self, H: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``transform(H[rows])``, remembered for the last few (H, rows) asked: every rerun
+        of a page draws the same sample of the same split again."""
+        rows = np.ascontiguousarray(rows)
+        key = (id(H), hashlib.sha1(rows.view(np.uint8), usedforsecurity=False).hexdigest())
+        if key not in self._placed:
+            if len(self._placed) >= _PLACED:
+                self._placed.pop(next(iter(self._placed)))
+            self._placed[key] = (H, self.transform(H[rows]))  # H kept: its id stays its own
+        return self._placed[key][1]
 
     @property
     def xy(self) -> np.ndarray:
@@ -133,7 +148,10 @@ class ProjectedRows:
         return (len(self._H), 2)
 
     def __getitem__(self, rows: Any) -> np.ndarray:
-        return self.projection.transform(self._H[rows])
+        idx = None if isinstance(rows, slice) else np.asarray(rows)
+        if idx is None or idx.dtype.kind not in "biu":
+            return self.projection.transform(self._H[rows])
+        return self.projection.place(self._H, idx)
 
 
 def _report(progress: Progress | None, done: int, total: int, stage: str) -> None:

@@ -154,3 +154,6 @@ def test_projected_rows_are_computed_only_for_the_rows_a_map_draws():
     np.testing.assert_array_equal(np.sort(drawn), np.sort(np.concatenate(reads.asked)))
     first = fig.data[0]
     np.testing.assert_allclose([first.x[0], first.y[0]], proj.xy[first.customdata[0]], atol=1e-5)
+    plots.embedding_map(rows, y.astype(str), y, max_points=60)  # a rerun: the same sample
+    assert len(reads.asked) == 1  # remembered, not placed again
+    np.testing.assert_allclose(rows[2:4], proj.xy[2:4], atol=1e-5)  # slices work too
