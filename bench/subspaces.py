@@ -250,7 +250,7 @@ TEMPLATE_VERSION = 2
 #: app.py, pages/, ui/ and lelp_studio are the ones imported. The modules every page loads are
 #: imported (and timed) first: a fixed cost of a server's first request whatever the data.
 _RENDER = """
-import importlib, json, os, sys, time
+import base64, importlib, json, os, sys, time
 sys.path.insert(0, os.getcwd())
 page, ws, ds, t = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 os.environ.update(LELP_WORKSPACE=ws, LELP_APP_AUTOSTART_WORKER="0", HF_HUB_OFFLINE="1")
@@ -267,7 +267,17 @@ at.session_state["teacher_spec"], at.session_state["sub_compare"] = t, []
 at.switch_page("pages/" + page)
 t0 = time.perf_counter(); at.run(); first = time.perf_counter() - t0
 t0 = time.perf_counter(); at.run(); rerun = time.perf_counter() - t0
+def points(spec):  # WebGL markers of a figure's JSON (base64 typed arrays, or lists)
+    n = 0
+    for tr in json.loads(spec)["data"]:
+        x = tr.get("x") if tr.get("type") == "scattergl" else None
+        if isinstance(x, dict):
+            n += len(base64.b64decode(x["bdata"])) // int(x["dtype"][1:])
+        elif x is not None:
+            n += len(x)
+    return n
 print("RESULT " + json.dumps({
+    "webgl_points": sum(points(c.proto.spec) for c in at.get("plotly_chart")),
     "first_s": round(first, 2), "rerun_s": round(rerun, 2), "imports_s": round(imports, 2),
     "title": [x.value for x in at.title][:1], "charts": len(at.get("plotly_chart")),
     "exceptions": [e.value[:300] for e in at.exception],
@@ -412,8 +422,8 @@ def write_pages(results: dict[str, Any], out: Path, name: str) -> None:
         "",
         "| page | first render (s) | rerun (s) | "
         + ("baseline first render (s) | baseline / now | " if rev else "")
-        + "imports (s) | charts | errors shown |",
-        "|---|---|---|" + ("---|---|" if rev else "") + "---|---|---|",
+        + "imports (s) | charts | WebGL points | errors shown |",
+        "|---|---|---|" + ("---|---|" if rev else "") + "---|---|---|---|",
     ]
     for page, r in p["pages"].items():
         now, was = r["now"], r.get("baseline", {})
@@ -421,7 +431,10 @@ def write_pages(results: dict[str, Any], out: Path, name: str) -> None:
         cells = [page, now.get("first_s", "failed"), now.get("rerun_s", "")]
         if rev:
             cells += [was.get("first_s", "failed"), f"{r['ratio']}x" if "ratio" in r else ""]
-        cells += [now.get("imports_s", ""), now.get("charts", "")]
+        points = f"{now.get('webgl_points', 0):,}"
+        if rev and "webgl_points" in was:
+            points += f" (baseline {was['webgl_points']:,})"
+        cells += [now.get("imports_s", ""), now.get("charts", ""), points]
         cells.append("; ".join(problems)[:160].replace("|", "/") or "none")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     setup = p["setup"]

@@ -41,6 +41,7 @@ def test_page_first_renders_at_toy_size(tmp_path: Path, monkeypatch: pytest.Monk
     page = res["pages"]["pages"]["map"]["now"]
     assert page["first_s"] > 0 and page["title"] == ["Embedding map"], page
     assert page["charts"] == 1 and not page["exceptions"] and not page["errors"], page
+    assert page["webgl_points"] == 1500  # every training row of a small set is drawn
     assert "distill_s" not in res["pages"]["setup"]  # no run is made when Compare is not timed
     md = (tmp_path / "pages.md").read_text()
     assert "1,500 training rows" in md and "| map |" in md
