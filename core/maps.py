@@ -8,6 +8,7 @@ in the same coordinates and comparisons across runs are not refits.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -88,6 +89,7 @@ class Projection:
     _source: Any = field(default=None, repr=False)
     _xy: np.ndarray | None = field(default=None, repr=False)
     _placed: dict[tuple[int, str], tuple[Any, np.ndarray]] = field(default_factory=dict, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @property
     def n_fit(self) -> int:
@@ -101,12 +103,14 @@ class Projection:
         """``transform(H[rows])``, remembered for the last few (H, rows) asked: every rerun
         of a page draws the same sample of the same split again."""
         rows = np.ascontiguousarray(rows)
-        key = (id(H), hashlib.sha1(rows.tobytes(), usedforsecurity=False).hexdigest())
-        if key not in self._placed:
-            if len(self._placed) >= _PLACED:
-                self._placed.pop(next(iter(self._placed)))
-            self._placed[key] = (H, self.transform(H[rows]))  # H kept: its id stays its own
-        return self._placed[key][1]
+        digest = hashlib.sha1(rows.data, usedforsecurity=False).hexdigest()
+        key = (id(H), f"{rows.dtype.str}{rows.shape}{digest}")  # a mask and ids: not alike
+        with self._lock:  # sessions share a cached projection, each in its own thread
+            if key not in self._placed:
+                if len(self._placed) >= _PLACED:
+                    self._placed.pop(next(iter(self._placed)))
+                self._placed[key] = (H, self.transform(H[rows]))  # H kept: its id stays its own
+            return self._placed[key][1]
 
     @property
     def xy(self) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Embedding map: a 2-D view of the teacher's embedding space, coloured by any field.
 
-The projection is fitted once on the teacher's train embeddings (cached in the workspace) and
-other splits are placed with its ``transform``, so every view shares coordinates. The map draws
-up to 200,000 WebGL points (a class-stratified sample of larger splits); lasso or box
+The projection is fitted once on the teacher's train embeddings (UMAP's coordinates are stored
+in the workspace) and other splits are placed with its ``transform``, so every view shares
+coordinates. The map draws up to 200,000 WebGL points (a class-stratified sample of larger
+splits; PCA and LELP coordinates are computed for those rows only); lasso or box
 selections read row ids from ``customdata`` and can be saved as a manual pseudo-subclass.
 """
 

@@ -105,7 +105,8 @@ def embedding_scatter(
     rows = _row_ids(row_ids, m)
     text = _hover_lines(hover_text, labels, m)
     size = marker_size if marker_size is not None else (5 if m <= 50_000 else 3)
-    hover = "row %{customdata}<br>" + ("%{text}<br>" if text is not None else "")
+    # row id and colour group first, then (small maps) the label and the text
+    hover, tail = "row %{customdata}<br>", ("<br>%{text}" if text is not None else "")
     fig = go.Figure()
     open_ = np.zeros(m, dtype=bool) if unlabeled is None else np.asarray(unlabeled, dtype=bool)
     if len(open_) != m:
@@ -129,7 +130,7 @@ def embedding_scatter(
                 marker,
                 name=color_title,
                 text=text,
-                hovertemplate=hover + color_title + ": %{marker.color:.3f}<extra></extra>",
+                hovertemplate=f"{hover}{color_title}: %{{marker.color:.3f}}{tail}<extra></extra>",
                 showlegend=False,
             )
         )
@@ -157,7 +158,7 @@ def embedding_scatter(
                         f"{name} (unlabeled)" if faint else name,
                         text=text,
                         meta=v,
-                        hovertemplate=hover + color_title + ": %{meta}<extra></extra>",
+                        hovertemplate=f"{hover}{color_title}: %{{meta}}{tail}<extra></extra>",
                     )
                 )
     if highlight is not None and len(highlight):
@@ -177,7 +178,7 @@ def embedding_scatter(
                     "highlighted",
                     text=text,
                     meta="highlighted",
-                    hovertemplate=hover + "%{meta}<extra></extra>",
+                    hovertemplate=f"{hover}%{{meta}}{tail}<extra></extra>",
                 )
             )
     return _frame(
