@@ -19,6 +19,17 @@ machine is shared and noisy):
 selected (issue 18; ``amazon_figures``), into ``subspaces_amazon.{json,md}``:
 
     python bench/subspaces.py --amazon --workspace /tmp/amazon_ws   # teacher cached there
+
+``--pages`` measures instead the first render of every page (issue 18): each page opened as
+the first request of a fresh app process (app.py and the page, under AppTest) on a fresh copy
+of a workspace that holds only the cached teacher outputs and one finished run, at ``--rows``
+training rows (``bench/speed.py``'s synthetic data as a Parquet folder and an arrays
+teacher). The same-run baseline is the same pages at ``--baseline-rev`` (the code before
+issue 18's speed work), run on their own copies of the same workspace; the ratio is baseline
+over now.
+
+    python bench/subspaces.py --pages --rows 1600000 --name pages_1m6
+    python bench/subspaces.py --pages --rows 5000 --only map --baseline-rev "" --out /tmp/p
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -224,6 +237,222 @@ def write(results: dict[str, Any], out: Path, name: str = "subspaces") -> None:
     (out / f"{name}.md").write_text("\n".join(lines))
 
 
+# ----------------------------------------------------------------- every page's first render
+
+#: Page name -> file; each is opened as the first request of a fresh app process.
+PAGES = {
+    "data": "1_data.py",
+    "map": "2_map.py",
+    "subspaces": "3_subspaces.py",
+    "distill": "4_distill.py",
+    "compare": "5_compare.py",
+}
+#: The code before issue 18's speed work (the map's 50,000-point sample, the 27 s first render).
+BASELINE_REV = "bf80b40"
+#: Bumped when what a cached teacher brings with it changes: the template is then rebuilt.
+TEMPLATE_VERSION = 2
+#: Run in a child process whose working directory is the checkout under test, so its own
+#: app.py, pages/, ui/ and lelp_studio are the ones imported. The modules every page loads are
+#: imported (and timed) first: a fixed cost of a server's first request whatever the data.
+_RENDER = """
+import base64, importlib, json, os, sys, time
+sys.path.insert(0, os.getcwd())
+page, ws, ds, t = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+os.environ.update(LELP_WORKSPACE=ws, LELP_APP_AUTOSTART_WORKER="0", HF_HUB_OFFLINE="1")
+t0 = time.perf_counter()
+from streamlit.testing.v1 import AppTest
+for m in ("torch", "sklearn.decomposition", "plotly.graph_objects", "ui", "lelp_studio.jobs",
+          "lelp_studio.analysis", "lelp_studio.plots", "lelp_studio.subclasses",
+          "lelp_studio.teachers"):
+    importlib.import_module(m)
+imports = time.perf_counter() - t0
+at = AppTest.from_file(os.path.join(os.getcwd(), "app.py"), default_timeout=1800)
+at.session_state["ws_root"], at.session_state["dataset_spec"] = ws, ds
+at.session_state["teacher_spec"], at.session_state["sub_compare"] = t, []
+at.switch_page("pages/" + page)
+t0 = time.perf_counter(); at.run(); first = time.perf_counter() - t0
+t0 = time.perf_counter(); at.run(); rerun = time.perf_counter() - t0
+def points(spec):  # WebGL markers of a figure's JSON (base64 typed arrays, or lists)
+    n = 0
+    for tr in json.loads(spec)["data"]:
+        x = tr.get("x") if tr.get("type") == "scattergl" else None
+        if isinstance(x, dict):
+            n += len(base64.b64decode(x["bdata"])) // int(x["dtype"][1:])
+        elif x is not None:
+            n += len(x)
+    return n
+print("RESULT " + json.dumps({
+    "webgl_points": sum(points(c.proto.spec) for c in at.get("plotly_chart")),
+    "first_s": round(first, 2), "rerun_s": round(rerun, 2), "imports_s": round(imports, 2),
+    "title": [x.value for x in at.title][:1], "charts": len(at.get("plotly_chart")),
+    "exceptions": [e.value[:300] for e in at.exception],
+    "errors": [e.value[:300] for e in at.error],
+}))
+"""
+
+
+def pages_workspace(
+    rows: int, cache: Path, with_run: bool = True
+) -> tuple[dict[str, Any], dict[str, Any], Path, dict]:
+    """The dataset folder, the teacher spec and a template workspace at ``rows`` training rows,
+    made once under ``cache`` with the product's own commands: ``lelp embed`` (teacher outputs
+    cached) and, ``with_run``, one ``lelp distill`` (hard labels, one epoch, batch 16,384: a
+    finished run for Compare; its training is setup, not measured)."""
+    from bench.speed import make_synthetic
+    from bench.speed_product import lelp_command, make_product_data, run_command, write_config
+    from lelp_studio.config import DatasetSpec, TeacherSpec
+
+    extra = max(200, rows // 50)
+    folder = make_product_data(
+        cache / f"product_{rows}x{D}", rows, D, make_synthetic(cache, rows + 2 * extra, D)
+    )
+    ds = DatasetSpec(source=str(folder), latent_cols=["group"])
+    t = TeacherSpec(kind="arrays", path=str(folder / "teacher.npz"), tokenizer="minilm")
+    template = cache / f"pages_ws_{rows}x{D}"
+    done = template / ".bench_template.json"
+    made = json.loads(done.read_text()) if done.is_file() else {}
+    if made.get("version") != TEMPLATE_VERSION or (with_run and "distill_s" not in made):
+        shutil.rmtree(template, ignore_errors=True)
+        cfg = str(write_config(folder, 4))
+        quick = ["--set", "train.objective=hard", "--set", "train.batch_size=16384"]
+        made = {"version": TEMPLATE_VERSION}
+        steps = [("embed", [])] + [("distill", [*quick, "--headroom-seeds", "0"])] * with_run
+        for name, extra_args in steps:
+            argv = [*lelp_command(), name, cfg, "-w", str(template), *extra_args]
+            res = run_command(argv, cache / f"pages_{name}.log")
+            if res["returncode"] != 0:
+                raise RuntimeError(f"lelp {name} failed: {res['tail']}")
+            made[f"{name}_s"] = res["seconds"]
+        done.write_text(json.dumps(made))
+    return ds.model_dump(mode="json"), t.model_dump(mode="json"), template, made
+
+
+def _fresh_copy(template: Path, dest: Path) -> None:
+    """A copy of the template whose changes stay in it: stored arrays (content-addressed,
+    replaced but never written in place) are hard links, everything else is copied."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        if src.endswith(".npy") and f"{os.sep}arrays{os.sep}" in src:
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(template, dest, copy_function=link_or_copy)
+
+
+def checkout(rev: str, dest: Path) -> Path:
+    """The app at git revision ``rev`` of this repository, extracted into ``dest``."""
+    import io
+    import tarfile
+
+    git = shutil.which("git")
+    if git is None:
+        raise RuntimeError("the baseline needs git; --baseline-rev '' runs without it")
+    argv = [git, "-C", str(REPO), "archive", rev]  # our repository, a revision of it
+    archive = subprocess.run(argv, check=True, capture_output=True).stdout  # noqa: S603
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:
+        tf.extractall(dest, filter="data")
+    (dest / "lelp_studio").symlink_to("core")  # the import name, as in a checkout
+    return dest
+
+
+def render_first(
+    repo: Path, page: str, template: Path, ds: dict[str, Any], t: dict[str, Any]
+) -> dict[str, Any]:
+    """One page's first render (and the rerun after it) in a fresh process on a fresh copy of
+    the template workspace, with the code of ``repo``."""
+    with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+        ws = Path(tmp) / "ws"
+        _fresh_copy(template, ws)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        argv = [sys.executable, "-c", _RENDER, page, str(ws), json.dumps(ds), json.dumps(t)]
+        proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True)  # noqa: S603
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def page_renders(
+    rows: int, only: list[str], baseline_rev: str, cache: Path | None = None
+) -> dict[str, Any]:
+    """First render of each page, now and at ``baseline_rev`` (pages alternate between the
+    two, so a change in the machine's load hits both)."""
+    from bench.speed import default_cache
+
+    cache = cache or default_cache()
+    t0 = time.perf_counter()
+    ds, t, template, made = pages_workspace(rows, cache, with_run="compare" in only)
+    out: dict[str, Any] = {
+        "train_rows": rows,
+        "setup": made | {"seconds_this_run": round(time.perf_counter() - t0, 1)},
+        "baseline_rev": baseline_rev,
+        "pages": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        base = checkout(baseline_rev, Path(tmp) / "base") if baseline_rev else None
+        for name in only:
+            res: dict[str, Any] = {"now": render_first(REPO, PAGES[name], template, ds, t)}
+            if base is not None:
+                res["baseline"] = render_first(base, PAGES[name], template, ds, t)
+                now, was = res["now"].get("first_s"), res["baseline"].get("first_s")
+                if now and was:
+                    res["ratio"] = round(was / now, 2)
+            out["pages"][name] = res
+            print(name, json.dumps(res), flush=True)
+    out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def write_pages(results: dict[str, Any], out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    m, p = results["machine"], results["pages"]
+    rev = p["baseline_rev"] or None
+    lines = [
+        "# First render of every page",
+        "",
+        f"Generated by `bench/subspaces.py --pages` on {m['date']}. Machine: {m['cpu']} "
+        f"({m['cores']} cores, {m.get('memory_gb', '?')} GB, torch {m['torch']}); load average "
+        f"at start {m['load_average_start']}, at end {p['load_average_end']}: the machine is "
+        "shared, so the ratio to the same-run baseline is the figure to read.",
+        "",
+        f"{p['train_rows']:,} training rows x {D} (float16 H), dev and test 2% each; each page "
+        "is the first request of a fresh app process (app.py + the page under AppTest) on a "
+        "fresh copy of a workspace holding the cached teacher outputs and one finished run, "
+        "the modules every page loads imported beforehand (their time is its own column). "
+        "Subspaces with no comparison methods picked (the baselines are timed by the S-change "
+        "measure). Goal: under 10 s each."
+        + (f" Baseline: the same pages at `{rev}` (before issue 18)." if rev else ""),
+        "",
+        "| page | first render (s) | rerun (s) | "
+        + ("baseline first render (s) | baseline / now | " if rev else "")
+        + "imports (s) | charts | WebGL points | errors shown |",
+        "|---|---|---|" + ("---|---|" if rev else "") + "---|---|---|---|",
+    ]
+    for page, r in p["pages"].items():
+        now, was = r["now"], r.get("baseline", {})
+        problems = now.get("exceptions", []) + now.get("errors", []) + now.get("error", [])
+        cells = [page, now.get("first_s", "failed"), now.get("rerun_s", "")]
+        if rev:
+            cells += [was.get("first_s", "failed"), f"{r['ratio']}x" if "ratio" in r else ""]
+        points = f"{now.get('webgl_points', 0):,}"
+        if rev and "webgl_points" in was:
+            points += f" (baseline {was['webgl_points']:,})"
+        cells += [now.get("imports_s", ""), now.get("charts", ""), points]
+        cells.append("; ".join(problems)[:160].replace("|", "/") or "none")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    setup = p["setup"]
+    lines += [
+        "",
+        f"Setup (not measured; cached between runs): `lelp embed` {setup.get('embed_s')} s "
+        "(teacher outputs and the per-class statistics stored with them), `lelp distill` "
+        f"(hard labels, one epoch) {setup.get('distill_s', '(not needed)')} s.",
+        "",
+    ]
+    (out / f"{name}.md").write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000, help="points (default 100,000)")
@@ -232,9 +461,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--name", default="subspaces", help="file stem of the results")
     ap.add_argument("--amazon", action="store_true", help="an S change on amazon, all methods")
     ap.add_argument("--workspace", type=Path, default=None, help="--amazon: teacher cache")
+    ap.add_argument("--pages", action="store_true", help="first render of every page instead")
+    ap.add_argument("--only", default=",".join(PAGES), help="--pages: pages to time")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV, help="--pages: '' for no baseline")
+    ap.add_argument("--cache", type=Path, default=None, help="--pages: data and workspace cache")
     args = ap.parse_args(argv)
     if args.amazon:
         return amazon_main(args.out, args.workspace, args.repeat, args.name)
+    if args.pages:
+        only = [p.strip() for p in args.only.split(",") if p.strip()]
+        unknown = sorted(set(only) - set(PAGES))
+        if unknown:
+            ap.error(f"--only: unknown pages {unknown}; use some of {list(PAGES)}")
+        results = {"machine": machine_info()}
+        results["pages"] = page_renders(args.rows, only, args.baseline_rev, args.cache)
+        write_pages(results, args.out, args.name)
+        print((args.out / f"{args.name}.md").read_text())
+        return results
     results = {
         "machine": machine_info(),
         "core": core_figures(args.rows, args.repeat),

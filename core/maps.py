@@ -7,6 +7,8 @@ in the same coordinates and comparisons across runs are not refits.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +20,14 @@ from .types import hash_arrays
 Method = Literal["pca", "umap", "lelp"]
 METHODS: tuple[str, ...] = ("pca", "umap", "lelp")
 Progress = Callable[[int, int, str], None]
+#: Rows a projection is fitted on (a class-stratified sample of larger sets): PCA's two axes
+#: are settled long before, and UMAP's fit grows faster than linearly. Every page asks for the
+#: same number, so they share one stored projection.
+FIT_SAMPLE = 50_000
+#: Rows cast to float32 at a time: a float16 memmap of 1.6M x 384 is never copied whole.
+_BLOCK = 65_536
+#: Samples whose coordinates a projection remembers (a few pages, a few splits).
+_PLACED = 8
 
 
 def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -66,29 +76,86 @@ def projection_key(emb_key: str, method: str, params: dict[str, Any] | None = No
 class Projection:
     """A fitted 2-D projection. ``transform(H)`` places any (n, d) rows in its coordinates.
 
-    ``xy`` holds the coordinates of the rows it was fitted on (the full ``H`` given to
-    ``fit_projection``); ``sample_idx`` the rows used to fit (all rows for PCA / LELP).
+    ``xy`` holds the coordinates of the rows ``H`` given to ``fit_projection``, computed on
+    first use (for PCA and LELP; UMAP's come from its fit): placing another split never pays
+    for all of train. ``sample_idx`` holds the rows used to fit.
     """
 
     method: str
-    xy: np.ndarray
     sample_idx: np.ndarray
     axis_titles: tuple[str, str]
     _fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     params: dict[str, Any] = field(default_factory=dict)
+    _source: Any = field(default=None, repr=False)
+    _xy: np.ndarray | None = field(default=None, repr=False)
+    _placed: dict[tuple[int, str], tuple[Any, np.ndarray]] = field(default_factory=dict, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     @property
     def n_fit(self) -> int:
         return int(len(self.sample_idx))
 
+    def rows(self, H: np.ndarray) -> ProjectedRows:
+        """``H``'s coordinates, each row computed when first asked for (see ProjectedRows)."""
+        return ProjectedRows(self, H)
+
+    def place(self, H: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``transform(H[rows])``, remembered for the last few (H, rows) asked: every rerun
+        of a page draws the same sample of the same split again."""
+        rows = np.ascontiguousarray(rows)
+        digest = hashlib.sha1(rows.data, usedforsecurity=False).hexdigest()
+        key = (id(H), f"{rows.dtype.str}{rows.shape}{digest}")  # a mask and ids: not alike
+        with self._lock:  # sessions share a cached projection, each in its own thread
+            if key not in self._placed:
+                if len(self._placed) >= _PLACED:
+                    self._placed.pop(next(iter(self._placed)))
+                self._placed[key] = (H, self.transform(H[rows]))  # H kept: its id stays its own
+            return self._placed[key][1]
+
+    @property
+    def xy(self) -> np.ndarray:
+        if self._xy is None:
+            self._xy = self.transform(self._source)
+            self._source = None
+        return self._xy
+
     def transform(self, H: np.ndarray) -> np.ndarray:
-        """(n, d) -> (n, 2) float32 in the fitted coordinates."""
-        H = np.asarray(H, dtype=np.float32)
+        """(n, d) -> (n, 2) float32 in the fitted coordinates; any float dtype (a float16
+        memmap included) is cast one block of rows at a time."""
+        if getattr(H, "ndim", None) is None:
+            H = np.asarray(H, dtype=np.float32)
         if H.ndim != 2:
             raise ValueError(f"transform expects a 2-D array (n, d), got shape {H.shape}")
-        if len(H) == 0:
-            return np.zeros((0, 2), dtype=np.float32)
-        return np.asarray(self._fn(H), dtype=np.float32)[:, :2]
+        out = np.zeros((len(H), 2), dtype=np.float32)
+        for start in range(0, len(H), _BLOCK):
+            block = np.asarray(H[start : start + _BLOCK], dtype=np.float32)
+            out[start : start + len(block)] = np.asarray(self._fn(block))[:, :2]
+        return out
+
+
+class ProjectedRows:
+    """The 2-D coordinates of the rows of ``H`` under a fitted projection, computed only for
+    the rows asked for: ``rows[idx]`` is their ``(k, 2)`` float32 array.
+
+    Why: a map draws a sample (200,000 of 1.6M rows), and placing every row first cast all of
+    H (1.2 GB of float16) for points never drawn. Sorted indices read a memmap in order.
+    """
+
+    def __init__(self, projection: Projection, H: np.ndarray) -> None:
+        self.projection, self._H = projection, H
+
+    def __len__(self) -> int:
+        return len(self._H)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self._H), 2)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        idx = None if isinstance(rows, slice) else np.asarray(rows)
+        if idx is None or idx.dtype.kind not in "biu":
+            return self.projection.transform(self._H[rows])
+        return self.projection.place(self._H, idx)
 
 
 def _report(progress: Progress | None, done: int, total: int, stage: str) -> None:
@@ -100,7 +167,7 @@ def fit_projection(
     H: np.ndarray,
     method: str = "pca",
     *,
-    sample: int = 50_000,
+    sample: int = FIT_SAMPLE,
     random_state: int = 0,
     lelp_model: Any = None,
     class_index: int = 0,
@@ -119,9 +186,11 @@ def fit_projection(
         second axis).
     y : optional labels; when given, the fitting sample is stratified by class.
 
-    Returns a :class:`Projection` whose ``xy`` are the coordinates of all rows of ``H``.
+    Returns a :class:`Projection` whose ``xy`` are the coordinates of all rows of ``H``. ``H``
+    may be a float16 memmap: only the fitting sample is read at once.
     """
-    H = np.asarray(H, dtype=np.float32)
+    if getattr(H, "ndim", None) is None:
+        H = np.asarray(H, dtype=np.float32)
     if H.ndim != 2 or len(H) == 0:
         raise ValueError(f"fit_projection needs a non-empty 2-D array (n, d), got {H.shape}")
     if method not in METHODS:
@@ -136,7 +205,7 @@ def fit_projection(
 
         _report(progress, 0, 1, "PCA")
         pca = PCA(n_components=min(2, H.shape[1], len(idx)), random_state=random_state)
-        pca.fit(H[idx])
+        pca.fit(np.asarray(H[idx], dtype=np.float32))
         # sign convention: largest-magnitude loading of each component is positive, so equal
         # data gives the same picture on every machine
         signs = np.sign(
@@ -168,7 +237,7 @@ def fit_projection(
             random_state=random_state,
             n_jobs=1,
         )
-        fitted = reducer.fit_transform(H[idx]).astype(np.float32)
+        fitted = reducer.fit_transform(np.asarray(H[idx], dtype=np.float32)).astype(np.float32)
         _report(progress, 1, 2, "UMAP: placing the other points")
 
         def fn(X: np.ndarray) -> np.ndarray:
@@ -198,12 +267,7 @@ def fit_projection(
         _report(progress, 1, 1, "LELP directions")
 
     proj = Projection(
-        method=method,
-        xy=np.zeros((0, 2), np.float32),
-        sample_idx=idx,
-        axis_titles=titles,
-        _fn=fn,
-        params=params,
+        method=method, sample_idx=idx, axis_titles=titles, _fn=fn, params=params, _source=H
     )
     if method == "umap":
         xy = np.empty((n, 2), dtype=np.float32)
@@ -211,8 +275,6 @@ def fit_projection(
         rest = np.setdiff1d(np.arange(n), idx)
         if len(rest):
             xy[rest] = proj.transform(H[rest])
+        proj._xy, proj._source = xy, None
         _report(progress, 2, 2, "UMAP: done")
-    else:
-        xy = proj.transform(H)
-    proj.xy = xy
     return proj

@@ -26,6 +26,7 @@ from .objectives import Objective, RunContext, TeacherData
 from .predict import class_logits_timed
 from .replay import save_method_state
 from .store import Workspace
+from .stored_stats import keep_class_stats
 from .students import build_student, encode_inputs, save_student
 from .teachers import (
     FinetuneControl,
@@ -102,6 +103,7 @@ def get_teacher_outputs(
             shutil.rmtree(tmp, ignore_errors=True)
     stored = ws.load_teacher_outputs(key)
     assert stored is not None
+    keep_class_stats(ws, key, stored, dataset)  # the Subspaces page's pass over H, done now
     return stored, key, False
 
 

@@ -8,6 +8,8 @@ a commit reruns the app, so the sidebar names the new choice at once. Widgets he
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -15,7 +17,14 @@ import streamlit as st
 import ui
 from lelp_studio import analysis, headroom, plots
 from lelp_studio.config import DatasetSpec, TeacherSpec
-from lelp_studio.data import DEMOS, guess_columns, read_table, shared_data_root, store_upload
+from lelp_studio.data import (
+    DEMOS,
+    guess_columns,
+    read_table,
+    shared_data_root,
+    split_files,
+    store_upload,
+)
 from lelp_studio.errors import user_errors
 
 ui.init_session()
@@ -70,8 +79,10 @@ ui.remember("data_test_size", float(committed_ds.test_size))
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _columns(path: str) -> tuple[list[str], tuple[str, str]]:
-    """The file's columns and the first guess at its (text, label) columns."""
-    df = read_table(path)
+    """The file's columns and the first guess at its (text, label) columns; for a folder of
+    split files (which ``lelp`` reads too), those of its train file."""
+    p = Path(path)
+    df = read_table(split_files(p).get("train", p) if p.is_dir() else p)
     return [str(c) for c in df.columns], guess_columns(df)
 
 

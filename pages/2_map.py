@@ -1,7 +1,9 @@
 """Embedding map: a 2-D view of the teacher's embedding space, coloured by any field.
 
-The projection is fitted once on the teacher's train embeddings (cached in the workspace) and
-other splits are placed with its ``transform``, so every view shares coordinates. Lasso or box
+The projection is fitted once on the teacher's train embeddings (UMAP's coordinates are stored
+in the workspace) and other splits are placed with its ``transform``, so every view shares
+coordinates. The map draws up to 200,000 WebGL points (a class-stratified sample of larger
+splits; PCA and LELP coordinates are computed for those rows only); lasso or box
 selections read row ids from ``customdata`` and can be saved as a manual pseudo-subclass.
 """
 
@@ -14,7 +16,7 @@ import streamlit as st
 import ui
 from lelp_studio import analysis, pipeline, plots
 from lelp_studio.errors import user_errors
-from lelp_studio.maps import stratified_sample
+from lelp_studio.maps import FIT_SAMPLE
 from lelp_studio.metrics import softmax
 from lelp_studio.subclasses import assign_from_coordinates
 
@@ -30,7 +32,7 @@ splits = list(out.Z)
 ui.remember("map_method", "pca")
 ui.remember("map_split", "train")
 ui.remember("map_color", "class")
-ui.remember("map_sample", 50_000)
+ui.remember("map_sample", plots.MAP_POINTS)
 ui.remember("map_lelp_class", 0)
 
 runs = [
@@ -52,7 +54,8 @@ method = c1.selectbox(
     key="map_method",
     format_func={"pca": "PCA", "umap": "UMAP", "lelp": "LELP directions"}.get,
     help="PCA is instant. UMAP shows local structure but its first call compiles for ~30 s "
-    "and large sets take about a minute (it is fitted on a sample). LELP directions: the two "
+    f"and large sets take about a minute (it is fitted on {FIT_SAMPLE:,} points and places "
+    "the others). LELP directions: the two "
     "leading directions of one class's subspace (set on the Subspaces page).",
 )
 split = c2.selectbox(
@@ -73,11 +76,12 @@ color_by = c3.selectbox(
 sample = c4.number_input(
     "Max points",
     min_value=200,
-    max_value=200_000,
-    step=5_000,
+    max_value=500_000,
+    step=50_000,
     key="map_sample",
-    help="The map draws (and UMAP fits on) a stratified sample of at most this many points: "
-    "very large figures break the browser connection.",
+    help="The map draws a class-stratified sample of at most this many points (WebGL; the "
+    "hover shows texts up to 20,000 points, the selection table always does). The projection "
+    f"does not depend on it: it is fitted on {FIT_SAMPLE:,} points.",
 )
 show_transfer = False
 if split == "train" and "transfer" in out.Z:
@@ -114,7 +118,7 @@ try:  # UMAP on a large set runs in the background: one bar with its stage, noth
         key,
         split,
         method,
-        int(sample),
+        FIT_SAMPLE,
         0,
         int(lelp_class),
         lelp_model=lelp_model,
@@ -174,35 +178,39 @@ def colours(split: str) -> tuple[np.ndarray, str, bool]:
 shown = [split, "transfer"] if show_transfer else [split]
 if show_transfer:
     xy_t, _ = ui.map_xy(
-        key, "transfer", method, int(sample), 0, int(lelp_class),
+        key, "transfer", method, FIT_SAMPLE, 0, int(lelp_class),
         lelp_model=lelp_model, lelp_id=analysis.hash_key(lelp_args) if lelp_args else "",
     )  # fmt: skip
-    xy = np.concatenate([xy, xy_t])
+    xy = np.concatenate(  # linear maps give coordinates on demand: asked for every row here
+        [np.asarray(a[np.arange(len(a))], dtype=np.float32) for a in (xy, xy_t)]
+    )
 parts = [colours(s) for s in shown]
 color, title, continuous = np.concatenate([c for c, _, _ in parts]), parts[0][1], parts[0][2]
 Z = np.concatenate([np.asarray(out.Z[s]) for s in shown])
 probs = softmax(Z)
 y_names = np.concatenate([analysis.display_classes(ds, s, out.Z[s]) for s in shown])
-unlabeled = np.concatenate([np.asarray(ds.splits[s].y) < 0 for s in shown])
+y_all = np.concatenate([np.asarray(ds.splits[s].y) for s in shown])
+unlabeled = y_all < 0
 texts = [t for s in shown for t in analysis.display_texts(ds, s)]
 n_split = len(ds.splits[split])
 
-idx = stratified_sample(y_names, int(sample), 0)
-fig = plots.embedding_scatter(
-    xy[idx],
-    color[idx],
-    hover_text=[texts[i] for i in idx],
-    labels=y_names[idx],
-    row_ids=idx,
+fig = plots.embedding_map(
+    xy,
+    color,
+    y_all,
+    max_points=int(sample),
+    texts=texts,
+    label_names=names,
     color_title=title,
     continuous=continuous,
     axis_titles=axis_titles,
-    unlabeled=unlabeled[idx],
+    unlabeled=unlabeled,
 )
-n_rows = len(y_names)
+n_rows = len(y_all)
+n_drawn = min(int(sample), n_rows)
 st.caption(
-    f"Showing {len(idx):,} of {n_rows:,} {' and '.join(shown)} points"
-    + (" (stratified sample)" if len(idx) < n_rows else "")
+    f"Showing {n_drawn:,} of {n_rows:,} {' and '.join(shown)} points"
+    + (" (stratified sample)" if n_drawn < n_rows else "")
     + ("" if continuous else f" · {len(fig.data)} colour groups")
     + (
         " · open symbols: unlabeled transfer rows, coloured by the teacher's class"

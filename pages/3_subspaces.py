@@ -17,7 +17,7 @@ import ui
 from lelp_studio import analysis, plots
 from lelp_studio.config import RunConfig, SubclassSpec, TrainSpec, dump_setting
 from lelp_studio.errors import user_errors
-from lelp_studio.maps import stratified_sample
+from lelp_studio.maps import FIT_SAMPLE
 from lelp_studio.metrics import softmax
 from lelp_studio.subclasses import target_entropy
 
@@ -209,15 +209,14 @@ with main:
         )
 
     with busy:
-        xy, titles = ui.map_xy(key, "train", "pca", 50_000)
-
-    idx = stratified_sample(y, 50_000, 0)
-    fig = plots.embedding_scatter(
-        xy[idx],
-        np.asarray(sub_names, dtype=object)[assign[idx]],
-        hover_text=[texts[i] for i in idx],
-        labels=[names[int(v)] for v in ds.splits["train"].y[idx]],
-        row_ids=idx,
+        xy, titles = ui.map_xy(key, "train", "pca", FIT_SAMPLE)
+    fig = plots.embedding_map(
+        xy,
+        np.asarray(sub_names, dtype=object)[assign],
+        ds.splits["train"].y,
+        max_points=50_000,  # a preview redrawn on every change; the Embedding map draws more
+        texts=texts,
+        label_names=names,
         color_title="pseudo-subclass",
         axis_titles=titles,
         highlight=np.array([int(ss["inspect_row"])]),

@@ -16,6 +16,7 @@ from lelp_studio import analysis, jobs, plots
 from lelp_studio import metrics as M
 from lelp_studio.config import DatasetSpec
 from lelp_studio.errors import user_errors
+from lelp_studio.maps import FIT_SAMPLE
 
 ui.init_session()
 ss = st.session_state
@@ -101,52 +102,54 @@ if view == SWEEP:
 
 
 table = analysis.run_table(sel, label)
-# What every picked run shares goes in the caption, not in a column: the table is wide.
-shared = analysis.shared_columns(table, ("dataset", "student", "data"))
+# What every picked run shares goes in the caption, not in a column; the rest is split in
+# two tables (main scores here, the training split and method facts below), each narrow
+# enough for a 1,400 px screen: all 15 columns in one scrolled sideways.
+shared = analysis.shared_columns(table, ("dataset", "student", "data", "teacher accuracy"))
+main, more = analysis.split_run_table(table.drop(columns=list(shared)).dropna(axis=1, how="all"))
+PERCENT = {"accuracy", "selection acc.", "teacher accuracy", "agreement", "worst latent acc."}
+PERCENT |= {"train accuracy", "train agreement"}  # read like the other pages: 85.8
+HELP = {
+    "data": "The rows the student trained on: labeled training rows, plus the unlabeled "
+    "transfer rows the teacher labelled (distillation objectives only; hard labels use the "
+    "labeled rows alone).",
+    "selection acc.": "Accuracy on the selection split, the one every choice is made on (the "
+    "test columns choose nothing).",
+    "agreement": "Share of evaluation examples where student and teacher predict the same class.",
+    "KL": "KL(teacher || student) on the evaluation split, at temperature 1.",
+    "ECE": "Expected calibration error of the student on the evaluation split.",
+    "worst latent acc.": "Accuracy on the latent subclass the student does worst on.",
+    "train agreement": "Agreement on the training split (Stanton et al. 2021: students often "
+    "fail to match the teacher even there).",
+    "train KL": "KL(teacher || student) on the training split.",
+    "subclass teacher acc.": "Subclass Distillation: accuracy of the retrained C x S teacher "
+    "head on the evaluation split (the student learns from it, not from the original teacher).",
+    "retrieval overhead %": "ReAugKD: time of the k-NN retrieval at inference as % of the "
+    "student's forward pass on the evaluation split.",
+}
+
+
+def _column_config(columns: list[str]) -> dict[str, Any]:
+    """Narrow columns: the run's name medium, every score small, with its help."""
+    cfg: dict[str, Any] = {"run": st.column_config.TextColumn(width="medium")}
+    for c in columns:
+        if c in ("dataset", "objective", "student", "data"):
+            cfg[c] = st.column_config.TextColumn(width="small", help=HELP.get(c))
+        elif c != "run":
+            fmt = "%.1f" if c in PERCENT else None
+            cfg[c] = st.column_config.NumberColumn(format=fmt, help=HELP.get(c), width="small")
+    return cfg
+
+
 st.dataframe(
-    table.drop(columns=list(shared)).dropna(axis=1, how="all"),
-    hide_index=True,
-    key="cmp_table",
-    column_config={
-        "data": st.column_config.TextColumn(
-            help="The rows the student trained on: labeled training rows, plus the unlabeled "
-            "transfer rows the teacher labelled (distillation objectives only; hard labels "
-            "use the labeled rows alone)."
-        ),
-        **{  # percentages read like the other pages (85.8, not 85.8333)
-            c: st.column_config.NumberColumn(format="%.1f")
-            for c in ("accuracy", "teacher accuracy", "train accuracy", "worst latent acc.")
-        },
-        "selection acc.": st.column_config.NumberColumn(
-            format="%.1f",
-            help="Accuracy on the selection split, the one every choice is made on (the test "
-            "columns choose nothing).",
-        ),
-        "agreement": st.column_config.NumberColumn(
-            format="%.1f",
-            help="Share of evaluation examples where student and teacher predict the same class.",
-        ),
-        "train agreement": st.column_config.NumberColumn(
-            format="%.1f",
-            help="The same on the training split (Stanton et al. 2021: students often fail to "
-            "match the teacher even there).",
-        ),
-        "subclass teacher acc.": st.column_config.NumberColumn(
-            help="Subclass Distillation: accuracy of the retrained C x S teacher head on the "
-            "evaluation split (the student learns from it, not from the original teacher)."
-        ),
-        "retrieval overhead %": st.column_config.NumberColumn(
-            help="ReAugKD: time of the k-NN retrieval at inference as % of the student's "
-            "forward pass on the evaluation split."
-        ),
-    },
+    main, hide_index=True, key="cmp_table", column_config=_column_config(list(main.columns))
 )
 st.caption(
     "".join(f"All picked runs: {c} **{v}**. " for c, v in shared.items())
-    + "Fidelity (agreement, predictive KL) is measured on the evaluation AND training splits; "
-    "KL, ECE and the reliability diagram compare class distributions at temperature 1 (a "
-    "student trained at tau is mapped back). Columns with no value for any picked run are "
-    "hidden."
+    + "Fidelity (agreement, predictive KL) is measured on the evaluation AND training splits "
+    "(the training split's under *More scores* below); KL, ECE and the reliability diagram "
+    "compare class distributions at temperature 1 (a student trained at tau is mapped back). "
+    "Columns with no value for any picked run are hidden."
 )
 for src in sorted({(r["metrics"].get("selection") or {}).get("source", "") for r in sel}):
     chose = (
@@ -168,7 +171,14 @@ fid = {
     }
     for r in sel
 }
-with st.expander("Fidelity on test vs train, and method facts", expanded=False):
+with st.expander("More scores: the training split, fidelity, method facts", expanded=False):
+    if len(more):
+        st.dataframe(
+            more,
+            hide_index=True,
+            key="cmp_table_more",
+            column_config=_column_config(list(more.columns)),
+        )
     st.plotly_chart(plots.fidelity_bars(fid, measure="agreement"), key="cmp_fidelity")
     facts = analysis.method_facts_table(sel, label)
     if len(facts):
@@ -289,14 +299,15 @@ if len(dis):
         key="cmp_dis",
     )
     try:
-        xy, titles = ui.map_xy(d["teacher_key"], split, "pca", 50_000)
+        xy, titles = ui.map_xy(d["teacher_key"], split, "pca", FIT_SAMPLE)
         colour = np.where(sp != tp, "disagrees", "agrees").astype(object)
         st.plotly_chart(
-            plots.embedding_scatter(
+            plots.embedding_map(
                 xy,
                 colour,
-                hover_text=texts,
-                labels=[lab[int(v)] for v in d["y"]],
+                d["y"],
+                texts=texts,
+                label_names=lab,
                 color_title="student vs teacher",
                 axis_titles=titles,
             ),

@@ -108,6 +108,11 @@ def test_run_table_rows_rounding_and_shared_columns():
     assert t["agreement"].tolist() == [91.2346, 91.2346]
     assert t["objective"].tolist() == ["kd", "kd"]
     assert analysis.shared_columns(t) == {"dataset": "digits-bin", "student": "mlp"}
+    main, more = analysis.split_run_table(t)
+    assert list(main.columns) == [c for c in analysis.RUN_TABLE_MAIN if c in t.columns]
+    assert more.columns[0] == "run" and {"train agreement", "train KL"} <= set(more.columns)
+    assert set(main.columns) | set(more.columns) == set(t.columns)
+    assert len(main.columns) <= 11 and not set(main.columns) & set(more.columns) - {"run"}
     facts = analysis.method_facts_table(runs, labels)
     assert facts.index.tolist() == ["x (b)"] and facts.loc["x (b)", "gate"] == 0.1235
 

@@ -38,3 +38,19 @@ def test_amazon_measure_skips_cleanly_without_the_dataset(tmp_path, monkeypatch)
     res = subspaces.main(["--amazon", "--out", str(tmp_path / "out")])
     assert res["amazon"] == {"skipped": "no amazon_multidomain folder (set LELP_SHARED_DATA)"}
     assert not (tmp_path / "out").exists()
+
+
+def test_page_first_renders_at_toy_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pages``: a page opened as a fresh process's first request on a copy of a workspace
+    holding the cached teacher; the report names the size and the page (no baseline here)."""
+    monkeypatch.delenv("LELP_WORKSPACE", raising=False)
+    res = subspaces.main(["--pages", "--rows", "1500", "--only", "map", "--baseline-rev", "",
+                          "--cache", str(tmp_path / "cache"), "--out", str(tmp_path),
+                          "--name", "pages"])  # fmt: skip
+    page = res["pages"]["pages"]["map"]["now"]
+    assert page["first_s"] > 0 and page["title"] == ["Embedding map"], page
+    assert page["charts"] == 1 and not page["exceptions"] and not page["errors"], page
+    assert page["webgl_points"] == 1500  # every training row of a small set is drawn
+    assert "distill_s" not in res["pages"]["setup"]  # no run is made when Compare is not timed
+    md = (tmp_path / "pages.md").read_text()
+    assert "1,500 training rows" in md and "| map |" in md

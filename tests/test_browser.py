@@ -344,6 +344,27 @@ def test_compare_page_shows_the_finished_run(page) -> None:  # type: ignore[no-u
     _shoot(page, "5_compare")
 
 
+def test_compare_table_fits_a_1400_px_screen(page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18 item 8: the Compare table scrolled sideways at 1,400 px (15 columns)."""
+    page.set_viewport_size({"width": 1400, "height": 900})
+    try:
+        _goto(page, "Compare")
+        table = page.get_by_test_id("stDataFrame").first
+        table.wait_for()
+        # the grid's scroll box, once laid out: its content against its visible width
+        widths = (
+            "el => { const s = el.querySelector('.dvn-scroller'); "
+            "return s && s.clientWidth > 0 ? [s.scrollWidth, s.clientWidth] : null; }"
+        )
+        table.locator(".dvn-scroller").wait_for()
+        page.wait_for_function(f"el => ({widths})(el) !== null", arg=table.element_handle())
+        scroll, visible = table.evaluate(widths)
+        assert 300 < scroll <= visible, (scroll, visible)  # several columns, none hidden
+        _no_exception(page)
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+
 def test_distill_settings_survive_the_job_list_refresh_and_a_page_visit(page) -> None:  # type: ignore[no-untyped-def]
     """The job list re-runs every 2 s as a fragment; those runs dropped the page's remembered
     widget values, so epochs went back to its default after a visit to another page."""

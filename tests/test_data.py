@@ -799,3 +799,38 @@ def test_load_shared_real_amazon_drops_the_title() -> None:
     if root is None or not (root / "amazon_multidomain").is_dir():
         pytest.skip("shared data (../shared/data/amazon_multidomain) not present")
     assert load_shared("amazon_multidomain").latent_columns == ["domain", "rating"]
+
+
+@pytest.mark.parametrize(
+    "latent",
+    [
+        np.array([3, 1, 3, 0]),
+        np.array(["b", "a", "b", "(missing)"], dtype=object),
+        np.array([0.0, -0.0, 1.5, np.nan]),
+        np.array([1, "1", 1.0, True], dtype=object),
+        np.array(["x", None, np.nan, "x"], dtype=object),
+        np.array([True, False, True, True]),
+    ],
+)
+def test_split_fingerprint_keeps_its_value(latent: np.ndarray) -> None:
+    """The fingerprint keys every workspace's cached teacher outputs: its faster route must
+    give the value of the formula it has always had."""
+    from lelp_studio.types import Split, hash_arrays
+
+    y, texts = np.array([0, 1, 1, 0]), ["a 'b'", 'c "d"\n', "é", ""]
+    legacy = hash_arrays(
+        y, "\n".join(texts), {"g": latent.astype(str), "h": np.arange(4).astype(str)}
+    )
+    split = Split(y=y, texts=texts, latent={"h": np.arange(4), "g": latent})
+    assert split.fingerprint() == legacy
+
+
+def test_blank_cells_are_found_alike_in_string_and_object_columns() -> None:
+    from lelp_studio.data.frames import _NA_LABELS, _is_blank
+
+    values = [" ", "NA", "x", None, "\t", "null ", "ok"]
+    want = [True, True, False, True, True, True, False]
+    for dtype in ("str", object):
+        s = pd.Series(values, dtype=dtype)
+        assert _is_blank(s, _NA_LABELS).tolist() == want, dtype
+    assert _is_blank(pd.Series(values, dtype="str")).tolist()[1] is False  # "NA" is a text

@@ -119,3 +119,41 @@ def test_umap_fits_a_sample_and_places_the_rest(blobs):
     proj = fit_projection(H, "umap", sample=120, y=y)
     assert proj.xy.shape == (300, 2) and np.isfinite(proj.xy).all()
     assert proj.n_fit == 120
+
+
+class _Reads:
+    """An H that records which rows were read."""
+
+    def __init__(self, H: np.ndarray) -> None:
+        self.H, self.asked = H, []
+
+    def __len__(self) -> int:
+        return len(self.H)
+
+    def __getitem__(self, rows):  # type: ignore[no-untyped-def]
+        self.asked.append(np.arange(len(self.H))[rows])
+        return self.H[rows]
+
+
+def test_projected_rows_are_computed_only_for_the_rows_a_map_draws():
+    """A map of 1.6M rows draws 200,000: placing every row cast all of H for nothing."""
+    from lelp_studio import plots
+
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(500, 8)).astype(np.float32)
+    proj = fit_projection(H, "pca", sample=100)
+    reads = _Reads(H)
+    rows = proj.rows(reads)
+    assert len(rows) == 500 and rows.shape == (500, 2) and reads.asked == []
+    np.testing.assert_allclose(rows[np.array([3, 499])], proj.xy[[3, 499]], atol=1e-5)
+    reads.asked.clear()
+    y = np.repeat([0, 1], 250)
+    fig = plots.embedding_map(rows, y.astype(str), y, max_points=60)
+    assert sum(len(a) for a in reads.asked) == 60  # the sample's rows, nothing more
+    drawn = np.concatenate([np.asarray(tr.customdata) for tr in fig.data])
+    np.testing.assert_array_equal(np.sort(drawn), np.sort(np.concatenate(reads.asked)))
+    first = fig.data[0]
+    np.testing.assert_allclose([first.x[0], first.y[0]], proj.xy[first.customdata[0]], atol=1e-5)
+    plots.embedding_map(rows, y.astype(str), y, max_points=60)  # a rerun: the same sample
+    assert len(reads.asked) == 1  # remembered, not placed again
+    np.testing.assert_allclose(rows[2:4], proj.xy[2:4], atol=1e-5)  # slices work too

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import pytest
 
 from lelp_studio import plots
+from lelp_studio.maps import stratified_sample
 
 
 @pytest.fixture
@@ -22,8 +23,8 @@ def points() -> dict[str, object]:
     }
 
 
-def _all_custom(fig: go.Figure) -> list[list[object]]:
-    return [list(row) for tr in fig.data for row in tr.customdata]
+def _all_ids(fig: go.Figure) -> list[int]:
+    return [int(r) for tr in fig.data for r in tr.customdata]
 
 
 def test_scatter_one_webgl_trace_per_category_with_row_ids(points):
@@ -39,12 +40,13 @@ def test_scatter_one_webgl_trace_per_category_with_row_ids(points):
     assert [tr.name for tr in fig.data] == ["neg", "pos"]
     assert all(isinstance(tr, go.Scattergl) for tr in fig.data)
     assert fig.layout.xaxis.title.text == "PC1" and fig.layout.yaxis.title.text == "PC2"
-    custom = _all_custom(fig)
-    assert sorted(int(c[0]) for c in custom) == list(range(100, 140))
+    assert sorted(_all_ids(fig)) == list(range(100, 140))
     # point i of trace "pos" is row 100 + (2 * i + 1): the selection mapping goes through ids
     pos = fig.data[1]
-    assert [int(c[0]) for c in pos.customdata[:3]] == [101, 103, 105]
-    np.testing.assert_allclose(pos.x[:3], points["xy"][[1, 3, 5], 0])
+    assert [int(c) for c in pos.customdata[:3]] == [101, 103, 105]
+    np.testing.assert_allclose(pos.x[:3], points["xy"][[1, 3, 5], 0], rtol=1e-6)
+    # lean: float32 coordinates and int32 ids (typed arrays in the figure's JSON)
+    assert pos.x.dtype == np.float32 and pos.customdata.dtype == np.int32
 
 
 def test_scatter_hover_has_no_nulls_and_is_truncated(points):
@@ -55,12 +57,22 @@ def test_scatter_hover_has_no_nulls_and_is_truncated(points):
         labels=points["labels"],
         row_ids=points["row_ids"],
     )
-    custom = _all_custom(fig)
-    assert all(v is not None for row in custom for v in row)
-    texts = {int(c[0]): c[2] for c in custom}
-    assert texts[103] == ""  # the None text became an empty string
-    assert max(len(t) for t in texts.values()) <= plots.HOVER_CHARS
-    assert texts[139].endswith("…")
+    texts = {int(r): t for tr in fig.data for r, t in zip(tr.customdata, tr.text, strict=True)}
+    assert all(isinstance(t, str) for t in texts.values())
+    assert texts[103] == "label: pos"  # the None text became nothing, the label stays
+    body = [t.split("<br>", 1)[1] for t in texts.values() if "<br>" in t]
+    assert max(len(t) for t in body) <= plots.HOVER_CHARS
+    assert texts[139].endswith("…") and texts[139].startswith("label: pos<br>word")
+    assert all("%{text}" in tr.hovertemplate for tr in fig.data)
+
+
+def test_scatter_above_the_hover_limit_sends_ids_only():
+    m = plots.HOVER_TEXT_POINTS + 1
+    fig = plots.embedding_scatter(
+        np.zeros((m, 2)), ["a"] * m, hover_text=["some text"] * m, labels=["a"] * m
+    )
+    assert fig.data[0].text is None and "%{text}" not in fig.data[0].hovertemplate
+    assert "row %{customdata}" in fig.data[0].hovertemplate
 
 
 def test_scatter_continuous_is_one_trace_with_colorbar(points):
@@ -79,7 +91,7 @@ def test_scatter_highlight_adds_a_ring_trace(points):
         points["xy"], points["color"], row_ids=points["row_ids"], highlight=np.array([101, 999])
     )
     assert len(fig.data) == 3 and fig.data[-1].name == "highlighted"
-    assert [int(c[0]) for c in fig.data[-1].customdata] == [101]
+    assert [int(c) for c in fig.data[-1].customdata] == [101]
 
 
 def test_scatter_rejects_mismatched_lengths(points):
@@ -91,8 +103,8 @@ def test_selected_row_ids_reads_customdata_not_point_index():
     event = {
         "selection": {
             "points": [
-                {"point_index": 0, "curve_number": 1, "customdata": [103, "pos", "x"]},
-                {"point_index": 0, "curve_number": 0, "customdata": [100, "neg", "y"]},
+                {"point_index": 0, "curve_number": 1, "customdata": 103},
+                {"point_index": 0, "curve_number": 0, "customdata": 100},
                 {"point_index": 2, "curve_number": 0, "customdata": [100, "neg", "y"]},
                 {"point_index": 1},
             ]
@@ -100,6 +112,52 @@ def test_selected_row_ids_reads_customdata_not_point_index():
     }
     assert plots.selected_row_ids(event).tolist() == [100, 103]
     assert plots.selected_row_ids(None).tolist() == []
+
+
+def _lasso(fig: go.Figure, x0: float, x1: float, y0: float, y1: float) -> dict[str, object]:
+    """What Streamlit hands back for a selection of the region: per selected point its trace,
+    its index within the trace (plotly's point_index) and its customdata."""
+    points = []
+    for k, tr in enumerate(fig.data):
+        x, y = np.asarray(tr.x), np.asarray(tr.y)
+        for i in np.flatnonzero((x > x0) & (x < x1) & (y > y0) & (y < y1)):
+            points.append(
+                {"curve_number": k, "point_index": int(i), "customdata": int(tr.customdata[i])}
+            )
+    return {"selection": {"points": points, "point_indices": [p["point_index"] for p in points]}}
+
+
+def test_map_of_1m6_rows_draws_200k_webgl_points_and_a_lasso_names_the_rows():
+    """Issue 18 item 9: at 1.6M rows the map drew a 50,000-point sample."""
+    n = 1_600_000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, n)
+    xy = rng.normal(size=(n, 2)).astype(np.float32)
+    color = np.array(["alpha", "beta", "gamma", "delta"], dtype=object)[rng.integers(0, 4, n)]
+    fig = plots.embedding_map(xy, color, y, texts=["t"] * n, label_names=["a", "b", "c"])
+    assert all(isinstance(tr, go.Scattergl) for tr in fig.data)
+    assert sum(len(tr.x) for tr in fig.data) == plots.MAP_POINTS >= 200_000
+    assert fig.layout.dragmode == "lasso"
+    assert all(tr.text is None for tr in fig.data)  # no per-point hover text at this size
+    assert len(fig.to_json()) < 5_000_000  # float32 + int32 typed arrays: ~3.8 MB
+    sel = plots.selected_row_ids(_lasso(fig, -0.5, 0.5, 0.0, 1.0))
+    drawn = stratified_sample(y, plots.MAP_POINTS, 0)
+    inside = drawn[(np.abs(xy[drawn, 0]) < 0.5) & (xy[drawn, 1] > 0) & (xy[drawn, 1] < 1)]
+    assert len(sel) > 10_000
+    np.testing.assert_array_equal(sel, inside)  # the rows of the dataset, not trace positions
+    by_name = {tr.name: set(np.asarray(tr.customdata).tolist()) for tr in fig.data}
+    assert all(int(r) in by_name[color[r]] for r in sel[:500])  # each in its colour's trace
+
+
+def test_map_of_a_small_split_draws_every_row_with_its_text():
+    y = np.array([0, 1, 1, 0])
+    fig = plots.embedding_map(
+        np.arange(8.0).reshape(4, 2), ["p", "q", "q", "p"], y, texts=list("wxyz"),
+        label_names=["neg", "pos"],
+    )  # fmt: skip
+    rows = {int(r): t for tr in fig.data for r, t in zip(tr.customdata, tr.text, strict=True)}
+    assert rows == {0: "label: neg<br>w", 1: "label: pos<br>x", 2: "label: pos<br>y",
+                    3: "label: neg<br>z"}  # fmt: skip
 
 
 def test_spectrum_plot_traces_and_axes():
@@ -197,6 +255,11 @@ def test_small_bars_and_histogram():
     fig = plots.length_histogram(["a b c", "a", ""])
     assert sorted(fig.data[0].x) == [0, 1, 3]
     assert fig.layout.xaxis.title.text == "length (words)"
+    assert fig.layout.yaxis.title.text == "examples"
+    # a large split: a seeded sample, in percent, and the axis says so
+    fig = plots.length_histogram(["a b"] * 30 + ["a"] * 10, max_texts=20)
+    assert len(fig.data[0].x) == 20 and fig.data[0].histnorm == "percent"
+    assert fig.layout.yaxis.title.text == "% of examples (20-row sample)"
 
 
 def test_fidelity_bars_groups_test_and_train_per_run():

@@ -189,3 +189,27 @@ def test_remembered_choice_that_cannot_be_written_is_a_clear_error(tmp_path: Pat
     root.write_text("not a folder")
     with pytest.raises(WorkspaceError, match="cannot remember the chosen dataset and teacher"):
         save_choices(root, _choice())
+
+
+def test_a_checked_array_is_not_hashed_again_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every app restart hashed the 1.2 GB H again (2-3 s of each first page at 1.6M rows);
+    the check is remembered beside the file, and forgotten when the file changes."""
+    from lelp_studio.store import files
+    from lelp_studio.store import workspace as wsmod
+
+    ws = Workspace(tmp_path)
+    sha = ws.put_array(np.arange(600, dtype=np.float32).reshape(60, 10))
+    hashed: list[int] = []
+    real = wsmod.array_digest
+    monkeypatch.setattr(wsmod, "array_digest", lambda a: hashed.append(1) or real(a))
+    monkeypatch.setattr(files, "_VERIFIED", {})  # a new process
+    np.testing.assert_array_equal(Workspace(tmp_path).get_array(sha)[1], np.arange(10, 20))
+    assert hashed == []
+    path = ws._array_path(sha)
+    np.save(path, np.load(path)[::-1].copy())  # same size, new content
+    monkeypatch.setattr(files, "_VERIFIED", {})
+    with pytest.raises(wsmod.ArrayDamaged, match="no longer matches its hash"):
+        Workspace(tmp_path).get_array(sha)
+    assert hashed == [1]

@@ -23,11 +23,11 @@ from lelp_studio.pipeline import (
     pooling_name,
 )
 from lelp_studio.store import Workspace
+from lelp_studio.stored_stats import stored_class_stats
 from lelp_studio.subclasses import (
     LELP_METHODS,
     assign_from_coordinates,
     class_ids,
-    class_statistics,
     fit_subclasser,
     spec_targets,
 )
@@ -145,11 +145,13 @@ def split_labels(ds: Dataset, out: TeacherOutputs, split: str, source: str) -> n
 @st.cache_resource(show_spinner="Reading the class statistics of the embeddings…", max_entries=8)
 def class_stats(ws_root: str, key: str, ds_json: str, class_source: str) -> Any:
     """Per-class means and scatters of the train embeddings: the one pass over H that LELP's
-    fit needs, shared by every S / directions / rotation / seed setting."""
+    fit needs, shared by every S / directions / rotation / seed setting; stored in the
+    workspace with the teacher outputs (``lelp_studio.stored_stats``)."""
 
     out = _stored_teacher(ws_root, key)
     y = split_labels(dataset_from_json(ds_json), out, "train", class_source)
-    return class_statistics(float_H(ws_root, key, "train"), y)
+    H = float_H(ws_root, key, "train")
+    return stored_class_stats(workspace_at(ws_root), key, H, y, class_source)
 
 
 def subclass_fit_args(spec: SubclassSpec, key: str, n_classes: int) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from lelp_studio.maps import Projection, fit_projection, projection_key
+from lelp_studio.maps import ProjectedRows, Projection, fit_projection, projection_key
 from lelp_studio.store import Workspace
 
 from . import background
@@ -56,7 +56,7 @@ def _job(
     class_index: int,
     lelp_model: Any,
     lelp_id: str,
-) -> tuple[str, Callable[[Progress | None], tuple[np.ndarray, tuple[str, str]]]]:
+) -> tuple[str, Callable[[Progress | None], tuple[np.ndarray | ProjectedRows, tuple[str, str]]]]:
     """The workspace key of ``split``'s coordinates and the work that computes and stores
     them. The work calls no Streamlit, so it may run in a background thread."""
     ws = workspace()
@@ -71,7 +71,7 @@ def _job(
     fit_key = (ws_root, key, method, sample, seed, class_index, lelp_id)
     fitted = _fitted()
 
-    def work(progress: Progress | None) -> tuple[np.ndarray, tuple[str, str]]:
+    def work(progress: Progress | None) -> tuple[np.ndarray | ProjectedRows, tuple[str, str]]:
         extra = 0 if split == "train" else 1  # placing the other split is one more step
         steps = [1]
 
@@ -93,6 +93,8 @@ def _job(
                 progress=fit_progress,
             )
             fitted.put(fit_key, proj)
+        if method != "umap":  # a linear map: coordinates of the rows a map draws, on demand
+            return proj.rows(H_split), proj.axis_titles
         if split == "train":
             xy = proj.xy
         else:
@@ -115,9 +117,13 @@ def map_xy(
     class_index: int = 0,
     lelp_model: Any = None,
     lelp_id: str = "",
-) -> tuple[np.ndarray, tuple[str, str]]:
-    """Coordinates of every row of ``split``: from the workspace when stored, else fitted on
-    train once and placed with ``transform`` (same coordinates for every split)."""
+) -> tuple[np.ndarray | ProjectedRows, tuple[str, str]]:
+    """Coordinates of every row of ``split`` (the same for every split: fitted on train).
+
+    UMAP's are computed for all rows once and stored in the workspace (placing rows is its
+    slow part). PCA and LELP directions are linear maps: their coordinates are computed for
+    the rows a map draws (``ProjectedRows``), from a fit kept per process; a projection
+    stored by an earlier version is still read."""
     ws = workspace()
     pkey, work = _job(key, split, method, sample, seed, class_index, lelp_model, lelp_id)
     xy = ws.load_projection(pkey)
@@ -136,7 +142,7 @@ def map_xy_or_wait(
     class_index: int = 0,
     lelp_model: Any = None,
     lelp_id: str = "",
-) -> tuple[np.ndarray, tuple[str, str]]:
+) -> tuple[np.ndarray | ProjectedRows, tuple[str, str]]:
     """``map_xy``, with a computation longer than a few seconds (UMAP on a large set) run in
     the background: meanwhile the page shows its stage and elapsed time and stops there
     (see ``background``); it reruns by itself when the coordinates are stored."""
@@ -150,7 +156,7 @@ def map_xy_or_wait(
     n = len(float_H(str(ws.root), key, split))
     label = f"Map of {n:,} {split} rows"
     task = background.submit(pkey, label, work)
-    got: tuple[np.ndarray, tuple[str, str]] = background.result_or_wait(task)
+    got: tuple[np.ndarray | ProjectedRows, tuple[str, str]] = background.result_or_wait(task)
     background.forget(pkey)
     return got
 

@@ -41,6 +41,7 @@ from .sweep_view import (
     sweep_varying,
 )
 from .tables import (
+    RUN_TABLE_MAIN,
     TINY_SUBCLASS,
     disagreement_table,
     latent_accuracy_table,
@@ -48,6 +49,7 @@ from .tables import (
     recovery_table,
     run_table,
     shared_columns,
+    split_run_table,
     subclass_table,
     tiny_subclasses,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "default_pick",
     "run_unfinished",
     "runs_of",
+    "RUN_TABLE_MAIN",
     "SWEEP_FIELDS",
     "TINY_SUBCLASS",
     "UNLABELED_MARK",
@@ -83,6 +86,7 @@ __all__ = [
     "setting_choices",
     "setting_text",
     "shared_columns",
+    "split_run_table",
     "student_files_missing",
     "subclass_label",
     "subclass_names",

@@ -105,10 +105,10 @@ def run_table(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> p
                 "selection acc.": _fmt((m.get("student_select") or {}).get("accuracy")),
                 "teacher accuracy": _fmt(s.get("teacher_accuracy", t.get("accuracy"))),
                 "agreement": _fmt(s.get("agreement")),
-                "KL(teacher||student)": _fmt(s.get("kl")),
+                "KL": _fmt(s.get("kl")),
                 "train accuracy": _fmt(tr.get("accuracy")),
                 "train agreement": _fmt(tr.get("agreement")),
-                "train KL(teacher||student)": _fmt(tr.get("kl")),
+                "train KL": _fmt(tr.get("kl")),
                 "ECE": _fmt(s.get("ece")),
                 "teacher ECE": _fmt(t.get("ece")),
                 "worst latent acc.": _fmt(s.get("worst_subclass_accuracy")),
@@ -122,7 +122,33 @@ def run_table(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> p
 def shared_columns(table: pd.DataFrame, columns: Sequence[str] = ("dataset", "student")) -> dict:
     """``{column: value}`` of the ``columns`` every row shares (the page puts them in the
     caption instead of a column: the table is wide)."""
-    return {c: table[c].iloc[0] for c in columns if table[c].nunique() == 1}
+    return {c: table[c].iloc[0] for c in columns if c in table and table[c].nunique() == 1}
+
+
+#: The columns of Compare's first table, in order; the rest (the training split, the teacher's
+#: calibration, method facts) go to a second one: with all 15 side by side the table scrolled
+#: sideways on a 1,400 px screen.
+RUN_TABLE_MAIN = (
+    "run",
+    "dataset",
+    "objective",
+    "student",
+    "accuracy",
+    "agreement",
+    "KL",
+    "ECE",
+    "selection acc.",
+    "teacher accuracy",
+    "worst latent acc.",
+)
+
+
+def split_run_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run_table``'s columns as (main, more): the main ones in ``RUN_TABLE_MAIN`` order,
+    the others after the run's name (an empty frame when there are none)."""
+    main = [c for c in RUN_TABLE_MAIN if c in table.columns]
+    rest = [c for c in table.columns if c not in RUN_TABLE_MAIN]
+    return table[main], table[["run", *rest]] if rest else pd.DataFrame()
 
 
 def method_facts_table(

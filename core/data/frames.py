@@ -36,6 +36,12 @@ _NA_LABELS = frozenset({"nan", "na", "n/a", "null", "none"})
 def _is_blank(s: pd.Series, na_strings: frozenset[str] = frozenset()) -> np.ndarray:
     """NaN/None or an all-whitespace string (CSV read with keep_default_na=False gives "")."""
     blank = s.isna().to_numpy()
+    if isinstance(s.dtype, pd.StringDtype):
+        # pandas' string dtype holds only strings and missing values, so this runs vectorised
+        # (1.6M texts from Parquet: 0.3 s instead of 2 s for a Python call per row)
+        stripped = s.str.strip()
+        hit = stripped.eq("") | stripped.str.lower().isin(na_strings)
+        return blank | hit.fillna(False).to_numpy(bool)
     if s.dtype == object or pd.api.types.is_string_dtype(s):
 
         def empty(v: object) -> bool:
@@ -121,6 +127,14 @@ def latent_candidates(
     ]
 
 
+def _strings(s: pd.Series) -> list[str]:
+    """Every value as a ``str``; a string-dtype column's values already are one (``tolist``
+    is 6x faster than a ``str()`` per row: 1.6M texts in 0.4 s)."""
+    if isinstance(s.dtype, pd.StringDtype) and not s.hasnans:
+        return s.tolist()
+    return [str(t) for t in s]
+
+
 def _label_values(s: pd.Series) -> np.ndarray:
     """Canonical label values: int64/float64 for numeric columns, stripped str otherwise."""
     if pd.api.types.is_bool_dtype(s):
@@ -130,7 +144,7 @@ def _label_values(s: pd.Series) -> np.ndarray:
         if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == a // 1):
             a = a.astype(np.int64)
         return a
-    return np.array([str(v).strip() for v in s], dtype=object)
+    return np.array([v.strip() for v in _strings(s)], dtype=object)
 
 
 def _label_str(v: Any) -> str:
@@ -244,7 +258,7 @@ def dataset_from_frame(
             unlabeled, frame = frame[blank], frame[~blank]
             frames[split] = frame
         labels[split] = _label_values(frame[label_col])
-        texts[split] = [str(t) for t in frame[text_col]]
+        texts[split] = _strings(frame[text_col])
 
     if not all(np.issubdtype(a.dtype, np.number) for a in labels.values()):
         labels = {k: np.array([_label_str(v) for v in a], dtype=object) for k, a in labels.items()}

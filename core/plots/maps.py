@@ -9,22 +9,62 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..maps import ProjectedRows, stratified_sample
 from ._common import _PALETTE, _count_heatmap, _frame, _hover_strings, truncate
+
+#: Points an embedding map draws at most (the Embedding map's default): WebGL traces draw this
+#: many at interactive speed, and their float32 coordinates and int32 row ids are about 3 MB of
+#: figure (typed arrays, base64 in plotly's JSON).
+MAP_POINTS = 200_000
+#: Up to this many points the hover shows each point's label and text; above it only the row
+#: id and the colour group: texts of up to 160 characters would be most of what is sent, and
+#: the selection table below the map lists them for the rows picked.
+HOVER_TEXT_POINTS = 20_000
 
 
 def _points(
-    xy: np.ndarray, custom: np.ndarray, idx: Any, marker: dict[str, Any], name: str, **kw: Any
+    xy: np.ndarray, rows: np.ndarray, idx: np.ndarray, marker: dict[str, Any], name: str, **kw: Any
 ) -> go.Scattergl:
-    """One WebGL marker trace of the points ``idx`` (index array, mask or slice) of a map,
-    each carrying its ``customdata`` row."""
+    """One WebGL marker trace of the points ``idx`` of a map, each carrying its row id as
+    ``customdata`` (and its hover string as ``text`` when given)."""
+    text = kw.pop("text", None)
     return go.Scattergl(
         x=xy[idx, 0],
         y=xy[idx, 1],
         mode="markers",
-        customdata=custom[idx],
+        customdata=rows[idx],
+        text=None if text is None else text[idx],
         marker=marker,
         name=name,
         **kw,
+    )
+
+
+def _row_ids(row_ids: np.ndarray | None, m: int) -> np.ndarray:
+    """Row ids as int32 (a typed array of 4 bytes a point) when they fit, else int64."""
+    rows = np.arange(m) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
+    if len(rows) != m:
+        raise ValueError(f"row_ids has {len(rows)} entries for {m} points")
+    fits = not len(rows) or (rows.min() >= 0 and rows.max() < 2**31)
+    return rows.astype(np.int32) if fits else rows
+
+
+def _hover_lines(
+    hover_text: Sequence[object] | np.ndarray | None,
+    labels: Sequence[object] | np.ndarray | None,
+    m: int,
+) -> np.ndarray | None:
+    """Each point's hover line ("label: x<br>text"; strings, never null), or None when there
+    is nothing to show or more than ``HOVER_TEXT_POINTS`` points."""
+    if m > HOVER_TEXT_POINTS or (hover_text is None and labels is None):
+        return None
+    text = _hover_strings(hover_text, m)
+    if labels is None:
+        return text
+    lab = _hover_strings(labels, m)
+    return np.array(
+        [f"label: {a}<br>{b}" if b else f"label: {a}" for a, b in zip(lab, text, strict=True)],
+        dtype=object,
     )
 
 
@@ -38,17 +78,21 @@ def embedding_scatter(
     color_title: str = "class",
     continuous: bool = False,
     axis_titles: tuple[str, str] = ("x", "y"),
-    marker_size: int = 5,
+    marker_size: int | None = None,
     highlight: np.ndarray | None = None,
     title: str | None = None,
     unlabeled: np.ndarray | None = None,
 ) -> go.Figure:
-    """WebGL scatter of a 2-D map.
+    """WebGL scatter of a 2-D map, lean enough for ``MAP_POINTS`` points.
 
     Categorical ``color``: one ``Scattergl`` trace per value (legend = values, sorted).
-    ``continuous=True``: a single trace with a colour bar. Every point's ``customdata`` is
-    ``[row_id, label, text]`` (strings for the last two, never null); read selections through
-    ``customdata[0]``, not ``point_indices``. ``highlight`` (row ids) adds a ring trace on top.
+    ``continuous=True``: a single trace with a colour bar. Every point's ``customdata`` is its
+    row id: read selections through it (``selected_row_ids``), never through
+    ``point_indices``, which count within each trace. Coordinates go as float32 and ids as
+    int32 typed arrays; up to ``HOVER_TEXT_POINTS`` points the hover also shows ``labels``
+    and ``hover_text`` (as each point's ``text``), above it only the row id and colour group.
+    ``marker_size`` defaults to 5 px, 3 px above 50,000 points. ``highlight`` (row ids) adds
+    a ring trace on top.
     ``unlabeled`` (bool per point): transfer rows, drawn as open, fainter symbols in traces of
     their own named ``<value> (unlabeled)``, in their value's colour.
     """
@@ -56,29 +100,21 @@ def embedding_scatter(
     m = len(xy)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"xy must have shape (n, 2), got {xy.shape}")
-    color = np.asarray(color, dtype=object if not continuous else np.float64)
     if len(color) != m:
         raise ValueError(f"color has {len(color)} entries for {m} points")
-    rows = np.arange(m) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
-    text = _hover_strings(hover_text, m)
-    lab = _hover_strings(labels, m)
-    custom = np.empty((m, 3), dtype=object)
-    custom[:, 0] = rows
-    custom[:, 1] = lab
-    custom[:, 2] = text
-    hover = (
-        "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
-        + color_title
-        + ": %{meta}<br>%{customdata[2]}<extra></extra>"
-    )
+    rows = _row_ids(row_ids, m)
+    text = _hover_lines(hover_text, labels, m)
+    size = marker_size if marker_size is not None else (5 if m <= 50_000 else 3)
+    # row id and colour group first, then (small maps) the label and the text
+    hover, tail = "row %{customdata}<br>", ("<br>%{text}" if text is not None else "")
     fig = go.Figure()
     open_ = np.zeros(m, dtype=bool) if unlabeled is None else np.asarray(unlabeled, dtype=bool)
     if len(open_) != m:
         raise ValueError(f"unlabeled has {len(open_)} entries for {m} points")
     if continuous:
-        c = np.nan_to_num(color.astype(np.float64), nan=0.0)
+        c = np.nan_to_num(np.asarray(color, dtype=np.float64), nan=0.0).astype(np.float32)
         marker = {
-            "size": marker_size,
+            "size": size,
             "color": c,
             "colorscale": "Viridis",
             "showscale": True,
@@ -89,45 +125,60 @@ def embedding_scatter(
         fig.add_trace(
             _points(
                 xy,
-                custom,
-                slice(None),
+                rows,
+                np.arange(m),
                 marker,
                 name=color_title,
-                hovertemplate=(
-                    "row %{customdata[0]}<br>label: %{customdata[1]}<br>"
-                    + color_title
-                    + ": %{marker.color:.3f}<br>%{customdata[2]}<extra></extra>"
-                ),
+                text=text,
+                hovertemplate=f"{hover}{color_title}: %{{marker.color:.3f}}{tail}<extra></extra>",
                 showlegend=False,
             )
         )
     else:
-        keys = np.array([truncate(v, 40) for v in color], dtype=object)
-        values = sorted(set(keys.tolist()), key=_natural_key)
-        for i, v in enumerate(values):
+        # factorised first: only the distinct values are turned into legend names
+        codes, uniques = pd.factorize(np.asarray(color, dtype=object), use_na_sentinel=False)
+        keys = [truncate(v, 40) for v in uniques]
+        for i, v in enumerate(sorted(set(keys), key=_natural_key)):
+            in_v = np.isin(codes, [j for j, k in enumerate(keys) if k == v])
             colour = _PALETTE[i % len(_PALETTE)]
             name = v if v != "" else "(none)"
             for faint in (False, True):
-                mask = (keys == v) & (open_ == faint)
-                if not mask.any():
+                idx = np.flatnonzero(in_v & (open_ == faint))
+                if not len(idx):
                     continue
-                look: dict[str, Any] = {"size": marker_size, "color": colour}
+                look: dict[str, Any] = {"size": size, "color": colour}
                 if faint:
                     look |= {"symbol": "circle-open", "opacity": 0.7}
-                label = f"{name} (unlabeled)" if faint else name
-                fig.add_trace(_points(xy, custom, mask, look, label, meta=v, hovertemplate=hover))
+                fig.add_trace(
+                    _points(
+                        xy,
+                        rows,
+                        idx,
+                        look,
+                        f"{name} (unlabeled)" if faint else name,
+                        text=text,
+                        meta=v,
+                        hovertemplate=f"{hover}{color_title}: %{{meta}}{tail}<extra></extra>",
+                    )
+                )
     if highlight is not None and len(highlight):
-        pos = {int(r): i for i, r in enumerate(rows)}
-        hi = np.array([pos[int(r)] for r in highlight if int(r) in pos], dtype=np.int64)
+        hi = np.flatnonzero(np.isin(rows, np.asarray(highlight, dtype=np.int64)))
         if len(hi):
             ring = {
-                "size": marker_size + 6,
+                "size": size + 6,
                 "color": "rgba(0,0,0,0)",
                 "line": {"width": 2, "color": "black"},
             }
             fig.add_trace(
                 _points(
-                    xy, custom, hi, ring, "highlighted", meta="highlighted", hovertemplate=hover
+                    xy,
+                    rows,
+                    hi,
+                    ring,
+                    "highlighted",
+                    text=text,
+                    meta="highlighted",
+                    hovertemplate=f"{hover}%{{meta}}{tail}<extra></extra>",
                 )
             )
     return _frame(
@@ -140,6 +191,47 @@ def embedding_scatter(
         legend_title_text=color_title,
         dragmode="lasso",
         uirevision="map",  # keep zoom when only colours change
+    )
+
+
+def embedding_map(
+    xy: np.ndarray | ProjectedRows,
+    color: np.ndarray | Sequence[object],
+    y: np.ndarray,
+    *,
+    max_points: int = MAP_POINTS,
+    seed: int = 0,
+    texts: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    unlabeled: np.ndarray | None = None,
+    **kw: Any,
+) -> go.Figure:
+    """The map of a whole split (``xy``, ``color`` and labels ``y`` for each of its rows): a
+    seeded class-stratified sample of at most ``max_points`` rows (all of them when fewer),
+    drawn by ``embedding_scatter`` with the split's row numbers as ids, so a selection names
+    rows of the split. ``xy`` may compute coordinates on demand (``maps.ProjectedRows``):
+    only the sample's are asked for. ``texts`` and ``label_names`` feed the hover of small
+    samples only (a row labelled -1 is "unlabeled"). ``unlabeled`` (bool per row) marks
+    transfer rows. ``kw`` goes to ``embedding_scatter`` (titles, ``continuous``, ...).
+    """
+    y = np.asarray(y)
+    if len(xy) != len(y):
+        raise ValueError(f"y has {len(y)} entries for {len(xy)} points")
+    idx = stratified_sample(y, max_points, seed)
+    rich = len(idx) <= HOVER_TEXT_POINTS
+    hover = [texts[i] for i in idx] if rich and texts is not None else None
+    labels = None
+    if rich and label_names is not None:
+        named = np.asarray([*label_names, "unlabeled"], dtype=object)  # y = -1: the last
+        labels = named[np.where(y[idx] < 0, len(label_names), y[idx])]
+    return embedding_scatter(
+        np.asarray(xy[idx]),
+        np.asarray(color)[idx],
+        hover_text=hover,
+        labels=labels,
+        row_ids=idx,
+        unlabeled=None if unlabeled is None else np.asarray(unlabeled, dtype=bool)[idx],
+        **kw,
     )
 
 
@@ -351,11 +443,32 @@ def class_balance_bar(
     )
 
 
-def length_histogram(texts: Sequence[str], *, unit: str = "words", nbins: int = 40) -> go.Figure:
-    """Distribution of text lengths (words by default) of one split."""
+#: Texts a length histogram reads at most (a seeded sample of larger sets): counting the
+#: words of 1.6M texts took 2 s of the Data page's first render, for the same shape.
+LENGTH_SAMPLE = 100_000
+
+
+def length_histogram(
+    texts: Sequence[str], *, unit: str = "words", nbins: int = 40, max_texts: int = LENGTH_SAMPLE
+) -> go.Figure:
+    """Distribution of text lengths (words by default) of one split; above ``max_texts``
+    texts, of a seeded sample of them, in % of examples."""
+    n = len(texts)
+    sampled = n > max_texts
+    if sampled:
+        rows = np.sort(np.random.default_rng(0).choice(n, max_texts, replace=False))
+        texts = [texts[i] for i in rows]
     if unit == "words":
         lengths = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
     else:
         lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    fig = go.Figure(go.Histogram(x=lengths, nbinsx=nbins, marker_color="#1f77b4"))
-    return _frame(fig, height=280, xaxis_title=f"length ({unit})", yaxis_title="examples")
+    fig = go.Figure(
+        go.Histogram(
+            x=lengths,
+            nbinsx=nbins,
+            marker_color="#1f77b4",
+            histnorm="percent" if sampled else None,
+        )
+    )
+    y_title = f"% of examples ({max_texts:,}-row sample)" if sampled else "examples"
+    return _frame(fig, height=280, xaxis_title=f"length ({unit})", yaxis_title=y_title)

@@ -24,8 +24,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+=,@-]{0,99}$")
 
 
 #: Arrays whose content was checked against their hash in this process: path -> stat key.
-#: Why once per process: hashing 1.6M x 384 float16 (1.2 GB) takes about 2 s, too slow for
-#: every read but cheap once; a file changed since (size, mtime or inode) is checked again.
+#: Why not on every read: hashing 1.6M x 384 float16 (1.2 GB) takes 2-3 s. A file changed
+#: since (size, mtime or inode) is checked again.
 _VERIFIED: dict[str, tuple[int, int, int]] = {}
 _HASH_CHUNK = 1 << 24  # bytes per hashing step: no full copy of a large memory-mapped array
 
@@ -33,6 +33,46 @@ _HASH_CHUNK = 1 << 24  # bytes per hashing step: no full copy of a large memory-
 def _stat_key(path: Path) -> tuple[int, int, int]:
     st = path.stat()
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _marker(path: Path) -> Path:
+    return path.with_suffix(".verified")
+
+
+def is_verified(path: Path, key: tuple[int, int, int]) -> bool:
+    """Whether ``path``, with stat key ``key``, was checked against its hash, in this process
+    or in an earlier one: a ``<sha>.verified`` file beside it holds the stat key it had then.
+
+    Why across processes: every app restart hashed H again, 2-3 s of each first page at 1.6M
+    rows. Writing to the file changes its size or mtime, replacing it its inode, and any of
+    them makes it checked again; ``lelp doctor`` still hashes every array.
+    """
+    if _VERIFIED.get(str(path)) == key:
+        return True
+    try:
+        seen = tuple(int(v) for v in _marker(path).read_text().split())
+    except (OSError, ValueError):
+        return False
+    if seen != key:
+        return False
+    _VERIFIED[str(path)] = key
+    return True
+
+
+def mark_verified(path: Path) -> None:
+    """Record that ``path`` as it is now matches its hash (see :func:`is_verified`); a
+    read-only workspace only remembers it in this process."""
+    key = _stat_key(path)
+    _VERIFIED[str(path)] = key
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(_marker(path), " ".join(map(str, key)).encode())
+
+
+def forget_verified(path: Path) -> None:
+    """Drop what :func:`mark_verified` recorded for ``path`` (it was found damaged)."""
+    _VERIFIED.pop(str(path), None)
+    with contextlib.suppress(OSError):
+        _marker(path).unlink()
 
 
 def array_digest(a: np.ndarray) -> str:

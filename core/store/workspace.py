@@ -23,13 +23,15 @@ import numpy as np
 
 from ..types import TeacherOutputs, hash_arrays
 from .files import (
-    _VERIFIED,
     ArrayDamaged,
     WorkspaceError,
     _stat_key,
     array_digest,
     atomic_save_npy,
     atomic_write_bytes,
+    forget_verified,
+    is_verified,
+    mark_verified,
     safe_name,
 )
 from .schema import Schema, ensure_schema
@@ -233,6 +235,7 @@ class Workspace:
         if not path.exists():
             try:
                 atomic_save_npy(path, a)
+                mark_verified(path)  # written from the bytes just hashed
             except OSError as err:
                 raise WorkspaceError(
                     f"workspace {self.root}: cannot write an array ({err.strerror or err}); "
@@ -242,7 +245,7 @@ class Workspace:
 
     def get_array(self, sha: str, mmap: bool = True) -> np.ndarray:
         """The array stored under ``sha``. Its header, size and content hash are checked (the
-        hash once per process and file version, see ``_VERIFIED``): a damaged array raises
+        hash once per file version, see ``files.is_verified``): a damaged array raises
         ``ArrayDamaged``, never comes back silently different."""
         path = self._array_path(sha)
         if not path.exists():
@@ -254,11 +257,10 @@ class Workspace:
             a = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
             raise ArrayDamaged(self._damaged(sha, f"unreadable: {err}")) from None
-        key = _stat_key(path)
-        if _VERIFIED.get(str(path)) != key:
+        if not is_verified(path, _stat_key(path)):
             if array_digest(a) != sha:
                 raise ArrayDamaged(self._damaged(sha, "its content no longer matches its hash"))
-            _VERIFIED[str(path)] = key
+            mark_verified(path)
         return a
 
     def _damaged(self, sha: str, why: str) -> str:
@@ -272,7 +274,7 @@ class Workspace:
         dest = self.root / "quarantine" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"
         dest.parent.mkdir(exist_ok=True)
         os.replace(path, dest)
-        _VERIFIED.pop(str(path), None)
+        forget_verified(path)
         return dest
 
     # -- teacher outputs -------------------------------------------------------------------
@@ -422,8 +424,12 @@ class Workspace:
         return self._run_row(row)
 
     # -- projections (the map) -------------------------------------------------------------
-    def save_projection(self, key: str, xy: np.ndarray, meta: dict[str, Any] | None = None) -> None:
-        sha = self.put_array(np.asarray(xy, dtype=np.float32))
+    def save_projection(
+        self, key: str, xy: np.ndarray, meta: dict[str, Any] | None = None, dtype: Any = np.float32
+    ) -> None:
+        """Store a map's coordinates (float32), or another array derived from a teacher's
+        embeddings (``stored_stats``: float64 class statistics), under ``key``."""
+        sha = self.put_array(np.asarray(xy, dtype=dtype))
         with self.connect() as con:
             con.execute(
                 "INSERT OR REPLACE INTO projections VALUES (?,?,?,?)",
@@ -561,6 +567,7 @@ class Workspace:
         with open(path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(path, dest)
+        mark_verified(dest)  # hashed from this very file
         return sha
 
     def put_embeddings(self, h: np.ndarray) -> str:

@@ -43,8 +43,9 @@ def recovery_scores(assign: Any, y: Any, latent: Any) -> dict[str, Any]:
     if len(v) != len(a):
         raise SubclassError(f"latent has {len(v)} entries but assign has {len(a)}")
     # Integer codes (missing values: one category, -1): sklearn's scores hash ints far faster
-    # than the strings an object column would become.
-    v = pd.factorize(v.astype(object))[0]
+    # than the strings an object column would become; an integer column is factorised as it
+    # is (its object copy took 0.5 s of the Subspaces page at 1.6M rows).
+    v = pd.factorize(v if v.dtype.kind in "iub" else v.astype(object))[0]
     per: dict[str, dict[str, float | int]] = {}
     for c in np.unique(y):
         rows = y == c

@@ -192,6 +192,25 @@ class ClassStats:
     n_features: int
     _memo: dict[tuple[int, str], tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
+    def to_array(self) -> np.ndarray:
+        """The statistics as one float64 array ``(C, d + 2, d)`` (to be stored): per class,
+        row 0 its mean, rows 1..d its scatter, row d + 1 its count (first entry)."""
+        d = self.n_features
+        a = np.zeros((len(self.counts), d + 2, d))
+        for c, (mean, scatter) in enumerate(zip(self.means, self.scatters, strict=True)):
+            a[c, 0], a[c, 1 : d + 1], a[c, d + 1, 0] = mean, scatter, self.counts[c]
+        return a
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> ClassStats:
+        """The statistics ``to_array`` wrote (what a fit on the same H and y would compute)."""
+        a = np.asarray(a, dtype=np.float64)
+        d = a.shape[2]
+        if a.ndim != 3 or a.shape[1] != d + 2:
+            raise SubclassError(f"class statistics must have shape (C, d + 2, d), got {a.shape}")
+        counts = a[:, d + 1, 0].astype(np.int64)
+        return cls(counts, [m.copy() for m in a[:, 0]], [S.copy() for S in a[:, 1 : d + 1]], d)
+
     def projected(self, c: int, P: np.ndarray | None) -> tuple[Any, Any, Any, Any]:
         """Class c's (mean, scatter, eigenvalues, eigenvectors) after the projector P (raw
         when None); eigenpairs in descending order. Memoised: the d x d products and the
