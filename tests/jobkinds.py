@@ -33,7 +33,7 @@ def _run_sleep(
     own process running, so it can only succeed when they run at the same time."""
     c = effective_config(job)
     if c.get("together"):
-        _wait_for_company(ws, int(c["together"]), float(c.get("together_s", 60)))
+        _wait_for_company(ws, job, int(c["together"]), float(c.get("together_s", 60)))
     steps, spe = int(c.get("steps", 20)), max(1, int(c.get("steps_per_epoch", 5)))
     delay, fail_at = float(c.get("delay", 0.05)), c.get("fail_at")
     epochs = math.ceil(steps / spe)
@@ -78,16 +78,21 @@ def _run_sleep(
     return record
 
 
-def _wait_for_company(ws: Workspace, n: int, timeout: float) -> None:
-    from lelp_studio.jobs import list_jobs
-
+def _wait_for_company(ws: Workspace, job: Job, n: int, timeout: float) -> None:
+    """Each waiting job leaves a mark (a file named by its id) and waits for ``n`` marks. A
+    mark stays after its job ends: polling the job table for ``n`` running jobs missed the
+    moment on a busy machine, when the other job saw both, finished at once and ended
+    (CI, 2026-12-02)."""
+    marks = ws.root / "together"
+    marks.mkdir(parents=True, exist_ok=True)
+    (marks / str(job.id)).touch()
     deadline = time.monotonic() + timeout
     while True:
-        alive = [j for j in list_jobs(ws) if j.kind == "sleep" and j.state == "running" and j.pid]
-        if len(alive) >= n:
+        seen = len(list(marks.iterdir()))
+        if seen >= n:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sleep job: {len(alive)} of {n} jobs ran at once for {timeout} s")
+            raise RuntimeError(f"sleep job: {seen} of {n} jobs ran at once for {timeout} s")
         time.sleep(0.05)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -248,6 +249,9 @@ def test_distill_queues_a_job_and_shows_progress(page) -> None:  # type: ignore[
     page.get_by_text("running", exact=True).or_(
         page.get_by_text("succeeded", exact=True)
     ).first.wait_for(timeout=120_000)
+    # The card's bar is drawn with its header; wait for it too (the CI run on 2026-12-02 read
+    # the count while the fragment was still replacing the previous list).
+    page.get_by_test_id("stProgress").first.wait_for(timeout=120_000)
     assert page.get_by_test_id("stProgress").count() >= 1
     page.get_by_text("succeeded", exact=True).first.wait_for(timeout=300_000)
     _no_exception(page)
@@ -410,19 +414,27 @@ def test_a_sweep_queued_on_distill_reads_as_a_heat_map_on_compare(page) -> None:
         _idle(page)
     page.get_by_text("This will queue 4 jobs", exact=False).wait_for()
     page.get_by_role("button", name="Queue sweep").click()
-    page.get_by_text("Queued sweep", exact=False).first.wait_for()
-    # The job list (a fragment re-reading the jobs table) shows each state as `code`.
+    queued = page.get_by_text("Queued sweep", exact=False).first
+    queued.wait_for()
+    # Wait for the sweep's own cards ("#12 name · succeeded"), by the ids the message names:
+    # counting every state on the page passed on the previous list while the fragment was
+    # still redrawing it (CI, 2026-12-02), before the sweep had run.
+    found = re.search(r"#(\d+)\D+#(\d+)", queued.inner_text())
+    assert found, queued.inner_text()
+    ids = list(range(int(found[1]), int(found[2]) + 1))
+    assert len(ids) == 4, ids
     states = (
-        "() => [...document.querySelectorAll('[data-testid=\"stMain\"] code')]"
-        ".map(e => e.innerText)"
+        "ids => { const cards = [...document.querySelectorAll('[data-testid=\"stMain\"] p')]"
+        ".map(p => p.innerText); return ids.map(id => { const c = cards.find("
+        "t => t.startsWith('#' + id + ' ')); return c ? c.split(' · ').pop().trim() : null; }); }"
     )
     page.wait_for_function(
-        f"() => {{ const s = ({states})(); return s.includes('failed') || "
-        "(s.filter(t => t === 'succeeded').length >= 4 && "
-        "!s.some(t => t === 'queued' || t === 'running')); }",
+        f"ids => {{ const s = ({states})(ids); return s.includes('failed') || "
+        "s.every(t => t === 'succeeded'); }",
+        arg=ids,
         timeout=600_000,
     )
-    assert "failed" not in page.evaluate(states)
+    assert page.evaluate(states, ids) == ["succeeded"] * 4
     _goto(page, "Compare")
     page.get_by_test_id("stSelectbox").filter(has_text="Sweep").first.click()
     page.get_by_role("option").filter(has_text="(4 runs)").first.click()
