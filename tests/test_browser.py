@@ -36,6 +36,8 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+#: Every page and screenshot at 1,400 px wide (issue 18: the README's pictures at that width).
+VIEWPORT = {"width": 1400, "height": 900}
 PAGES = ["Data & teacher", "Embedding map", "Subspaces", "Distill", "Compare"]
 
 
@@ -145,7 +147,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def page(app_url: str, browser) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    pg = browser.new_page(viewport={"width": 1280, "height": 800})
+    pg = browser.new_page(viewport=VIEWPORT)
     pg.set_default_timeout(180_000)
     pg.on("request", lambda r: REQUESTED.append(r.url))
     pg.goto(app_url)
@@ -366,7 +368,7 @@ def test_compare_table_fits_a_1400_px_screen(page) -> None:  # type: ignore[no-u
         assert 300 < scroll <= visible, (scroll, visible)  # several columns, none hidden
         _no_exception(page)
     finally:
-        page.set_viewport_size({"width": 1280, "height": 800})
+        page.set_viewport_size(VIEWPORT)
 
 
 def test_distill_settings_survive_the_job_list_refresh_and_a_page_visit(page) -> None:  # type: ignore[no-untyped-def]
@@ -446,10 +448,10 @@ def test_a_sweep_queued_on_distill_reads_as_a_heat_map_on_compare(page) -> None:
     assert "Ranked on the selection split (dev)" in text and "never ranks" in text
     assert page.get_by_test_id("stDataFrame").count() >= 1
     _no_exception(page)
-    page.set_viewport_size({"width": 1280, "height": 1000})  # table and heat map in one shot
+    page.set_viewport_size({"width": 1400, "height": 1000})  # table and heat map in one shot
     heading.evaluate("e => e.scrollIntoView({block: 'start'})")
     _shoot(page, "6_sweep")
-    page.set_viewport_size({"width": 1280, "height": 800})
+    page.set_viewport_size(VIEWPORT)
 
 
 def _expect_whole_app(pg, heading: str) -> None:  # type: ignore[no-untyped-def]
@@ -478,7 +480,7 @@ def test_deep_link_after_a_restart_draws_the_whole_app(browser, tmp_path: Path) 
     pages/ routing, on until the first st.navigation call of the process; ui/navigation.py)."""
     port, log = _free_port(), tmp_path / "streamlit.log"
     env = _app_env(str(tmp_path / "ws"), LELP_APP_DEMO="digits-bin", LELP_APP_AUTOSTART_WORKER="0")
-    tab = browser.new_page(viewport={"width": 1280, "height": 800})
+    tab = browser.new_page(viewport=VIEWPORT)
     tab.set_default_timeout(120_000)
     with _serve(port, env, log) as url:  # started: a deep link comes first
         tab.goto(f"{url}/distill")
@@ -489,7 +491,7 @@ def test_deep_link_after_a_restart_draws_the_whole_app(browser, tmp_path: Path) 
         _expect_whole_app(tab, "Distill")
         tab.close()
     with _serve(port, env, log) as url:  # restarted: a deep link comes first
-        fresh = browser.new_page(viewport={"width": 1280, "height": 800})
+        fresh = browser.new_page(viewport=VIEWPORT)
         fresh.set_default_timeout(120_000)
         fresh.goto(f"{url}/distill")
         _expect_whole_app(fresh, "Distill")
