@@ -12,6 +12,7 @@ from .files import (
     safe_name,
 )
 from .schema import Schema, ensure_schema, schema_versions
+from .staging import Staging, claim_staging
 from .workspace import SCHEMA, WORKSPACE_SCHEMA, Workspace, default_root
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "WORKSPACE_SCHEMA",
     "ArrayDamaged",
     "Schema",
+    "Staging",
     "Workspace",
     "WorkspaceError",
     "array_digest",
@@ -26,6 +28,7 @@ __all__ = [
     "atomic_path",
     "atomic_save_npy",
     "atomic_write_bytes",
+    "claim_staging",
     "default_root",
     "ensure_schema",
     "safe_name",

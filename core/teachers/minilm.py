@@ -7,7 +7,7 @@ import importlib.metadata
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -15,10 +15,10 @@ from torch import nn
 
 from ..config import TeacherSpec
 from ..hf_import import load_transformers
-from ..types import Dataset, TeacherOutputs
+from ..types import TRANSFER, Dataset, TeacherOutputs, hash_arrays
 from .common import HSink, Progress, TeacherError, _accuracy, _need_text, _outputs, _Reporter
 from .device import _precision_autocast, pick_device, resolve_precision
-from .extraction import _filter_inputs, _float_head, extract, mean_pool
+from .extraction import _filter_inputs, _float_head, extract, mean_pool, text_fill
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -218,6 +218,34 @@ def finetune_minilm(
     return model, tok
 
 
+def _with_head(
+    fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], head: nn.Linear
+) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]:
+    """(H, Z) per batch from an embedding function and a fitted head (Z in float32)."""
+
+    def both(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = fn(batch)
+        return h, _float_head(head, h)
+
+    return both
+
+
+def _fill_texts(
+    sink: HSink, dataset: Dataset, name: str, model_fn: Callable, tok: Any, spec: TeacherSpec,
+    device: torch.device, progress: Progress | None, context: str, dim: int,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One split's (H, Z) through ``sink.fill`` (chunked and resumable in a folder); ``dim``
+    is H's width."""
+    texts = dataset.splits[name].texts
+    assert texts is not None
+    stage = f"embed {name}"
+    fill = text_fill(
+        model_fn, tok, texts, spec.max_length, spec.batch_size, spec.precision, device, stage
+    )
+    widths = (int(dim), dataset.n_classes)
+    return sink.fill(name, len(texts), widths, fill, progress, stage, context=context)
+
+
 def _compute_minilm(
     dataset: Dataset,
     spec: TeacherSpec,
@@ -240,29 +268,41 @@ def _compute_minilm(
         "precision": resolve_precision(spec.precision, device),
         "minilm_version": _minilm_version(),
     }
+    context = f"minilm-{spec.mode} {device.type} {meta['precision']} max_length={spec.max_length}"
     if spec.mode == "frozen":
         encoder, tok = _load_minilm()
         # typed as nn.Module: transformers' @wraps(nn.Module.to) hides to()'s signature
         cast(nn.Module, encoder).to(device).eval()
         fn = _minilm_fn(encoder)
+        # The labeled splits in memory as float32 (the head is fitted on them); the transfer
+        # rows, which the head never sees, go through the sink like any teacher's.
         for name, split in dataset.splits.items():
             assert split.texts is not None
-            (H[name],) = extract(
-                fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
-                device=device, stage=f"embed {name}", precision=spec.precision,
-            )  # fmt: skip
+            if name != TRANSFER:
+                (H[name],) = extract(
+                    fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
+                    device=device, stage=f"embed {name}", precision=spec.precision,
+                )  # fmt: skip
         W, b, c = _frozen_head(dataset, H, spec.seed)
         meta["head_C"] = c
         Z = {k: v @ W.T + b for k, v in H.items()}
+        if TRANSFER in dataset.splits:
+            head = nn.Linear(W.shape[1], W.shape[0]).to(device)
+            with torch.no_grad():
+                head.weight.copy_(torch.from_numpy(W))
+                head.bias.copy_(torch.from_numpy(b))
+            model_fn = _with_head(fn, head)
+            H[TRANSFER], Z[TRANSFER] = _fill_texts(
+                sink, dataset, TRANSFER, model_fn, tok, spec, device, progress,
+                f"{context} head={hash_arrays(W, b)[:16]}", W.shape[1],
+            )  # fmt: skip
     else:
         model, tok = finetune_minilm(dataset, spec, progress, max_steps=max_steps)
-        for name, split in dataset.splits.items():
-            assert split.texts is not None
-            h_out = sink.new(name, len(split.texts), int(model.head.weight.shape[1]))
-            H[name], Z[name] = extract(
-                model.outputs, tok, split.texts, spec.max_length, spec.batch_size, progress,
-                device=device, stage=f"embed {name}", precision=spec.precision,
-                out=[h_out, None],
+        head_fp = hash_arrays(*(p.detach().float().cpu().numpy() for p in model.head.parameters()))
+        for name in dataset.splits:
+            H[name], Z[name] = _fill_texts(
+                sink, dataset, name, model.outputs, tok, spec, device, progress,
+                f"{context} head={head_fp[:16]}", model.head.in_features,
             )  # fmt: skip
         if encoder_dir is not None:
             # safetensors by default; students initialised from the teacher load it from here.
