@@ -112,23 +112,30 @@ def make_data(folder: Path, rows: int, labeled: int, eval_rows: int, fmt: str) -
     for split, (a, b) in cuts.items():
         df = pd.DataFrame({"text": texts[a:b], "label": [f"c{v}" for v in y[a:b]]})
         df.to_parquet(folder / f"{split}.parquet", index=False)
-    transfer = synthetic_texts(rows, seed=2)
-    path = folder / f"transfer.{fmt}"
+    return write_transfer(folder / f"transfer.{fmt}", synthetic_texts(rows, seed=2))
+
+
+def write_transfer(path: Path, texts: list[str]) -> Path:
+    """``texts`` as a transfer file in the format its suffix names (.parquet, .csv, .jsonl:
+    a ``text`` column; .txt: one per line)."""
+    import pandas as pd
+
+    fmt = path.suffix.lstrip(".")
     if fmt == "txt":
-        path.write_text("\n".join(transfer) + "\n", encoding="utf-8")
+        path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     elif fmt == "parquet":
-        pd.DataFrame({"text": transfer}).to_parquet(path, index=False, row_group_size=65_536)
+        pd.DataFrame({"text": texts}).to_parquet(path, index=False, row_group_size=65_536)
     elif fmt == "csv":
-        pd.DataFrame({"text": transfer}).to_csv(path, index=False)
+        pd.DataFrame({"text": texts}).to_csv(path, index=False)
     else:
-        pd.DataFrame({"text": transfer}).to_json(path, orient="records", lines=True)
+        pd.DataFrame({"text": texts}).to_json(path, orient="records", lines=True)
     return path
 
 
-def write_config(folder: Path, transfer: Path, teacher: Path) -> Path:
+def write_config(folder: Path, transfer: Path, teacher: Path, name: str = "run.yaml") -> Path:
     """The run config every command reads: teacher kind hf, LELP with 4 subclasses per
     class, one epoch of the bag student, devices auto."""
-    cfg = folder / "run.yaml"
+    cfg = folder / name
     cfg.write_text(
         "dataset:\n"
         f"  source: {folder}\n"
@@ -182,6 +189,26 @@ def worker_load(cfg_path: str) -> dict[str, Any]:
     }
 
 
+def worker_load_whole(cfg_path: str) -> dict[str, Any]:
+    """The baseline for ``worker_load``: the labeled dataset loaded, then the transfer file
+    read whole (the library's ``read_table``, as labeled files are read) and its texts
+    listed; the time of the read and the peak RSS."""
+    from lelp_studio.config import load_config
+    from lelp_studio.data import load_dataset, read_table
+
+    cfg = load_config(cfg_path, [])
+    assert cfg.dataset.transfer is not None
+    path = Path(cfg.dataset.transfer)
+    load_dataset(cfg.dataset.model_copy(update={"transfer": None}))  # as the streamed load does
+    t0 = time.perf_counter()
+    if path.suffix == ".txt":  # what the transfer reader did before it streamed
+        texts = path.read_bytes().decode("utf-8").splitlines()
+    else:
+        texts = read_table(path)[cfg.dataset.text_col].astype(str).tolist()
+    return {"seconds": round(time.perf_counter() - t0, 2), "rows": len(texts),
+            "peak_rss_mb": round(_peak_rss_mb())}  # fmt: skip
+
+
 def worker_rates(teacher: str, n: int) -> dict[str, Any]:
     """MiniLM and the stand-in teacher on the same ``n`` texts, through ``teachers.extract``
     (device and precision auto, as the teacher kinds run it)."""
@@ -223,6 +250,32 @@ def _in_worker(args: list[str]) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-2000:]}
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def bench_loads(
+    data: Path, teacher: Path, transfer: Path, formats: list[str], rows: int
+) -> dict[str, Any]:
+    """Per transfer-file format: the dataset loaded as the commands load it (streamed) and,
+    as the baseline, the file read whole; each in its own process."""
+    out: dict[str, Any] = {}
+    texts: list[str] | None = None
+    for fmt in formats:
+        path = data / f"transfer.{fmt}"
+        if not path.is_file():
+            texts = texts or synthetic_texts(rows, seed=2)  # make_data's transfer texts
+            write_transfer(path, texts)
+        cfg = write_config(data, path, teacher, f"run_{fmt}.yaml")
+        res = {"file_mb": round(path.stat().st_size / 2**20, 1)}
+        res["streamed"] = _in_worker(["load", str(cfg)])
+        res["whole"] = _in_worker(["load-whole", str(cfg)])
+        s, w = res["streamed"], res["whole"]
+        if "error" not in s and "error" not in w:
+            res["streamed_over_whole_rss"] = round(s["peak_rss_mb"] / w["peak_rss_mb"], 2)
+        out[fmt] = res
+        if path != transfer:
+            path.unlink()
+        print(json.dumps({f"load {fmt}": res}), flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------- stages
@@ -348,6 +401,27 @@ def to_markdown(r: dict[str, Any]) -> str:
         "batch 512. Each command is its own process.",
         "",
     ]
+    loads = r.get("loads") or {}
+    if loads:
+        lines += [
+            "Loading the dataset with its transfer file, by the file's format: as every "
+            "command loads it (streamed, the library's load_dataset, which also drops repeats "
+            "and builds the dataset) and, the baseline in the same run, the file read whole "
+            "(read_table, or read and split for .txt) with its texts listed. Each in its own "
+            "process (interpreter, pandas and pyarrow included).",
+            "",
+            "| format | file MB | streamed s | streamed peak RSS MB | whole s | whole peak RSS MB "
+            "| streamed / whole RSS |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for fmt, v in loads.items():
+            s_, w_ = v.get("streamed", {}), v.get("whole", {})
+            lines.append(
+                f"| {fmt} | {v['file_mb']} | {s_.get('seconds', 'failed')} | "
+                f"{s_.get('peak_rss_mb', '')} | {w_.get('seconds', 'failed')} | "
+                f"{w_.get('peak_rss_mb', '')} | x{v.get('streamed_over_whole_rss', '')} |"
+            )
+        lines.append("")
     ld = r.get("load")
     if ld and "error" not in ld:
         lines += [
@@ -412,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labeled", type=int, default=20_000, help="labeled training rows")
     ap.add_argument("--eval-rows", type=int, default=2_000, help="dev and test rows each")
     ap.add_argument("--format", default="parquet", choices=["parquet", "csv", "jsonl", "txt"])
+    ap.add_argument(
+        "--load-formats",
+        default="parquet,csv,jsonl,txt",
+        help="transfer-file formats whose loading is measured (streamed and whole)",
+    )
     ap.add_argument("--hidden", type=int, default=384, help="the stand-in teacher's width")
     ap.add_argument("--minilm-texts", type=int, default=20_000)
     ap.add_argument(
@@ -426,7 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         kind, *rest = args.worker
-        res = worker_load(rest[0]) if kind == "load" else worker_rates(rest[0], int(rest[1]))
+        if kind == "rates":
+            res = worker_rates(rest[0], int(rest[1]))
+        else:
+            res = (worker_load if kind == "load" else worker_load_whole)(rest[0])
         print(json.dumps(res))
         return 0
 
@@ -447,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         teacher = make_tiny_teacher(work / "teacher", hidden=args.hidden)
         cfg = write_config(data, transfer, teacher)
         r["params"]["data_seconds"] = round(time.perf_counter() - t0, 1)
-        r["load"] = _in_worker(["load", str(cfg)])
-        print(json.dumps({"load": r["load"]}), flush=True)
+        formats = [f for f in args.load_formats.split(",") if f]
+        r["loads"] = bench_loads(data, teacher, transfer, formats, args.rows)
+        r["load"] = r["loads"].get(args.format, {}).get("streamed", {})
         kept = r["load"].get("kept", args.rows)
         r["stages"] = run_stages(
             work, cfg, kept, args.labeled, 2 * args.eval_rows, args.interrupt_at
