@@ -82,15 +82,17 @@ def _decode_utf8(path: Path, raw: bytes) -> str:
 READ_BYTES = 1 << 22
 
 
-def iter_lines(path: Path, block_bytes: int = READ_BYTES) -> Iterator[list[str]]:
+def iter_lines(path: Path, block_bytes: int | None = None) -> Iterator[list[str]]:
     """The lines of a UTF-8 text file in blocks, as ``_decode_utf8(path, raw).splitlines()``
     would give them all at once, without holding the file: one block of bytes and its lines
-    at a time. A byte that is not UTF-8 raises the same ``DataError`` (offset and line)."""
+    at a time (``block_bytes``, default ``READ_BYTES``). A byte that is not UTF-8 raises the
+    same ``DataError`` (offset and line)."""
+    block_bytes = int(block_bytes or READ_BYTES)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     carry, offset, newlines, first = "", 0, 0, True
     with open(path, "rb") as f:
         while True:
-            raw = f.read(block_bytes)
+            raw = f.read(max(block_bytes, len(_BOM)) if first else block_bytes)
             final = not raw
             if first and raw.startswith(_BOM):
                 raw, offset = raw[len(_BOM) :], len(_BOM)
@@ -105,13 +107,20 @@ def iter_lines(path: Path, block_bytes: int = READ_BYTES) -> Iterator[list[str]]
                 raise _utf8_error(path, at, line, bad) from None
             offset += len(raw)
             newlines += raw.count(b"\n")
-            parts = text.splitlines(keepends=True)
-            # the last piece may be a line cut by the block end (or a "\r" before its "\n")
-            carry = "" if final or not parts else parts.pop()
-            if parts:
-                yield "".join(parts).splitlines()
+            lines = text.splitlines()
+            carry = ""
+            if not final and lines and text[-1] == "\r":  # its "\n" may open the next block
+                carry = lines.pop() + "\r"
+            elif not final and lines and text[-1] not in _ENDS:  # a line cut by the block end
+                carry = lines.pop()
+            if lines:
+                yield lines
             if final:
                 return
+
+
+#: What ends a line for ``str.splitlines`` besides "\r" (which may be half of "\r\n").
+_ENDS = "\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def _check_header(path: Path, names: Sequence[str]) -> None:
@@ -253,6 +262,8 @@ def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
 #: Rows per block when a table is streamed (``iter_table``).
 READ_ROWS = 65_536
 
+_JSONL_ROWS = 16_384
+
 #: ``columns(header)``: the columns to read, given the file's column names (may raise).
 Columns = Callable[[list[str]], list[str]]
 
@@ -301,6 +312,7 @@ def _iter_parquet(p: Path, head: bytes, pick: Columns, rows: int) -> Iterator[pd
 
 
 def _iter_jsonl(p: Path, pick: Columns, rows: int) -> Iterator[pd.DataFrame]:
+    rows = min(rows, _JSONL_ROWS)  # a parsed record (a dict) weighs ten times its text
     lineno = 0
     records: list[dict[str, Any]] = []
 

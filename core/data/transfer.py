@@ -42,11 +42,12 @@ Block = tuple[list[str], dict[str, np.ndarray]]
 def iter_transfer(
     path: str | Path, text_col: str, label_col: str, ds: Dataset, rows: int | None = None
 ) -> Iterator[Block]:
-    """The inputs of a transfer file in blocks of ``rows`` (``READ_ROWS``), as ``(texts,
-    latent)``; empty texts stay (as "") for the caller to count. The file is streamed (CSV/TSV
-    in pandas chunks, Parquet by record batches, JSONL and .txt line by line) and only the
-    text, label and latent columns are read, so a file far larger than its texts never sits
-    in memory, and no block is held after the caller moves on.
+    """The inputs of a transfer file in blocks of ``rows`` (``READ_ROWS``; a .txt file in
+    blocks of 4 MB), as ``(texts, latent)``; empty texts stay (as "") for the caller to
+    count. The file is streamed (CSV/TSV in pandas chunks, Parquet by record batches, JSONL
+    and .txt line by line) and only the text, label and latent columns are read, so a file
+    far larger than its texts never sits in memory, and no block is held after the caller
+    moves on.
 
     A label column, when the file has one, is checked only: each non-empty label must be a
     class of ``ds`` (its file value or its name), since a file of another task's labels is
@@ -64,7 +65,7 @@ def iter_transfer(
             "input per line)"
         )
     if suffix in TEXT_SUFFIXES:
-        yield from _iter_text_file(p, ds, rows)
+        yield from _iter_text_file(p, ds)
         return
 
     def columns(names: list[str]) -> list[str]:
@@ -101,20 +102,14 @@ def iter_transfer(
     bad.raise_if_any(p.name, ds)
 
 
-def _iter_text_file(p: Path, ds: Dataset, rows: int) -> Iterator[Block]:
+def _iter_text_file(p: Path, ds: Dataset) -> Iterator[Block]:
+    """A .txt file's lines in the blocks ``iter_lines`` reads (4 MB of the file each)."""
     if not p.is_file():
         raise DataError(f"dataset.transfer {p}: no such file; check the path")
     seen = False
-    block: list[str] = []
     for lines in iter_lines(p):
-        block += lines
-        while len(block) >= rows:
-            seen = True
-            out, block = block[:rows], block[rows:]
-            yield out, {c: _missing(len(out)) for c in ds.latent_columns}
-    if block:
         seen = True
-        yield block, {c: _missing(len(block)) for c in ds.latent_columns}
+        yield lines, {c: _missing(len(lines)) for c in ds.latent_columns}
     if not seen:
         raise DataError(f"dataset.transfer {p.name}: the file is empty; write one input per line")
 
