@@ -51,6 +51,12 @@ except ERRORS as err:
     st.error(f"{err}\n\nFix the dataset on the **Data & teacher** page.")
     st.stop()
 
+if ds.n_transfer:
+    st.info(
+        f"This dataset has {len(ds.splits['train']):,} labeled training rows and "
+        f"{ds.n_transfer:,} unlabeled transfer rows: distillation objectives train on both "
+        "(the teacher labels the transfer rows); hard labels use the labeled rows only."
+    )
 specs = ws.list_specs()
 ui.remember("distill_base", CURRENT)
 if ss["distill_base"] not in [CURRENT, MANUAL, *specs]:

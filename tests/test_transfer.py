@@ -262,6 +262,10 @@ def test_the_hard_term_skips_transfer_rows(objective: str) -> None:
         Z=Z, y=y, H=rng.normal(size=(6, 5)).astype(np.float32), targets=targets, sizes=[2, 2]
     )
     obj.setup(teacher)
+    # a transfer row's class (ReAugKD's projection, Subclass Distillation's head) is the
+    # teacher's argmax; a labeled row keeps its label
+    np.testing.assert_array_equal(teacher.classes, np.r_[y[:3], Z[3:].argmax(1)])
+    assert teacher.n_labeled == 3
     out = torch.as_tensor(rng.normal(size=(6, obj.n_outputs(2))), dtype=torch.float32)
     idx = torch.arange(3, 6)
     loss = obj.loss(out[idx], Batch(idx=idx, y=torch.as_tensor(y)[idx]))
@@ -417,6 +421,11 @@ def test_the_map_shows_transfer_rows_as_unlabeled_and_compare_names_the_data(
         sum(len(t["customdata"]) for t in faint) == 46
     )  # every transfer row, by the teacher's class
     assert all(int(c[0]) >= n_lab for t in faint for c in t["customdata"])  # ids after train
+    at.selectbox(key="map_color").set_value("pseudo-subclass (LELP)").run()
+    assert not at.exception, at.exception  # transfer rows: the teacher's class's subclasses
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert sum(len(t["customdata"]) for t in traces if "(unlabeled)" in t["name"]) == 46
+    at.selectbox(key="map_color").set_value("class").run()
     at.toggle(key="map_show_transfer").set_value(False).run()
     traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     assert sorted(t["name"] for t in traces) == ["neg", "pos"]
@@ -430,3 +439,11 @@ def test_the_map_shows_transfer_rows_as_unlabeled_and_compare_names_the_data(
     table = next(d.value for d in at.dataframe if "objective" in d.value.columns)
     data = dict(zip(table["objective"], table["data"], strict=True))
     assert data == {"hard": f"{n_lab} labeled rows", "kd": f"{n_lab} labeled + 46 transfer rows"}
+
+
+def test_the_example_config_reads_the_demo_transfer_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(ROOT / "examples" / "text-demo-transfer.yaml")
+    ds = load_dataset(cfg.dataset)
+    assert ds.n_transfer == 1200 and ds.transfer_info["dropped_eval"] == 0
+    assert len(ds.splits["train"]) == 1296  # the labeled rows are the demo's, unchanged

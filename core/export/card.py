@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .. import cost as cost_model
+from ..analysis.data_view import data_text
 from ..config import RunConfig
 from ..store import Workspace
 from .model import MARKER, ONNX_FILE, ClassHead
@@ -214,6 +215,8 @@ def model_card(info: dict[str, Any], run: dict[str, Any], cfg: RunConfig, head: 
         f"- data: `{cfg.dataset.source}`"
         + (f" (max_train {cfg.dataset.max_train})" if cfg.dataset.max_train else "")
         + f", classes {labels}",
+        f"- trained on: {data_text(m.get('data'))}"
+        + (f" (transfer file `{cfg.dataset.transfer}`)" if cfg.dataset.transfer else ""),
         f"- selection split: {sel_line}",
         "",
         "## Objective",
