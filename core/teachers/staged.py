@@ -109,12 +109,13 @@ def fill_split(
     rows = int(chunk_rows or CHUNK_ROWS)
     paths = [folder / f"H_{split}.npy", folder / f"Z_{split}.npy"]
     manifest = folder / f"{split}.chunks.json"
-    head = {"version": _VERSION, "n": int(n), "widths": [int(w) for w in widths]}
+    dims = [int(w) for w in widths]
+    head: dict[str, Any] = {"version": _VERSION, "n": int(n), "widths": dims}
     head |= {"chunk_rows": rows, "context": context}
     bounds = _bounds(int(n), rows)
     done = _kept_chunks(manifest, head, paths)
     if not done:  # a fresh pass: new (sparse) files and an empty manifest
-        for p, w, d in zip(paths, head["widths"], _DTYPES, strict=True):
+        for p, w, d in zip(paths, dims, _DTYPES, strict=True):
             np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=(int(n), w)).flush()
         atomic_write_bytes(manifest, json.dumps(head | {"done": {}}).encode("utf-8"))
     elif len(done) < len(bounds):
