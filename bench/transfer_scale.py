@@ -402,6 +402,13 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
     ]
     loads = r.get("loads") or {}
+    lm = r.get("loads_machine")
+    if loads and lm:
+        lines += [
+            f"The loading section below was measured again, alone, on {lm['date']} (load "
+            f"average at start {lm['load_average_start']}).",
+            "",
+        ]
     if loads:
         lines += [
             "Loading the dataset with its transfer file, by the file's format: as every "
@@ -501,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temp one)")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
+    ap.add_argument(
+        "--loads-only",
+        action="store_true",
+        help="measure only the loading, merged into <out>/transfer_scale.json (its other "
+        "sections and their machine and date stay)",
+    )
+    ap.add_argument("--render", action="store_true", help="rewrite the .md from the .json")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -512,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
 
+    old_json = args.out / "transfer_scale.json"
+    if args.render:
+        r = json.loads(old_json.read_text())
+        (args.out / "transfer_scale.md").write_text(to_markdown(r))
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from bench.speed import machine_info
 
@@ -532,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         formats = [f for f in args.load_formats.split(",") if f]
         r["loads"] = bench_loads(data, teacher, transfer, formats, args.rows)
         r["load"] = r["loads"].get(args.format, {}).get("streamed", {})
+        if args.loads_only:  # the other sections as they were, with their machine and date
+            loads = {k: r[k] for k in ("loads", "load")}
+            r = json.loads(old_json.read_text()) | loads | {"loads_machine": r["machine"]}
+            return _write(args.out, r)
         kept = r["load"].get("kept", args.rows)
         r["stages"] = run_stages(
             work, cfg, kept, args.labeled, 2 * args.eval_rows, args.interrupt_at
@@ -543,10 +566,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     r["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return _write(args.out, r)
+
+
+def _write(out: Path, r: dict[str, Any]) -> int:
     r["goals"] = judge(r)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transfer_scale.json").write_text(json.dumps(r, indent=2) + "\n")
-    (args.out / "transfer_scale.md").write_text(to_markdown(r))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer_scale.json").write_text(json.dumps(r, indent=2) + "\n")
+    (out / "transfer_scale.md").write_text(to_markdown(r))
     print("\n".join(r["goals"]))
     return 0
 

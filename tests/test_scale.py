@@ -267,3 +267,39 @@ def test_a_label_outside_the_classes_is_counted_over_every_block(
     monkeypatch.setattr(transfer_mod, "READ_ROWS", 4)
     with pytest.raises(DataError, match=r"7 rows have labels outside .* \(data rows 31, 32, "):
         load_dataset(DatasetSpec(source=str(folder), transfer=str(folder / "transfer.csv")))
+
+
+def test_the_benchmark_report_has_each_stage_and_judges_the_goals() -> None:
+    """bench/transfer_scale.py's report from a result (no commands run): one row per stage,
+    the memory goal judged on the worst stage, and the resume compared with the fresh pass."""
+    from bench.transfer_scale import judge, to_markdown
+
+    def stage(rss: int, code: int = 0, **kw: Any) -> dict[str, Any]:
+        timing = {"seconds": 10.0, "rows": 1000, "rows_per_s": 100.0}
+        memory = {"peak_rss_mb": rss, "peak_anon_mb": rss - 100, "peak_file_mb": 50}
+        return {"returncode": code, **timing, **memory, **kw}
+
+    machine = {"cpu": "cpu", "cores": 2, "gpu": None, "torch": "2", "date": "d",
+               "load_average_start": [1.0, 1.0, 1.0]}  # fmt: skip
+    r: dict[str, Any] = {
+        "machine": machine,
+        "params": {"rows": 1000, "labeled": 10, "eval_rows": 5, "format": "txt", "hidden": 8},
+        "stages": {
+            "embed_fresh": stage(900),
+            "embed_resumed": stage(800),
+            "embed_killed": stage(850, -9, killed=True, chunks_done_when_killed=3),
+            "distill_lelp": stage(4200),
+            "resume_equal": True,
+            "resume_over_fresh": 0.52,
+        },  # fmt: skip
+    }
+    goals = judge(r)
+    assert goals[0] == "peak RSS of every stage < 4096 MB: worst 4200 MB (NOT met)"
+    assert goals[1] == "every command exits 0: yes"  # the killed pass was killed on purpose
+    assert (
+        "equals the fresh one (stored H and Z hashes): yes; resumed / fresh wall time x0.52"
+        in (goals[2])
+    )
+    md = to_markdown(r | {"goals": goals})
+    assert "| lelp embed (resumed) | 0 | 1,000 | 10.0 | 100.0 | 800 | 700 | 50 |" in md
+    assert "| lelp embed, killed mid-way | -9 |" in md
