@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ from lelp_studio.data import DataError, load_dataset
 from lelp_studio.data import readers as readers_mod
 from lelp_studio.data import transfer as transfer_mod
 from lelp_studio.store import Workspace, claim_staging
+from lelp_studio.teachers import compute_teacher_outputs, staged, teacher_fingerprint
 from lelp_studio.teachers import hf as hf_mod
-from lelp_studio.teachers import staged, teacher_fingerprint
-from lelp_studio.types import TRANSFER
+from lelp_studio.types import TRANSFER, Dataset, Split
 
 CHUNK = 400  # rows per staged chunk in these tests: the 2,000 transfer rows make 5
 
@@ -155,6 +156,33 @@ def test_the_streaming_path_trains_lelp_on_float16_targets(
     assert run.method.targets.dtype == torch.float16 and run.method.targets.shape == (n, 4)
     assert run.data["labeled"] == 200 and run.data["transfer"] == prep.dataset.n_transfer
     assert np.isfinite(run.result.history[-1]["loss"])
+
+
+def test_a_frozen_minilm_labels_transfer_rows_through_the_sink(
+    tmp_path: Path, tiny_text_dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frozen MiniLM fits its head on the labeled splits (float32, in memory) and streams the
+    transfer rows through the chunked sink, Z from that head; the labeled splits are what
+    they are without transfer rows, and the float16 files hold the in-memory pass."""
+    monkeypatch.setattr(staged, "CHUNK_ROWS", 16)
+    rows = synthetic_texts(40, seed=8)
+    split = Split(y=np.full(len(rows), -1), texts=rows, latent={"topic": np.array(["?"] * 40)})
+    ds = replace(tiny_text_dataset, splits={**tiny_text_dataset.splits, TRANSFER: split})
+    spec = TeacherSpec(kind="minilm", precision="float32")
+    mem = compute_teacher_outputs(ds, spec)
+    np.testing.assert_allclose(mem.Z[TRANSFER], mem.H[TRANSFER] @ mem.W.T + mem.b, atol=1e-4)
+    plain = compute_teacher_outputs(tiny_text_dataset, spec)
+    np.testing.assert_array_equal(plain.W, mem.W)
+    np.testing.assert_array_equal(plain.H["train"], mem.H["train"])
+    disk = compute_teacher_outputs(ds, spec, h_dir=tmp_path / "h")
+    for s in ds.splits:  # a chunk has its own batch plan (padding): float rounding only
+        np.testing.assert_allclose(disk.H[s], mem.H[s], atol=1e-3)
+        np.testing.assert_allclose(disk.Z[s], mem.Z[s], atol=1e-3)
+    assert json.loads((tmp_path / "h" / f"{TRANSFER}.chunks.json").read_text())["done"].keys() == {
+        "0",
+        "1",
+        "2",
+    }
 
 
 def test_transfer_targets_are_float16_blocks_without_a_float32_copy(
