@@ -237,6 +237,13 @@ def _json_record(path: Path, lineno: int, line: str) -> dict[str, Any]:
     return rec
 
 
+def _check_file(p: Path) -> None:
+    if not p.is_file():
+        raise DataError(f"{p}: no such file; check the path (relative paths start at {Path.cwd()})")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p.name}: the file is empty (0 bytes); it needs a header and rows")
+
+
 def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
     """Read a CSV, TSV, Parquet or JSONL file (format from ``fmt`` or the suffix).
 
@@ -245,10 +252,7 @@ def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
     """
     p = Path(path)
     f = _resolve_format(p, fmt)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file; check the path (relative paths start at {Path.cwd()})")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p.name}: the file is empty (0 bytes); it needs a header and rows")
+    _check_file(p)
     if f == "parquet":
         with open(p, "rb") as fh:
             head = fh.read(512)
@@ -278,10 +282,7 @@ def iter_table(
     ``DataError``. A JSONL file has no header: ``columns`` sees each block's keys."""
     p = Path(path)
     f = _resolve_format(p, None)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file; check the path (relative paths start at {Path.cwd()})")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p.name}: the file is empty (0 bytes); it needs a header and rows")
+    _check_file(p)
     with open(p, "rb") as fh:
         head = fh.read(512)
     pick = columns or (lambda names: list(names))
