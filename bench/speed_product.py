@@ -143,7 +143,7 @@ class _Watch(threading.Thread):
 def run_command(
     argv: list[str], log: Path, *, sample_s: float = 0.25, stop_when: Any = None
 ) -> dict[str, Any]:
-    """Run one command to completion: wall seconds, its own peak RSS (``wait4``), the peaks
+    """Run one command to completion: wall and CPU seconds, its own peak RSS (``wait4``), the peaks
     of its anonymous and file-backed RSS (sampled every ``sample_s``), exit status, last
     lines of its output (stdout and stderr go to ``log``). ``stop_when()``, checked at each
     sample, kills the command (SIGKILL) once true: an interruption, as a crash would be."""
@@ -170,6 +170,8 @@ def run_command(
     res = {
         "returncode": proc.returncode,
         "seconds": round(wall, 2),
+        # CPU seconds: a fairer yardstick than wall time on a machine shared with other work
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),  # KiB on Linux
         "peak_anon_mb": round(watch.peak.get("RssAnon", 0.0)),
         "peak_file_mb": round(watch.peak.get("RssFile", 0.0)),

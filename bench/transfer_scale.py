@@ -336,7 +336,9 @@ def run_stages(
     out["embed_resumed"] = resumed
     a, b = _stored(ws_a), _stored(ws_b)
     out["resume_equal"] = bool(a) and a == b
-    out["resume_over_fresh"] = round(resumed["seconds"] / out["embed_fresh"]["seconds"], 3)
+    fresh = out["embed_fresh"]
+    out["resume_over_fresh"] = round(resumed["seconds"] / fresh["seconds"], 3)
+    out["resume_over_fresh_cpu"] = round(resumed["cpu_seconds"] / fresh["cpu_seconds"], 3)
     shutil.rmtree(ws_b, ignore_errors=True)
     out["subclasses"] = _with_rate(cmd("subclasses", ws_a), rows_train)
     trained = rows_train + n_transfer
@@ -367,9 +369,9 @@ def judge(r: dict[str, Any]) -> list[str]:
     if "resume_equal" in st:
         goals.append(
             f"resumed extraction equals the fresh one (stored H and Z hashes): "
-            f"{'yes' if st['resume_equal'] else 'NO'}; resumed / fresh wall time "
-            f"x{st['resume_over_fresh']} (killed after "
-            f"{st['embed_killed'].get('chunks_done_when_killed')} chunks)"
+            f"{'yes' if st['resume_equal'] else 'NO'}; resumed / fresh: CPU time "
+            f"x{st.get('resume_over_fresh_cpu', '?')}, wall time x{st['resume_over_fresh']} "
+            f"(killed after {st['embed_killed'].get('chunks_done_when_killed')} chunks)"
         )
     return goals
 
@@ -378,8 +380,8 @@ def _row(name: str, v: dict[str, Any]) -> str:
     rows = f"{v['rows']:,}" if "rows" in v else ""
     return (
         f"| {name} | {v.get('returncode', '')} | {rows} | {v['seconds']} | "
-        f"{v.get('rows_per_s', '')} | {v['peak_rss_mb']} | {v.get('peak_anon_mb', '')} | "
-        f"{v.get('peak_file_mb', '')} |"
+        f"{v.get('cpu_seconds', '')} | {v.get('rows_per_s', '')} | {v['peak_rss_mb']} | "
+        f"{v.get('peak_anon_mb', '')} | {v.get('peak_file_mb', '')} |"
     )
 
 
@@ -440,8 +442,9 @@ def to_markdown(r: dict[str, Any]) -> str:
         ]
     st = r.get("stages", {})
     lines += [
-        "| stage | exit | rows | wall s | rows/s | peak RSS MB | peak anon MB | peak file MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stage | exit | rows | wall s | CPU s | rows/s (wall) | peak RSS MB | peak anon MB "
+        "| peak file MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     names = {
         "embed_fresh": "lelp embed (fresh)",

@@ -303,7 +303,7 @@ def test_the_benchmark_report_has_each_stage_and_judges_the_goals() -> None:
     from bench.transfer_scale import judge, to_markdown
 
     def stage(rss: int, code: int = 0, **kw: Any) -> dict[str, Any]:
-        timing = {"seconds": 10.0, "rows": 1000, "rows_per_s": 100.0}
+        timing = {"seconds": 10.0, "cpu_seconds": 15.0, "rows": 1000, "rows_per_s": 100.0}
         memory = {"peak_rss_mb": rss, "peak_anon_mb": rss - 100, "peak_file_mb": 50}
         return {"returncode": code, **timing, **memory, **kw}
 
@@ -319,15 +319,15 @@ def test_the_benchmark_report_has_each_stage_and_judges_the_goals() -> None:
             "distill_lelp": stage(4200),
             "resume_equal": True,
             "resume_over_fresh": 0.52,
+            "resume_over_fresh_cpu": 0.5,
         },  # fmt: skip
     }
     goals = judge(r)
     assert goals[0] == "peak RSS of every stage < 4096 MB: worst 4200 MB (NOT met)"
     assert goals[1] == "every command exits 0: yes"  # the killed pass was killed on purpose
     assert (
-        "equals the fresh one (stored H and Z hashes): yes; resumed / fresh wall time x0.52"
-        in (goals[2])
+        "(stored H and Z hashes): yes; resumed / fresh: CPU time x0.5, wall time x0.52" in goals[2]
     )
     md = to_markdown(r | {"goals": goals})
-    assert "| lelp embed (resumed) | 0 | 1,000 | 10.0 | 100.0 | 800 | 700 | 50 |" in md
+    assert "| lelp embed (resumed) | 0 | 1,000 | 10.0 | 15.0 | 100.0 | 800 | 700 | 50 |" in md
     assert "| lelp embed, killed mid-way | -9 |" in md
