@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -301,6 +302,16 @@ def _stored(ws: Path) -> dict[str, str]:
     return dict(json.loads(rows[0]["arrays"])) if rows else {}
 
 
+def resumed_chunks(log: str, n_transfer: int, chunk_rows: int) -> dict[str, int]:
+    """What a resumed pass's progress line says it kept ("resumed: k of m chunks kept"), and
+    so how many transfer rows it computed (the labeled splits were finished before)."""
+    found = re.findall(r"resumed: (\d+) of (\d+) chunks kept", log)
+    if not found:
+        return {"chunks_kept": 0}
+    kept, total = (int(x) for x in found[-1])
+    return {"chunks_kept": kept, "chunks": total, "rows_computed": n_transfer - kept * chunk_rows}
+
+
 def _with_rate(res: dict[str, Any], rows: int) -> dict[str, Any]:
     res["rows"] = rows
     res["rows_per_s"] = round(rows / max(res["seconds"], 1e-9), 1)
@@ -332,7 +343,7 @@ def run_stages(
     out["embed_killed"] = killed
     resumed = _with_rate(cmd("embed", ws_b), rows_all)
     log = (work / f"embed_{ws_b.name}_{len(out)}.log").read_text(errors="replace")
-    resumed["says_resumed"] = "resumed:" in log
+    resumed |= resumed_chunks(log, n_transfer, CHUNK_ROWS)
     out["embed_resumed"] = resumed
     a, b = _stored(ws_a), _stored(ws_b)
     out["resume_equal"] = bool(a) and a == b
@@ -456,6 +467,14 @@ def to_markdown(r: dict[str, Any]) -> str:
     }
     lines += [_row(label, st[k]) for k, label in names.items() if k in st]
     lines.append("")
+    res = st.get("embed_resumed", {})
+    if res.get("rows_computed"):
+        lines += [
+            f"The resumed pass kept {res['chunks_kept']} of the transfer split's "
+            f"{res['chunks']} chunks (and every labeled split's) and computed "
+            f"{res['rows_computed']:,} rows; its rows/s counts all rows.",
+            "",
+        ]
     rt = r.get("rates")
     if rt and "error" not in rt:
         lines += [
@@ -464,7 +483,7 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"stand-in teacher on the same texts: {rt['stand-in']['per_s']} texts/s (MiniLM / "
             f"stand-in x{rt['minilm_over_stand_in']}). At MiniLM's rate the teacher pass over "
             f"{p['rows']:,} texts would take about "
-            f"{p['rows'] / rt['minilm']['per_s'] / 3600:.1f} h here.",
+            f"{p['rows'] / rt['minilm']['per_s'] / 60:.0f} min here.",
             "",
         ]
     lines += ["## Goals", ""] + [f"- {g}" for g in r.get("goals", [])] + [""]
@@ -480,8 +499,11 @@ NOTES = [
     "The teacher pass writes H chunk by chunk (32,768 rows) into float16 files with a "
     "manifest of finished chunks (core/teachers/staged.py); the killed pass left its "
     "finished chunks in the workspace's staging folder, and the next pass verified them "
-    "(sha256) and computed only the rest. 'resumed / fresh' compares the second pass's wall "
-    "time with the fresh pass's, measured in the same run.",
+    "(sha256) and computed only the rest. 'resumed / fresh' compares the second pass's CPU "
+    "and wall time with the fresh pass's, measured in the same run.",
+    "CPU s is the command's user + system time (wait4). The machine is shared: wall times "
+    "swing with other work's load (an earlier run of this benchmark, at a load average of "
+    "11, took 58 min for the fresh pass), CPU time much less so.",
     "What stays in memory at a million rows: the transfer texts as Python strings (see "
     "'Loading'), the student's token ids and masks for labeled + transfer rows, the "
     "teacher's logits (n x C float32) and, for LELP, the subclass targets (n x sum S_c "
