@@ -97,7 +97,11 @@ def get_teacher_outputs(
                 return cached, key, True
         try:
             out = compute_teacher_outputs(
-                dataset, spec, progress=progress, encoder_dir=tmp, h_dir=staging.path,
+                dataset,
+                spec,
+                progress=progress,
+                encoder_dir=tmp,
+                h_dir=staging.path,
                 finetune=finetune,
             )
             if tmp is not None:  # whole or not at all: renamed only once fully written
