@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -104,9 +106,47 @@ def lelp_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "lelp_studio.cli"]
 
 
-def run_command(argv: list[str], log: Path) -> dict[str, Any]:
-    """Run one command to completion: wall seconds, its own peak RSS, exit status, last
-    lines of its output (stdout and stderr go to ``log``)."""
+def _status_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory now (MB): anonymous (its own heap, tensors, arrays in
+    memory) and file-backed (memory-mapped files, shared libraries), from /proc."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("RssAnon", "RssFile"):
+                out[key] = int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+class _Watch(threading.Thread):
+    """Samples a child's anonymous and file-backed RSS every ``every`` s (their peaks: what
+    ``ru_maxrss`` lumps together) and kills it once ``stop_when()`` is true."""
+
+    def __init__(self, pid: int, every: float, stop_when: Any = None) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every, self.stop_when = pid, every, stop_when
+        self.peak: dict[str, float] = {}
+        self.killed = False
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            for k, v in _status_mb(self.pid).items():
+                self.peak[k] = max(self.peak.get(k, 0.0), v)
+            if self.stop_when is not None and not self.killed and self.stop_when():
+                self.killed = True
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def run_command(
+    argv: list[str], log: Path, *, sample_s: float = 0.25, stop_when: Any = None
+) -> dict[str, Any]:
+    """Run one command to completion: wall and CPU seconds, its own peak RSS (``wait4``), the peaks
+    of its anonymous and file-backed RSS (sampled every ``sample_s``), exit status, last
+    lines of its output (stdout and stderr go to ``log``). ``stop_when()``, checked at each
+    sample, kills the command (SIGKILL) once true: an interruption, as a crash would be."""
     import lelp_studio
 
     env = dict(os.environ)
@@ -118,17 +158,28 @@ def run_command(argv: list[str], log: Path) -> dict[str, Any]:
     with open(log, "wb") as out:
         # argv is lelp_command() plus the benchmark's own arguments
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+        watch = _Watch(proc.pid, sample_s, stop_when)
+        watch.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        watch.done.set()
+        watch.join()
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     lines = log.read_text(errors="replace").replace("\r", "\n").splitlines()
     tail = [x for x in lines if x.strip() and "it/s]" not in x and "s/it]" not in x][-6:]
-    return {
+    res = {
         "returncode": proc.returncode,
         "seconds": round(wall, 2),
+        # CPU seconds: a fairer yardstick than wall time on a machine shared with other work
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),  # KiB on Linux
+        "peak_anon_mb": round(watch.peak.get("RssAnon", 0.0)),
+        "peak_file_mb": round(watch.peak.get("RssFile", 0.0)),
         "tail": tail,
     }
+    if watch.killed:
+        res["killed"] = True
+    return res
 
 
 def bench_product(cache: Path, rows: int, dim: int, S: int, make_synthetic: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from .data import SELECT, load_dataset
 from .objectives import Objective, RunContext, TeacherData
 from .predict import class_logits_timed
 from .replay import save_method_state
-from .store import Workspace
+from .store import Workspace, claim_staging
 from .stored_stats import keep_class_stats
 from .students import build_student, encode_inputs, save_student
 from .teachers import (
@@ -74,7 +74,10 @@ def get_teacher_outputs(
     Returns ``(outputs, cache_key, cache_hit)``; the key is (dataset fingerprint, teacher
     fingerprint, pooling), so a second request for the same pair never recomputes. A
     fine-tuned MiniLM's encoder is kept in ``ws.encoder_dir(key)`` (``Prepared.encoder_dir``).
-    ``finetune`` drives a fine-tune on a miss (reports, cancel, checkpoints: the job's).
+    ``finetune`` drives a fine-tune on a miss (reports, cancel, checkpoints: the job's). A
+    text teacher's pass that is interrupted (killed, Ctrl-C, a cancelled job) keeps its
+    finished chunks, and the next call for the key computes only the rest
+    (``teachers.staged``).
     """
     dfp, tfp, pooling = dataset.fingerprint(), teacher_fingerprint(spec), pooling_name(spec)
     key = ws.teacher_key(dfp, tfp, pooling)
@@ -82,25 +85,36 @@ def get_teacher_outputs(
     if cached is not None:
         return cached, key, True
     keep = spec.kind == "minilm" and spec.mode == "finetune"
-    # Per call, like h_dir: two writers of one key never touch each other's files.
+    # Per call: two writers of one key never touch each other's encoder files.
     tmp = ws.encoder_dir(key).with_name(f".{key}.{uuid.uuid4().hex[:12]}.tmp") if keep else None
-    h_dir = ws.staging_dir(key)  # this call's own float16 H files, adopted into arrays/
-    try:
-        out = compute_teacher_outputs(
-            dataset, spec, progress=progress, encoder_dir=tmp, h_dir=h_dir, finetune=finetune
-        )
-        if tmp is not None:  # whole or not at all: renamed only once fully written
-            shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)
-            try:
-                os.replace(tmp, ws.encoder_dir(key))
-            except OSError:  # another writer of this key renamed its (equal) encoder first
-                if not ws.encoder_dir(key).is_dir():
-                    raise
-        ws.save_teacher_outputs(key, out, dataset_fp=dfp, teacher_fp=tfp, pooling=pooling)
-    finally:
-        shutil.rmtree(h_dir, ignore_errors=True)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # The key's own staging folder when free (an interrupted pass left its finished chunks
+    # there, and they are reused), else a private one; the float16 H files are adopted
+    # into arrays/ (store.staging).
+    with claim_staging(ws.root, key) as staging:
+        if staging.shared:  # a writer that held the claim may have finished meanwhile
+            cached = ws.load_teacher_outputs(key)
+            if cached is not None:
+                return cached, key, True
+        try:
+            out = compute_teacher_outputs(
+                dataset,
+                spec,
+                progress=progress,
+                encoder_dir=tmp,
+                h_dir=staging.path,
+                finetune=finetune,
+            )
+            if tmp is not None:  # whole or not at all: renamed only once fully written
+                shutil.rmtree(ws.encoder_dir(key), ignore_errors=True)
+                try:
+                    os.replace(tmp, ws.encoder_dir(key))
+                except OSError:  # another writer of this key renamed its (equal) encoder first
+                    if not ws.encoder_dir(key).is_dir():
+                        raise
+            ws.save_teacher_outputs(key, out, dataset_fp=dfp, teacher_fp=tfp, pooling=pooling)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     stored = ws.load_teacher_outputs(key)
     assert stored is not None
     keep_class_stats(ws, key, stored, dataset)  # the Subspaces page's pass over H, done now

@@ -38,6 +38,9 @@ def take(inputs: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
     return batch
 
 
+_WIDTH_BLOCK = 65_536
+
+
 def row_widths(inputs: dict[str, Tensor]) -> Tensor | None:
     """Per row, 1 + the last column its attention mask uses (0 for an empty row), on the CPU.
 
@@ -45,10 +48,15 @@ def row_widths(inputs: dict[str, Tensor]) -> Tensor | None:
     row indices: the loop never asks the GPU (``nonzero``/``any``) where a batch ends.
     """
     mask = inputs.get("attention_mask")
-    if mask is None or mask.dim() != 2:
+    if mask is None or mask.dim() != 2 or not mask.shape[1]:
         return None
     cols = torch.arange(1, mask.shape[1] + 1, device=mask.device)
-    return ((mask != 0) * cols).amax(dim=1).cpu() if mask.shape[1] else None
+    # in row blocks: the (rows, L) int64 temporary stays small at a million rows
+    return (
+        torch.cat([((m != 0) * cols).amax(dim=1).cpu() for m in mask.split(_WIDTH_BLOCK)])
+        if mask.shape[0]
+        else torch.zeros(0, dtype=torch.int64)
+    )
 
 
 def batch_widths(widths: Tensor | None, order: Tensor, bs: int, multiple: int = 1) -> list[int]:

@@ -362,11 +362,19 @@ _ENCODE_CHUNK = 16_384
 
 def _encode_texts(texts: list[str], tokenizer: Any, max_length: int) -> dict[str, Tensor]:
     """Tokenise in chunks (each padded to its own longest text), then lay the chunks into one
-    (n, L) array padded with the tokenizer's pad id on its padding side, L the longest."""
+    (n, L) array padded with the tokenizer's pad id on its padding side, L the longest.
+
+    Chunks wait as int32 ids and uint8 masks (5 bytes a token, not the 16 of the final int64
+    pair, and no token type ids), so a million texts never hold two int64 copies."""
     from .teachers.extraction import _BatchEncoder
 
     encode = _BatchEncoder(tokenizer, max_length, torch.device("cpu"), pin=False)
-    chunks = [encode(texts[i : i + _ENCODE_CHUNK]) for i in range(0, len(texts), _ENCODE_CHUNK)]
+    chunks = []
+    for i in range(0, len(texts), _ENCODE_CHUNK):
+        c = encode(texts[i : i + _ENCODE_CHUNK])
+        chunks.append({"input_ids": c["input_ids"].to(torch.int32),
+                       "attention_mask": c["attention_mask"].to(torch.uint8)})  # fmt: skip
+        del c
     n = len(texts)
     width = max((c["input_ids"].shape[1] for c in chunks), default=0)
     pad_id = tokenizer.pad_token_id
@@ -379,7 +387,8 @@ def _encode_texts(texts: list[str], tokenizer: Any, max_length: int) -> dict[str
     mask = torch.zeros((n, width), dtype=torch.int64)
     left = getattr(tokenizer, "padding_side", "right") == "left"
     row = 0
-    for c in chunks:
+    while chunks:
+        c = chunks.pop(0)  # freed as it is laid in
         rows, w = c["input_ids"].shape
         cols = slice(width - w, width) if left else slice(0, w)
         ids[row : row + rows, cols] = c["input_ids"]

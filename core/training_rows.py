@@ -136,6 +136,17 @@ def fit_subclasses(
     return fit_subclasser(spec, out.H["train"], y, W=out.W, latent=latent, manual=manual)
 
 
+#: Transfer rows per block of targets: each block's float32 temporaries are freed before
+#: the next, so their memory does not grow with the transfer set.
+TARGET_BLOCK = 65_536
+#: The dtype of a run's targets once it has transfer rows. Why float16: at a million rows
+#: the (n, sum S_c) targets are the one training array that grows with the data and its
+#: width; float16 halves it (float32 is cast per batch in the loss, ``losses.lelp``). A
+#: float16 probability is within 2^-11 (0.05%) of the float32 one relatively, and below
+#: 6e-8 it is 0, a vanishing term of the cross-entropy either way.
+TRANSFER_TARGETS = np.float16
+
+
 def subclass_targets(
     out: TeacherOutputs,
     dataset: Dataset,
@@ -150,7 +161,10 @@ def subclass_targets(
     labeled training rows, then (``transfer``) the transfer rows.
 
     Returns ``(targets, sizes, recovery, fitted subclasser)``; pass the subclasser back as
-    ``sub`` to reuse the fit for another tau or beta (the fit depends on neither).
+    ``sub`` to reuse the fit for another tau or beta (the fit depends on neither). With
+    transfer rows, the targets are float16 (``TRANSFER_TARGETS``) and the transfer rows'
+    are computed in blocks of ``TARGET_BLOCK`` rows (no float32 (n, sum S_c) array is held
+    beyond the labeled rows'); without, float32 as before.
     ``recovery`` holds ARI/NMI of the labeled rows' pseudo-subclasses against each latent
     column (transfer rows have no known latent values to score against).
     """
@@ -171,16 +185,17 @@ def subclass_targets(
         }
     if transfer and dataset.n_transfer:
         n = len(targets)
-        both = np.empty((n + dataset.n_transfer, targets.shape[1]), dtype=np.float32)
+        both = np.empty((n + dataset.n_transfer, targets.shape[1]), dtype=TRANSFER_TARGETS)
         both[:n] = targets
-        both[n:] = new_row_targets(
-            sub,
-            spec,
-            out.H[TRANSFER],
-            np.asarray(out.Z[TRANSFER]),
-            tau,
-            latent=oracle_latent(spec, dataset, TRANSFER),
-        )
+        del targets
+        H_t, Z_t = out.H[TRANSFER], out.Z[TRANSFER]
+        latent = oracle_latent(spec, dataset, TRANSFER)
+        for start in range(0, dataset.n_transfer, TARGET_BLOCK):
+            rows = slice(start, start + TARGET_BLOCK)
+            both[n + start : n + start + TARGET_BLOCK] = new_row_targets(
+                sub, spec, H_t[rows], np.asarray(Z_t[rows]), tau,
+                latent=None if latent is None else latent[rows],
+            )  # fmt: skip
         targets = both
     return targets, list(sub.sizes_), recovery, sub
 

@@ -308,6 +308,17 @@ def as_float(x: Any) -> Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float32)
 
 
+def as_compact(x: Any) -> Tensor:
+    """``as_float``, except that float16 stays float16 (targets stored compactly; the loss
+    casts each batch to float32), without a copy of a float16 array."""
+    if isinstance(x, Tensor):
+        return x if x.dtype == torch.float16 else x.float()
+    a = np.asarray(x)
+    if a.dtype == np.float16:
+        return torch.from_numpy(np.ascontiguousarray(a))
+    return as_float(a)
+
+
 def embedding_width(student: nn.Module) -> int:
     """The width of the student's penultimate embedding (its head's input)."""
     return int(cast(nn.Linear, unwrap(student).head).in_features)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import losses
-from .base import Batch, Objective, TeacherData, as_float
+from .base import Batch, Objective, TeacherData, as_compact
 
 
 def to_unit_temperature(log_p_tau: Tensor, tau: float) -> Tensor:
@@ -43,7 +43,8 @@ class LELP(Objective):
         super().setup(teacher)
         self.sizes = sizes
         self.n_classes_ = len(sizes)
-        self.register_buffer("targets", as_float(teacher.targets), persistent=False)
+        # float16 targets (a run with transfer rows) stay float16: the loss casts a batch
+        self.register_buffer("targets", as_compact(teacher.targets), persistent=False)
         return self
 
     def restore(self, n_classes: int, sizes: list[int] | None = None) -> LELP:

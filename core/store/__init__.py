@@ -13,6 +13,7 @@ from .files import (
     safe_name,
 )
 from .schema import Schema, ensure_schema, schema_versions
+from .staging import Staging, claim_staging
 from .workspace import SCHEMA, WORKSPACE_SCHEMA, Workspace, default_root
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ArrayDamaged",
     "Choices",
     "Schema",
+    "Staging",
     "Workspace",
     "WorkspaceError",
     "array_digest",
@@ -29,6 +31,7 @@ __all__ = [
     "atomic_path",
     "atomic_save_npy",
     "atomic_write_bytes",
+    "claim_staging",
     "default_root",
     "ensure_schema",
     "load_choices",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..types import TRANSFER, Dataset, TeacherOutputs
+from . import staged
 
 Progress = Callable[[int, int, str], None]
 
@@ -78,12 +79,35 @@ class HSink:
     Why float16 files: the workspace stores H as float16 anyway, so writing it there during
     extraction means no float32 copy of a 1.6M x 384 H (2.4 GB) is ever held. Values are cast
     through float32 first, so each float16 equals the cast of the float32 H made before.
+    A text teacher's pass goes through :meth:`fill`, which in a folder writes chunk by chunk
+    and resumes an interrupted pass (``staged``); ``chunk_rows`` overrides
+    ``staged.CHUNK_ROWS``.
     """
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path | None = None, chunk_rows: int | None = None) -> None:
         self.folder = None if folder is None else Path(folder)
+        self.chunk_rows = chunk_rows
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
+
+    def fill(
+        self, split: str, n: int, widths: tuple[int, int], fill: staged.Fill,
+        progress: Progress | None, stage: str, context: str = "",
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The split's ``(H, Z)`` computed by ``fill(rows, [H_rows, Z_rows], progress)``:
+        in memory one call over all rows (float32 H); in a folder chunk by chunk, keeping
+        the verified chunks of an interrupted earlier pass with the same ``context``
+        (``staged.fill_split``)."""
+        if self.folder is None or n == 0:
+            H = np.empty((int(n), widths[0]), dtype=np.float32)
+            Z = np.empty((int(n), widths[1]), dtype=np.float32)
+            fill(slice(0, int(n)), [H, Z], progress)
+            return H, Z
+        return staged.fill_split(
+            self.folder, split, n, widths, fill,
+            lambda st: _Reporter(progress, int(n), st), stage,
+            context=context, chunk_rows=self.chunk_rows,
+        )  # fmt: skip
 
     def path(self, split: str) -> Path:
         assert self.folder is not None

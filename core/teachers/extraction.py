@@ -427,6 +427,23 @@ def _extract_tuned(
     return tuple(arrays)
 
 
+def text_fill(
+    model_fn: ModelFn, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int,
+    precision: str, device: torch.device, stage: str,
+) -> Callable[[slice, list[np.ndarray], Progress | None], None]:  # fmt: skip
+    """A text teacher's ``HSink.fill`` callback: ``extract`` over a slice of ``texts``, each
+    batch written into the given arrays (float16 memmap rows of a staged chunk, or float32
+    arrays in memory)."""
+
+    def fill(rows: slice, out: list[np.ndarray], progress: Progress | None) -> None:
+        extract(
+            model_fn, tokenizer, texts[rows], max_length, batch_size, progress,
+            device=device, stage=stage, precision=precision, out=out,
+        )  # fmt: skip
+
+    return fill
+
+
 def mean_pool(last_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average token states over the attention mask (sentence-transformers' mean pooling).
 

@@ -24,11 +24,11 @@ from torch import nn
 
 from ..checkpoint import load_state, optimizer_state, restore_optimizer, save_state
 from ..config import TeacherSpec
-from ..types import Dataset, TeacherOutputs
+from ..types import Dataset, TeacherOutputs, hash_arrays
 from .common import HSink, Progress, TeacherError, _need_text, _outputs, _Reporter
 from .device import _precision_autocast, pick_device
 from .extraction import _filter_inputs, _float_head, extract, mean_pool
-from .minilm import _load_minilm, _minilm_meta
+from .minilm import _load_minilm, _minilm_meta, fill_texts, staging_context
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -335,13 +335,12 @@ def _compute_finetuned(
     H: dict[str, np.ndarray] = {}
     Z: dict[str, np.ndarray] = {}
     t_embed = time.perf_counter()
-    for name, split in dataset.splits.items():
-        assert split.texts is not None
-        h_out = sink.new(name, len(split.texts), int(model.head.weight.shape[1]))
-        H[name], Z[name] = extract(
-            model.outputs, tok, split.texts, spec.max_length, spec.batch_size, progress,
-            device=device, stage=f"embed {name}", precision=spec.precision,
-            out=[h_out, None],
+    head_fp = hash_arrays(*(p.detach().float().cpu().numpy() for p in model.head.parameters()))
+    context = staging_context(spec, device, f"head={head_fp[:16]}")
+    for name in dataset.splits:
+        H[name], Z[name] = fill_texts(
+            sink, dataset, name, model.outputs, tok, spec, device, progress, context,
+            int(model.head.weight.shape[1]),
         )  # fmt: skip
     n_rows = sum(len(split) for split in dataset.splits.values())
     meta = _minilm_meta(spec, device)

@@ -24,7 +24,7 @@ from ..hf_import import load_transformers
 from ..types import Dataset, TeacherOutputs
 from .common import HSink, Progress, TeacherError, _need_text, _outputs
 from .device import pick_device, resolve_precision
-from .extraction import _filter_inputs, _float_head, extract
+from .extraction import _filter_inputs, _float_head, text_fill
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -282,17 +282,19 @@ def _compute_hf(
     layer_name, layer = _find_head(model, config.num_labels)
     fn, handle = _hf_model_fn(model, layer)
     max_len = _max_length(spec, tok, config)
+    precision = resolve_precision(spec.precision, device)
     H: dict[str, np.ndarray] = {}
     Z: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     try:
         for split_name, split in dataset.splits.items():
             assert split.texts is not None
-            h_out = sink.new(split_name, len(split.texts), layer.in_features)
-            H[split_name], Z[split_name] = extract(
-                fn, tok, split.texts, max_len, spec.batch_size, progress,
-                device=device, stage=f"embed {split_name}", precision=spec.precision,
-                out=[h_out, None],
+            H[split_name], Z[split_name] = sink.fill(
+                split_name, len(split.texts), (layer.in_features, config.num_labels),
+                text_fill(fn, tok, split.texts, max_len, spec.batch_size, spec.precision, device,
+                          f"embed {split_name}"),
+                progress, f"embed {split_name}",
+                context=f"hf {device.type} {precision} max_length={max_len}",
             )  # fmt: skip
     finally:
         handle.remove()
@@ -308,7 +310,7 @@ def _compute_hf(
         "pooling": f"classifier input ({layer_name})",
         "layer": layer_name,
         "device": str(device),
-        "precision": resolve_precision(spec.precision, device),
+        "precision": precision,
         "max_length": max_len,
     }
     perm = _label_permutation(config, dataset.label_names)

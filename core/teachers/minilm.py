@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -14,10 +14,10 @@ from torch import nn
 
 from ..config import TeacherSpec
 from ..hf_import import load_transformers
-from ..types import Dataset, TeacherOutputs
+from ..types import TRANSFER, Dataset, TeacherOutputs, hash_arrays
 from .common import HSink, Progress, TeacherError, _accuracy, _need_text, _outputs
 from .device import pick_device, resolve_precision
-from .extraction import _filter_inputs, extract, mean_pool
+from .extraction import _filter_inputs, _float_head, extract, mean_pool, text_fill
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -148,12 +148,49 @@ def _minilm_meta(spec: TeacherSpec, device: torch.device) -> dict[str, object]:
     }
 
 
+def staging_context(spec: TeacherSpec, device: torch.device, head: str) -> str:
+    """What a staged chunk of a MiniLM pass was computed with (``teachers.staged``): a chunk
+    left by another mode, device, precision, length or head is redone, not reused."""
+    precision = resolve_precision(spec.precision, device)
+    return f"minilm-{spec.mode} {device.type} {precision} max_length={spec.max_length} {head}"
+
+
+def with_head(
+    fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], head: nn.Linear
+) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]:
+    """(H, Z) per batch from an embedding function and a fitted head (Z in float32)."""
+
+    def both(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = fn(batch)
+        return h, _float_head(head, h)
+
+    return both
+
+
+def fill_texts(
+    sink: HSink, dataset: Dataset, name: str, model_fn: Callable, tok: Any, spec: TeacherSpec,
+    device: torch.device, progress: Progress | None, context: str, dim: int,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One split's (H, Z) through ``sink.fill``: chunked, float16 and resumable when the sink
+    has a folder (a million transfer rows), in memory otherwise; ``dim`` is H's width."""
+    texts = dataset.splits[name].texts
+    assert texts is not None
+    stage = f"embed {name}"
+    fill = text_fill(
+        model_fn, tok, texts, spec.max_length, spec.batch_size, spec.precision, device, stage
+    )
+    widths = (int(dim), dataset.n_classes)
+    return sink.fill(name, len(texts), widths, fill, progress, stage, context=context)
+
+
 def _compute_minilm(
     dataset: Dataset, spec: TeacherSpec, progress: Progress | None, sink: HSink
 ) -> TeacherOutputs:
     """The frozen MiniLM teacher: embeddings of every split, then a head fitted on them
-    (``teachers.finetune`` holds the fine-tuned one). ``embed_rows_per_s`` in ``meta`` is
-    the pass's measured speed, which the expected time of a fine-tune starts from."""
+    (``teachers.finetune`` holds the fine-tuned one). The labeled splits are held in memory
+    as float32 (the head is fitted on them); transfer rows, which the head never sees, stream
+    through the sink in resumable chunks. ``embed_rows_per_s`` in ``meta`` is the pass's
+    measured speed, which the expected time of a fine-tune starts from."""
     _need_text(dataset, "minilm")
     t0 = time.perf_counter()
     device = pick_device()
@@ -165,15 +202,28 @@ def _compute_minilm(
     t_embed = time.perf_counter()
     for name, split in dataset.splits.items():
         assert split.texts is not None
-        (H[name],) = extract(
-            fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
-            device=device, stage=f"embed {name}", precision=spec.precision,
-        )  # fmt: skip
-    n_rows = sum(len(v) for v in H.values())
+        if name != TRANSFER:
+            (H[name],) = extract(
+                fn, tok, split.texts, spec.max_length, spec.batch_size, progress,
+                device=device, stage=f"embed {name}", precision=spec.precision,
+            )  # fmt: skip
+    embed_s = time.perf_counter() - t_embed
     meta = _minilm_meta(spec, device)
-    meta["embed_rows_per_s"] = n_rows / max(time.perf_counter() - t_embed, 1e-9)
     W, b, c = _frozen_head(dataset, H, spec.seed)
     meta["head_C"] = c
     Z = {k: v @ W.T + b for k, v in H.items()}
+    if TRANSFER in dataset.splits:
+        head = nn.Linear(W.shape[1], W.shape[0]).to(device)
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(W))
+            head.bias.copy_(torch.from_numpy(b))
+        t_transfer = time.perf_counter()
+        H[TRANSFER], Z[TRANSFER] = fill_texts(
+            sink, dataset, TRANSFER, with_head(fn, head), tok, spec, device, progress,
+            staging_context(spec, device, f"head={hash_arrays(W, b)[:16]}"), W.shape[1],
+        )  # fmt: skip
+        embed_s += time.perf_counter() - t_transfer
+    n_rows = sum(len(split) for split in dataset.splits.values())
+    meta["embed_rows_per_s"] = n_rows / max(embed_s, 1e-9)
     meta["seconds"] = round(time.perf_counter() - t0, 3)
     return _outputs(dataset, H, Z, W, b, meta, sink)
