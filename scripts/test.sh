@@ -12,4 +12,6 @@ fi
 ruff check .
 ruff format --check .
 bash scripts/mypy.sh
-python -m pytest -q -p no:cacheprovider "$@"
+# Two workers, each test file whole on one of them (browser tests share one app in order):
+# the suite is CPU-bound on one core otherwise (11 min idle on 2 cores, 2026-12-02).
+python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from jobkinds import plug_in
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (scripts/test.sh runs two workers) each worker gets its share of the
+    cores as torch and BLAS threads, before torch is imported: two workers with every core
+    each oversubscribe the machine, and oversubscribed torch runs several times slower. Set
+    here, the job processes and servers a test starts inherit it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, share)
+
+
+_share_the_cores()
 
 # The app's ui/ package sits beside pages/ at the repo root (``streamlit run app.py`` puts
 # that folder on sys.path; tests that import ui or run AppTest in-process need it too).

@@ -189,6 +189,26 @@ def _no_exception(pg) -> None:  # type: ignore[no-untyped-def]
     ).first.inner_text()
 
 
+#: Per job id, the state its card's header shows ("#12 name · succeeded"), or null.
+_CARD_STATES = (
+    "ids => { const cards = [...document.querySelectorAll('[data-testid=\"stMain\"] p')]"
+    ".map(p => p.innerText); return ids.map(id => { const c = cards.find("
+    "t => t.startsWith('#' + id + ' ')); return c ? c.split(' · ').pop().trim() : null; }); }"
+)
+
+
+def _wait_for_jobs(pg, ids: list[int], timeout: int = 600_000) -> list[str]:  # type: ignore[no-untyped-def]
+    """Wait until the cards of jobs ``ids`` all say succeeded (or one says failed); returns
+    their states. By id, so a card of an earlier job never stands in for them."""
+    pg.wait_for_function(
+        f"ids => {{ const s = ({_CARD_STATES})(ids); return s.includes('failed') || "
+        "s.every(t => t === 'succeeded'); }",
+        arg=ids,
+        timeout=timeout,
+    )
+    return list(pg.evaluate(_CARD_STATES, ids))
+
+
 def test_data_page_shows_the_demo_and_teacher(page) -> None:  # type: ignore[no-untyped-def]
     _goto(page, "Data & teacher")
     body = page.locator("section.main, [data-testid='stMain']").first
@@ -418,25 +438,14 @@ def test_a_sweep_queued_on_distill_reads_as_a_heat_map_on_compare(page) -> None:
     page.get_by_role("button", name="Queue sweep").click()
     queued = page.get_by_text("Queued sweep", exact=False).first
     queued.wait_for()
-    # Wait for the sweep's own cards ("#12 name · succeeded"), by the ids the message names:
-    # counting every state on the page passed on the previous list while the fragment was
-    # still redrawing it (CI, 2026-12-02), before the sweep had run.
+    # Wait for the sweep's own cards, by the ids the message names: counting every state on
+    # the page passed on the previous list while the fragment was still redrawing it (CI,
+    # 2026-12-02), before the sweep had run.
     found = re.search(r"#(\d+)\D+#(\d+)", queued.inner_text())
     assert found, queued.inner_text()
     ids = list(range(int(found[1]), int(found[2]) + 1))
     assert len(ids) == 4, ids
-    states = (
-        "ids => { const cards = [...document.querySelectorAll('[data-testid=\"stMain\"] p')]"
-        ".map(p => p.innerText); return ids.map(id => { const c = cards.find("
-        "t => t.startsWith('#' + id + ' ')); return c ? c.split(' · ').pop().trim() : null; }); }"
-    )
-    page.wait_for_function(
-        f"ids => {{ const s = ({states})(ids); return s.includes('failed') || "
-        "s.every(t => t === 'succeeded'); }",
-        arg=ids,
-        timeout=600_000,
-    )
-    assert page.evaluate(states, ids) == ["succeeded"] * 4
+    assert _wait_for_jobs(page, ids) == ["succeeded"] * 4
     _goto(page, "Compare")
     page.get_by_test_id("stSelectbox").filter(has_text="Sweep").first.click()
     page.get_by_role("option").filter(has_text="(4 runs)").first.click()
@@ -536,6 +545,60 @@ def test_data_page_finetunes_the_teacher_as_a_background_job(page) -> None:  # t
     page.get_by_test_id("stRadio").filter(has_text="Head training").get_by_text(
         "frozen", exact=True
     ).click()
+    _idle(page)
+    rows.fill("0")
+    rows.press("Enter")
+    _idle(page)
+    page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
+
+
+def test_a_transfer_set_distillation_runs_from_the_browser(page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15: a transfer file named on the Data page, the teacher labels its rows, and a
+    distillation queued on Distill trains on labeled plus transfer rows and finishes."""
+    from lelp_studio.store import Workspace
+
+    transfer = ROOT / "sample_data" / "text_demo" / "transfer.txt"
+    _goto(page, "Data & teacher")
+    rows = page.get_by_role("spinbutton", name="Max training rows (0 = all)")
+    rows.fill("200")
+    rows.press("Enter")
+    _idle(page)
+    page.get_by_test_id("stExpander").filter(has_text="Unlabeled transfer data").locator(
+        "summary"
+    ).click()
+    box = page.get_by_role("textbox", name="…or its path on this machine")
+    box.fill(str(transfer))
+    box.press("Enter")
+    _idle(page)
+    metric = page.get_by_test_id("stMetric").filter(has_text="transfer rows")
+    metric.get_by_text("1,", exact=False).first.wait_for()  # 1,xxx rows kept of the 1,200
+    page.get_by_text("How the teacher labels the transfer rows").wait_for()
+    _no_exception(page)
+    _goto(page, "Distill")
+    page.get_by_text("unlabeled transfer rows: distillation objectives train on both").wait_for()
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("1")
+    epochs.press("Enter")
+    _idle(page)
+    page.get_by_role("button", name="Queue run").click()
+    queued = page.get_by_text("Queued job(s)", exact=False).first
+    queued.wait_for()
+    found = re.search(r"#(\d+)", queued.inner_text())
+    assert found, queued.inner_text()
+    job_id = int(found[1])
+    assert _wait_for_jobs(page, [job_id]) == ["succeeded"]
+    _no_exception(page)
+    from lelp_studio import jobs
+
+    job = jobs.get_job(Workspace(WORKSPACE["root"]), job_id)
+    run = Workspace(WORKSPACE["root"]).load_run(job.result)
+    data = run["metrics"]["data"]
+    assert data["labeled"] > 0 and data["transfer"] >= 1000, data
+    # Back to no transfer file on all rows, for whatever runs next.
+    _goto(page, "Data & teacher")
+    box = page.get_by_role("textbox", name="…or its path on this machine")
+    box.fill("")
+    box.press("Enter")
     _idle(page)
     rows.fill("0")
     rows.press("Enter")
