@@ -276,7 +276,10 @@ def test_distill_queues_a_job_and_shows_progress(page) -> None:  # type: ignore[
     page.get_by_test_id("stProgress").first.wait_for(timeout=120_000)
     assert page.get_by_test_id("stProgress").count() >= 1
     page.get_by_text("succeeded", exact=True).first.wait_for(timeout=300_000)
+    # The finished card has no Cancel button; the screenshot waits for that redraw too.
+    page.get_by_role("button", name="Cancel").wait_for(state="detached", timeout=60_000)
     _no_exception(page)
+    page.mouse.move(0, 0)  # no tooltip over the picture
     _shoot(page, "4_distill")
 
 

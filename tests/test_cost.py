@@ -332,7 +332,7 @@ def test_cost_chart_in_the_browser(tmp_path_factory: pytest.TempPathFactory) -> 
     _text_demo_runs(ws_root)
     with _serve(ws_root) as url, _browser() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(240_000)
         page.goto(url)
         page.get_by_test_id("stSidebarNav").get_by_text("Compare", exact=True).click()
