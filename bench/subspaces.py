@@ -324,7 +324,10 @@ def pages_workspace(
                 raise RuntimeError(f"lelp {name} failed: {res['tail']}")
             made[f"{name}_s"] = res["seconds"]
         done.write_text(json.dumps(made))
-    return ds.model_dump(mode="json"), t.model_dump(mode="json"), template, made
+    # Without defaults: a field added since (dataset.transfer) would make the baseline's
+    # stricter, older spec refuse the whole session state.
+    ds_json = ds.model_dump(mode="json", exclude_defaults=True)
+    return ds_json, t.model_dump(mode="json", exclude_defaults=True), template, made
 
 
 def _fresh_copy(template: Path, dest: Path) -> None:
@@ -396,8 +399,8 @@ def page_renders(
             if base is not None:
                 res["baseline"] = render_first(base, PAGES[name], template, ds, t)
                 now, was = res["now"].get("first_s"), res["baseline"].get("first_s")
-                if now and was:
-                    res["ratio"] = round(was / now, 2)
+                if now and was and not res["baseline"].get("exceptions"):
+                    res["ratio"] = round(was / now, 2)  # a baseline that failed has none
             out["pages"][name] = res
             print(name, json.dumps(res), flush=True)
     out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -196,7 +196,7 @@ def run_arm(
 ) -> dict[str, Any]:
     """Train ``arm`` once per seed; selection, test and official-test accuracy per seed."""
     from lelp_studio.pipeline import train_student
-    from lelp_studio.predict import predict
+    from lelp_studio.predict import class_logits
 
     per: dict[str, list[float]] = {"sel": [], "test": [], "official": [], "agree": [], "s": []}
     rows_used: dict[str, Any] = {}
@@ -209,7 +209,10 @@ def run_arm(
         per["test"].append(float(run.scores["accuracy"]))
         per["agree"].append(float(run.scores["agreement"]))
         if off[0] is not None:
-            logits = predict(run.student, off[0]).numpy()
+            # Through the objective, as every split is scored: a LELP student's raw outputs
+            # are C x S pseudo-subclass logits, which class_logits folds into C classes.
+            assert run.method is not None
+            logits = class_logits(run.method, run.student, off[0]).numpy()
             per["official"].append(float(100.0 * np.mean(logits.argmax(1) == off[1])))
         rows_used = dict(run.data)
     row: dict[str, Any] = {"family": arm.family, "setting": arm.label, "seeds": seeds}
@@ -387,8 +390,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["wall_s"] = time.perf_counter() - ts
         res["students"][kind] = r
         log(f"  verdict: {r['verdict']}")
-    res["wall_s"] = time.perf_counter() - t0
-    write(res, args.out)
+        res["wall_s"] = time.perf_counter() - t0
+        write(res, args.out)  # after each student: an interrupted run keeps what it finished
     return res
 
 

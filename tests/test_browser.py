@@ -305,7 +305,10 @@ def test_distill_queues_a_job_and_shows_progress(page) -> None:  # type: ignore[
     # The finished card has no Cancel button; the screenshot waits for that redraw too.
     page.get_by_role("button", name="Cancel").wait_for(state="detached", timeout=60_000)
     _no_exception(page)
-    page.mouse.move(0, 0)  # no tooltip over the picture
+    # No tooltip over the picture: the clicked button keeps focus (and its tooltip) until blurred.
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.mouse.move(0, 0)
+    page.get_by_role("tooltip").wait_for(state="detached", timeout=30_000)
     _shoot(page, "4_distill")
 
 
