@@ -114,7 +114,7 @@ if method == "lelp" or color_by.startswith("pseudo-subclass"):
         st.stop()
 
 try:  # UMAP on a large set runs in the background: one bar with its stage, nothing stale
-    xy, axis_titles = ui.map_xy_or_wait(
+    xy, axis_titles = ui.map_xy(
         key,
         split,
         method,
@@ -123,6 +123,7 @@ try:  # UMAP on a large set runs in the background: one bar with its stage, noth
         int(lelp_class),
         lelp_model=lelp_model,
         lelp_id=analysis.hash_key(lelp_args) if lelp_args else "",
+        in_background=True,
     )
 except (*ERRORS, ValueError) as err:
     st.error(f"The projection failed: {err}. Try PCA.")

@@ -34,7 +34,7 @@ from .finetune import (
 )
 from .headroom import headroom_config, show_compare_headroom, show_headroom
 from .jobs import autostart, show_job_card, start_worker
-from .maps import map_xy, map_xy_or_wait
+from .maps import map_xy
 from .navigation import app_pages, keep_app_in_charge, legacy_pages_mode
 from .retrieval import (
     has_reaugkd_state,
@@ -96,7 +96,6 @@ __all__ = [
     "legacy_pages_mode",
     "lelp_coordinates",
     "map_xy",
-    "map_xy_or_wait",
     "measure_costs",
     "minilm_available",
     "offer_repair",

@@ -117,45 +117,31 @@ def map_xy(
     class_index: int = 0,
     lelp_model: Any = None,
     lelp_id: str = "",
+    *,
+    in_background: bool = False,
 ) -> tuple[np.ndarray | ProjectedRows, tuple[str, str]]:
     """Coordinates of every row of ``split`` (the same for every split: fitted on train).
 
     UMAP's are computed for all rows once and stored in the workspace (placing rows is its
     slow part). PCA and LELP directions are linear maps: their coordinates are computed for
     the rows a map draws (``ProjectedRows``), from a fit kept per process; a projection
-    stored by an earlier version is still read."""
+    stored by an earlier version is still read. ``in_background``: a computation longer
+    than a few seconds (UMAP on a large set) runs in the background, and meanwhile the page
+    shows its stage and elapsed time and stops there (see ``background``); it reruns by
+    itself when the coordinates are stored. Otherwise it runs here, under a spinner."""
     ws = workspace()
     pkey, work = _job(key, split, method, sample, seed, class_index, lelp_model, lelp_id)
-    xy = ws.load_projection(pkey)
-    if xy is not None:
-        return xy, _stored_titles(ws, pkey, method)
-    with st.spinner("Fitting the projection…", show_time=True):
-        return work(None)
-
-
-def map_xy_or_wait(
-    key: str,
-    split: str,
-    method: str,
-    sample: int,
-    seed: int = 0,
-    class_index: int = 0,
-    lelp_model: Any = None,
-    lelp_id: str = "",
-) -> tuple[np.ndarray | ProjectedRows, tuple[str, str]]:
-    """``map_xy``, with a computation longer than a few seconds (UMAP on a large set) run in
-    the background: meanwhile the page shows its stage and elapsed time and stops there
-    (see ``background``); it reruns by itself when the coordinates are stored."""
-    ws = workspace()
-    pkey, work = _job(key, split, method, sample, seed, class_index, lelp_model, lelp_id)
-    if background.running(pkey) is None:
+    if not in_background or background.running(pkey) is None:
         xy = ws.load_projection(pkey)
         if xy is not None:
-            background.forget(pkey)
+            if in_background:
+                background.forget(pkey)
             return xy, _stored_titles(ws, pkey, method)
+    if not in_background:
+        with st.spinner("Fitting the projection…", show_time=True):
+            return work(None)
     n = len(float_H(str(ws.root), key, split))
-    label = f"Map of {n:,} {split} rows"
-    task = background.submit(pkey, label, work)
+    task = background.submit(pkey, f"Map of {n:,} {split} rows", work)
     got: tuple[np.ndarray | ProjectedRows, tuple[str, str]] = background.result_or_wait(task)
     background.forget(pkey)
     return got
