@@ -170,6 +170,13 @@ def _idle(pg) -> None:  # type: ignore[no-untyped-def]
     pg.wait_for_timeout(300)
 
 
+def _enter(pg, field, value: str) -> None:  # type: ignore[no-untyped-def]
+    """Type ``value`` into ``field``, commit it with Enter and wait for the rerun it starts."""
+    field.fill(value)
+    field.press("Enter")
+    _idle(pg)
+
+
 def _goto(pg, title: str) -> None:  # type: ignore[no-untyped-def]
     pg.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
     pg.get_by_role("heading", name=title).first.wait_for()
@@ -428,9 +435,7 @@ def test_distill_settings_survive_the_job_list_refresh_and_a_page_visit(page) ->
     widget values, so epochs went back to its default after a visit to another page."""
     _goto(page, "Distill")
     epochs = page.get_by_role("spinbutton", name="Epochs")
-    epochs.fill("3")
-    epochs.press("Enter")
-    _idle(page)
+    _enter(page, epochs, "3")
     page.wait_for_timeout(4500)  # two refreshes of the job list
     _goto(page, "Data & teacher")
     _goto(page, "Distill")
@@ -455,17 +460,13 @@ def test_a_sweep_queued_on_distill_reads_as_a_heat_map_on_compare(page) -> None:
     worker runs it, and Compare's sweep view draws the selection-split heat map."""
     _goto(page, "Distill")
     epochs = page.get_by_role("spinbutton", name="Epochs")
-    epochs.fill("1")
-    epochs.press("Enter")
-    _idle(page)
+    _enter(page, epochs, "1")
     page.get_by_test_id("stExpander").filter(has_text="Sweep over a grid").locator(
         "summary"
     ).click()
     for label, values in (("S (subclasses.n_subclasses)", "2, 4"), ("tau (train.tau)", "1, 4")):
         box = page.get_by_role("textbox", name=label)
-        box.fill(values)
-        box.press("Enter")
-        _idle(page)
+        _enter(page, box, values)
     page.get_by_text("This will queue 4 jobs", exact=False).wait_for()
     page.get_by_role("button", name="Queue sweep").click()
     queued = page.get_by_text("Queued sweep", exact=False).first
@@ -544,18 +545,14 @@ def test_data_page_finetunes_the_teacher_as_a_background_job(page) -> None:  # t
     it, and the page then shows the fine-tuned teacher (40 training rows, one step)."""
     _goto(page, "Data & teacher")
     rows = page.get_by_role("spinbutton", name="Max training rows (0 = all)")
-    rows.fill("40")
-    rows.press("Enter")
-    _idle(page)
+    _enter(page, rows, "40")
     page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
     page.get_by_test_id("stRadio").filter(has_text="Head training").get_by_text(
         "finetune", exact=True
     ).click()
     _idle(page)
     epochs = page.get_by_role("spinbutton", name="Fine-tune epochs")
-    epochs.fill("1")
-    epochs.press("Enter")
-    _idle(page)
+    _enter(page, epochs, "1")
     page.get_by_text("Expected time: about", exact=False).wait_for()
     page.get_by_role("button", name="Fine-tune the teacher (background job)").click()
     page.get_by_text("Queued fine-tune job #", exact=False).first.wait_for()
@@ -577,9 +574,7 @@ def test_data_page_finetunes_the_teacher_as_a_background_job(page) -> None:  # t
         "frozen", exact=True
     ).click()
     _idle(page)
-    rows.fill("0")
-    rows.press("Enter")
-    _idle(page)
+    _enter(page, rows, "0")
     page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
 
 
@@ -591,16 +586,12 @@ def test_a_transfer_set_distillation_runs_from_the_browser(page) -> None:  # typ
     transfer = ROOT / "sample_data" / "text_demo" / "transfer.txt"
     _goto(page, "Data & teacher")
     rows = page.get_by_role("spinbutton", name="Max training rows (0 = all)")
-    rows.fill("200")
-    rows.press("Enter")
-    _idle(page)
+    _enter(page, rows, "200")
     page.get_by_test_id("stExpander").filter(has_text="Unlabeled transfer data").locator(
         "summary"
     ).click()
     box = page.get_by_role("textbox", name="…or its path on this machine")
-    box.fill(str(transfer))
-    box.press("Enter")
-    _idle(page)
+    _enter(page, box, str(transfer))
     metric = page.get_by_test_id("stMetric").filter(has_text="transfer rows")
     metric.get_by_text("1,", exact=False).first.wait_for()  # 1,xxx rows kept of the 1,200
     page.get_by_text("How the teacher labels the transfer rows").wait_for()
@@ -608,9 +599,7 @@ def test_a_transfer_set_distillation_runs_from_the_browser(page) -> None:  # typ
     _goto(page, "Distill")
     page.get_by_text("unlabeled transfer rows: distillation objectives train on both").wait_for()
     epochs = page.get_by_role("spinbutton", name="Epochs")
-    epochs.fill("1")
-    epochs.press("Enter")
-    _idle(page)
+    _enter(page, epochs, "1")
     page.get_by_role("button", name="Queue run").click()
     queued = page.get_by_text("Queued job(s)", exact=False).first
     queued.wait_for()
@@ -628,10 +617,6 @@ def test_a_transfer_set_distillation_runs_from_the_browser(page) -> None:  # typ
     # Back to no transfer file on all rows, for whatever runs next.
     _goto(page, "Data & teacher")
     box = page.get_by_role("textbox", name="…or its path on this machine")
-    box.fill("")
-    box.press("Enter")
-    _idle(page)
-    rows.fill("0")
-    rows.press("Enter")
-    _idle(page)
+    _enter(page, box, "")
+    _enter(page, rows, "0")
     page.get_by_test_id("stMetric").filter(has_text="Teacher accuracy").first.wait_for()
