@@ -97,7 +97,13 @@ def test_report_names_machine_protocol_and_verdict() -> None:
         "n_test": 9932,
         "n_official": 359,
         "transfer_info": {"kept": 84000, "dropped": {}},
-        "teacher": {"select": 81.0, "test": 80.0, "official": 82.0, "cache_hit": False},
+        "teacher": {
+            "select": 81.0,
+            "test": 80.0,
+            "official": 82.0,
+            "cache_hit": False,
+            "prepare_s": 120.0,
+        },
         "students": {
             "bag": {
                 "rows": list(picked.values()),
@@ -112,3 +118,12 @@ def test_report_names_machine_protocol_and_verdict() -> None:
     assert "Half the gap closed by both KD and LELP: **no**" in md
     assert "LELP beats KD by more than one std on test: **no**" in md
     assert "| KD (labeled + transfer) | kd tau=4 alpha=0 |" in md
+    assert "Fine-tune plus the pass over all rows: 2.0 min." in md
+
+
+def test_a_cached_teacher_reports_what_it_first_cost() -> None:
+    t = {"cache_hit": True, "compute_s": 1355.0, "prepare_s": 6.0}
+    assert T.teacher_cost(t) == (
+        "Teacher outputs from the workspace cache (0.1 min here; fine-tune plus pass: "
+        "22.6 min when first computed)."
+    )
