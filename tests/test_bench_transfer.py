@@ -127,3 +127,25 @@ def test_a_cached_teacher_reports_what_it_first_cost() -> None:
         "Teacher outputs from the workspace cache (0.1 min here; fine-tune plus pass: "
         "22.6 min when first computed)."
     )
+
+
+def test_with_picks_the_baseline_is_still_tuned_and_distillation_runs_its_pick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The transformer reuses the bag's KD/LELP picks but tunes its own hard baseline: a
+    baseline tuned for another student would flatter distillation."""
+    ran: list[str] = []
+    sel = {"hard epochs=4": 60.0, "hard epochs=8": 65.0, "hard epochs=16": 62.0,
+           "hard epochs=32": 61.0}  # fmt: skip
+
+    def fake_run_arm(prep: Any, base: Any, arm: Any, seeds: Any, off: Any, log: Any) -> Any:
+        ran.append(arm.label)
+        return _row(arm.family, arm.label, sel.get(arm.label, 70.0), 70.0)
+
+    monkeypatch.setattr(T, "run_arm", fake_run_arm)
+    grid = T.grids(quick=False)
+    picks = {fam: arms[-1] for fam, arms in grid.items()}  # hard's pick ignored
+    out = T.bench_student(None, None, grid, [0], None, print, picks)
+    assert ran == [a.label for a in grid["hard"]] + [picks["kd"].label, picks["lelp"].label]
+    assert out["picked"]["hard"]["setting"] == "hard epochs=8"  # its own selection pick
+    assert out["picked"]["kd"]["setting"] == picks["kd"].label
