@@ -574,16 +574,17 @@ def test_arrays_h_dir_holds_no_float32_copy_of_h(tmp_path):
 def test_workspace_adopts_h_files(tmp_path):
     """save_teacher_outputs moves extraction's float16 files into arrays/ under the hash a
     copy would get, and reads them back memory-mapped."""
-    from lelp_studio.store import Workspace
+    from lelp_studio.store import Workspace, claim_staging
 
     ds, H, Z, W, b = _arrays()
     _save_npz(tmp_path / "t.npz", H, Z, W, b)
     spec = TeacherSpec(kind="arrays", path=str(tmp_path / "t.npz"))
     ws_a, ws_b = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
     ws_a.save_teacher_outputs("k", compute_teacher_outputs(ds, spec))
-    h_dir = ws_b.staging_dir("k")
-    ws_b.save_teacher_outputs("k", compute_teacher_outputs(ds, spec, h_dir=h_dir))
-    assert not list(h_dir.glob("*.npy"))  # moved, not copied
+    with claim_staging(ws_b.root, "k") as staging:  # where the pipeline's extraction writes
+        h_dir = staging.path
+        ws_b.save_teacher_outputs("k", compute_teacher_outputs(ds, spec, h_dir=h_dir))
+        assert not list(h_dir.glob("*.npy"))  # moved, not copied
     a, b_ = ws_a.load_teacher_outputs("k"), ws_b.load_teacher_outputs("k")
     assert a is not None and b_ is not None
     for s in H:

@@ -14,7 +14,6 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -535,15 +534,6 @@ class Workspace:
         self.unmirror("manual_groups", f"{dataset_fp}/{name}")
 
     # -- float16 H written in place by extraction (teachers' ``h_dir``) -----------------------
-    def staging_dir(self, key: str) -> Path:
-        """A new folder inside the workspace where one extraction writes H files for ``key``;
-        on the same file system as ``arrays/``, so :meth:`adopt_array` moves them by renaming.
-
-        Unique per call: two writers of the same key (two browser tabs, two Streamlit script
-        threads) never share or delete each other's files. Named ``.*.tmp`` so ``lelp doctor``
-        removes what a killed writer left once it is stale."""
-        return self.root / "staging" / f".{safe_name(key)}.{uuid.uuid4().hex[:12]}.tmp"
-
     def adopt_array(self, path: Path) -> str:
         """Store a finished ``.npy`` file inside the workspace under its content hash by
         renaming it (no copy, no read into memory) and return the hash; the file is gone
