@@ -102,6 +102,23 @@ class Loaded:
     fell_back: bool = False
     found: bool = False
 
+    def restart_note(self, ckpt_dir: Path, restart: str) -> str | None:
+        """With nothing readable: None when there was no checkpoint at all, else a note that
+        names the damaged files and ``restart`` (what the caller does instead)."""
+        if not self.found:
+            return None
+        why = "; ".join(self.problems) or "no complete checkpoint"
+        return f"{ckpt_dir}: {why}; {restart}"
+
+    def fallback_note(self, ckpt_dir: Path, at: str) -> str | None:
+        """A note when a damaged newer generation made this the previous one (``at``: where
+        it resumes, e.g. "epoch 3"); None otherwise."""
+        if not self.fell_back:
+            return None
+        return (
+            f"{ckpt_dir}: {'; '.join(self.problems)}; resumed from the previous checkpoint ({at})"
+        )
+
 
 def load_state(ckpt_dir: Path) -> Loaded:
     """The newest readable generation in ``ckpt_dir``: ``last.*``, else ``prev.*``, JSON and

@@ -152,10 +152,7 @@ def _load_checkpoint(
     """
     got = load_state(ckpt_dir)
     if got.meta is None:
-        if not got.found:
-            return None, None
-        why = "; ".join(got.problems) or "no complete checkpoint"
-        return None, f"{ckpt_dir}: {why}; restarting from epoch 1"
+        return None, got.restart_note(ckpt_dir, "restarting from epoch 1")
     meta = got.meta
     try:
         unwrap(student).load_state_dict(got.tensors.get("model", {}))
@@ -168,13 +165,7 @@ def _load_checkpoint(
             "checkpoint_dir or set resume=False"
         ) from None
     restore_optimizer(opt, got.tensors.get("optim", {}), meta)
-    note = None
-    if got.fell_back:
-        note = (
-            f"{ckpt_dir}: {'; '.join(got.problems)}; resumed from the previous checkpoint "
-            f"(epoch {meta['epoch']})"
-        )
-    return meta, note
+    return meta, got.fallback_note(ckpt_dir, f"epoch {meta['epoch']}")
 
 
 def train(

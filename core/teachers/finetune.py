@@ -167,10 +167,7 @@ def _resume(s: _Setup, ckpt: Path, run_id: str) -> tuple[dict[str, Any] | None, 
     with a note when files were damaged or belong to another fine-tune (it then restarts)."""
     got = load_state(ckpt)
     if got.meta is None:
-        if not got.found:
-            return None, None
-        why = "; ".join(got.problems) or "no complete checkpoint"
-        return None, f"{ckpt}: {why}; the fine-tune restarts from step 0"
+        return None, got.restart_note(ckpt, "the fine-tune restarts from step 0")
     if got.meta.get("run") != run_id:
         return None, (
             f"{ckpt}: the checkpoint belongs to another fine-tune (other data, settings or "
@@ -178,13 +175,7 @@ def _resume(s: _Setup, ckpt: Path, run_id: str) -> tuple[dict[str, Any] | None, 
         )
     s.model.load_state_dict(got.tensors.get("model", {}))
     restore_optimizer(s.opt, got.tensors.get("optim", {}), got.meta)
-    note = None
-    if got.fell_back:
-        note = (
-            f"{ckpt}: {'; '.join(got.problems)}; resumed from the previous checkpoint "
-            f"(step {got.meta['step']})"
-        )
-    return got.meta, note
+    return got.meta, got.fallback_note(ckpt, f"step {got.meta['step']}")
 
 
 def finetune_minilm(
