@@ -21,11 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .checkpoint_files import META, WEIGHTS, meta_key, scan, weights_tag
 from .store import atomic_path, atomic_write_bytes
-
-WEIGHTS = "last.safetensors"
-META = "last.json"
-GENERATIONS = ((META, WEIGHTS), ("prev.json", "prev.safetensors"))
 
 
 def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -57,19 +54,14 @@ def restore_optimizer(
     opt.load_state_dict({"state": state, "param_groups": meta["optim_param_groups"]})
 
 
-def _tag(path: Path) -> tuple[int, int | None]:
-    """(epoch, step) a weights file records; step None for files written before it did."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return int(meta["epoch"]), (int(meta["step"]) if "step" in meta else None)
-
-
 def _sound_last(ckpt_dir: Path) -> bool:
+    tag = weights_tag(ckpt_dir / WEIGHTS)
+    if tag is None:
+        return False
     try:
-        epoch, step = _tag(ckpt_dir / WEIGHTS)
         meta = json.loads((ckpt_dir / META).read_text(encoding="utf-8"))
-        return epoch == int(meta["epoch"]) and step in (None, int(meta["step"]))
-    except Exception:  # noqa: BLE001 - missing or damaged (SafetensorError, bad JSON)
+        return tag[0] == int(meta["epoch"]) and tag[1] in (None, int(meta["step"]))
+    except (OSError, ValueError, KeyError, TypeError):  # missing or bad JSON
         return False
 
 
@@ -124,36 +116,10 @@ def load_state(ckpt_dir: Path) -> Loaded:
     """The newest readable generation in ``ckpt_dir``: ``last.*``, else ``prev.*``, JSON and
     weights paired by the epoch and step both record. Nothing is returned until a whole file
     has been read, so a caller never loads half a checkpoint."""
-    out = Loaded()
-    metas: list[dict[str, Any]] = []
-    weights: dict[tuple[int, int | None], Path] = {}
-    for meta_name, weights_name in GENERATIONS:
-        meta_path, w_path = ckpt_dir / meta_name, ckpt_dir / weights_name
-        out.found = out.found or meta_path.exists() or w_path.exists()
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                int(meta["epoch"]), int(meta["step"]), meta["optim_param_groups"]
-                metas.append(meta)
-            except (OSError, ValueError, KeyError, TypeError):
-                out.problems.append(f"{meta_name} is unreadable")
-        if w_path.exists():
-            try:
-                weights.setdefault(_tag(w_path), w_path)
-            except Exception:  # noqa: BLE001 - SafetensorError (truncated), OSError, no epoch
-                out.problems.append(f"{weights_name} is damaged (truncated or not safetensors)")
-    # the newest generation any readable file names (weights from before steps were recorded
-    # compare by epoch alone)
-    newest = max(
-        [(int(m["epoch"]), int(m["step"])) for m in metas]
-        + [(e, -1 if s is None else s) for e, s in weights],
-        default=(0, -1),
-    )
-    for meta in sorted(metas, key=lambda m: (int(m["epoch"]), int(m["step"])), reverse=True):
-        epoch, step = int(meta["epoch"]), int(meta["step"])
-        paired = weights.get((epoch, step)) or weights.get((epoch, None))
-        if paired is None:
-            continue
+    sc = scan(ckpt_dir)
+    out = Loaded(problems=list(sc.problems), found=sc.found)
+    newest = sc.newest()
+    for meta, _, paired in sc.candidates():
         groups: dict[str, dict[str, Tensor]] = {}
         try:
             with safe_open(str(paired), framework="pt") as f:
@@ -164,6 +130,6 @@ def load_state(ckpt_dir: Path) -> Loaded:
             out.problems.append(f"{paired.name} is damaged (a tensor cannot be read)")
             continue
         out.meta, out.tensors = meta, groups
-        out.fell_back = bool(out.problems) and (epoch, step) < newest
+        out.fell_back = bool(out.problems) and meta_key(meta) < newest
         return out
     return out

@@ -109,6 +109,29 @@ def test_truncated_checkpoint_falls_back_to_the_previous_generation(tmp_path: Pa
     assert not [w for w in seen if "checkpoint" in str(w.message)]  # sound: no note
 
 
+def test_the_job_runner_and_the_loop_agree_on_the_generation_and_read_it_without_torch(
+    tmp_path: Path,
+) -> None:
+    """One rule finds the readable generation (``checkpoint_files.scan``): the retry's note
+    and the loop's resume name the same epoch, and the runner's reader does not load torch."""
+    from lelp_studio.checkpoint import load_state
+    from lelp_studio.jobs.checkpoints import read_checkpoint
+
+    ck = tmp_path / "ck"
+    _digits_train(3, ck, resume=False)
+    w = ck / "last.safetensors"
+    w.write_bytes(w.read_bytes()[:-7])  # truncated by a few bytes: the header still parses
+    point, loaded = read_checkpoint(ck, Path("ck")), load_state(ck)
+    assert loaded.meta is not None and loaded.fell_back
+    assert point.epoch == loaded.meta["epoch"] == 2 and "after epoch 2" in (point.note or "")
+    code = (
+        "import sys; from pathlib import Path; from lelp_studio.checkpoint_files import scan; "
+        f"print(scan(Path({str(ck)!r})).candidates()[0][0]['epoch'], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "False"]
+
+
 def test_kill_between_rotation_renames_still_finds_a_pair(tmp_path: Path) -> None:
     ck = tmp_path / "ck"
     _digits_train(3, ck, resume=False)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint_files import meta_key, scan
 from ..store import Workspace
 from .table import _epoch, _jsonable
 
@@ -14,29 +14,6 @@ from .table import _epoch, _jsonable
 def ckpt_dir(ws: Workspace, job_id: int) -> Path:
     """Where a job checkpoints; kept across attempts so a retry resumes."""
     return ws.run_dir(f"job-{int(job_id)}") / "ckpt"
-
-
-def _safetensors_tag(path: Path) -> tuple[int, int | None] | None:
-    """The (epoch, step) a checkpoint's weights file records (step None in files written
-    before it did); None when it is damaged. Checks the header and that the file holds every
-    byte it declares (what ``safe_open`` checks in ``core.checkpoint.load_state``) without
-    importing torch, so the CLI stays quick."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n <= size - 8:
-                return None
-            header = json.loads(f.read(n))
-        end = max(
-            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-            default=0,
-        )
-        tag = header["__metadata__"]
-        step = int(tag["step"]) if "step" in tag else None
-        return (int(tag["epoch"]), step) if 8 + n + end == size else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,47 +43,22 @@ def read_checkpoint(ckpt: Path, rel: Path, by_step: bool = False) -> ResumePoint
     by epoch and step; nothing readable restarts from the start). Why: a retry must not claim
     to resume when it restarts, and a damaged checkpoint must be said, not fail every attempt.
     ``by_step``: notes count steps (the teacher fine-tune), not epochs."""
-    problems: list[str] = []
-    metas: list[tuple[dict[str, Any], float]] = []
-    weights: set[tuple[int, int | None]] = set()
-    for name in ("last", "prev"):
-        meta_path, w_path = ckpt / f"{name}.json", ckpt / f"{name}.safetensors"
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                int(meta["epoch"]), int(meta["step"]), meta["optim_param_groups"]
-                metas.append((meta, meta_path.stat().st_mtime))
-            except (OSError, ValueError, KeyError, TypeError):
-                problems.append(f"{name}.json is unreadable")
-        if w_path.exists():
-            tag = _safetensors_tag(w_path)
-            if tag is None:
-                problems.append(f"{name}.safetensors is damaged (truncated?)")
-            else:
-                weights.add(tag)
-    if not metas and not weights and not problems:
+    sc = scan(ckpt)
+    if not sc.found:
         return ResumePoint(0)
-
-    def key(m: dict[str, Any]) -> tuple[int, int]:
-        return int(m["epoch"]), int(m["step"])
-
-    newest = max(
-        [key(m) for m, _ in metas] + [(e, -1 if s is None else s) for e, s in weights],
-        default=(0, -1),
-    )
-    good = [(m, t) for m, t in metas if key(m) in weights or (int(m["epoch"]), None) in weights]
+    good = sc.candidates()
     if not good:
-        why = "; ".join(problems) or "no complete checkpoint"
+        why = "; ".join(sc.problems) or "no complete checkpoint"
         start = "step 0" if by_step else "epoch 1"
         return ResumePoint(
             0, f"no readable checkpoint in {rel} ({why}); it restarts from {start}", exists=True
         )
-    meta, saved = max(good, key=lambda mt: key(mt[0]))
+    meta, saved, _ = good[0]
     point = ResumePoint(int(meta["epoch"]), saved=saved, exists=True, step=int(meta["step"]))
     note = None
-    if problems and key(meta) < newest:
+    if sc.problems and meta_key(meta) < sc.newest():
         note = (
-            f"checkpoint {rel}: {'; '.join(problems)}; it resumes {resume_text(point, by_step)} "
+            f"checkpoint {rel}: {'; '.join(sc.problems)}; it resumes {resume_text(point, by_step)} "
             "from the previous checkpoint"
         )
     history = tuple(h for h in meta.get("history", []) if (_epoch(h) or 0) <= point.epoch)
