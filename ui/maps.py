@@ -131,11 +131,10 @@ def map_xy(
     itself when the coordinates are stored. Otherwise it runs here, under a spinner."""
     ws = workspace()
     pkey, work = _job(key, split, method, sample, seed, class_index, lelp_model, lelp_id)
-    if not in_background or background.running(pkey) is None:
+    if not (in_background and background.running(pkey) is not None):
         xy = ws.load_projection(pkey)
         if xy is not None:
-            if in_background:
-                background.forget(pkey)
+            background.forget(pkey)  # a finished task's result is stored: drop it
             return xy, _stored_titles(ws, pkey, method)
     if not in_background:
         with st.spinner("Fitting the projection…", show_time=True):
